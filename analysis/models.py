@@ -1,0 +1,112 @@
+"""Analysis results: runs, snapshots and their per-(metric, variant) rows."""
+
+from django.db import models
+
+from experiments.models import Experiment, Metric
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
+class AnalysisRun(models.Model):
+    """One attempt to compute a snapshot; failures stay visible with their error."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    trigger = models.CharField(max_length=32, default="schedule")
+    task_id = models.CharField(max_length=64, blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["experiment", "-created_at"], name="run_exp_created")]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} of {self.experiment_id}: {self.status}"
+
+
+class Recommendation(models.TextChoices):
+    KEEP = "keep", "Keep"
+    EXTEND = "extend", "Extend"
+    ROLLBACK = "rollback", "Roll back"
+
+
+class ResultSnapshot(models.Model):
+    """The analysis of an experiment at one data cut-off; snapshots form the time series."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="snapshots")
+    run = models.OneToOneField(
+        AnalysisRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="snapshot"
+    )
+    computed_at = models.DateTimeField()
+    data_through = models.DateTimeField()
+    phase = models.PositiveIntegerField(default=0)
+    method = models.CharField(max_length=32)
+    total_units = models.PositiveIntegerField(default=0)
+    health = models.JSONField(default=dict)
+    recommendation = models.CharField(max_length=16, choices=Recommendation.choices)
+    reasons = models.JSONField(default=list)
+    arms = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-computed_at", "-id"]
+        get_latest_by = "computed_at"
+        indexes = [
+            models.Index(fields=["experiment", "-computed_at"], name="snapshot_exp_computed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} @ {self.computed_at:%Y-%m-%d %H:%M}"
+
+
+class ResultRow(models.Model):
+    """One (metric, variant) of a snapshot: sufficient statistics and every reported number.
+
+    Control rows carry only the sufficient statistics and mean; treatment rows carry the
+    comparison against control.
+    """
+
+    snapshot = models.ForeignKey(ResultSnapshot, on_delete=models.CASCADE, related_name="rows")
+    metric = models.ForeignKey(Metric, null=True, on_delete=models.SET_NULL, related_name="+")
+    metric_key = models.CharField(max_length=100)
+    metric_kind = models.CharField(max_length=16)
+    role = models.CharField(max_length=16)
+    variant = models.CharField(max_length=100)
+    is_control = models.BooleanField(default=False)
+    # Sufficient statistics (DESIGN.md section 6).
+    n = models.BigIntegerField(default=0)
+    sum = models.FloatField(default=0)
+    sum_sq = models.FloatField(default=0)
+    den_sum = models.FloatField(default=0)
+    den_sum_sq = models.FloatField(default=0)
+    sum_prod = models.FloatField(default=0)
+    cov_sum = models.FloatField(default=0)
+    cov_sum_sq = models.FloatField(default=0)
+    cov_sum_prod = models.FloatField(default=0)
+    mean = models.FloatField(null=True)
+    # The comparison with control (treatment rows only).
+    lift_abs = models.FloatField(null=True)
+    lift_rel = models.FloatField(null=True)
+    ci_low = models.FloatField(null=True)
+    ci_high = models.FloatField(null=True)
+    p_value = models.FloatField(null=True)
+    fixed_p_value = models.FloatField(null=True)
+    method = models.CharField(max_length=32, blank=True, default="")
+    significant = models.BooleanField(default=False)
+    status = models.CharField(max_length=16, blank=True, default="")
+    # Everything else the stats engine reported (fixed and Bayesian views, CUPED reduction...).
+    details = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["snapshot", "metric_key"], name="row_snapshot_metric")]
+
+    def __str__(self) -> str:
+        return f"{self.metric_key}/{self.variant}"

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from analysis import views
+
+urlpatterns = [
+    path(
+        "p/<slug:project>/experiments/<slug:key>/results/",
+        views.results_page,
+        name="experiment-results",
+    ),
+    path(
+        "p/<slug:project>/experiments/<slug:key>/analyze/",
+        views.analyze_now,
+        name="experiment-analyze",
+    ),
+]

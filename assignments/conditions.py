@@ -1,0 +1,559 @@
+"""Targeting conditions in GrowthBook's MongoDB-like syntax: evaluation and validation.
+
+`eval_condition(attributes, condition)` gives the same answer as the official SDK's
+``evalCondition`` (growthbook 4.x, whose semantics follow the JS SDK): keys are dotted paths into
+the attributes (a list exposes ``length`` and its indices), a plain value means strict JSON
+equality, and a dict whose keys all start with ``$`` is a set of operators that must all pass.
+Comparisons never coerce types (``5`` does not equal ``"5"``, ``True`` is not ``1``), only two
+numbers or two strings can be ordered, and a missing attribute is ``None``. An operator this module
+does not know makes the whole condition fail, and so does a malformed condition (the SDK catches
+the same errors). Saved groups are not an abacus feature: ``$inGroup`` sees every group as empty.
+
+`validate_condition(condition)` lists what is wrong with a condition in words a person can act
+on, for forms and the API; a condition it accepts is one the SDKs understand.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from assignments.hashing import js_number_to_string
+
+# A branch's result: True, False, or None when it depends on an operator nobody knows.
+_Tri = bool | None
+
+_CONDITION_OPERATORS = ("$or", "$nor", "$and", "$savedGroup")
+_EVAL_ERRORS = (TypeError, ValueError, AttributeError, IndexError, RecursionError)
+_REGEX_CACHE: dict[tuple[Any, int], re.Pattern[str] | None] = {}
+_REGEX_CACHE_MAX = 1024
+
+ORDER_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
+VERSION_OPERATORS = ("$veq", "$vne", "$vgt", "$vgte", "$vlt", "$vlte")
+REGEX_OPERATORS = ("$regex", "$regexi", "$notRegex", "$notRegexi")
+LIST_OPERATORS = ("$in", "$nin", "$ini", "$nini", "$all", "$alli")
+VALUE_OPERATORS = frozenset(
+    ("$eq", "$ne", "$exists", "$type", "$size", "$elemMatch", "$not")
+    + ORDER_OPERATORS
+    + VERSION_OPERATORS
+    + REGEX_OPERATORS
+    + LIST_OPERATORS
+)
+LOGICAL_OPERATORS = frozenset(("$and", "$or", "$nor", "$not"))
+TYPE_NAMES = ("string", "number", "boolean", "array", "object", "null")
+
+
+def eval_condition(attributes: dict[str, Any], condition: dict[str, Any]) -> bool:
+    """Whether ``attributes`` satisfy ``condition`` (an empty condition always passes)."""
+    try:
+        return _eval(attributes, condition) is True
+    except _EVAL_ERRORS:
+        # A malformed condition fails as a whole, so $not cannot turn an error into a match.
+        return False
+
+
+def _negate(r: _Tri) -> _Tri:
+    return None if r is None else not r
+
+
+def _eval(attributes: Any, condition: dict[str, Any]) -> _Tri:
+    result: _Tri = True
+    for key, value in condition.items():
+        if key == "$or":
+            r = _eval_or(attributes, value)
+        elif key == "$nor":
+            r = _negate(_eval_or(attributes, value))
+        elif key == "$and":
+            r = _eval_and(attributes, value)
+        elif key == "$not":
+            r = _negate(_eval(attributes, value))
+        elif key == "$savedGroup" or key == "$savedGroups":
+            r = False
+        else:
+            r = _eval_value(value, get_path(attributes, key))
+        if r is False:
+            return False
+        if r is None:
+            result = None
+    return result
+
+
+def _eval_or(attributes: Any, conditions: Any) -> _Tri:
+    if len(conditions) == 0:
+        return True
+    result: _Tri = False
+    for condition in conditions:
+        r = _eval(attributes, condition)
+        if r is True:
+            return True
+        if r is None:
+            result = None
+    return result
+
+
+def _eval_and(attributes: Any, conditions: Any) -> _Tri:
+    result: _Tri = True
+    for condition in conditions:
+        r = _eval(attributes, condition)
+        if r is False:
+            return False
+        if r is None:
+            result = None
+    return result
+
+
+def _is_operator_object(obj: Any) -> bool:
+    return isinstance(obj, dict) and all(key.startswith("$") for key in obj)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def json_type(value: Any) -> str:
+    """The JSON type name ``$type`` compares with: null, boolean, number, string, array, object."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | set):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return "unknown"
+
+
+def _is_canonical_index(key: str, length: int) -> bool:
+    return (
+        len(key) <= 10
+        and key.isascii()
+        and key.isdigit()
+        and (key == "0" or key[0] != "0")
+        and int(key) < length
+    )
+
+
+def get_path(attributes: Any, path: str) -> Any:
+    """The value at a dotted ``path`` (None when absent); lists expose indices and ``length``."""
+    current = attributes
+    for segment in path.split("."):
+        if isinstance(current, dict) and segment in current:
+            current = current[segment]
+        elif isinstance(current, list) and segment == "length":
+            current = len(current)
+        elif isinstance(current, list) and _is_canonical_index(segment, len(current)):
+            current = current[int(segment)]
+        else:
+            return None
+    return current
+
+
+def _eval_value(condition_value: Any, value: Any, insensitive: bool = False) -> _Tri:
+    if _is_operator_object(condition_value):
+        result: _Tri = True
+        for op, operand in condition_value.items():
+            r = _eval_operator(op, value, operand)
+            if r is False:
+                return False
+            if r is None:
+                result = None
+        return result
+    if insensitive and isinstance(condition_value, str) and isinstance(value, str):
+        return condition_value.lower() == value.lower()
+    return _deep_equal(condition_value, value)
+
+
+def _json_value(v: Any) -> Any:
+    # JSON.stringify writes NaN and the infinities as null.
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _js_key_order(obj: dict[Any, Any]) -> list[Any]:
+    """JS property order: array-index-like keys ascending, then the rest as inserted."""
+    indices = [k for k in obj if isinstance(k, str) and _is_canonical_index(k, 2**32 - 1)]
+    others = [k for k in obj if not (isinstance(k, str) and _is_canonical_index(k, 2**32 - 1))]
+    return sorted(indices, key=int) + others
+
+
+def _deep_equal(a: Any, b: Any) -> bool:
+    """Implicit equality: JSON types must match at every level (1.0 equals 1, True is not 1)."""
+    ta = json_type(a)
+    if ta != json_type(b):
+        return False
+    if ta == "array":
+        return len(a) == len(b) and all(
+            _deep_equal(_json_value(x), _json_value(y)) for x, y in zip(a, b, strict=False)
+        )
+    if ta == "object":
+        return _js_key_order(a) == _js_key_order(b) and all(
+            _deep_equal(_json_value(a[k]), _json_value(b[k])) for k in a
+        )
+    return bool(a == b)
+
+
+def _strict_equal(a: Any, b: Any) -> bool:
+    """JS ``===``: containers from two JSON documents are never the same object."""
+    ta = json_type(a)
+    if ta != json_type(b) or ta == "array" or ta == "object":
+        return False
+    return bool(a == b)
+
+
+def _compare(a: Any, b: Any) -> int:
+    if (isinstance(a, float) and math.isnan(a)) or (isinstance(b, float) and math.isnan(b)):
+        raise ValueError("NaN is unordered")
+    if isinstance(a, str) and isinstance(b, str) and not (a.isascii() and b.isascii()):
+        # JS compares strings by UTF-16 code unit, which big-endian UTF-16 bytes preserve.
+        a16 = a.encode("utf-16-be", "surrogatepass")
+        b16 = b.encode("utf-16-be", "surrogatepass")
+        return (a16 > b16) - (a16 < b16)
+    return (a > b) - (a < b)
+
+
+def _regex(pattern: Any, flags: int) -> re.Pattern[str] | None:
+    key = (pattern, flags)
+    try:
+        return _REGEX_CACHE[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable pattern never compiles
+        return None
+    try:
+        compiled: re.Pattern[str] | None = re.compile(pattern, flags)
+    except Exception:
+        compiled = None
+    if len(_REGEX_CACHE) >= _REGEX_CACHE_MAX:
+        _REGEX_CACHE.clear()
+    _REGEX_CACHE[key] = compiled
+    return compiled
+
+
+def _regex_search(pattern: Any, flags: int, value: Any) -> bool | None:
+    """Whether ``pattern`` matches in ``value``; None when it cannot be applied."""
+    compiled = _regex(pattern, flags)
+    if compiled is None:
+        return None
+    try:
+        return bool(compiled.search(value))
+    except Exception:
+        return None
+
+
+def _eval_operator(op: str, value: Any, operand: Any) -> _Tri:
+    if op == "$eq":
+        return _strict_equal(value, operand)
+    if op == "$ne":
+        return not _strict_equal(value, operand)
+    if op in ORDER_OPERATORS:
+        if not (
+            (_is_number(value) and _is_number(operand))
+            or (isinstance(value, str) and isinstance(operand, str))
+        ):
+            return False
+        try:
+            c = _compare(value, operand)
+        except ValueError:
+            return False
+        if op == "$lt":
+            return c < 0
+        if op == "$lte":
+            return c <= 0
+        if op == "$gt":
+            return c > 0
+        return c >= 0
+    if op in VERSION_OPERATORS:
+        if not (
+            (_is_number(value) and _is_number(operand))
+            or (isinstance(value, str) and isinstance(operand, str))
+        ):
+            return op == "$vne"
+        actual = padded_version(value)
+        expected = padded_version(operand)
+        if op == "$veq":
+            return actual == expected
+        if op == "$vne":
+            return actual != expected
+        if op == "$vlt":
+            return actual < expected
+        if op == "$vlte":
+            return actual <= expected
+        if op == "$vgt":
+            return actual > expected
+        return actual >= expected
+    if op in REGEX_OPERATORS:
+        flags = re.IGNORECASE if op.endswith("i") else 0
+        found = _regex_search(operand, flags, value)
+        if op.startswith("$notRegex"):
+            # A missing or non-string attribute does not match, so $notRegex passes.
+            return True if found is None else not found
+        return bool(found)
+    if op in ("$in", "$nin", "$ini", "$nini"):
+        if not isinstance(operand, list):
+            return False
+        found = is_in(operand, value, insensitive=op in ("$ini", "$nini"))
+        return found if op in ("$in", "$ini") else not found
+    if op == "$elemMatch":
+        return _elem_match(operand, value)
+    if op == "$size":
+        if not isinstance(value, list):
+            return False
+        return _eval_value(operand, len(value))
+    if op in ("$all", "$alli"):
+        if not isinstance(operand, list):
+            return False
+        return _is_in_all(operand, value, insensitive=op == "$alli")
+    if op == "$exists":
+        return (value is not None) if operand else (value is None)
+    if op == "$type":
+        return json_type(value) == operand
+    if op == "$not":
+        return _negate(_eval_value(operand, value))
+    if op in ("$inGroup", "$notInGroup"):
+        # No saved groups in abacus: every group is empty.
+        if not isinstance(operand, str):
+            return False
+        return op == "$notInGroup"
+    if op in _CONDITION_OPERATORS:
+        return False
+    return None
+
+
+def _elem_match(condition: Any, value: Any) -> _Tri:
+    if not isinstance(value, list):
+        return False
+    # Operators test each element; a condition (even one of only $or/$and) tests its fields.
+    on_value = _is_operator_object(condition) and not any(
+        k in _CONDITION_OPERATORS for k in condition
+    )
+    result: _Tri = False
+    for item in value:
+        if item is None:
+            continue
+        r = _eval_value(condition, item) if on_value else _eval(item, condition)
+        if r is True:
+            return True
+        if r is None:
+            result = None
+    return result
+
+
+def _is_in_all(conditions: list[Any], value: Any, insensitive: bool) -> _Tri:
+    if not isinstance(value, list):
+        return False
+    result: _Tri = True
+    for cond in conditions:
+        passed: _Tri = False
+        for item in value:
+            r = _eval_value(cond, item, insensitive)
+            if r is True:
+                passed = True
+                break
+            if r is None:
+                passed = None
+        if passed is False:
+            return False
+        if passed is None:
+            result = None
+    return result
+
+
+def _contains_exact(values: list[Any], value: Any) -> bool:
+    """``value in values`` without Python's True == 1 / False == 0 aliasing."""
+    start = 0
+    while True:
+        try:
+            index = values.index(value, start)
+        except ValueError:
+            return False
+        if isinstance(values[index], bool) == isinstance(value, bool):
+            return True
+        start = index + 1
+
+
+def is_in(candidates: list[Any], value: Any, insensitive: bool = False) -> bool:
+    """``$in``: ``value`` (or, for a list, any of its items) is one of ``candidates``."""
+    if insensitive:
+
+        def fold(v: Any) -> Any:
+            return v.lower() if isinstance(v, str) else v
+
+        items = value if isinstance(value, list) else [value]
+        return any(_strict_equal(fold(x), fold(c)) for x in items for c in candidates)
+    if isinstance(value, list):
+        try:
+            matches = set(candidates) & set(value)
+            if not matches or matches.difference((0, 1)):
+                return bool(matches)
+            return any(_contains_exact(candidates, v) for v in value if v == 0 or v == 1)
+        except TypeError:
+            # Unhashable items (objects, arrays): compare pairwise.
+            return any(_strict_equal(x, c) for x in value for c in candidates)
+    if isinstance(value, dict):
+        return False
+    if value == 0 or value == 1:
+        return _contains_exact(candidates, value)
+    return value in candidates
+
+
+# --- version strings ----------------------------------------------------------------------------
+
+_VERSION_STRIP = re.compile(r"(^v|\+.*$)")
+_VERSION_SPLIT = re.compile(r"[-.]")
+
+
+def padded_version(value: Any) -> str:
+    """A version string padded so plain string order is SemVer order (the SDK's rule)."""
+    if _is_number(value):
+        value = js_number_to_string(value)
+    if not value or not isinstance(value, str):
+        value = "0"
+    parts = _VERSION_SPLIT.split(_VERSION_STRIP.sub("", value))
+    if len(parts) == 3:
+        parts.append("~")  # "1.0.0" sorts after "1.0.0-beta"
+    return "-".join(p.rjust(5, " ") if p.isdigit() else p for p in parts)
+
+
+# --- validation ---------------------------------------------------------------------------------
+
+
+def validate_condition(condition: Any) -> list[str]:
+    """Human-readable problems with a targeting condition; empty when it is valid.
+
+    Checks operator names, operand types, regular expressions and structure, so a condition that
+    passes never fails silently in the SDKs because of a typo.
+    """
+    errors: list[str] = []
+    if condition is None:
+        return errors
+    if not isinstance(condition, dict):
+        return [f"The targeting condition must be an object, not {json_type(condition)}."]
+    _check_condition(condition, "", errors, depth=0)
+    return errors
+
+
+_MAX_DEPTH = 32
+
+
+def _where(path: str) -> str:
+    return f" at {path}" if path else ""
+
+
+def _check_condition(condition: dict[str, Any], path: str, errors: list[str], depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        errors.append(f"The condition is nested too deeply{_where(path)}.")
+        return
+    for key, value in condition.items():
+        here = f"{path}.{key}" if path else key
+        if not isinstance(key, str) or not key:
+            errors.append(f"Attribute names must be non-empty strings{_where(path)}.")
+        elif key in ("$and", "$or", "$nor"):
+            if not isinstance(value, list):
+                errors.append(f"{key} takes a list of conditions{_where(here)}.")
+                continue
+            for i, sub in enumerate(value):
+                if not isinstance(sub, dict):
+                    errors.append(f"{key} item {i} must be an object{_where(here)}.")
+                else:
+                    _check_condition(sub, f"{here}[{i}]", errors, depth + 1)
+        elif key == "$not":
+            if not isinstance(value, dict):
+                errors.append(f"$not takes a condition object{_where(here)}.")
+            else:
+                _check_condition(value, here, errors, depth + 1)
+        elif key.startswith("$"):
+            errors.append(_unknown_operator(key, here, LOGICAL_OPERATORS))
+        else:
+            _check_value(value, here, errors, depth + 1)
+
+
+def _unknown_operator(op: str, path: str, known: frozenset[str]) -> str:
+    if op in ("$savedGroup", "$savedGroups", "$inGroup", "$notInGroup"):
+        return f"Saved groups ({op}) are not supported{_where(path)}."
+    if op in VALUE_OPERATORS and known is LOGICAL_OPERATORS:
+        return (
+            f'{op} compares an attribute\'s value: write {{"<attribute>": {{"{op}": ...}}}}'
+            f"{_where(path)}."
+        )
+    if op in LOGICAL_OPERATORS - {"$not"} and known is VALUE_OPERATORS:
+        return f"{op} combines conditions and cannot be used on an attribute{_where(path)}."
+    return f"Unknown operator {op}{_where(path)}; expected one of {', '.join(sorted(known))}."
+
+
+def _check_value(value: Any, path: str, errors: list[str], depth: int) -> None:
+    if depth > _MAX_DEPTH:
+        errors.append(f"The condition is nested too deeply{_where(path)}.")
+        return
+    if not isinstance(value, dict):
+        if isinstance(value, float) and not math.isfinite(value):
+            errors.append(f"Numbers must be finite{_where(path)}.")
+        return
+    dollar = [k for k in value if isinstance(k, str) and k.startswith("$")]
+    if dollar and len(dollar) != len(value):
+        errors.append(
+            f"An object mixes operators ({', '.join(dollar)}) with plain fields{_where(path)}: "
+            "it would be compared as a literal object, never as operators."
+        )
+        return
+    if not dollar:
+        return  # literal object equality
+    for op, operand in value.items():
+        _check_operator(op, operand, f"{path}.{op}", errors, depth)
+
+
+def _check_operator(op: str, operand: Any, path: str, errors: list[str], depth: int) -> None:
+    kind = json_type(operand)
+    if op not in VALUE_OPERATORS:
+        errors.append(_unknown_operator(op, path, VALUE_OPERATORS))
+    elif op in ("$eq", "$ne"):
+        if kind in ("array", "object"):
+            errors.append(f"{op} compares a single value, not an {kind}{_where(path)}.")
+    elif op in ORDER_OPERATORS:
+        if kind not in ("number", "string"):
+            errors.append(f"{op} needs a number or a string, not {kind}{_where(path)}.")
+        elif kind == "number" and not math.isfinite(operand):
+            errors.append(f"{op} needs a finite number{_where(path)}.")
+    elif op in VERSION_OPERATORS:
+        if kind != "string":
+            errors.append(f'{op} needs a version string such as "1.2.3", not {kind}{_where(path)}.')
+    elif op in REGEX_OPERATORS:
+        if kind != "string":
+            errors.append(f"{op} needs a regular expression string, not {kind}{_where(path)}.")
+        else:
+            try:
+                re.compile(operand)
+            except re.error as exc:
+                errors.append(f"{op} has an invalid regular expression ({exc}){_where(path)}.")
+    elif op in LIST_OPERATORS:
+        if kind != "array":
+            errors.append(f"{op} needs a list of values, not {kind}{_where(path)}.")
+        elif op in ("$all", "$alli"):
+            for i, item in enumerate(operand):
+                _check_value(item, f"{path}[{i}]", errors, depth + 1)
+    elif op == "$exists":
+        if kind != "boolean":
+            errors.append(f"$exists needs true or false, not {kind}{_where(path)}.")
+    elif op == "$type":
+        if operand not in TYPE_NAMES:
+            errors.append(f"$type must be one of {', '.join(TYPE_NAMES)}{_where(path)}.")
+    elif op == "$size":
+        if kind == "number":
+            if not (float(operand).is_integer() and operand >= 0):
+                errors.append(f"$size needs a non-negative whole number{_where(path)}.")
+        elif kind == "object":
+            _check_value(operand, path, errors, depth + 1)
+        else:
+            errors.append(f"$size needs a number or operators, not {kind}{_where(path)}.")
+    elif op == "$elemMatch":
+        if kind != "object":
+            errors.append(f"$elemMatch needs an object, not {kind}{_where(path)}.")
+        elif _is_operator_object(operand) and not any(k in _CONDITION_OPERATORS for k in operand):
+            _check_value(operand, path, errors, depth + 1)
+        else:
+            _check_condition(operand, path, errors, depth + 1)
+    elif op == "$not":
+        _check_value(operand, path, errors, depth + 1)

@@ -1,0 +1,23 @@
+"""The Celery app and the beat schedule."""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+
+app = Celery("abacus")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks(["analysis"])
+
+
+@app.on_after_finalize.connect
+def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
+    from django.conf import settings
+
+    sender.add_periodic_task(
+        float(settings.ABACUS_ANALYSIS_INTERVAL),
+        sender.signature("analysis.schedule_running"),
+        name="analysis: refresh every running experiment",
+        expires=float(settings.ABACUS_ANALYSIS_INTERVAL),
+    )

@@ -1,0 +1,127 @@
+"""Create the demo login, project, metrics and the running `checkout-redesign` experiment."""
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand, CommandParser
+from django.db import transaction
+from django.utils import timezone
+
+from experiments.models import Experiment, Metric, Project
+from experiments.services import (
+    audit_log_record,
+    experiment_create,
+    experiment_start,
+    metric_create,
+    project_create,
+)
+
+DEMO_USER = "demo"
+DEMO_PASSWORD = "abacus-demo"
+
+
+class Command(BaseCommand):
+    help = "Seed a demo project with a running experiment and simulated traffic (idempotent)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--users", type=int, default=5000)
+        parser.add_argument("--days", type=int, default=14, help="how long it has been running")
+
+    def handle(self, *args: Any, **o: Any) -> None:
+        User = get_user_model()  # noqa: N806
+        user = User.objects.filter(username=DEMO_USER).first()
+        if user is None:
+            user = User.objects.create_superuser(DEMO_USER, "demo@example.com", DEMO_PASSWORD)
+        if Experiment.objects.filter(project__slug="demo", key="checkout-redesign").exists():
+            self.stdout.write("Demo experiment already seeded.")
+            return
+        with transaction.atomic():
+            project = Project.objects.filter(slug="demo").first() or project_create(
+                slug="demo", name="Demo shop", owner=user
+            )
+            metrics = [
+                dict(
+                    key="purchase",
+                    name="Purchase conversion",
+                    kind="binomial",
+                    event_name="purchase",
+                    direction="increase",
+                ),
+                dict(
+                    key="revenue",
+                    name="Revenue per user",
+                    kind="mean",
+                    event_name="purchase",
+                    direction="increase",
+                    winsorize_quantile=0.99,
+                ),
+                dict(
+                    key="checkout-errors",
+                    name="Checkout errors per user",
+                    kind="count",
+                    event_name="checkout_error",
+                    direction="decrease",
+                ),
+            ]
+            for m in metrics:
+                if not Metric.objects.filter(project=project, key=m["key"]).exists():
+                    metric_create(project=project, actor=user, **m)
+            experiment = experiment_create(
+                project=project,
+                key="checkout-redesign",
+                name="Checkout redesign",
+                hypothesis="A one-page checkout raises purchase conversion without more errors.",
+                variants=[
+                    {
+                        "key": "control",
+                        "name": "Current checkout",
+                        "weight": 0.5,
+                        "is_control": True,
+                        "value": {"layout": "classic"},
+                    },
+                    {
+                        "key": "treatment",
+                        "name": "One-page checkout",
+                        "weight": 0.5,
+                        "value": {"layout": "one-page"},
+                    },
+                ],
+                metrics=[
+                    {"metric": "purchase", "role": "primary"},
+                    {"metric": "revenue", "role": "secondary"},
+                    {
+                        "metric": "checkout-errors",
+                        "role": "guardrail",
+                        "non_inferiority_margin": 0.10,
+                    },
+                ],
+                planned_sample_size=10000,
+                actor=user,
+            )
+            experiment = experiment_start(experiment=experiment, actor=user)
+            # Demo only: pretend it started days ago so the simulated traffic spans real time.
+            started = timezone.now() - timedelta(days=o["days"])
+            Experiment.objects.filter(pk=experiment.pk).update(
+                started_at=started, phase_started_at=started
+            )
+            audit_log_record(
+                project=project,
+                experiment=experiment,
+                action="demo.backdate",
+                target=experiment.key,
+                after={"started_at": started.isoformat()},
+            )
+        call_command(
+            "simulate_traffic",
+            project="demo",
+            experiment="checkout-redesign",
+            users=o["users"],
+            stdout=self.stdout,
+        )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo seeded. Log in as '{DEMO_USER}' with password '{DEMO_PASSWORD}'."
+            )
+        )

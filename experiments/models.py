@@ -1,0 +1,276 @@
+"""Experiment definitions: projects (tenants), people, API keys, metrics, experiments."""
+
+import secrets
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+def new_client_key() -> str:
+    return "sdk-" + secrets.token_urlsafe(12)
+
+
+def new_webhook_secret() -> str:
+    return secrets.token_hex(24)
+
+
+class Project(models.Model):
+    """A tenant: everything else belongs to exactly one project."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    client_key = models.CharField(max_length=64, unique=True, default=new_client_key)
+    webhook_url = models.URLField(blank=True, default="")
+    webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    EDITOR = "editor", "Editor (product manager)"
+    ANALYST = "analyst", "Analyst"
+    VIEWER = "viewer", "Viewer"
+
+
+class Membership(models.Model):
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.VIEWER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "project"], name="membership_unique_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project} as {self.role}"
+
+
+class ApiKeyScope(models.TextChoices):
+    ASSIGN = "assign", "Assign units to variants"
+    INGEST = "ingest", "Post events"
+    READ = "read", "Read results and exports"
+
+
+class ApiKey(models.Model):
+    """A service credential. The secret is shown once; only its SHA-256 is stored."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True)
+    hashed_secret = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+
+class MetricKind(models.TextChoices):
+    BINOMIAL = "binomial", "Conversion (binomial)"
+    MEAN = "mean", "Mean of a value per unit"
+    COUNT = "count", "Count per unit"
+    RATIO = "ratio", "Ratio of two per-unit sums"
+
+
+class Direction(models.TextChoices):
+    INCREASE = "increase", "Higher is better"
+    DECREASE = "decrease", "Lower is better"
+
+
+class Metric(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="metrics")
+    key = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    kind = models.CharField(max_length=16, choices=MetricKind.choices, default=MetricKind.BINOMIAL)
+    event_name = models.CharField(max_length=200)
+    denominator_event = models.CharField(max_length=200, blank=True, default="")
+    direction = models.CharField(
+        max_length=16, choices=Direction.choices, default=Direction.INCREASE
+    )
+    winsorize_quantile = models.FloatField(null=True, blank=True)
+    conversion_window_hours = models.PositiveIntegerField(default=72)
+    cuped = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="metric_unique_key"),
+            models.CheckConstraint(
+                condition=Q(winsorize_quantile__isnull=True)
+                | (Q(winsorize_quantile__gt=0.5) & Q(winsorize_quantile__lte=1)),
+                name="metric_winsorize_quantile_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class ExperimentStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    CONCLUDED = "concluded", "Concluded"
+    ROLLED_BACK = "rolled_back", "Rolled back"
+
+
+class DecisionPolicy(models.TextChoices):
+    SUPERIORITY = "superiority", "Ship on a significant primary improvement"
+    DO_NO_HARM = "do_no_harm", "Ship when nothing is harmed (non-inferiority)"
+
+
+def new_seed() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class Experiment(models.Model):
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="experiments")
+    key = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    hypothesis = models.TextField(blank=True, default="")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="owned_experiments",
+    )
+    status = models.CharField(
+        max_length=16, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT
+    )
+    seed = models.CharField(max_length=64, default=new_seed)
+    hash_attribute = models.CharField(max_length=64, default="id")
+    coverage = models.FloatField(default=1.0)
+    targeting = models.JSONField(default=dict, blank=True)
+    layer = models.CharField(max_length=64, blank=True, default="")
+    layer_start = models.FloatField(default=0.0)
+    layer_end = models.FloatField(default=1.0)
+    alpha = models.FloatField(default=0.05)
+    planned_sample_size = models.PositiveIntegerField(null=True, blank=True)
+    mde = models.FloatField(null=True, blank=True)
+    decision_policy = models.CharField(
+        max_length=16, choices=DecisionPolicy.choices, default=DecisionPolicy.SUPERIORITY
+    )
+    auto_rollback = models.BooleanField(default=False)
+    ramp_stages = models.JSONField(default=list, blank=True)
+    ramp_stage_index = models.PositiveIntegerField(default=0)
+    ramp_stage_started_at = models.DateTimeField(null=True, blank=True)
+    phase = models.PositiveIntegerField(default=0)
+    phase_started_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    end_date = models.DateTimeField(null=True, blank=True)
+    decision_variant = models.CharField(max_length=100, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="experiment_unique_key"),
+            models.CheckConstraint(
+                condition=Q(coverage__gte=0) & Q(coverage__lte=1), name="experiment_coverage_0_1"
+            ),
+            models.CheckConstraint(
+                condition=Q(alpha__gt=0) & Q(alpha__lt=0.5), name="experiment_alpha_range"
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "status"], name="experiment_proj_status")]
+
+    def __str__(self) -> str:
+        return self.key
+
+
+class Variant(models.Model):
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="variants")
+    key = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200, blank=True, default="")
+    weight = models.FloatField()
+    is_control = models.BooleanField(default=False)
+    value = models.JSONField(null=True, blank=True)
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "key"], name="variant_unique_key"),
+            models.CheckConstraint(
+                condition=Q(weight__gte=0) & Q(weight__lte=1), name="variant_weight_0_1"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key}:{self.key}"
+
+
+class MetricRole(models.TextChoices):
+    PRIMARY = "primary", "Primary"
+    SECONDARY = "secondary", "Secondary"
+    GUARDRAIL = "guardrail", "Guardrail"
+
+
+class ExperimentMetric(models.Model):
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="experiment_metrics"
+    )
+    metric = models.ForeignKey(Metric, on_delete=models.PROTECT, related_name="experiment_metrics")
+    role = models.CharField(max_length=16, choices=MetricRole.choices, default=MetricRole.PRIMARY)
+    non_inferiority_margin = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["role", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "metric"], name="experiment_metric_unique"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment.key}:{self.metric.key} ({self.role})"
+
+
+class AuditLog(models.Model):
+    """Every change a person or the automation makes."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="audit_logs")
+    experiment = models.ForeignKey(
+        Experiment, null=True, blank=True, on_delete=models.CASCADE, related_name="audit_logs"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    actor_label = models.CharField(max_length=150, default="system")
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=200)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [models.Index(fields=["experiment", "-at"], name="audit_experiment_at")]
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.target}"

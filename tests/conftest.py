@@ -1,0 +1,60 @@
+"""Shared fixtures: people, projects, API keys, API clients."""
+
+import pytest
+from rest_framework.test import APIClient
+
+from experiments.models import Role
+from experiments.services import api_key_create, membership_set, metric_create, project_create
+
+
+@pytest.fixture
+def admin_user(django_user_model):
+    return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice-123")
+
+
+@pytest.fixture
+def project(admin_user):
+    return project_create(slug="shop", name="Shop", owner=admin_user)
+
+
+@pytest.fixture
+def make_member(django_user_model, project):
+    def make(username: str, role: str = Role.EDITOR, proj=None):
+        user = django_user_model.objects.create_user(
+            username, f"{username}@example.com", "pw-12345"
+        )
+        membership_set(project=proj or project, user=user, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def api(admin_user):
+    client = APIClient()
+    client.force_authenticate(admin_user)
+    return client
+
+
+@pytest.fixture
+def service_secret(project):
+    return api_key_create(project=project, name="svc", scopes=["assign", "ingest", "read"]).secret
+
+
+@pytest.fixture
+def service(service_secret):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {service_secret}")
+    return client
+
+
+@pytest.fixture
+def metrics(project):
+    return [
+        metric_create(
+            project=project, key="purchase", name="Purchase", kind="binomial", event_name="purchase"
+        ),
+        metric_create(
+            project=project, key="revenue", name="Revenue", kind="mean", event_name="purchase"
+        ),
+    ]

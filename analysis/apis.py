@@ -10,8 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analysis.selectors import latest_run, latest_snapshot, snapshot_json, snapshots_for
-from analysis.services import analysis_run_create
-from analysis.tasks import run_analysis
+from analysis.services import analysis_enqueue
 from experiments.apis import project_for
 from experiments.auth import ApiKeyAuthentication
 from experiments.models import ApiKey, Experiment, Project
@@ -66,12 +65,6 @@ class ResultsHistoryApi(ResultsAuthMixin, APIView):
         experiment = experiment_get(readable_project(request, project), key)
         snapshots = snapshots_for(experiment).order_by("computed_at", "id")
         return Response({"experiment": key, "snapshots": [snapshot_json(s) for s in snapshots]})
-
-
-def analysis_enqueue(experiment: Experiment, trigger: str) -> int:
-    run = analysis_run_create(experiment=experiment, trigger=trigger)
-    transaction.on_commit(lambda: run_analysis.delay(experiment.pk, run.pk))
-    return run.pk
 
 
 class AnalyzeApi(APIView):

@@ -22,6 +22,15 @@ def analysis_run_create(*, experiment: Experiment, trigger: str) -> AnalysisRun:
     return AnalysisRun.objects.create(experiment=experiment, trigger=trigger)
 
 
+def analysis_enqueue(experiment: Experiment, trigger: str) -> int:
+    """Record a queued run and send its task once the transaction commits."""
+    from analysis.tasks import run_analysis  # tasks import this module
+
+    run = analysis_run_create(experiment=experiment, trigger=trigger)
+    transaction.on_commit(lambda: run_analysis.delay(experiment.pk, run.pk))
+    return run.pk
+
+
 def _status(result: Any, role: str) -> str:
     if result.harmed:
         return "harmed"

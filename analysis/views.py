@@ -7,8 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from analysis.apis import analysis_enqueue
 from analysis.selectors import latest_run, latest_snapshot, snapshot_json
+from analysis.services import analysis_enqueue
 from experiments.selectors import experiment_get, project_get_for_user, role_of
 
 

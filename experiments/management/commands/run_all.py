@@ -133,8 +133,8 @@ class Command(BaseCommand):
     def _first_analysis(self) -> None:
         from django.db import transaction
 
-        from analysis.apis import analysis_enqueue
         from analysis.models import ResultSnapshot
+        from analysis.services import analysis_enqueue
         from experiments.models import Experiment, ExperimentStatus
 
         for experiment in Experiment.objects.filter(status=ExperimentStatus.RUNNING):

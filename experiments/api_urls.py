@@ -1,0 +1,25 @@
+"""User API routes for definitions and lifecycle, under /api/v1/."""
+
+from django.urls import path, re_path
+
+from experiments import apis
+
+P = "projects/<slug:project>"
+E = f"{P}/experiments/<slug:key>"
+
+urlpatterns = [
+    path("projects/", apis.ProjectListApi.as_view(), name="projects"),
+    path(f"{P}/members/", apis.MemberListApi.as_view(), name="members"),
+    path(f"{P}/api-keys/", apis.ApiKeyListApi.as_view(), name="api-keys"),
+    path(f"{P}/api-keys/<int:key_id>/", apis.ApiKeyDetailApi.as_view(), name="api-key"),
+    path(f"{P}/metrics/", apis.MetricListApi.as_view(), name="metrics"),
+    path(f"{P}/metrics/<slug:key>/", apis.MetricDetailApi.as_view(), name="metric"),
+    path(f"{P}/experiments/", apis.ExperimentListApi.as_view(), name="experiments"),
+    path(f"{E}/", apis.ExperimentDetailApi.as_view(), name="experiment"),
+    re_path(
+        r"^projects/(?P<project>[-\w]+)/experiments/(?P<key>[-\w]+)/"
+        r"(?P<action>start|pause|resume|ramp|conclude|rollback)/?$",
+        apis.ExperimentActionApi.as_view(),
+        name="experiment-action",
+    ),
+]

@@ -250,6 +250,8 @@ def _design(
         messages.append("no planned sample size: the confidence sequence is used instead")
         return "sequential", None, None
     fraction = (control.n + treatment.n) / config.planned_n
+    if fraction <= 0:  # no units yet: nothing to place in the design
+        return "group_sequential", None, 0.0
     fractions = group_sequential.look_fractions(config.previous_fractions, fraction)
     bound = group_sequential.efficacy_bounds(fractions, config.alpha, config.spending, config.rho)[
         -1
@@ -340,7 +342,9 @@ def analyze_metric(
     def chosen(views: _Views | None) -> _Interval | None:
         if views is None:
             return None
-        return {"fixed": views.fixed, "sequential": views.cs}.get(method, views.gs)
+        if method == "fixed":
+            return views.fixed
+        return views.gs if method == "group_sequential" and views.gs is not None else views.cs
 
     rel_chosen, abs_chosen, p_chosen = chosen(rel_views), chosen(abs_views), chosen(primary)
     assert abs_chosen is not None and p_chosen is not None

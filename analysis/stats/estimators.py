@@ -85,6 +85,14 @@ def sample_covariance(n: float, sum_x: float, sum_y: float, sum_xy: float) -> fl
     return (sum_xy - sum_x * sum_y / n) / (n - 1)
 
 
+def _pow(x: float, k: int) -> float:
+    """x**k without OverflowError: Python's float power raises, repeated products give inf."""
+    out = 1.0
+    for _ in range(k):
+        out *= x
+    return out
+
+
 def _mean(n: float, total: float) -> float:
     return total / n if n > 0 else 0.0
 
@@ -118,12 +126,16 @@ def arm_estimate(stats: SampleStats, kind: str) -> ArmEstimate:
     ratio = stats.sum / stats.den_sum if stats.den_sum != 0 else 0.0
     mu_m = _mean(n, stats.sum)
     mu_d = _mean(n, stats.den_sum)
-    if mu_d == 0 or n <= 1:
+    if n <= 1 or _pow(mu_d, 4) == 0:  # also a denominator mean whose 4th power underflows
         return ArmEstimate(n, ratio, ratio, 0.0)
     var_m = sample_variance(n, stats.sum, stats.sum_sq)
     var_d = sample_variance(n, stats.den_sum, stats.den_sum_sq)
     cov = sample_covariance(n, stats.sum, stats.den_sum, stats.sum_prod)
-    variance = var_m / mu_d**2 - 2.0 * cov * mu_m / mu_d**3 + mu_m**2 * var_d / mu_d**4
+    variance = (
+        var_m / _pow(mu_d, 2)
+        - 2.0 * cov * mu_m / _pow(mu_d, 3)
+        + _pow(mu_m, 2) * var_d / _pow(mu_d, 4)
+    )
     return ArmEstimate(n, ratio, ratio, max(variance, 0.0))
 
 
@@ -163,7 +175,7 @@ def cuped_arm_estimate(stats: SampleStats, kind: str, theta: float) -> ArmEstima
     var_y = _value_variance(kind, n, stats.sum, stats.sum_sq)
     var_x = _covariate_variance(kind, n, stats.cov_sum, stats.cov_sum_sq)
     cov = sample_covariance(n, stats.sum, stats.cov_sum, stats.cov_sum_prod)
-    variance = var_y + theta**2 * var_x - 2.0 * theta * cov
+    variance = var_y + _pow(theta, 2) * var_x - 2.0 * theta * cov
     return ArmEstimate(n, mean_y - theta * mean_x, mean_y, max(variance, 0.0))
 
 
@@ -202,10 +214,10 @@ def welch_dof(control: ArmEstimate, treatment: ArmEstimate) -> float:
     def term(arm: ArmEstimate) -> float:
         if arm.variance <= 0 or arm.n <= 1:
             return 0.0
-        return arm.variance**2 / (arm.n**2 * (arm.n - 1))
+        return _pow(arm.variance, 2) / (_pow(arm.n, 2) * (arm.n - 1))
 
     denominator = term(control) + term(treatment)
-    numerator = _diff_variance(control, treatment) ** 2
+    numerator = _pow(_diff_variance(control, treatment), 2)
     if denominator <= 0:
         return math.inf if numerator > 0 else 0.0
     return numerator / denominator
@@ -227,10 +239,10 @@ def relative_effect(control: ArmEstimate, treatment: ArmEstimate) -> Effect | No
     None when the control mean is 0 (the relative lift is undefined).
     """
     mu_c, mu_t = control.unadjusted_mean, treatment.unadjusted_mean
-    if mu_c == 0 or control.mean == 0 or control.n <= 0 or treatment.n <= 0:
-        return None
+    if _pow(mu_c, 4) == 0 or control.mean == 0 or control.n <= 0 or treatment.n <= 0:
+        return None  # also a mean so close to 0 that its 4th power underflows
     estimate = (treatment.mean - control.mean) / mu_c
-    variance = treatment.variance / (mu_c**2 * treatment.n) + control.variance * mu_t**2 / (
-        mu_c**4 * control.n
-    )
+    variance = treatment.variance / (_pow(mu_c, 2) * treatment.n) + control.variance * _pow(
+        mu_t, 2
+    ) / (_pow(mu_c, 4) * control.n)
     return Effect(estimate, variance, welch_dof(control, treatment))

@@ -153,11 +153,8 @@ class _Paths:
         if hi <= lo:  # every path has crossed
             hi = lo + self.step
         new = _Grid(lo, hi, self.step)
-        x = new.points
-        if self.grid is None:
-            f_new = _pdf((x - mu) / s) / s
-        else:
-            f_new = self._convolve(new, s, mu)
+        first_look = self.grid is None
+        f_new = _pdf((new.points - mu) / s) / s if first_look else self._convolve(new, s, mu)
         self.grid, self.f, self.t = new, np.maximum(f_new, 0.0), t
 
     def _convolve(self, new: _Grid, s: float, mu: float) -> np.ndarray:

@@ -8,14 +8,17 @@ P = "projects/<slug:project>"
 E = f"{P}/experiments/<slug:key>"
 
 urlpatterns = [
+    path("power", apis.PowerApi.as_view(), name="api-power"),
     path("projects/", apis.ProjectListApi.as_view(), name="projects"),
     path(f"{P}/members/", apis.MemberListApi.as_view(), name="members"),
+    path(f"{P}/members/<str:username>/", apis.MemberDetailApi.as_view(), name="member"),
     path(f"{P}/api-keys/", apis.ApiKeyListApi.as_view(), name="api-keys"),
     path(f"{P}/api-keys/<int:key_id>/", apis.ApiKeyDetailApi.as_view(), name="api-key"),
     path(f"{P}/metrics/", apis.MetricListApi.as_view(), name="metrics"),
     path(f"{P}/metrics/<slug:key>/", apis.MetricDetailApi.as_view(), name="metric"),
     path(f"{P}/experiments/", apis.ExperimentListApi.as_view(), name="experiments"),
     path(f"{E}/", apis.ExperimentDetailApi.as_view(), name="experiment"),
+    path(f"{E}/audit-log/", apis.ExperimentAuditApi.as_view(), name="experiment-audit-log"),
     re_path(
         r"^projects/(?P<project>[-\w]+)/experiments/(?P<key>[-\w]+)/"
         r"(?P<action>start|pause|resume|ramp|conclude|rollback)/?$",

@@ -2,15 +2,15 @@
 
 from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from assignments.conditions import validate_condition
 from experiments import services
 from experiments.models import (
     ApiKey,
@@ -18,6 +18,7 @@ from experiments.models import (
     DecisionPolicy,
     Direction,
     Experiment,
+    ExperimentStatus,
     Membership,
     Metric,
     MetricKind,
@@ -26,8 +27,11 @@ from experiments.models import (
     Role,
 )
 from experiments.selectors import (
+    audit_log_for_experiment,
     experiment_get,
-    experiments_for_project,
+    experiments_search,
+    members_for_project,
+    power_plan,
     project_get_for_user,
     projects_for_user,
     role_of,
@@ -78,7 +82,14 @@ class ProjectListApi(APIView):
 
 
 class MemberSerializer(serializers.Serializer):
-    username = serializers.CharField()
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Role.choices)
+    # Only to create the person's login when no user has that name yet; never returned.
+    password = serializers.CharField(write_only=True, required=False, allow_blank=True)
+    email = serializers.EmailField(write_only=True, required=False, allow_blank=True)
+
+
+class MemberRoleSerializer(serializers.Serializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
@@ -86,7 +97,7 @@ class MemberListApi(APIView):
     @extend_schema(responses=MemberSerializer(many=True))
     def get(self, request: Request, project: str) -> Response:
         proj = project_for(request, project, "manage")
-        rows = Membership.objects.filter(project=proj).select_related("user")
+        rows = members_for_project(proj)
         return Response([{"username": m.user.get_username(), "role": m.role} for m in rows])
 
     @extend_schema(request=MemberSerializer, responses={201: MemberSerializer})
@@ -94,15 +105,40 @@ class MemberListApi(APIView):
         proj = project_for(request, project, "manage")
         serializer = MemberSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        user = (
-            get_user_model().objects.filter(username=serializer.validated_data["username"]).first()
+        membership = services.membership_add(
+            project=proj, actor=request.user, **serializer.validated_data
         )
-        if user is None:
-            raise serializers.ValidationError({"username": ["No such user."]})
-        services.membership_set(
-            project=proj, user=user, role=serializer.validated_data["role"], actor=request.user
+        return Response(
+            {"username": membership.user.get_username(), "role": membership.role},
+            status=status.HTTP_201_CREATED,
         )
-        return Response(serializer.validated_data, status=status.HTTP_201_CREATED)
+
+
+class MemberDetailApi(APIView):
+    def _user(self, proj: Project, username: str) -> Any:
+        membership = get_object_or_404(Membership, project=proj, user__username=username)
+        return membership.user
+
+    @extend_schema(request=MemberRoleSerializer, responses=MemberSerializer)
+    def patch(self, request: Request, project: str, username: str) -> Response:
+        proj = project_for(request, project, "manage")
+        serializer = MemberRoleSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        membership = services.membership_set(
+            project=proj,
+            user=self._user(proj, username),
+            role=serializer.validated_data["role"],
+            actor=request.user,
+        )
+        return Response({"username": username, "role": membership.role})
+
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, project: str, username: str) -> Response:
+        proj = project_for(request, project, "manage")
+        services.membership_remove(
+            project=proj, user=self._user(proj, username), actor=request.user
+        )
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -152,6 +188,7 @@ class MetricSerializer(serializers.ModelSerializer):
     winsorize_quantile = serializers.FloatField(
         min_value=0.5, max_value=1.0, required=False, allow_null=True
     )
+    conversion_window_hours = serializers.IntegerField(min_value=1, required=False)
 
     class Meta:
         model = Metric
@@ -269,21 +306,54 @@ class ExperimentSerializer(serializers.Serializer):
     owner = serializers.CharField(read_only=True, source="owner.username", default=None)
 
     def validate_variants(self, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        total = sum(v["weight"] for v in variants)
+        # A PATCH validates nested rows partially: required fields and defaults are not applied.
+        for i, v in enumerate(variants):
+            missing = [f for f in ("key", "weight") if f not in v]
+            if missing:
+                raise serializers.ValidationError(
+                    f"Variant {i + 1} needs {' and '.join(missing)} (send the whole list)."
+                )
+            v.setdefault("is_control", False)
         if len(variants) < 2:
             raise serializers.ValidationError("An experiment needs at least two variants.")
+        total = sum(v["weight"] for v in variants)
         if abs(total - 1) > services.WEIGHT_TOLERANCE:
             raise serializers.ValidationError(f"Weights must sum to 1 (they sum to {total:g}).")
         if sum(1 for v in variants if v["is_control"]) != 1:
             raise serializers.ValidationError("Exactly one variant must have is_control true.")
         return variants
 
+    def validate_metrics(self, metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, m in enumerate(metrics):
+            if "metric" not in m:
+                raise serializers.ValidationError(f"Metric {i + 1} needs its metric key.")
+            m.setdefault("role", MetricRole.PRIMARY)
+        return metrics
+
+    def validate_ramp_stages(self, stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, stage in enumerate(stages):
+            if "coverage" not in stage:
+                raise serializers.ValidationError(f"Ramp stage {i + 1} needs a coverage.")
+            stage.setdefault("min_hours", 24)
+        return stages
+
     def validate_targeting(self, targeting: Any) -> dict:
         if targeting in (None, ""):
             return {}
-        if not isinstance(targeting, dict):
-            raise serializers.ValidationError("Targeting must be a JSON object (a condition).")
+        problems = validate_condition(targeting)
+        if problems:
+            raise serializers.ValidationError(problems)
         return targeting
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        instance = self.instance if isinstance(self.instance, Experiment) else None
+        start = data.get("layer_start", instance.layer_start if instance else 0.0)
+        end = data.get("layer_end", instance.layer_end if instance else 1.0)
+        if not 0 <= start < end <= 1:
+            raise serializers.ValidationError(
+                {"layer": ["The layer range must satisfy 0 <= layer_start < layer_end <= 1."]}
+            )
+        return data
 
     def to_representation(self, experiment: Experiment) -> dict[str, Any]:
         data = super().to_representation(experiment)
@@ -309,12 +379,22 @@ class ExperimentSerializer(serializers.Serializer):
 
 
 class ExperimentListApi(APIView):
-    @extend_schema(responses=ExperimentSerializer(many=True))
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("status", str, enum=[s.value for s in ExperimentStatus]),
+            OpenApiParameter("owner", str, description="username of the owner"),
+            OpenApiParameter("q", str, description="text in the key, name or hypothesis"),
+        ],
+        responses=ExperimentSerializer(many=True),
+    )
     def get(self, request: Request, project: str) -> Response:
         proj = project_for(request, project)
-        experiments = experiments_for_project(proj)
-        if status_filter := request.query_params.get("status"):
-            experiments = experiments.filter(status=status_filter)
+        experiments = experiments_search(
+            proj,
+            q=request.query_params.get("q", "").strip(),
+            status=request.query_params.get("status", ""),
+            owner=request.query_params.get("owner", ""),
+        )
         return Response(ExperimentSerializer(experiments, many=True).data)
 
     @extend_schema(request=ExperimentSerializer, responses={201: ExperimentSerializer})
@@ -350,6 +430,31 @@ class ExperimentDetailApi(APIView):
 
     put = patch
 
+    @extend_schema(responses={204: None})
+    def delete(self, request: Request, project: str, key: str) -> Response:
+        proj = project_for(request, project, "edit")
+        services.experiment_delete(experiment=experiment_get(proj, key), actor=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class AuditEntrySerializer(serializers.Serializer):
+    at = serializers.DateTimeField(source="log.at")
+    actor = serializers.CharField(source="log.actor_label")
+    action = serializers.CharField(source="log.action")
+    target = serializers.CharField(source="log.target")
+    before = serializers.JSONField(source="log.before")
+    after = serializers.JSONField(source="log.after")
+
+
+class ExperimentAuditApi(APIView):
+    """GET .../experiments/K/audit-log/: who changed what, newest first."""
+
+    @extend_schema(responses=AuditEntrySerializer(many=True))
+    def get(self, request: Request, project: str, key: str) -> Response:
+        proj = project_for(request, project)
+        entries = audit_log_for_experiment(experiment_get(proj, key))
+        return Response(AuditEntrySerializer(entries, many=True).data)
+
 
 class RampInput(serializers.Serializer):
     coverage = serializers.FloatField(min_value=0, max_value=1)
@@ -361,6 +466,16 @@ class ConcludeInput(serializers.Serializer):
 
 class RollbackInput(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="")
+
+
+class LifecycleInput(serializers.Serializer):
+    """For the schema: what each action reads (start, pause and resume take no body)."""
+
+    coverage = serializers.FloatField(required=False, help_text="ramp: the new coverage, (0, 1]")
+    decision = serializers.CharField(
+        required=False, help_text="conclude: the variant to ship (the control's key keeps it)"
+    )
+    reason = serializers.CharField(required=False, help_text="rollback: why, for the audit log")
 
 
 LIFECYCLE = {
@@ -376,7 +491,16 @@ LIFECYCLE = {
 class ExperimentActionApi(APIView):
     """POST .../experiments/K/<start|pause|resume|ramp|conclude|rollback>."""
 
-    @extend_schema(request=None, responses=ExperimentSerializer)
+    @extend_schema(
+        operation_id="projects_experiments_action",
+        parameters=[
+            OpenApiParameter(
+                "action", str, OpenApiParameter.PATH, enum=list(LIFECYCLE), description="what to do"
+            )
+        ],
+        request=LifecycleInput,
+        responses=ExperimentSerializer,
+    )
     def post(self, request: Request, project: str, key: str, action: str) -> Response:
         proj = project_for(request, project, "edit")
         experiment = experiment_get(proj, key)
@@ -388,3 +512,77 @@ class ExperimentActionApi(APIView):
             arguments = dict(serializer.validated_data)
         service(experiment=experiment, actor=request.user, **arguments)
         return Response(ExperimentSerializer(experiment_get(proj, key)).data)
+
+
+# --- planning -------------------------------------------------------------------------------
+
+
+class PowerInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=MetricKind.choices, default=MetricKind.BINOMIAL)
+    baseline = serializers.FloatField(
+        help_text="Baseline conversion rate (binomial, 0.1 = 10%) or mean per unit."
+    )
+    variance = serializers.FloatField(
+        required=False, allow_null=True, min_value=0, help_text="Per-unit variance (not binomial)."
+    )
+    mde = serializers.FloatField(
+        required=False, allow_null=True, help_text="Relative minimum detectable effect (0.05)."
+    )
+    sample_size = serializers.IntegerField(
+        required=False, allow_null=True, min_value=4, help_text="Planned units over all variants."
+    )
+    alpha = serializers.FloatField(default=0.05, min_value=0.0001, max_value=0.49)
+    power = serializers.FloatField(default=0.8, min_value=0.5, max_value=0.99)
+    variants = serializers.IntegerField(default=2, min_value=2, max_value=20)
+    primary_metrics = serializers.IntegerField(default=1, min_value=1, max_value=20)
+    daily_units = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    coverage = serializers.FloatField(default=1.0, min_value=0.0001, max_value=1)
+    method = serializers.ChoiceField(
+        choices=["group_sequential", "sequential", "fixed"], default="group_sequential"
+    )
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data["kind"] == MetricKind.BINOMIAL:
+            if not 0 < data["baseline"] < 1:
+                raise serializers.ValidationError(
+                    {"baseline": ["A conversion rate is between 0 and 1 (0.1 = 10%)."]}
+                )
+        elif not data.get("variance"):
+            raise serializers.ValidationError(
+                {"variance": ["Give the per-unit variance (the standard deviation squared)."]}
+            )
+        if data.get("mde") is None and data.get("sample_size") is None:
+            raise serializers.ValidationError(
+                {"mde": ["Give an MDE (0.05 = +5%) or a planned sample size."]}
+            )
+        if data.get("mde") is not None and data["mde"] <= 0:
+            raise serializers.ValidationError({"mde": ["The MDE must be above 0 (0.05 = +5%)."]})
+        return data
+
+
+class PowerOutput(serializers.Serializer):
+    method = serializers.CharField()
+    alpha_per_test = serializers.FloatField()
+    per_arm = serializers.IntegerField()
+    total = serializers.IntegerField()
+    fixed_total = serializers.IntegerField()
+    inflation = serializers.FloatField()
+    mde = serializers.FloatField()
+    days = serializers.FloatField(allow_null=True)
+
+
+class PowerApi(APIView):
+    """GET /api/v1/power: the pre-launch calculator (sample size and duration, or the MDE)."""
+
+    @extend_schema(parameters=[PowerInput], responses=PowerOutput)
+    def get(self, request: Request) -> Response:
+        serializer = PowerInput(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        try:
+            plan = power_plan(**serializer.validated_data)
+        except (ValueError, ArithmeticError, RuntimeError) as exc:
+            return Response(
+                {"detail": f"Cannot size this experiment: {exc}."},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        return Response(PowerOutput(plan).data)

@@ -5,7 +5,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 
 def new_client_key() -> str:
@@ -50,6 +50,7 @@ class Membership(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["user", "project"], name="membership_unique_user"),
+            models.CheckConstraint(condition=Q(role__in=Role.values), name="membership_role_valid"),
         ]
 
     def __str__(self) -> str:
@@ -121,6 +122,12 @@ class Metric(models.Model):
                 condition=Q(winsorize_quantile__isnull=True)
                 | (Q(winsorize_quantile__gt=0.5) & Q(winsorize_quantile__lte=1)),
                 name="metric_winsorize_quantile_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind__in=MetricKind.values), name="metric_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(conversion_window_hours__gte=1), name="metric_window_positive"
             ),
         ]
 
@@ -196,6 +203,16 @@ class Experiment(models.Model):
             models.CheckConstraint(
                 condition=Q(alpha__gt=0) & Q(alpha__lt=0.5), name="experiment_alpha_range"
             ),
+            models.CheckConstraint(
+                condition=Q(status__in=ExperimentStatus.values), name="experiment_status_valid"
+            ),
+            # The layer (namespace) slice: 0 <= start < end <= 1, as the SDKs expect.
+            models.CheckConstraint(
+                condition=Q(layer_start__gte=0)
+                & Q(layer_end__lte=1)
+                & Q(layer_start__lt=F("layer_end")),
+                name="experiment_layer_range",
+            ),
         ]
         indexes = [models.Index(fields=["project", "status"], name="experiment_proj_status")]
 
@@ -240,10 +257,15 @@ class ExperimentMetric(models.Model):
     non_inferiority_margin = models.FloatField(null=True, blank=True)
 
     class Meta:
-        ordering = ["role", "id"]
+        ordering = ["id"]  # the order the person listed them in
         constraints = [
             models.UniqueConstraint(
                 fields=["experiment", "metric"], name="experiment_metric_unique"
+            ),
+            models.CheckConstraint(
+                condition=Q(non_inferiority_margin__isnull=True)
+                | (Q(non_inferiority_margin__gte=0) & Q(non_inferiority_margin__lt=1)),
+                name="experiment_metric_margin_range",
             ),
         ]
 
@@ -270,7 +292,10 @@ class AuditLog(models.Model):
 
     class Meta:
         ordering = ["-at", "-id"]
-        indexes = [models.Index(fields=["experiment", "-at"], name="audit_experiment_at")]
+        indexes = [
+            models.Index(fields=["experiment", "-at"], name="audit_experiment_at"),
+            models.Index(fields=["project", "-at"], name="audit_project_at"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.target}"

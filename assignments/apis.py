@@ -1,76 +1,193 @@
-"""Service API (Bearer API keys): /assign, /assign/bulk, /events; and the SDK features payload."""
+"""Service API (Bearer API keys): /assign, /assign/bulk, /events; and the SDK features payload.
 
+The service endpoints parse their JSON bodies themselves instead of through DRF serializers: a
+batch holds up to 10,000 events or 1,000 units, and per-item serializer fields would cost more
+than the work itself. Every shape problem is a 400 naming the field (and the item's index), a
+body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` or a batch over its limit is a 413 naming the limit.
+"""
+
+import json
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers, status
+from rest_framework.exceptions import APIException, ParseError, ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from assignments.features import build_payload, etag
-from assignments.selectors import project_specs
-from assignments.services import MAX_BATCH, assignments_get_or_create, events_ingest
+from assignments.selectors import features_payload
+from assignments.services import (
+    MAX_BATCH,
+    MAX_ID_LENGTH,
+    assignments_get_or_create,
+    events_ingest,
+)
 from experiments.auth import ApiKeyAuthentication, scope_required
 from experiments.models import Project
 
 MAX_BULK_UNITS = 1000
 
 
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "The request is too large."
+
+
 class ServiceApi(APIView):
+    """Base of the API-key endpoints: the key fixes the project; bodies are size-checked."""
+
     authentication_classes = [ApiKeyAuthentication]
 
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
+        super().initial(request, *args, **kwargs)  # authentication, scope, throttling first
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        try:
+            length = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        if limit is not None and length > limit:
+            raise PayloadTooLarge(
+                {
+                    "detail": f"The request body is {length:,} bytes; the limit is {limit:,} "
+                    f"bytes. Send smaller batches.",
+                    "field": "body",
+                }
+            )
 
-class AssignInput(serializers.Serializer):
-    unit_id = serializers.CharField(max_length=200)
-    attributes = serializers.DictField(required=False, default=dict)
-    experiments = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, allow_null=True
-    )
+    def json_body(self, request: Request) -> dict[str, Any]:
+        """The body as a JSON object, or a 400 saying what is wrong with it."""
+        try:
+            body = json.loads(request.body)
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            raise ParseError(
+                {"detail": f"The body is not valid JSON: {exc}.", "field": "body"}
+            ) from None
+        except RecursionError:
+            raise ParseError(
+                {"detail": "The body is nested too deeply.", "field": "body"}
+            ) from None
+        if not isinstance(body, dict):
+            raise ParseError({"detail": "The body must be a JSON object.", "field": "body"})
+        return body
+
+
+def _unit_id(value: Any, where: str) -> str:
+    """A unit id: a non-empty string (an integer is taken as its decimal string)."""
+    if value.__class__ is int:
+        value = str(value)
+    if value.__class__ is not str or not value:
+        raise ValidationError({where: ["A non-empty string is required."]})
+    if len(value) > MAX_ID_LENGTH:
+        raise ValidationError({where: [f"At most {MAX_ID_LENGTH} characters."]})
+    if "\x00" in value:
+        raise ValidationError({where: ["NUL characters are not allowed."]})
+    if not value.isascii():
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise ValidationError({where: ["Not valid Unicode (lone surrogate)."]}) from None
+    return value
+
+
+def _attributes(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError({where: ["Must be a JSON object."]})
+    return value
+
+
+def _experiment_keys(body: dict[str, Any]) -> list[str] | None:
+    keys = body.get("experiments")
+    if keys is None:
+        return None
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValidationError({"experiments": ["A list of experiment keys is required."]})
+    return keys
+
+
+_ASSIGNMENTS_EXAMPLE = {"checkout-v2": {"variant": "treatment", "value": {"layout": "new"}}}
 
 
 class AssignApi(ServiceApi):
     permission_classes = [scope_required("assign")]
 
-    @extend_schema(request=AssignInput, responses={200: dict})
+    @extend_schema(
+        request=inline_serializer(
+            "AssignRequest",
+            {
+                "unit_id": serializers.CharField(max_length=MAX_ID_LENGTH),
+                "attributes": serializers.DictField(required=False),
+                "experiments": serializers.ListField(child=serializers.CharField(), required=False),
+            },
+        ),
+        responses={200: dict},
+        examples=[
+            OpenApiExample(
+                "one unit",
+                request_only=True,
+                value={"unit_id": "u1", "attributes": {"country": "US"}},
+            ),
+            OpenApiExample(
+                "answer",
+                response_only=True,
+                value={"unit_id": "u1", "assignments": _ASSIGNMENTS_EXAMPLE},
+            ),
+        ],
+    )
     def post(self, request: Request) -> Response:
-        serializer = AssignInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
+        body = self.json_body(request)
+        unit_id = _unit_id(body.get("unit_id"), "unit_id")
         [answer] = assignments_get_or_create(
             project=request.auth.project,
-            units=[(data["unit_id"], data["attributes"])],
-            experiment_keys=data.get("experiments"),
+            units=[(unit_id, _attributes(body.get("attributes"), "attributes"))],
+            experiment_keys=_experiment_keys(body),
         )
-        return Response({"unit_id": data["unit_id"], "assignments": answer})
-
-
-class UnitInput(serializers.Serializer):
-    unit_id = serializers.CharField(max_length=200)
-    attributes = serializers.DictField(required=False, default=dict)
-
-
-class AssignBulkInput(serializers.Serializer):
-    units = UnitInput(many=True, max_length=MAX_BULK_UNITS, allow_empty=False)
-    experiments = serializers.ListField(
-        child=serializers.CharField(max_length=100), required=False, allow_null=True
-    )
+        return Response({"unit_id": unit_id, "assignments": answer})
 
 
 class AssignBulkApi(ServiceApi):
     permission_classes = [scope_required("assign")]
 
-    @extend_schema(request=AssignBulkInput, responses={200: dict})
+    @extend_schema(
+        request=inline_serializer(
+            "AssignBulkRequest",
+            {
+                "units": serializers.ListField(child=serializers.DictField()),
+                "experiments": serializers.ListField(child=serializers.CharField(), required=False),
+            },
+        ),
+        responses={200: dict},
+    )
     def post(self, request: Request) -> Response:
-        serializer = AssignBulkInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        units = [(u["unit_id"], u["attributes"]) for u in data["units"]]
+        body = self.json_body(request)
+        raw_units = body.get("units")
+        if not isinstance(raw_units, list) or not raw_units:
+            raise ValidationError({"units": ["A non-empty list of units is required."]})
+        if len(raw_units) > MAX_BULK_UNITS:
+            raise PayloadTooLarge(
+                {
+                    "detail": f"At most {MAX_BULK_UNITS} units per request (got {len(raw_units)}).",
+                    "field": "units",
+                }
+            )
+        units = []
+        for i, unit in enumerate(raw_units):
+            if not isinstance(unit, dict):
+                raise ValidationError({f"units[{i}]": ["Must be a JSON object."]})
+            units.append(
+                (
+                    _unit_id(unit.get("unit_id"), f"units[{i}].unit_id"),
+                    _attributes(unit.get("attributes"), f"units[{i}].attributes"),
+                )
+            )
         answers = assignments_get_or_create(
-            project=request.auth.project, units=units, experiment_keys=data.get("experiments")
+            project=request.auth.project, units=units, experiment_keys=_experiment_keys(body)
         )
         return Response(
             {
@@ -85,25 +202,29 @@ class AssignBulkApi(ServiceApi):
 class EventsApi(ServiceApi):
     permission_classes = [scope_required("ingest")]
 
-    @extend_schema(request=dict, responses={202: dict})
+    @extend_schema(
+        request=inline_serializer(
+            "EventsRequest", {"events": serializers.ListField(child=serializers.DictField())}
+        ),
+        responses={202: dict},
+    )
     def post(self, request: Request) -> Response:
-        body: Any = request.data
-        events = body.get("events") if isinstance(body, dict) else None
+        body = self.json_body(request)
+        events = body.get("events")
         if not isinstance(events, list):
-            return Response(
+            raise ValidationError(
                 {
                     "detail": "The body must be a JSON object with an 'events' list.",
                     "field": "events",
-                },
-                status=status.HTTP_400_BAD_REQUEST,
+                }
             )
         if len(events) > MAX_BATCH:
-            return Response(
+            raise PayloadTooLarge(
                 {
-                    "detail": f"A batch holds at most {MAX_BATCH} events (got {len(events)}).",
+                    "detail": f"A batch holds at most {MAX_BATCH:,} events "
+                    f"(got {len(events):,}): split it.",
                     "field": "events",
-                },
-                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                }
             )
         result = events_ingest(project=request.auth.project, events=events)
         return Response(
@@ -120,14 +241,16 @@ class EventsApi(ServiceApi):
 def features_view(request: HttpRequest, client_key: str) -> HttpResponse:
     """GrowthBook-compatible features payload; the client key is public, not a secret."""
     project = get_object_or_404(Project, client_key=client_key)
-    specs = project_specs(project)
-    payload = build_payload(specs.specs.values(), date_updated=specs.version[0])
-    tag = etag(payload)
-    if request.headers.get("If-None-Match") == tag:
-        response = HttpResponse(status=304)
-    else:
-        response = JsonResponse(payload)
+    payload, tag = features_payload(project)
+    wanted = _etags(request.headers.get("If-None-Match", ""))
+    fresh = tag in wanted or "*" in wanted
+    response = HttpResponse(status=304) if fresh else JsonResponse(payload)
     response["ETag"] = tag
     response["Cache-Control"] = "public, max-age=30"
     response["Access-Control-Allow-Origin"] = "*"
     return response
+
+
+def _etags(header: str) -> set[str]:
+    """The tags of an If-None-Match header (weak ones compare equal, RFC 9110 13.1.2)."""
+    return {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}

@@ -1,50 +1,104 @@
-"""PostgreSQL fast path: COPY into a temporary staging table, then INSERT ... ON CONFLICT."""
+"""PostgreSQL fast path for ingestion: COPY into temporary staging tables, then set-based INSERTs.
 
-import json
+Per batch: one round trip makes sure the session's staging tables exist and are empty, one COPY
+per event kind streams the validated rows, and one ``INSERT ... SELECT ... ON CONFLICT (project_id,
+event_id) DO NOTHING`` per kind moves the new ones into the event tables (its row count is the
+number accepted). Exposures are checked against stored assignments in the same statement, and
+the first exposure of an unassigned unit becomes its assignment in one more statement.
+
+Every INSERT takes its rows in key order: two requests storing overlapping rows (a client
+retrying a batch while the first attempt is still running) then wait for each other in the same
+order and cannot deadlock; the loser's rows count as duplicates. The staging
+tables are ``ON COMMIT DELETE ROWS`` temporary tables: private to the session, never
+WAL-logged, emptied at commit; they are also emptied before use because a caller's outer
+transaction (tests, a management command) may hold several batches.
+"""
+
 from typing import Any
 
 from django.db import connection
 from django.utils import timezone
 
-from assignments.models import Exposure, MetricEvent
+_STAGING = """
+CREATE TEMP TABLE IF NOT EXISTS abacus_staging_exposure (
+    event_id varchar(200), experiment_id bigint, variant_id bigint, unit_id varchar(200),
+    ts timestamptz
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS abacus_staging_metricevent (
+    event_id varchar(200), name varchar(200), unit_id varchar(200), value double precision,
+    ts timestamptz, properties jsonb
+) ON COMMIT DELETE ROWS;
+DELETE FROM abacus_staging_exposure;
+DELETE FROM abacus_staging_metricevent;
+"""
 
-_COLUMNS = {
-    Exposure: ("project_id", "event_id", "experiment_id", "variant_id", "unit_id", "ts"),
-    MetricEvent: ("project_id", "event_id", "name", "unit_id", "value", "ts", "properties"),
-}
+# The correlated EXISTS probes the (experiment_id, unit_id) unique index once per exposure,
+# whatever the planner thinks of the never-analyzed staging table.
+_MOVE_EXPOSURES = """
+INSERT INTO assignments_exposure
+    (project_id, event_id, experiment_id, variant_id, unit_id, ts, assignment_mismatch, received_at)
+SELECT %s, s.event_id, s.experiment_id, s.variant_id, s.unit_id, s.ts,
+       EXISTS (SELECT 1 FROM assignments_assignment a
+               WHERE a.experiment_id = s.experiment_id AND a.unit_id = s.unit_id
+                 AND a.variant_id <> s.variant_id),
+       %s
+FROM abacus_staging_exposure s
+ORDER BY s.event_id COLLATE "C"
+ON CONFLICT (project_id, event_id) DO NOTHING
+"""
+
+# The earliest exposure of each unit in each running experiment, for units not yet assigned.
+# Rows go in (experiment_id, unit_id) byte order, the order /assign inserts in too.
+_ASSIGN_FROM_EXPOSURES = """
+INSERT INTO assignments_assignment (experiment_id, unit_id, variant_id, phase, assigned_at)
+SELECT DISTINCT ON (s.experiment_id, s.unit_id COLLATE "C")
+       s.experiment_id, s.unit_id, s.variant_id, r.phase, %s
+FROM abacus_staging_exposure s
+JOIN unnest(%s::bigint[], %s::integer[]) AS r(experiment_id, phase)
+  ON r.experiment_id = s.experiment_id
+ORDER BY s.experiment_id, s.unit_id COLLATE "C", s.ts
+ON CONFLICT (experiment_id, unit_id) DO NOTHING
+"""
+
+_MOVE_METRICS = """
+INSERT INTO assignments_metricevent
+    (project_id, event_id, name, unit_id, value, ts, properties, received_at)
+SELECT %s, event_id, name, unit_id, value, ts, properties, %s
+FROM abacus_staging_metricevent
+ORDER BY event_id COLLATE "C"
+ON CONFLICT (project_id, event_id) DO NOTHING
+"""
 
 
-def copy_insert(model: type, rows: list[Any]) -> int:
-    """Stage rows with COPY and move the new ones in; returns the number inserted.
+def copy_events(*, project_id: int, batch: Any) -> int:
+    """Store a validated `assignments.services.EventBatch`; return how many events were new.
 
-    Must run inside a transaction (the staging table is dropped on commit).
+    Must run inside a transaction. The batch's rows are tuples in the staging tables' column
+    order, already free of in-batch duplicates.
     """
-    table = model._meta.db_table
-    columns = _COLUMNS[model]
-    staging = f"staging_{table}"
     now = timezone.now()
-    column_list = ", ".join(columns)
+    inserted = 0
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS AS "
-            f"SELECT {column_list} FROM {table} WITH NO DATA"
-        )
+        cursor.execute(_STAGING)
         raw = cursor.cursor  # the psycopg 3 cursor: COPY needs it
-        with raw.copy(f"COPY {staging} ({column_list}) FROM STDIN") as copy:
-            for row in rows:
-                values = []
-                for column in columns:
-                    value = getattr(row, column)
-                    if column == "properties" and value is not None:
-                        value = json.dumps(value)
-                    values.append(value)
-                copy.write_row(values)
-        cursor.execute(
-            f"INSERT INTO {table} ({column_list}, received_at) "
-            f"SELECT DISTINCT ON (project_id, event_id) {column_list}, %s FROM {staging} "
-            f"ON CONFLICT (project_id, event_id) DO NOTHING",
-            [now],
-        )
-        inserted = cursor.rowcount
-        cursor.execute(f"TRUNCATE {staging}")
+        if batch.exposures:
+            with raw.copy("COPY abacus_staging_exposure FROM STDIN") as copy:
+                write = copy.write_row
+                for row in batch.exposures.values():
+                    write(row)
+            cursor.execute(_MOVE_EXPOSURES, [project_id, now])
+            new_exposures = cursor.rowcount
+            inserted += new_exposures
+            if new_exposures and batch.running_phases:
+                cursor.execute(
+                    _ASSIGN_FROM_EXPOSURES,
+                    [now, list(batch.running_phases), list(batch.running_phases.values())],
+                )
+        if batch.metrics:
+            with raw.copy("COPY abacus_staging_metricevent FROM STDIN") as copy:
+                write = copy.write_row
+                for row in batch.metrics.values():
+                    write(row)
+            cursor.execute(_MOVE_METRICS, [project_id, now])
+            inserted += cursor.rowcount
     return inserted

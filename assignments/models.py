@@ -6,9 +6,17 @@ from experiments.models import Experiment, Project, Variant
 
 
 class Assignment(models.Model):
-    """The first variant a unit was given in an experiment; later calls return it."""
+    """The first variant a unit was given in an experiment; later calls return it.
 
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="assignments")
+    Written by ``/assign`` and also by the first exposure of a unit that an SDK bucketed locally,
+    so the server keeps answering what the unit actually saw.
+    """
+
+    # No index of its own: the unique (experiment, unit_id) index leads with it. A separate one
+    # costs every insert and, with stale statistics, lures the planner away from the unique one.
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="assignments", db_index=False
+    )
     unit_id = models.CharField(max_length=200)
     variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="assignments")
     phase = models.PositiveIntegerField(default=0)
@@ -26,14 +34,24 @@ class Assignment(models.Model):
 
 
 class Exposure(models.Model):
-    """A unit saw a variant. (project, event_id) is the idempotency key."""
+    """A unit saw a variant. (project, event_id) is the idempotency key.
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    ``assignment_mismatch`` records that, when the exposure arrived, the unit's stored assignment
+    named another variant: the unit has seen two variants (a multi-exposure) even if this is its
+    only exposure row.
+    """
+
+    # project and experiment lead the unique and the (experiment, unit_id, ts) indexes: no index
+    # of their own (each index slows ingestion).
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     event_id = models.CharField(max_length=200)
-    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="exposures")
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="exposures", db_index=False
+    )
     variant = models.ForeignKey(Variant, on_delete=models.CASCADE, related_name="exposures")
     unit_id = models.CharField(max_length=200)
     ts = models.DateTimeField()
+    assignment_mismatch = models.BooleanField(default=False)
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -51,7 +69,8 @@ class Exposure(models.Model):
 class MetricEvent(models.Model):
     """Something a unit did, with a value. (project, event_id) is the idempotency key."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # project leads both composite indexes: no index of its own.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     event_id = models.CharField(max_length=200)
     name = models.CharField(max_length=200)
     unit_id = models.CharField(max_length=200)

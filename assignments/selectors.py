@@ -1,12 +1,17 @@
 """Reads for the service hot path: a project's experiments as pure assignment specs."""
 
+import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
-from django.db.models import Count, Max
+from django.db import connection
 
-from assignments.features import ExperimentSpec, VariantSpec
+from assignments.features import ExperimentSpec, VariantSpec, build_payload, etag
 from experiments.models import Experiment, ExperimentStatus, Project
+
+logger = logging.getLogger(__name__)
 
 SERVED_STATUSES = (
     ExperimentStatus.RUNNING,
@@ -18,28 +23,42 @@ SERVED_STATUSES = (
 
 @dataclass(frozen=True)
 class ProjectSpecs:
-    """Everything /assign, /events and /features need about a project's experiments."""
+    """Everything /assign, /events and /features need about a project's non-draft experiments.
 
-    version: tuple
+    ``specs`` holds the experiments that can be served; one whose definition is inconsistent is
+    left out of it (and logged) so it never breaks the others, but stays in ``experiment_ids``
+    and ``variant_ids`` so its late exposures are still accepted.
+    """
+
+    version: tuple  # an opaque token: equal tokens mean nothing changed
     specs: dict[str, ExperimentSpec]
     experiment_ids: dict[str, int]
     variant_ids: dict[tuple[str, str], int]
     statuses: dict[str, str]
+    phases: dict[str, int] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # key -> why it is not served
+    updated_at: datetime | None = None  # the latest change of a served experiment
 
 
 _cache: dict[int, ProjectSpecs] = {}
+_payloads: dict[int, tuple[tuple, dict[str, Any], str]] = {}
 _lock = threading.Lock()
 
 
 def _version(project: Project) -> tuple:
-    # One cheap query per request tells whether any definition changed (any process may edit).
-    agg = Experiment.objects.filter(project=project).aggregate(
-        updated=Max("updated_at"), count=Count("id")
-    )
-    return (agg["updated"], agg["count"])
+    # One cheap query per request tells whether any definition changed (any process may edit):
+    # every lifecycle service saves the experiment, which bumps updated_at. Raw SQL: this runs
+    # on every request, and the ORM would spend longer compiling it than the database running it.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT MAX(updated_at), COUNT(*) FROM experiments_experiment WHERE project_id = %s",
+            [project.pk],
+        )
+        return tuple(cursor.fetchone())
 
 
 def project_specs(project: Project) -> ProjectSpecs:
+    """The project's served experiments, rebuilt only when a definition changed."""
     version = _version(project)
     cached = _cache.get(project.pk)
     if cached is not None and cached.version == version:
@@ -48,25 +67,53 @@ def project_specs(project: Project) -> ProjectSpecs:
     experiment_ids: dict[str, int] = {}
     variant_ids: dict[tuple[str, str], int] = {}
     statuses: dict[str, str] = {}
+    phases: dict[str, int] = {}
+    broken: dict[str, str] = {}
+    updated_at: datetime | None = None
     experiments = (
         Experiment.objects.filter(project=project)
         .exclude(status=ExperimentStatus.DRAFT)
         .prefetch_related("variants")
     )
     for experiment in experiments:
-        variants = list(experiment.variants.all())
+        variants = list(experiment.variants.all())  # ordered by position: fixes the ranges
         experiment_ids[experiment.key] = experiment.pk
         statuses[experiment.key] = experiment.status
+        phases[experiment.key] = experiment.phase
+        if updated_at is None or experiment.updated_at > updated_at:
+            updated_at = experiment.updated_at
         for v in variants:
             variant_ids[(experiment.key, v.key)] = v.pk
-        specs[experiment.key] = experiment_spec(experiment, variants)
-    built = ProjectSpecs(version, specs, experiment_ids, variant_ids, statuses)
+        try:
+            specs[experiment.key] = experiment_spec(experiment, variants)
+        except ValueError as exc:
+            broken[experiment.key] = str(exc)
+            logger.error(
+                "Not serving experiment %s of project %s: %s", experiment.key, project.slug, exc
+            )
+    built = ProjectSpecs(
+        version, specs, experiment_ids, variant_ids, statuses, phases, broken, updated_at
+    )
     with _lock:
         _cache[project.pk] = built
     return built
 
 
+def features_payload(project: Project) -> tuple[dict[str, Any], str]:
+    """The GrowthBook features payload of the project and its ETag, rebuilt only on change."""
+    specs = project_specs(project)
+    cached = _payloads.get(project.pk)
+    if cached is not None and cached[0] == specs.version:
+        return cached[1], cached[2]
+    payload = build_payload(specs.specs.values(), date_updated=specs.updated_at)
+    tag = etag(payload)
+    with _lock:
+        _payloads[project.pk] = (specs.version, payload, tag)
+    return payload, tag
+
+
 def experiment_spec(experiment: Experiment, variants: list | None = None) -> ExperimentSpec:
+    """The pure spec of one experiment; raises ValueError when its definition is inconsistent."""
     variants = variants if variants is not None else list(experiment.variants.all())
     namespace = None
     if experiment.layer:

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint migrate seed bench clean
+.PHONY: run test install lint migrate seed bench loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ test: install
 
 bench: migrate
 	$(BIN)/python manage.py benchmark all
+
+# Sustained assignment + ingestion load with analyses running (docs/benchmarks.md "Load").
+# Meant for PostgreSQL + Redis: set DATABASE_URL and CELERY_BROKER_URL. LOAD_SECONDS=300.
+LOAD_SECONDS ?= 300
+loadtest: migrate
+	$(BIN)/python -m tests.load.loadtest --duration $(LOAD_SECONDS)
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 var/celery

@@ -4,9 +4,17 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import DatabaseError
+from kombu.exceptions import OperationalError as KombuOperationalError
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
+
+from config.middleware import (
+    BROKER_UNAVAILABLE,
+    DATABASE_UNAVAILABLE,
+    RETRY_AFTER_SECONDS,
+    database_unavailable,
+)
 
 
 class DomainError(Exception):
@@ -28,16 +36,16 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
         if hasattr(exc, "message_dict"):
             return Response(exc.message_dict, status=status.HTTP_400_BAD_REQUEST)
         return Response({"detail": exc.messages}, status=status.HTTP_400_BAD_REQUEST)
-    if isinstance(exc, DatabaseError) and _is_unavailable(exc):
+    if isinstance(exc, DatabaseError) and database_unavailable(exc):
         return Response(
-            {"detail": "The database is unavailable; try again shortly."},
+            {"detail": DATABASE_UNAVAILABLE},
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
-            headers={"Retry-After": "5"},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if isinstance(exc, KombuOperationalError):
+        return Response(
+            {"detail": BROKER_UNAVAILABLE},
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     return drf_exception_handler(exc, context)
-
-
-def _is_unavailable(exc: DatabaseError) -> bool:
-    from django.db import OperationalError
-
-    return isinstance(exc, OperationalError)

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "experiments",
     "assignments",
     "analysis",
@@ -49,6 +50,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Outside session and CSRF middleware, so it sees (and secures) the cookies they set.
+    "config.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -56,6 +59,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "config.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -124,12 +128,24 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api.exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # Counts only requests authenticated by an API key (see experiments/auth.py).
+    "DEFAULT_THROTTLE_CLASSES": ["experiments.auth.ApiKeyRateThrottle"],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "abacus API",
     "DESCRIPTION": "Experiments, assignment, event ingestion and results.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from drf-spectacular-sidecar (served by the app, no CDN): the CSP holds.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SWAGGER_UI_SETTINGS": {"validatorUrl": None},
+    # Two choice sets are both called "role" (members, experiment metrics).
+    "ENUM_NAME_OVERRIDES": {
+        "MemberRoleEnum": "experiments.models.Role",
+        "MetricRoleEnum": "experiments.models.MetricRole",
+    },
 }
 
 # Celery: the embedded default needs no server (filesystem transport under var/celery).
@@ -146,6 +162,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
+if os.environ.get("ABACUS_BROKER_VISIBILITY_TIMEOUT"):
+    # Redis/SQS: seconds before an unacknowledged task (its worker died) is delivered again.
+    # Kombu's default is one hour; the worker-kill test sets a few seconds.
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = int(
+        os.environ["ABACUS_BROKER_VISIBILITY_TIMEOUT"]
+    )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 # A private queue name lets tests share one Redis without stealing each other's tasks.
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("ABACUS_TASK_QUEUE", "celery")
@@ -168,11 +190,71 @@ LOGGING = {
     "loggers": {"django.server": {"level": "WARNING"}},
 }
 
-if not DEBUG:
-    SESSION_COOKIE_HTTPONLY = True
-    SECURE_CONTENT_TYPE_NOSNIFF = True
-    X_FRAME_OPTIONS = "DENY"
-SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# --- Security (docs/operations.md "Security settings") ------------------------------------
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+# Cookies are always marked Secure on HTTPS requests (config.middleware); SECURE_COOKIES=true
+# marks them Secure everywhere, which production sets (and `check --deploy` wants).
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
-SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 0))
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers probe health over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+# Browsers honour HSTS only on HTTPS responses, so it is on whenever DEBUG is off.
+SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000))
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+if env_bool("SECURE_PROXY_SSL_HEADER", False):
+    # Only behind a proxy that sets (and strips client-sent) X-Forwarded-Proto.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Sent on every response by config.middleware.SecurityHeadersMiddleware. The dashboard loads
+# scripts and styles only from /static/ (no inline code); charts may use data: images.
+ABACUS_CONTENT_SECURITY_POLICY = os.environ.get(
+    "ABACUS_CONTENT_SECURITY_POLICY",
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; font-src 'self'; object-src 'none'; frame-ancestors 'none'; "
+    "base-uri 'self'; form-action 'self'",
+)
+# Swagger UI (the API docs page) keeps one inline <style> and sets style attributes: its page
+# alone may use inline styles (never inline scripts: its init script is a separate file).
+ABACUS_CSP_OVERRIDES = {
+    "/api/v1/docs/": ABACUS_CONTENT_SECURITY_POLICY.replace(
+        "style-src 'self'", "style-src 'self' 'unsafe-inline'"
+    ),
+}
+
+# Requests per minute per API key (all endpoints a key may call); 0 turns the limit off.
+# Generous by default so benchmarks and load tests measure the app, not the limiter.
+ABACUS_RATE_LIMIT_PER_MINUTE = int(os.environ.get("ABACUS_RATE_LIMIT_PER_MINUTE", 6000))
+
+
+def _cache_config() -> dict:
+    """The shared cache that counts rate limits across processes.
+
+    Redis when one is configured (ABACUS_CACHE_URL, REDIS_URL, or a redis:// broker): exact and
+    shared by every web machine. Otherwise a file cache under var/: shared by the processes of
+    one machine (the embedded default), with approximate counts under contention.
+    """
+    url = os.environ.get("ABACUS_CACHE_URL") or os.environ.get("REDIS_URL") or ""
+    if not url and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+        url = CELERY_BROKER_URL
+    if url.startswith(("redis://", "rediss://")):
+        return {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": "abacus",
+            # A dead cache must not stall requests: the limiter fails open (experiments/auth.py).
+            "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        }
+    if url.startswith("locmem://"):
+        return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    return {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(VAR_DIR / "cache"),
+    }
+
+
+CACHES = {"default": _cache_config()}

@@ -6,7 +6,7 @@ Each app owns its routes: `<app>/api_urls.py` (under /api/v1/) and `<app>/urls.p
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from assignments import apis as assignment_apis
 from config import health
@@ -16,7 +16,7 @@ api_v1 = [
     path("", include("experiments.api_urls")),
     path("", include("analysis.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
 ]
 
 urlpatterns = [

@@ -300,10 +300,12 @@ class ExperimentSerializer(serializers.Serializer):
     variants = VariantSerializer(many=True)
     metrics = ExperimentMetricSerializer(many=True, required=False)
     phase = serializers.IntegerField(read_only=True)
-    started_at = serializers.DateTimeField(read_only=True)
-    ended_at = serializers.DateTimeField(read_only=True)
-    decision_variant = serializers.CharField(read_only=True)
-    owner = serializers.CharField(read_only=True, source="owner.username", default=None)
+    started_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    ended_at = serializers.DateTimeField(read_only=True, allow_null=True)
+    decision_variant = serializers.CharField(read_only=True, allow_null=True)
+    owner = serializers.CharField(
+        read_only=True, source="owner.username", default=None, allow_null=True
+    )
 
     def validate_variants(self, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
         # A PATCH validates nested rows partially: required fields and defaults are not applied.

@@ -1,14 +1,31 @@
-"""Service authentication: `Authorization: Bearer <api key>`; the key fixes the project."""
+"""Service authentication: `Authorization: Bearer <api key>`; the key fixes the project.
+
+Secrets are stored only as SHA-256 hashes and compared in constant time; a revoked key fails
+on the next request (no key is cached); secrets never reach a log line. Every request made with
+a key counts against that key's per-minute rate limit (ApiKeyRateThrottle).
+"""
 
 import hmac
+import logging
+import math
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 
-from rest_framework import authentication, exceptions, permissions
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
 from experiments.models import ApiKey
-from experiments.selectors import api_key_active_by_prefix
-from experiments.services import hash_api_secret
+
+logger = logging.getLogger(__name__)
+
+# Compared against when the prefix is unknown, so a miss costs the same hash and comparison.
+_NO_SUCH_KEY = "0" * 64
+LAST_USED_RESOLUTION = timedelta(minutes=1)
 
 
 @dataclass
@@ -30,15 +47,27 @@ class ServicePrincipal:
 
 
 def authenticate_secret(secret: str) -> ApiKey | None:
+    # Imported here: DRF imports this module (DEFAULT_THROTTLE_CLASSES) while it defines APIView,
+    # which experiments.services needs.
+    from experiments.selectors import api_key_active_by_prefix
+    from experiments.services import hash_api_secret
+
     parts = secret.split("_")
-    if len(parts) < 3 or parts[0] != "abk":
+    prefix = parts[1] if len(parts) >= 3 and parts[0] == "abk" else ""
+    api_key = api_key_active_by_prefix(prefix) if prefix else None
+    expected = api_key.hashed_secret if api_key is not None else _NO_SUCH_KEY
+    if not hmac.compare_digest(expected, hash_api_secret(secret)) or api_key is None:
         return None
-    api_key = api_key_active_by_prefix(parts[1])
-    if api_key is None:
-        return None
-    if not hmac.compare_digest(api_key.hashed_secret, hash_api_secret(secret)):
-        return None
+    _touch(api_key)
     return api_key
+
+
+def _touch(api_key: ApiKey) -> None:
+    """Record last use, at most once a minute per key, so rotations can see a key go idle."""
+    now = timezone.now()
+    if api_key.last_used_at is None or now - api_key.last_used_at >= LAST_USED_RESOLUTION:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -57,6 +86,20 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         return self.keyword
 
 
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """Names the scheme in the OpenAPI schema (registered by being defined)."""
+
+    target_class = ApiKeyAuthentication
+    name = "ApiKeyAuth"
+
+    def get_security_definition(self, auto_schema: object) -> dict[str, str]:
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A project's API key: `Authorization: Bearer abk_...`.",
+        }
+
+
 def scope_required(scope: str) -> type[permissions.BasePermission]:
     class HasScope(permissions.BasePermission):
         message = f"This API key lacks the '{scope}' scope."
@@ -67,3 +110,73 @@ def scope_required(scope: str) -> type[permissions.BasePermission]:
 
     HasScope.__name__ = f"HasScope_{scope}"
     return HasScope
+
+
+# --- rate limiting --------------------------------------------------------------------------
+
+WINDOW_SECONDS = 60
+# After a cache error, skip the cache for this long instead of failing every request slowly.
+CACHE_RETRY_SECONDS = 5.0
+_cache_down_until = 0.0
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    count: int
+    retry_after: int
+
+
+def rate_limit_hit(bucket: str, limit: int, now: float | None = None) -> RateDecision:
+    """Count one request in `bucket`'s current fixed one-minute window.
+
+    A fixed window in the shared cache: one atomic increment per request on Redis. It may let
+    up to twice the limit through across a window boundary; that is the price of one round trip.
+    If the cache is unreachable the request is allowed (fail open): the limiter protects the
+    service, it must never be the reason ingestion stops.
+    """
+    global _cache_down_until
+    now = time.time() if now is None else now
+    if now < _cache_down_until:
+        return RateDecision(True, 0, 0)
+    window = int(now // WINDOW_SECONDS)
+    key = f"ratelimit:{bucket}:{window}"
+    try:
+        if cache.add(key, 1, timeout=WINDOW_SECONDS * 2):
+            count = 1
+        else:
+            try:
+                count = cache.incr(key)
+            except ValueError:  # expired between add and incr
+                cache.set(key, 1, timeout=WINDOW_SECONDS * 2)
+                count = 1
+    except Exception as exc:  # noqa: BLE001 - any cache failure: let the request through
+        _cache_down_until = now + CACHE_RETRY_SECONDS
+        logger.warning("rate limiter: cache unavailable (%s); allowing requests", exc)
+        return RateDecision(True, 0, 0)
+    retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
+    return RateDecision(count <= limit, count, retry_after)
+
+
+class RateLimited(exceptions.Throttled):
+    default_detail = "Rate limit exceeded."
+
+
+class ApiKeyRateThrottle(throttling.BaseThrottle):
+    """ABACUS_RATE_LIMIT_PER_MINUTE requests per minute per API key; 429 with Retry-After."""
+
+    def allow_request(self, request: Request, view: object) -> bool:
+        api_key = request.auth
+        limit = settings.ABACUS_RATE_LIMIT_PER_MINUTE
+        if not isinstance(api_key, ApiKey) or limit <= 0:
+            return True
+        decision = rate_limit_hit(api_key.prefix, limit)
+        if decision.allowed:
+            return True
+        raise RateLimited(
+            wait=decision.retry_after,
+            detail=f"Rate limit exceeded: this API key may make {limit} requests per minute.",
+        )
+
+    def wait(self) -> float | None:
+        return None

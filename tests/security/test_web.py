@@ -1,0 +1,156 @@
+"""Web hardening: CSRF on every form, security headers, Secure cookies, `check --deploy`."""
+
+import os
+import re
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.test import Client
+
+from experiments.services import metric_create
+from tests.factories import running_experiment
+from tests.security.endpoints import all_endpoints, concrete_urls
+
+pytestmark = [pytest.mark.security, pytest.mark.django_db]
+ROOT = Path(__file__).resolve().parents[2]
+FORM = re.compile(r"<form\b[^>]*>.*?</form>", re.IGNORECASE | re.DOTALL)
+
+
+@pytest.fixture
+def site(admin_user, project):
+    metric_create(
+        project=project, key="purchase", name="Purchase", kind="binomial", event_name="purchase"
+    )
+    running_experiment(project)
+    values = {
+        "project": "shop",
+        "key": "checkout-v2",
+        "metric_key": "purchase",
+        "username": "alice",
+        "key_id": "1",
+        "client_key": project.client_key,
+    }
+    pages = []
+    for endpoint in all_endpoints():
+        if endpoint.template.startswith(("api/", "admin/")) or endpoint.template in (
+            "healthz",
+            "readyz",
+        ):
+            continue
+        pages.extend(concrete_urls(endpoint, values))
+    return pages
+
+
+def test_every_form_on_every_page_carries_a_csrf_token(admin_user, site):
+    """Every POST form the project's admin can see includes csrfmiddlewaretoken."""
+    client = Client()
+    client.force_login(admin_user)
+    checked = 0
+    for url in site + ["/accounts/login/"]:
+        response = client.get(url, follow=True)
+        if response.status_code != 200 or "text/html" not in response["Content-Type"]:
+            continue
+        for form in FORM.findall(response.content.decode()):
+            if re.search(r'method\s*=\s*["\']?post', form, re.IGNORECASE):
+                checked += 1
+                assert 'name="csrfmiddlewaretoken"' in form, f"{url}: form without CSRF:\n{form}"
+    assert checked >= 3, "expected POST forms on the pages (logout, analyze, ...)"
+
+
+def test_posts_without_a_csrf_token_are_refused(admin_user, site):
+    """Session-authenticated POSTs to pages and to the API without the token get 403."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    for url in site:
+        response = client.post(url, {})
+        assert response.status_code in (403, 405), f"POST {url} -> {response.status_code}"
+    api = client.post("/api/v1/projects/", {"slug": "x"}, content_type="application/json")
+    assert api.status_code == 403 and "CSRF" in api.json()["detail"]
+
+
+def test_security_headers_on_pages_and_api(admin_user, client):
+    """CSP, nosniff, frame denial and referrer policy on pages, the API and errors."""
+    client.force_login(admin_user)
+    for url in ("/", "/accounts/login/", "/api/v1/projects/", "/no-such-page/", "/healthz"):
+        response = client.get(url)
+        csp = response["Content-Security-Policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp
+        assert "frame-ancestors 'none'" in csp and "unsafe-inline" not in csp
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert response["X-Frame-Options"] == "DENY"
+        assert response["Referrer-Policy"] == "same-origin"
+
+
+def test_hsts_and_secure_cookies_over_https(admin_user, project):
+    """Over HTTPS: HSTS for a year, and session and CSRF cookies marked Secure and HttpOnly."""
+    assert not settings.DEBUG
+    client = Client()
+    page = client.get("/accounts/login/", secure=True)
+    assert page["Strict-Transport-Security"].startswith("max-age=31536000")
+    assert page.cookies["csrftoken"]["secure"] is True
+    token = page.cookies["csrftoken"].value
+    login = client.post(
+        "/accounts/login/",
+        {"username": "alice", "password": "pw-alice-123", "csrfmiddlewaretoken": token},
+        secure=True,
+        HTTP_REFERER="https://testserver/accounts/login/",
+    )
+    assert login.status_code == 302
+    session = login.cookies[settings.SESSION_COOKIE_NAME]
+    assert session["secure"] is True and session["httponly"] is True
+
+
+def test_no_hsts_over_plain_http(client):
+    """HSTS is only ever sent on HTTPS responses (browsers ignore it elsewhere anyway)."""
+    assert "Strict-Transport-Security" not in client.get("/accounts/login/")
+
+
+def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_check_deploy_is_clean_under_production_settings(tmp_path):
+    """`manage.py check --deploy --fail-level WARNING` passes with production settings."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SECURE_", "DEBUG", "SECRET_KEY"))
+    }
+    env.update(
+        ABACUS_VAR_DIR=str(tmp_path),
+        DEBUG="false",
+        SECRET_KEY=secrets.token_urlsafe(64),
+        ALLOWED_HOSTS="abacus.example.com",
+        SECURE_COOKIES="true",
+        SECURE_SSL_REDIRECT="true",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="true",
+        SECURE_HSTS_PRELOAD="true",
+        SECURE_PROXY_SSL_HEADER="true",
+    )
+    result = _manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_flags_the_development_defaults(tmp_path):
+    """Without production settings the same check fails (it is not vacuous)."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SECURE_", "DEBUG", "SECRET_KEY"))
+    }
+    env["ABACUS_VAR_DIR"] = str(tmp_path)
+    result = _manage(env, "check", "--deploy", "--fail-level", "WARNING")
+    assert result.returncode != 0
+    assert "security.W009" in result.stderr  # the development SECRET_KEY

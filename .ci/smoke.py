@@ -23,10 +23,14 @@ r = session.post(
 assert r.status_code == 200 and "checkout-redesign" in r.text, r.text[:2000]
 
 url = f"{base}/api/v1/projects/demo/experiments/checkout-redesign/results"
+# make run queues a fresh analysis at startup: wait until the worker has finished it.
 for _ in range(180):
     results = session.get(url, timeout=10).json()
-    if results.get("computed_at"):
+    run = results.get("last_run") or {}
+    if results.get("computed_at") and run.get("status") == "succeeded":
         break
+    if run.get("status") == "failed":
+        sys.exit(f"smoke: the worker's analysis failed: {run}")
     time.sleep(1)
 else:
     sys.exit(f"smoke: no snapshot from the worker: {results}")

@@ -4,10 +4,13 @@ from django.urls import path
 
 from analysis import apis
 
-E = "projects/<slug:project>/experiments/<slug:key>"
+P = "projects/<slug:project>"
+E = f"{P}/experiments/<slug:key>"
 
 urlpatterns = [
     path(f"{E}/results", apis.ResultsApi.as_view(), name="results"),
     path(f"{E}/results/history", apis.ResultsHistoryApi.as_view(), name="results-history"),
     path(f"{E}/analyze", apis.AnalyzeApi.as_view(), name="analyze"),
+    path(f"{E}/export", apis.ExperimentExportApi.as_view(), name="experiment-export"),
+    path(f"{P}/results/export", apis.ProjectExportApi.as_view(), name="results-export"),
 ]

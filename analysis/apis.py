@@ -1,14 +1,27 @@
-"""Results API: latest snapshot, history, and queueing an analysis run."""
+"""Results API: latest snapshot, history, queueing an analysis run, and exports."""
+
+from typing import Any
 
 from django.db import transaction
-from drf_spectacular.utils import extend_schema
-from rest_framework import status
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analysis.exports import (
+    CONTENT_TYPES,
+    FORMATS,
+    export_filename,
+    export_filter_build,
+    export_stream,
+)
 from analysis.selectors import latest_run, latest_snapshot, snapshot_json, snapshots_for
 from analysis.services import analysis_enqueue
 from experiments.apis import project_for
@@ -18,7 +31,8 @@ from experiments.selectors import experiment_get
 
 
 def readable_project(request: Request, slug: str, permission: str = "read") -> Project:
-    """A person with the permission, or an API key of this project with the read scope."""
+    """A person with the permission, or an API key of this project with the read scope (which
+    covers reading results and exports alike)."""
     if isinstance(request.auth, ApiKey):
         if request.auth.project.slug != slug:
             raise NotFound("No such project.")
@@ -63,7 +77,7 @@ class ResultsHistoryApi(ResultsAuthMixin, APIView):
     @extend_schema(responses={200: dict})
     def get(self, request: Request, project: str, key: str) -> Response:
         experiment = experiment_get(readable_project(request, project), key)
-        snapshots = snapshots_for(experiment).order_by("computed_at", "id")
+        snapshots = snapshots_for(experiment).order_by("data_through", "computed_at", "id")
         return Response({"experiment": key, "snapshots": [snapshot_json(s) for s in snapshots]})
 
 
@@ -74,3 +88,107 @@ class AnalyzeApi(APIView):
         with transaction.atomic():
             run_id = analysis_enqueue(experiment, "api")
         return Response({"run_id": run_id, "status": "queued"}, status=status.HTTP_202_ACCEPTED)
+
+
+# --- exports ------------------------------------------------------------------------------------
+
+
+class _JsonErrors(BaseContentNegotiation):
+    """`format=` names the export's file format here, not a renderer: errors are always JSON."""
+
+    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
+        return parsers[0] if parsers else None
+
+    def select_renderer(
+        self, request: Request, renderers: list[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        return renderers[0], renderers[0].media_type
+
+
+class ExportQuerySerializer(serializers.Serializer):
+    format = serializers.ChoiceField(
+        choices=FORMATS,
+        default="csv",
+        error_messages={
+            "invalid_choice": f"'{{input}}' is not an export format; use one of "
+            f"{', '.join(FORMATS)}."
+        },
+    )
+    since = serializers.CharField(required=False, allow_blank=True)
+    until = serializers.CharField(required=False, allow_blank=True)
+    latest = serializers.BooleanField(default=False)
+
+
+EXPORT_RESPONSES = {
+    (200, "text/csv"): OpenApiTypes.STR,
+    (200, "application/json"): OpenApiTypes.OBJECT,
+    (200, "application/vnd.apache.parquet"): OpenApiTypes.BINARY,
+    (400, "application/json"): OpenApiTypes.OBJECT,
+    (403, "application/json"): OpenApiTypes.OBJECT,
+    (404, "application/json"): OpenApiTypes.OBJECT,
+}
+EXPORT_PARAMETERS = [
+    OpenApiParameter("format", OpenApiTypes.STR, enum=list(FORMATS), default="csv"),
+    OpenApiParameter(
+        "since",
+        OpenApiTypes.STR,
+        description="snapshots whose data cut-off is at or after (date or ISO time)",
+    ),
+    OpenApiParameter(
+        "until",
+        OpenApiTypes.STR,
+        description="snapshots whose data cut-off is before (a date includes it)",
+    ),
+    OpenApiParameter("latest", OpenApiTypes.BOOL, description="only each experiment's latest"),
+]
+
+
+class ExportApiBase(ResultsAuthMixin, APIView):
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = _JsonErrors
+
+    def stream(self, request: Request, project: Project, experiments: list[str]) -> Any:
+        query = ExportQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        q = query.validated_data
+        flt = export_filter_build(
+            project=project,
+            experiments=experiments,
+            statuses=request.query_params.getlist("status"),
+            since=q.get("since"),
+            until=q.get("until"),
+            latest_only=q["latest"],
+        )
+        fmt = q["format"]
+        response = StreamingHttpResponse(export_stream(flt, fmt), content_type=CONTENT_TYPES[fmt])
+        response["Content-Disposition"] = f'attachment; filename="{export_filename(flt, fmt)}"'
+        response["Cache-Control"] = "no-store"
+        return response
+
+
+class ExperimentExportApi(ExportApiBase):
+    @extend_schema(
+        parameters=EXPORT_PARAMETERS,
+        responses=EXPORT_RESPONSES,
+        description="One row per (snapshot, metric, variant) of this experiment; "
+        "columns in docs/exports.md. Needs the export permission or an API key's read scope.",
+    )
+    def get(self, request: Request, project: str, key: str) -> Any:
+        proj = readable_project(request, project, "export")
+        experiment = experiment_get(proj, key)
+        return self.stream(request, proj, [experiment.key])
+
+
+class ProjectExportApi(ExportApiBase):
+    @extend_schema(
+        parameters=[
+            *EXPORT_PARAMETERS,
+            OpenApiParameter("experiment", OpenApiTypes.STR, description="keys, comma-separated"),
+            OpenApiParameter("status", OpenApiTypes.STR, description="statuses, comma-separated"),
+        ],
+        responses=EXPORT_RESPONSES,
+        description="One row per (experiment, snapshot, metric, variant) across the project.",
+    )
+    def get(self, request: Request, project: str) -> Any:
+        proj = readable_project(request, project, "export")
+        return self.stream(request, proj, request.query_params.getlist("experiment"))

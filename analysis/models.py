@@ -1,8 +1,8 @@
-"""Analysis results: runs, snapshots and their per-(metric, variant) rows."""
+"""Analysis results: runs, snapshots and their per-(metric, variant) rows; webhook deliveries."""
 
 from django.db import models
 
-from experiments.models import Experiment, Metric
+from experiments.models import Experiment, Metric, Project
 
 
 class RunStatus(models.TextChoices):
@@ -10,6 +10,7 @@ class RunStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped (another run held the experiment)"
 
 
 class AnalysisRun(models.Model):
@@ -20,6 +21,9 @@ class AnalysisRun(models.Model):
     trigger = models.CharField(max_length=32, default="schedule")
     task_id = models.CharField(max_length=64, blank=True, default="")
     error = models.TextField(blank=True, default="")
+    # The data cut-off, fixed at the first attempt so that a retried run computes the same snapshot.
+    data_through = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -54,10 +58,24 @@ class ResultSnapshot(models.Model):
     recommendation = models.CharField(max_length=16, choices=Recommendation.choices)
     reasons = models.JSONField(default=list)
     arms = models.JSONField(default=list)
+    # keep: the arm to ship; extend: the estimated extra units (all arms) and days to go.
+    ship_variant = models.CharField(max_length=100, blank=True, default="")
+    extra_units = models.BigIntegerField(null=True, blank=True)
+    extra_days = models.FloatField(null=True, blank=True)
+    # Group-sequential looks counted so far, per treatment arm: {"treatment": [0.1, 0.25]}.
+    looks = models.JSONField(default=dict)
+    # What the automation did on this snapshot: [{"action": "rollback", "at": ..., "reason": ...}].
+    actions = models.JSONField(default=list)
 
     class Meta:
         ordering = ["-computed_at", "-id"]
         get_latest_by = "computed_at"
+        constraints = [
+            # One snapshot per cut-off: re-running a backfill or a retried run adds nothing.
+            models.UniqueConstraint(
+                fields=["experiment", "phase", "data_through"], name="snapshot_unique_cutoff"
+            ),
+        ]
         indexes = [
             models.Index(fields=["experiment", "-computed_at"], name="snapshot_exp_computed"),
         ]
@@ -98,6 +116,10 @@ class ResultRow(models.Model):
     ci_high = models.FloatField(null=True)
     p_value = models.FloatField(null=True)
     fixed_p_value = models.FloatField(null=True)
+    # Secondary metrics: Benjamini-Hochberg adjusted p_value over all secondary comparisons.
+    adjusted_p_value = models.FloatField(null=True)
+    alpha = models.FloatField(null=True)  # the level this row was tested at (after Bonferroni)
+    information_fraction = models.FloatField(null=True)  # group-sequential: n / planned n
     method = models.CharField(max_length=32, blank=True, default="")
     significant = models.BooleanField(default=False)
     status = models.CharField(max_length=16, blank=True, default="")
@@ -110,3 +132,43 @@ class ResultRow(models.Model):
 
     def __str__(self) -> str:
         return f"{self.metric_key}/{self.variant}"
+
+
+class DeliveryStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed (retries exhausted)"
+
+
+class WebhookDelivery(models.Model):
+    """One webhook message (e.g. an automated rollback) and its delivery attempts.
+
+    ``body`` is stored so every retry sends the same bytes under the same signature.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    experiment = models.ForeignKey(
+        Experiment, null=True, blank=True, on_delete=models.CASCADE, related_name="webhooks"
+    )
+    snapshot = models.ForeignKey(
+        ResultSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    event = models.CharField(max_length=64)
+    url = models.URLField(max_length=500)
+    body = models.TextField()
+    status = models.CharField(
+        max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["experiment", "-created_at"], name="webhook_exp_created")]
+
+    def __str__(self) -> str:
+        return f"{self.event} -> {self.url}: {self.status}"

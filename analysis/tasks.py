@@ -1,25 +1,40 @@
-"""Thin Celery tasks: the beat fan-out and one analysis run per experiment."""
+"""Thin Celery tasks: the beat fan-out, one analysis run per experiment, webhook delivery.
+
+Tasks take ids, have soft and hard time limits, and call one service. ``analysis.run`` holds the
+experiment's lock while it computes, retries on transient database errors with the same run
+(so the same cut-off), and is idempotent: a redelivered run returns the snapshot it made.
+"""
 
 import logging
+from datetime import datetime
 
 from celery import shared_task
-from django.db import OperationalError
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
+from django.utils.dateparse import parse_datetime
 
 from analysis.locks import experiment_lock
-from analysis.services import analysis_run
+from analysis.models import AnalysisRun, RunStatus
+from analysis.services import analysis_run, analysis_run_create
+from analysis.webhooks import WebhookError, webhook_deliver, webhook_give_up
 from experiments.models import Experiment, ExperimentStatus
 
 logger = logging.getLogger(__name__)
+TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+LOCK_RETRY_SECONDS = 15  # a queued on-demand run waits this long for a run in progress
+MAX_RETRIES = 5
 
 
 @shared_task(name="analysis.schedule_running", soft_time_limit=60, time_limit=90)
 def schedule_running() -> int:
-    """Fan out one analysis task per running experiment."""
+    """Fan out one analysis task per running experiment; each expires after one interval so a
+    stalled worker does not build up a backlog of stale runs."""
+    interval = float(settings.ABACUS_ANALYSIS_INTERVAL)
     ids = list(
         Experiment.objects.filter(status=ExperimentStatus.RUNNING).values_list("pk", flat=True)
     )
     for experiment_id in ids:
-        run_analysis.apply_async(args=[experiment_id], expires=300)
+        run_analysis.apply_async(args=[experiment_id], expires=interval)
     return len(ids)
 
 
@@ -28,17 +43,86 @@ def schedule_running() -> int:
     bind=True,
     soft_time_limit=1500,
     time_limit=1800,
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=3,
+    max_retries=MAX_RETRIES,
     acks_late=True,
 )
-def run_analysis(self, experiment_id: int, run_id: int | None = None) -> int | None:  # noqa: ANN001
+def run_analysis(  # noqa: ANN201
+    self,  # noqa: ANN001
+    experiment_id: int,
+    run_id: int | None = None,
+    through: str | None = None,
+):
+    """Compute one snapshot; ``through`` (ISO 8601) makes it a backfill at that cut-off."""
+    cutoff = _parse(through)
     with experiment_lock(experiment_id) as acquired:
         if not acquired:
-            logger.info(
-                "analysis of experiment %s already running elsewhere; skipped", experiment_id
-            )
+            return _busy(self, experiment_id, run_id, through)
+        experiment = Experiment.objects.filter(pk=experiment_id).first()
+        if experiment is None:
             return None
-        snapshot = analysis_run(experiment_id=experiment_id, run_id=run_id)
-        return snapshot.pk if snapshot else None
+        if run_id is None:
+            trigger = "backfill" if cutoff else "schedule"
+            run_id = analysis_run_create(experiment=experiment, trigger=trigger, through=cutoff).pk
+            AnalysisRun.objects.filter(pk=run_id).update(task_id=self.request.id or "")
+        try:
+            snapshot = analysis_run(experiment_id=experiment_id, run_id=run_id, through=cutoff)
+        except TRANSIENT_DB_ERRORS as exc:
+            if not connection.in_atomic_block:
+                connection.close()  # the next attempt reconnects
+            if self.request.retries >= self.max_retries:
+                raise
+            logger.warning("analysis of experiment %s: %s; retrying", experiment_id, exc)
+            raise self.retry(
+                args=[experiment_id, run_id, through], exc=exc, countdown=_backoff(self)
+            ) from exc
+    return snapshot.pk
+
+
+def _busy(task, experiment_id: int, run_id: int | None, through: str | None):  # noqa: ANN001, ANN202
+    """Another worker holds the experiment. A scheduled run is dropped (the next interval
+    brings a fresh one); an on-demand run waits for it."""
+    if run_id is None:
+        logger.info("analysis of experiment %s in progress elsewhere; skipped", experiment_id)
+        return None
+    if task.request.retries < task.max_retries:
+        raise task.retry(args=[experiment_id, run_id, through], countdown=LOCK_RETRY_SECONDS)
+    AnalysisRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.SKIPPED,
+        error="Another analysis of this experiment was still running; this one was dropped.",
+    )
+    return None
+
+
+def _backoff(task) -> int:  # noqa: ANN001
+    return min(300, 5 * 2**task.request.retries)
+
+
+def _parse(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = parse_datetime(value)
+    if parsed is None:
+        raise ValueError(f"'through' must be an ISO 8601 datetime, got {value!r}")
+    return parsed
+
+
+@shared_task(
+    name="analysis.deliver_webhook",
+    bind=True,
+    soft_time_limit=30,
+    time_limit=60,
+    max_retries=8,
+    acks_late=True,
+)
+def deliver_webhook(self, delivery_id: int) -> bool:  # noqa: ANN001
+    """One attempt per execution; retried with exponential backoff, then marked failed."""
+    try:
+        webhook_deliver(delivery_id=delivery_id)
+    except WebhookError as exc:
+        if self.request.retries >= self.max_retries:
+            webhook_give_up(delivery_id=delivery_id)
+            logger.error("webhook %s failed for good: %s", delivery_id, exc)
+            return False
+        base = float(getattr(settings, "ABACUS_WEBHOOK_RETRY_SECONDS", 10))
+        raise self.retry(exc=exc, countdown=min(900.0, base * 2**self.request.retries)) from exc
+    return True

@@ -3,6 +3,7 @@ from django.urls import path
 from analysis import views
 
 urlpatterns = [
+    path("p/<slug:project>/results/", views.results_overview, name="results-overview"),
     path(
         "p/<slug:project>/experiments/<slug:key>/results/",
         views.results_page,

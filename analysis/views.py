@@ -1,15 +1,291 @@
-"""The results page (server-rendered from the latest snapshot) and its refresh action."""
+"""The results dashboard, its no-JavaScript refresh action, and the overview across experiments.
+
+Pages are rendered on the server from the snapshots; the charts are drawn in the browser by
+static/abacus/dashboard.js from the data the page embeds with ``json_script``.
+"""
+
+from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from analysis.selectors import latest_run, latest_snapshot, snapshot_json
+from analysis.models import Recommendation, ResultSnapshot
+from analysis.selectors import (
+    MetricBlock,
+    Progress,
+    RoleGroup,
+    experiment_progress,
+    experiments_overview,
+    health_findings,
+    latest_run,
+    latest_snapshot,
+    metric_groups,
+    snapshot_history,
+    snapshot_json,
+)
 from analysis.services import analysis_enqueue
-from experiments.selectors import experiment_get, project_get_for_user, role_of
+from experiments.models import Experiment, ExperimentStatus
+from experiments.selectors import experiment_get, project_get_for_user, role_of, user_can
+
+STATUS_LABELS = {
+    "improved": "Improved",
+    "harmed": "Harmed",
+    "non_inferior": "Non-inferior",
+    "neutral": "Neutral",
+    "": "No test",
+}
+METHOD_LABELS = {
+    "group_sequential": "group-sequential design (Lan-DeMets, O'Brien-Fleming)",
+    "sequential": "always-valid confidence sequences",
+    "fixed": "fixed-horizon tests",
+}
+
+
+# --- formatting (presentation only: every number here is already in the snapshot) --------------
+
+
+def _pct(x: float | None, *, signed: bool = True, digits: int = 2) -> str:
+    if x is None:
+        return "—"
+    return f"{x * 100:{'+' if signed else ''}.{digits}f}%".replace("-", "−")
+
+
+def _num(x: float | None, *, signed: bool = False) -> str:
+    if x is None:
+        return "—"
+    sign = "+" if signed else ""
+    text = f"{x:{sign},.0f}" if abs(x) >= 1000 else f"{x:{sign}.4g}"
+    return text.replace("-", "−")
+
+
+def _value(x: float | None, kind: str) -> str:
+    return _pct(x, signed=False) if kind == "binomial" else _num(x)
+
+
+def _abs_lift(x: float | None, kind: str) -> str:
+    if kind == "binomial" and x is not None:
+        return f"{x * 100:+.2f} pp".replace("-", "−")
+    return _num(x, signed=True)
+
+
+def _interval(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "—"
+    return f"{_pct(low)} to {_pct(high)}"
+
+
+def _p(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return "< 0.001" if x < 0.001 else f"{x:.3f}"
+
+
+def _chance(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if x > 0.999:
+        return "> 99.9%"
+    return "< 0.1%" if x < 0.001 else f"{x * 100:.1f}%"
+
+
+def _arm_cells(block: MetricBlock, row: dict[str, Any]) -> dict[str, Any]:
+    d = row.get("details") or {}
+    reduction = d.get("cuped_variance_reduction")
+    return {
+        "variant": row["variant"],
+        "status": row["status"] or "none",
+        "status_label": STATUS_LABELS.get(row["status"], row["status"]),
+        "control": _value(row["control_mean"], block.kind),
+        "control_n": f"{row['control_n']:,}" if row["control_n"] is not None else "—",
+        "treatment": _value(row["variant_mean"], block.kind),
+        "treatment_n": f"{row['variant_n']:,}",
+        "lift_abs": _abs_lift(row["lift_abs"], block.kind),
+        "lift_rel": _pct(row["lift_rel"]),
+        "interval": _interval(row["ci_low"], row["ci_high"]),
+        "p_value": _p(row["p_value"]),
+        "fixed_interval": _interval(d.get("fixed_ci_low"), d.get("fixed_ci_high")),
+        "fixed_p_value": _p(row["fixed_p_value"]),
+        "adjusted_p": _p(row.get("adjusted_p_value"))
+        if row.get("adjusted_p_value") is not None
+        else "",
+        "credible_interval": _interval(d.get("credible_low"), d.get("credible_high")),
+        "chance_to_win": _chance(d.get("chance_to_win")),
+        "cuped": _pct(reduction, signed=False, digits=1) if block.cuped else "off",
+        "cuped_title": (
+            "Variance removed by the pre-exposure covariate (CUPED)"
+            if reduction
+            else (d.get("message") or "")
+        ),
+        "message": d.get("message") or "",
+    }
+
+
+def _table(groups: list[RoleGroup]) -> list[dict[str, Any]]:
+    out = []
+    for group in groups:
+        metrics = []
+        for block in group.metrics:
+            margin = None
+            if block.margin is not None:
+                sign = -1 if block.direction == "increase" else 1
+                margin = _pct(sign * block.margin, digits=1)
+            metrics.append(
+                {
+                    "key": block.key,
+                    "name": block.name,
+                    "kind": block.kind,
+                    "direction": block.direction,
+                    "margin": margin,
+                    "arms": [_arm_cells(block, r) for r in block.arms],
+                }
+            )
+        out.append({"role": group.role, "label": group.label, "metrics": metrics})
+    return out
+
+
+def _days(x: float | None) -> str:
+    if x is None:
+        return ""
+    return "less than a day" if x < 1 else f"{x:,.0f} day{'s' if round(x) != 1 else ''}"
+
+
+def _banner(
+    experiment: Experiment, snapshot: ResultSnapshot, results: dict[str, Any], progress: Progress
+) -> dict[str, Any]:
+    """The headline and the one sentence of advice a product manager acts on."""
+    rec = results["recommendation"]
+    action = rec["action"]
+    arms = [a for a in results.get("arms", []) if a.get("action") == action]
+    names = ", ".join(f"'{a['variant']}'" for a in arms) or "the treatment"
+    if action == Recommendation.KEEP and rec.get("ship_variant"):
+        names = f"'{rec['ship_variant']}'"
+    days_left = None
+    if action == Recommendation.KEEP:
+        headline = f"Keep {names}"
+        advice = (
+            f"Ship {names}: it improves the primary metric and no guardrail is harmed. "
+            "Roll it out to everyone and conclude the experiment."
+        )
+    elif action == Recommendation.ROLLBACK:
+        headline = "Roll back"
+        if (snapshot.health or {}).get("healthy") is False:
+            advice = (
+                "The data cannot be trusted: fix the problem named below, then restart the "
+                "experiment. Until then everyone should get the control experience."
+            )
+        elif any(m["status"] == "harmed" for m in results["metrics"]):
+            advice = f"{names.capitalize()} harms a key metric: give everyone the control."
+        else:
+            advice = (
+                "No detectable improvement by the planned sample size or end date: keep the "
+                "control and conclude the experiment."
+            )
+    else:
+        headline = "Extend"
+        extra_days, extra_units = rec.get("extra_days"), rec.get("extra_units")
+        if extra_days is not None:
+            days_left = _days(extra_days)
+            more = f" ({extra_units:,} more units)" if extra_units is not None else ""
+            advice = (
+                f"Keep the experiment running: the data cannot tell yet. About {days_left} "
+                f"more{more} at the traffic seen so far should settle it."
+            )
+        elif extra_units is not None:
+            advice = (
+                f"Keep the experiment running: about {extra_units:,} more units are needed; "
+                "there is no traffic yet to turn that into days."
+            )
+        elif progress.planned is None:
+            advice = (
+                "Keep the experiment running: the data cannot tell yet. Set a planned sample "
+                "size to get an estimate of the days left."
+            )
+        elif progress.days_left is None:
+            advice = "Keep the experiment running: no traffic has been seen yet."
+        else:
+            days_left = _days(progress.days_left)
+            advice = (
+                f"Keep the experiment running: the data cannot tell yet. About {days_left} "
+                f"left to reach the planned {progress.planned:,} units "
+                f"({progress.units_left:,} more at {progress.units_per_day or 0:,.0f} a day)."
+            )
+    if experiment.status in (ExperimentStatus.CONCLUDED, ExperimentStatus.ROLLED_BACK):
+        advice = (
+            f"This experiment is {experiment.get_status_display().lower()}; the recommendation "
+            f"was made at its last snapshot. " + advice
+        )
+    if progress.planned:
+        progress_text = (
+            f"{progress.units:,} of {progress.planned:,} planned units "
+            f"({(progress.fraction or 0) * 100:.0f}%)"
+        )
+    else:
+        progress_text = f"{progress.units:,} units; no planned sample size"
+    return {
+        "action": action,
+        "headline": headline,
+        "advice": advice,
+        "days_left": days_left,
+        "units": f"{snapshot.total_units:,}",
+        "method": METHOD_LABELS.get(snapshot.method, snapshot.method),
+        "progress": progress_text,
+    }
+
+
+def _chart_data(
+    experiment: Experiment,
+    groups: list[RoleGroup],
+    history: list[dict[str, Any]],
+    progress: Progress,
+) -> dict[str, Any]:
+    def arm(row: dict[str, Any]) -> dict[str, Any]:
+        d = row.get("details") or {}
+        return {
+            "variant": row["variant"],
+            "status": row["status"],
+            "lift_rel": row["lift_rel"],
+            "seq": [row["ci_low"], row["ci_high"]],
+            "fixed": [d.get("fixed_ci_low"), d.get("fixed_ci_high")],
+            "bayes": [d.get("credible_low"), d.get("credible_high")],
+        }
+
+    return {
+        "variants": [
+            {"key": v.key, "name": v.name, "weight": v.weight, "is_control": v.is_control}
+            for v in experiment.variants.all()
+        ],
+        "metrics": [
+            {
+                "key": b.key,
+                "name": b.name,
+                "role": b.role,
+                "direction": b.direction,
+                "margin": b.margin,
+                "arms": [arm(r) for r in b.arms],
+            }
+            for g in groups
+            for b in g.metrics
+        ],
+        "history": history,
+        "progress": {
+            "units": progress.units,
+            "planned": progress.planned,
+            "fraction": progress.fraction,
+            "units_left": progress.units_left,
+            "days_left": progress.days_left,
+            "units_per_day": progress.units_per_day,
+            "expected_end": progress.expected_end.isoformat() if progress.expected_end else None,
+        },
+    }
+
+
+# --- pages --------------------------------------------------------------------------------------
 
 
 @login_required
@@ -17,18 +293,36 @@ def results_page(request: HttpRequest, project: str, key: str) -> HttpResponse:
     proj = project_get_for_user(request.user, project)
     experiment = experiment_get(proj, key)
     snapshot = latest_snapshot(experiment)
-    return render(
-        request,
-        "analysis/results.html",
-        {
-            "project": proj,
-            "experiment": experiment,
-            "role": role_of(request.user, proj),
-            "snapshot": snapshot,
-            "results": snapshot_json(snapshot) if snapshot else None,
-            "last_run": latest_run(experiment),
+    run = latest_run(experiment)
+    progress = experiment_progress(experiment, snapshot)
+    context: dict[str, Any] = {
+        "project": proj,
+        "experiment": experiment,
+        "role": role_of(request.user, proj),
+        "can_export": user_can(request.user, proj, "export"),
+        "snapshot": snapshot,
+        "last_run": run,
+        "progress": progress,
+        "findings": health_findings(experiment, snapshot, run),
+        "api": {
+            "results": reverse("results", kwargs={"project": proj.slug, "key": key}),
+            "analyze": reverse("analyze", kwargs={"project": proj.slug, "key": key}),
+            "export": reverse("experiment-export", kwargs={"project": proj.slug, "key": key}),
         },
-    )
+    }
+    if snapshot is not None:
+        results = snapshot_json(snapshot)
+        groups = metric_groups(experiment, results)
+        history = snapshot_history(experiment, phase=snapshot.phase)
+        context.update(
+            results=results,
+            banner=_banner(experiment, snapshot, results, progress),
+            table=_table(groups),
+            arms=results["arms"] if len(results["arms"]) > 1 else [],
+            charts=_chart_data(experiment, groups, history, progress),
+            history_points=len(history),
+        )
+    return render(request, "analysis/results.html", context)
 
 
 @login_required
@@ -40,3 +334,56 @@ def analyze_now(request: HttpRequest, project: str, key: str) -> HttpResponse:
         analysis_enqueue(experiment, "web")
     messages.info(request, "Analysis queued; the page shows the new snapshot when it lands.")
     return redirect("experiment-results", project=project, key=key)
+
+
+@login_required
+def results_overview(request: HttpRequest, project: str) -> HttpResponse:
+    proj = project_get_for_user(request.user, project)
+    statuses = [s for s in request.GET.getlist("status") if s in ExperimentStatus.values]
+    recommendations = [
+        r for r in request.GET.getlist("recommendation") if r in (*Recommendation.values, "none")
+    ]
+    rows = experiments_overview(proj, statuses=statuses, recommendations=recommendations)
+    now = timezone.now()
+    table = [
+        {
+            "experiment": r.experiment,
+            "recommendation": r.snapshot.recommendation if r.snapshot else None,
+            "recommendation_label": (
+                r.snapshot.get_recommendation_display() if r.snapshot else "No results yet"
+            ),
+            "days_running": _days(r.days_running) if r.days_running is not None else "—",
+            "units": f"{r.snapshot.total_units:,}" if r.snapshot else "—",
+            "computed_at": r.snapshot.computed_at if r.snapshot else None,
+            "healthy": (r.snapshot.health or {}).get("healthy", True) if r.snapshot else True,
+            "primary": [
+                {
+                    **p,
+                    "lift": _pct(p["lift_rel"]),
+                    "interval": _interval(p["ci_low"], p["ci_high"]),
+                    "status_label": STATUS_LABELS.get(p["status"], p["status"]),
+                }
+                for p in r.primary
+            ],
+        }
+        for r in rows
+    ]
+    filtered = bool(statuses or recommendations)
+    return render(
+        request,
+        "analysis/overview.html",
+        {
+            "project": proj,
+            "role": role_of(request.user, proj),
+            "can_export": user_can(request.user, proj, "export"),
+            "rows": table,
+            "now": now,
+            "statuses": ExperimentStatus.choices,
+            "recommendations": [*Recommendation.choices, ("none", "No results yet")],
+            "selected_statuses": statuses,
+            "selected_recommendations": recommendations,
+            "filtered": filtered,
+            "export_keys": ",".join(r["experiment"].key for r in table) if filtered else "",
+            "export_url": reverse("results-export", kwargs={"project": proj.slug}),
+        },
+    )

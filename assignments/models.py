@@ -59,7 +59,12 @@ class Exposure(models.Model):
             models.UniqueConstraint(fields=["project", "event_id"], name="exposure_unique_event"),
         ]
         indexes = [
-            models.Index(fields=["experiment", "unit_id", "ts"], name="exposure_exp_unit_ts"),
+            # Covering (PostgreSQL INCLUDE): the aggregation reads exposures from the index alone.
+            models.Index(
+                fields=["experiment", "unit_id", "ts"],
+                include=["variant", "assignment_mismatch"],
+                name="exposure_exp_unit_ts",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -86,8 +91,12 @@ class MetricEvent(models.Model):
             ),
         ]
         indexes = [
+            # The aggregation looks events up per unit and reads name and value from the index
+            # (an index-only scan on PostgreSQL; SQLite ignores INCLUDE and uses the keys).
             models.Index(
-                fields=["project", "name", "unit_id", "ts"], name="metricevent_name_unit_ts"
+                fields=["project", "unit_id", "ts"],
+                include=["name", "value"],
+                name="metricevent_unit_ts",
             ),
         ]
 

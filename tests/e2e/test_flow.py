@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,9 +46,9 @@ def _database_url() -> str:
     return f"postgres://{user}{password}@{host}/{s['NAME']}"
 
 
-@pytest.fixture
-def stack():
-    """gunicorn + a Celery worker on the test database and a private broker."""
+@contextmanager
+def running_stack(*, beat: bool = False, env: dict[str, str] | None = None) -> Iterator[tuple]:
+    """gunicorn + a Celery worker (and beat) on the test database and a private broker."""
     port = _free_port()
     var = tempfile.mkdtemp(prefix="abacus-e2e-")
     env = {
@@ -55,6 +57,7 @@ def stack():
         "ABACUS_VAR_DIR": var,
         "DJANGO_SETTINGS_MODULE": "config.settings",
         "PYTHONUNBUFFERED": "1",
+        **(env or {}),
     }
     if env.get("CELERY_BROKER_URL", "").startswith("redis://"):
         # A private queue on the shared Redis, so no other worker takes these tasks.
@@ -62,43 +65,54 @@ def stack():
     else:
         env["CELERY_BROKER_URL"] = "filesystem://"
     logs = Path(var)
+    commands = {
+        "web": [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "config.wsgi",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+        ],
+        "worker": [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "--pool",
+            "solo",
+            "--loglevel",
+            "INFO",
+            "-n",
+            f"e2e-{port}@%h",
+        ],
+    }
+    if beat:
+        commands["beat"] = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "beat",
+            "--loglevel",
+            "INFO",
+            "--schedule",
+            str(logs / "celerybeat-schedule"),
+        ]
     procs = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"127.0.0.1:{port}",
-                "--workers",
-                "2",
-            ],
+            cmd,
             cwd=ROOT,
             env=env,
-            stdout=open(logs / "web.log", "w"),
+            stdout=open(logs / f"{name}.log", "w"),
             stderr=subprocess.STDOUT,
-        ),
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--pool",
-                "solo",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"e2e-{port}@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=open(logs / "worker.log", "w"),
-            stderr=subprocess.STDOUT,
-        ),
+        )
+        for name, cmd in commands.items()
     ]
     base = f"http://127.0.0.1:{port}"
     try:
@@ -119,6 +133,12 @@ def stack():
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def stack():
+    with running_stack() as running:
+        yield running
 
 
 def test_flow_from_definition_to_worker_snapshot(stack, django_user_model):

@@ -14,9 +14,8 @@ from django.core.management.base import BaseCommand, CommandParser
 
 
 def _runners() -> dict[str, Any]:
-    from assignments.benchmarks import run_assign, run_ingest
-
     from analysis.benchmarks import run_analyze
+    from assignments.benchmarks import run_assign, run_ingest
 
     return {"assign": run_assign, "ingest": run_ingest, "analyze": run_analyze}
 

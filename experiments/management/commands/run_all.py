@@ -133,11 +133,11 @@ class Command(BaseCommand):
     def _first_analysis(self) -> None:
         from django.db import transaction
 
-        from analysis.models import ResultSnapshot
         from analysis.services import analysis_enqueue
         from experiments.models import Experiment, ExperimentStatus
 
+        # The worker computes a fresh snapshot of every running experiment at once, rather
+        # than waiting for beat's first interval.
         for experiment in Experiment.objects.filter(status=ExperimentStatus.RUNNING):
-            if not ResultSnapshot.objects.filter(experiment=experiment).exists():
-                with transaction.atomic():
-                    analysis_enqueue(experiment, "startup")
+            with transaction.atomic():
+                analysis_enqueue(experiment, "startup")

@@ -26,7 +26,7 @@ class Command(BaseCommand):
     help = "Seed a demo project with a running experiment and simulated traffic (idempotent)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--users", type=int, default=5000)
+        parser.add_argument("--users", type=int, default=8000)
         parser.add_argument("--days", type=int, default=14, help="how long it has been running")
 
     def handle(self, *args: Any, **o: Any) -> None:
@@ -98,6 +98,7 @@ class Command(BaseCommand):
                     },
                 ],
                 planned_sample_size=10000,
+                mde=0.15,
                 actor=user,
             )
             experiment = experiment_start(experiment=experiment, actor=user)
@@ -120,6 +121,12 @@ class Command(BaseCommand):
             users=o["users"],
             stdout=self.stdout,
         )
+        # A daily history of snapshots, as if the worker had analysed it every day, so the
+        # dashboard's over-time charts have a story to tell; the worker adds the latest one.
+        from analysis.services import analysis_backfill
+
+        snapshots = analysis_backfill(experiment_id=experiment.pk, every=timedelta(days=1))
+        self.stdout.write(f"Backfilled {len(snapshots)} daily snapshots.")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo seeded. Log in as '{DEMO_USER}' with password '{DEMO_PASSWORD}'."

@@ -1,0 +1,475 @@
+"""Result exports: one row per (experiment, snapshot, metric, variant) as CSV, JSON or Parquet.
+
+Every writer streams: rows come from the database in chunks and leave as bytes in chunks, so an
+export of any size runs in flat memory (Parquet writes one row group per batch). The columns are
+documented in docs/exports.md; a test keeps that page and ``COLUMNS`` in step.
+"""
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from django.db import models
+
+from analysis.models import ResultRow
+from analysis.selectors import ExportFilter, SnapshotRows, export_snapshots
+from analysis.services import DEFAULT_TUNING_N
+from config.api import DomainError
+from experiments.models import Experiment, ExperimentStatus, Project
+
+FORMATS = ("csv", "json", "parquet")
+CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/json",
+    "parquet": "application/vnd.apache.parquet",
+}
+BATCH_ROWS = 5000
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    type: str  # string | int | float | bool | timestamp | json
+    source: str  # snapshot | metric | row | details | derived
+
+
+# The order is the export's column order. "details" columns come from the stats engine's
+# MetricResult stored in ResultRow.details; "row" columns are ResultRow fields.
+COLUMNS: tuple[Column, ...] = (
+    Column("project", "string", "snapshot"),
+    Column("experiment", "string", "snapshot"),
+    Column("experiment_name", "string", "snapshot"),
+    Column("experiment_status", "string", "snapshot"),
+    Column("snapshot_id", "int", "snapshot"),
+    Column("computed_at", "timestamp", "snapshot"),
+    Column("data_through", "timestamp", "snapshot"),
+    Column("phase", "int", "snapshot"),
+    Column("total_units", "int", "snapshot"),
+    Column("recommendation", "string", "snapshot"),
+    Column("arm_recommendation", "string", "derived"),
+    Column("ship_variant", "string", "snapshot"),
+    Column("extra_units", "int", "snapshot"),
+    Column("extra_days", "float", "snapshot"),
+    Column("srm_p_value", "float", "snapshot"),
+    Column("healthy", "bool", "snapshot"),
+    Column("metric", "string", "row"),
+    Column("metric_name", "string", "metric"),
+    Column("metric_kind", "string", "row"),
+    Column("role", "string", "row"),
+    Column("direction", "string", "metric"),
+    Column("non_inferiority_margin", "float", "metric"),
+    Column("decision_policy", "string", "snapshot"),
+    Column("experiment_alpha", "float", "snapshot"),
+    Column("cuped", "bool", "metric"),
+    Column("alpha", "float", "row"),
+    Column("margin", "float", "derived"),
+    Column("tuning_n", "int", "derived"),
+    Column("planned_n", "int", "derived"),
+    Column("previous_looks", "json", "derived"),
+    Column("variant", "string", "row"),
+    Column("is_control", "bool", "row"),
+    Column("n", "int", "row"),
+    Column("sum", "float", "row"),
+    Column("sum_sq", "float", "row"),
+    Column("den_sum", "float", "row"),
+    Column("den_sum_sq", "float", "row"),
+    Column("sum_prod", "float", "row"),
+    Column("cov_sum", "float", "row"),
+    Column("cov_sum_sq", "float", "row"),
+    Column("cov_sum_prod", "float", "row"),
+    Column("mean", "float", "row"),
+    Column("control_n", "int", "derived"),
+    Column("control_mean", "float", "derived"),
+    Column("lift_abs", "float", "row"),
+    Column("lift_rel", "float", "row"),
+    Column("ci_low", "float", "row"),
+    Column("ci_high", "float", "row"),
+    Column("ci_abs_low", "float", "details"),
+    Column("ci_abs_high", "float", "details"),
+    Column("p_value", "float", "row"),
+    Column("fixed_ci_low", "float", "details"),
+    Column("fixed_ci_high", "float", "details"),
+    Column("fixed_p_value", "float", "row"),
+    Column("adjusted_p_value", "float", "row"),
+    Column("cs_ci_low", "float", "details"),
+    Column("cs_ci_high", "float", "details"),
+    Column("cs_p_value", "float", "details"),
+    Column("chance_to_win", "float", "details"),
+    Column("credible_low", "float", "details"),
+    Column("credible_high", "float", "details"),
+    Column("cuped_variance_reduction", "float", "details"),
+    Column("information_fraction", "float", "row"),
+    Column("looks", "json", "snapshot"),
+    Column("boundary_z", "float", "details"),
+    Column("method", "string", "row"),
+    Column("significant", "bool", "row"),
+    Column("improved", "bool", "details"),
+    Column("harmed", "bool", "details"),
+    Column("non_inferior", "bool", "details"),
+    Column("status", "string", "row"),
+    Column("message", "string", "details"),
+    Column("details", "json", "row"),
+)
+
+_ARROW = {
+    "string": pa.string(),
+    "int": pa.int64(),
+    "float": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "json": pa.string(),
+}
+_FIELD_TYPES = {
+    models.BooleanField: "bool",
+    models.FloatField: "float",
+    models.DecimalField: "float",
+    models.IntegerField: "int",  # and its Big/Positive/Small subclasses
+    models.DateTimeField: "timestamp",
+    models.JSONField: "json",
+}
+
+
+def columns() -> tuple[Column, ...]:
+    """COLUMNS plus any ResultRow field added since (the pipeline may add numbers), at the end."""
+    known = {c.name for c in COLUMNS} | {"id", "snapshot", "metric", "metric_key"}
+    extra = []
+    for f in ResultRow._meta.concrete_fields:
+        if f.name in known:
+            continue
+        kind = next((t for cls, t in _FIELD_TYPES.items() if isinstance(f, cls)), "string")
+        extra.append(Column(f.name, kind, "row"))
+    return COLUMNS + tuple(extra)
+
+
+# --- filters ------------------------------------------------------------------------------------
+
+
+def parse_time_bound(value: str, *, end: bool = False) -> datetime:
+    """A date (``2026-11-29``; as an upper bound it includes that whole day) or an ISO 8601
+    date-time (UTC unless it carries an offset)."""
+    value = value.strip()
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        day = None
+    if day is not None:
+        moment = datetime.combine(day, time.min, tzinfo=UTC)
+        return moment + timedelta(days=1) if end else moment
+    try:
+        moment = datetime.fromisoformat(value.replace(" ", "T"))
+    except ValueError:
+        raise ValueError(
+            f"'{value}' is not a date (2026-11-29) or an ISO 8601 date-time (2026-11-29T10:00:00Z)."
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _split(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(v.strip() for s in values for v in s.split(",") if v.strip()))
+
+
+def export_filter_build(
+    *,
+    project: Project,
+    experiments: Iterable[str] = (),
+    statuses: Iterable[str] = (),
+    since: str | None = None,
+    until: str | None = None,
+    latest_only: bool = False,
+) -> ExportFilter:
+    """Check the filters against the project; comma-separated lists are accepted."""
+    keys = _split(experiments)
+    unknown = set(keys) - set(
+        Experiment.objects.filter(project=project, key__in=keys).values_list("key", flat=True)
+    )
+    if unknown:
+        raise DomainError(
+            f"No experiment {', '.join(repr(k) for k in sorted(unknown))} in project "
+            f"'{project.slug}'.",
+            field="experiment",
+        )
+    wanted = _split(statuses)
+    bad = [s for s in wanted if s not in ExperimentStatus.values]
+    if bad:
+        raise DomainError(
+            f"Unknown status {', '.join(repr(s) for s in bad)}; use one of "
+            f"{', '.join(ExperimentStatus.values)}.",
+            field="status",
+        )
+    bounds = {}
+    for name, value, end in (("since", since, False), ("until", until, True)):
+        if value:
+            try:
+                bounds[name] = parse_time_bound(value, end=end)
+            except ValueError as exc:
+                raise DomainError(str(exc), field=name) from None
+    if bounds.get("since") and bounds.get("until") and bounds["since"] >= bounds["until"]:
+        raise DomainError("'since' must be before 'until'.", field="since")
+    return ExportFilter(
+        project=project,
+        experiments=keys,
+        statuses=wanted,
+        since=bounds.get("since"),
+        until=bounds.get("until"),
+        latest_only=latest_only,
+    )
+
+
+def export_filename(flt: ExportFilter, fmt: str, now: datetime | None = None) -> str:
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
+    scope = flt.project.slug
+    if len(flt.experiments) == 1:
+        scope += f"-{flt.experiments[0]}"
+    elif flt.experiments:
+        scope += f"-{len(flt.experiments)}-experiments"
+    return f"abacus-{scope}-{'latest' if flt.latest_only else 'history'}-{stamp}.{fmt}"
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+
+def _design_columns(item: SnapshotRows, r: ResultRow, em: Any) -> dict[str, Any]:
+    """How a treatment row's comparison was set up, as services.py builds its AnalysisConfig:
+    the planned sample of the (control, treatment) pair, the margin it was judged against, and
+    the earlier group-sequential looks (the looks of the previous snapshot). Values the row
+    stores in ``details`` win over these derivations."""
+    details = r.details or {}
+    experiment = item.snapshot.experiment
+    if r.is_control:
+        return {"margin": None, "tuning_n": None, "planned_n": None, "previous_looks": None}
+    planned = experiment.planned_sample_size
+    pair_planned = None
+    if planned:
+        total = sum(item.weights.values()) or 1.0
+        share = (item.weights.get(item.control, 0) + item.weights.get(r.variant, 0)) / total
+        pair_planned = max(2, round(planned * share))
+    margin = em.non_inferiority_margin if em else None
+    judged = r.role == "guardrail" or (
+        r.role == "primary" and experiment.decision_policy == "do_no_harm"
+    )
+    if judged and margin is None:
+        margin = 0.0
+    previous = None
+    if (r.method or item.snapshot.method) == "group_sequential":
+        previous = item.previous_looks.get(r.variant, [])
+    return {
+        "margin": details.get("margin", margin),
+        "tuning_n": details.get("tuning_n", pair_planned or DEFAULT_TUNING_N),
+        "planned_n": details.get("planned_n", pair_planned),
+        "previous_looks": details.get("previous_fractions", previous),
+    }
+
+
+def snapshot_export_rows(item: SnapshotRows, cols: tuple[Column, ...]) -> list[dict[str, Any]]:
+    """The export rows of one snapshot, with Python values (datetimes, dicts, None)."""
+    snapshot, rows = item.snapshot, item.rows
+    experiment = snapshot.experiment
+    health = snapshot.health or {}
+    arm_actions = {a.get("variant"): a.get("action") for a in snapshot.arms or []}
+    controls = {r.metric_key: r for r in rows if r.is_control}
+    # The level a row was tested at, when the row does not store it, as services.py sets it:
+    # Bonferroni over the primary metrics and the treatment arms, else the experiment's alpha.
+    n_primary = len({r.metric_key for r in rows if r.role == "primary"}) or 1
+    n_arms = len({r.variant for r in rows if not r.is_control}) or 1
+    looks = getattr(snapshot, "looks", None) or {}
+    base = {
+        "project": experiment.project.slug,
+        "experiment": experiment.key,
+        "experiment_name": experiment.name,
+        "experiment_status": experiment.status,
+        "snapshot_id": snapshot.pk,
+        "computed_at": snapshot.computed_at,
+        "data_through": snapshot.data_through,
+        "phase": snapshot.phase,
+        "total_units": snapshot.total_units,
+        "recommendation": snapshot.recommendation,
+        "ship_variant": getattr(snapshot, "ship_variant", "") or None,
+        "extra_units": getattr(snapshot, "extra_units", None),
+        "extra_days": getattr(snapshot, "extra_days", None),
+        "srm_p_value": health.get("srm_p_value"),
+        "healthy": health.get("healthy"),
+        "decision_policy": experiment.decision_policy,
+        "experiment_alpha": experiment.alpha,
+    }
+    out = []
+    for r in rows:
+        details = r.details or {}
+        em = item.definitions.get(r.metric_id) if r.metric_id else None
+        metric = em.metric if em else None
+        control = controls.get(r.metric_key)
+        alpha = getattr(r, "alpha", None)
+        if alpha is None:  # rows from before the pipeline stored their level
+            alpha = details.get("alpha") or (
+                experiment.alpha / n_primary / n_arms if r.role == "primary" else experiment.alpha
+            )
+        fraction = getattr(r, "information_fraction", None)
+        values = dict(base)
+        values.update(
+            metric=r.metric_key,
+            arm_recommendation=None if r.is_control else arm_actions.get(r.variant),
+            metric_name=metric.name if metric else None,
+            direction=metric.direction if metric else None,
+            non_inferiority_margin=em.non_inferiority_margin if em else None,
+            cuped=metric.cuped if metric else None,
+            alpha=alpha,
+            information_fraction=details.get("information_fraction", fraction)
+            if fraction is None
+            else fraction,
+            looks=None if r.is_control else looks.get(r.variant),
+            control_n=control.n if control else None,
+            control_mean=control.mean if control else None,
+            details=details,
+            **_design_columns(item, r, em),
+        )
+        for col in cols:
+            if col.name in values:
+                continue
+            if col.source == "details":
+                values[col.name] = details.get(col.name)
+            else:
+                values[col.name] = getattr(r, col.name, None)
+        if r.is_control:  # comparisons belong to treatment rows only
+            for key in ("improved", "harmed", "non_inferior"):
+                values[key] = None
+        out.append({c.name: values.get(c.name) for c in cols})
+    return out
+
+
+def export_rows(flt: ExportFilter) -> Iterator[list[dict[str, Any]]]:
+    """The export's rows, one list per snapshot."""
+    cols = columns()
+    for item in export_snapshots(flt):
+        yield snapshot_export_rows(item, cols)
+
+
+# --- writers ------------------------------------------------------------------------------------
+
+
+def _text(value: Any, kind: str) -> str:
+    if value is None:
+        return ""
+    if kind == "timestamp":
+        return value.isoformat()
+    if kind == "json":
+        return json.dumps(value, sort_keys=True)
+    if kind == "bool":
+        return "true" if value else "false"
+    if kind == "float":
+        return repr(float(value))  # shortest text that reads back to the same float
+    return str(value)
+
+
+def _jsonable(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _batches(
+    groups: Iterable[list[dict[str, Any]]], on_rows: Callable[[int], None] | None
+) -> Iterator[list[dict[str, Any]]]:
+    batch: list[dict[str, Any]] = []
+    for rows in groups:
+        batch.extend(rows)
+        if on_rows:
+            on_rows(len(rows))
+        if len(batch) >= BATCH_ROWS:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def stream_csv(
+    groups: Iterable[list[dict[str, Any]]], on_rows: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    cols = columns()
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([c.name for c in cols])
+    for batch in _batches(groups, on_rows):
+        writer.writerows([_text(row[c.name], c.type) for c in cols] for row in batch)
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    if buffer.tell():
+        yield buffer.getvalue().encode()
+
+
+def stream_json(
+    groups: Iterable[list[dict[str, Any]]], on_rows: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    yield b'{"rows": ['
+    first = True
+    for batch in _batches(groups, on_rows):
+        parts = []
+        for row in batch:
+            text = json.dumps({k: _jsonable(v) for k, v in row.items()}, allow_nan=False)
+            parts.append(("\n" if first else ",\n") + text)
+            first = False
+        yield "".join(parts).encode()
+    yield b"\n]}\n"
+
+
+class _Sink(io.RawIOBase):
+    """A write-only file that hands its bytes over as they come (Parquet never seeks back)."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._position = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._buffer += data
+        self._position += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self._position
+
+    def take(self) -> bytes:
+        out = bytes(self._buffer)
+        self._buffer.clear()
+        return out
+
+
+def arrow_schema() -> pa.Schema:
+    return pa.schema([pa.field(c.name, _ARROW[c.type]) for c in columns()])
+
+
+def stream_parquet(
+    groups: Iterable[list[dict[str, Any]]], on_rows: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    schema = arrow_schema()
+    json_cols = [c.name for c in columns() if c.type == "json"]
+    sink = _Sink()
+    writer = pq.ParquetWriter(sink, schema, compression="zstd")
+    try:
+        for batch in _batches(groups, on_rows):
+            for row in batch:
+                for name in json_cols:
+                    if row[name] is not None:
+                        row[name] = json.dumps(row[name], sort_keys=True)
+            writer.write_batch(pa.RecordBatch.from_pylist(batch, schema=schema))
+            yield sink.take()
+    finally:
+        writer.close()
+    yield sink.take()
+
+
+WRITERS = {"csv": stream_csv, "json": stream_json, "parquet": stream_parquet}
+
+
+def export_stream(
+    flt: ExportFilter, fmt: str, on_rows: Callable[[int], None] | None = None
+) -> Iterator[bytes]:
+    """The export as a stream of bytes in ``fmt`` (csv | json | parquet)."""
+    if fmt not in WRITERS:
+        raise DomainError(f"Unknown format '{fmt}'; use one of {', '.join(FORMATS)}.", "format")
+    return WRITERS[fmt](export_rows(flt), on_rows)

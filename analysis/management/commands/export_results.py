@@ -1,0 +1,149 @@
+"""Export result snapshots as CSV, JSON or Parquet: the same tables as the UI and the API."""
+
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from analysis.exports import FORMATS, export_filter_build, export_stream
+from analysis.selectors import export_row_count
+from config.api import DomainError
+from experiments.models import Project
+
+
+class ProgressBar:
+    """Rows written out of the total, on stderr: redrawn in place on a terminal, and every 10%
+    as its own line otherwise (logs, CI)."""
+
+    def __init__(self, total: int, stream: Any, enabled: bool = True, width: int = 30) -> None:
+        self.total, self.stream, self.enabled, self.width = total, stream, enabled, width
+        self.done = 0
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+        self.last_decile = -1
+        self.last_draw = 0.0
+
+    def update(self, rows: int) -> None:
+        self.done += rows
+        if not self.enabled:
+            return
+        fraction = self.done / self.total if self.total else 1.0
+        if self.tty:
+            now = time.monotonic()
+            if now - self.last_draw < 0.1 and self.done < self.total:
+                return
+            self.last_draw = now
+            self.stream.write("\r" + self.line(fraction))
+        else:
+            decile = int(fraction * 10)
+            if decile == self.last_decile:
+                return
+            self.last_decile = decile
+            self.stream.write(self.line(fraction) + "\n")
+        self.stream.flush()
+
+    def line(self, fraction: float) -> str:
+        filled = int(round(fraction * self.width))
+        bar = "#" * filled + "-" * (self.width - filled)
+        return f"exporting [{bar}] {fraction:4.0%} {self.done:,}/{self.total:,} rows"
+
+    def finish(self) -> None:
+        if self.enabled and self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class _TextOut:
+    """Bytes onto a text stream (stdout captured by call_command); CSV and JSON are UTF-8."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data.decode())
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+class Command(BaseCommand):
+    help = (
+        "Export result snapshots: one row per (experiment, snapshot, metric, variant) with the "
+        "sufficient statistics and every reported number (columns: docs/exports.md)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--project", required=True, help="project slug")
+        parser.add_argument(
+            "--experiment",
+            action="append",
+            default=[],
+            help="experiment key; repeat or comma-separate for several (default: all)",
+        )
+        parser.add_argument(
+            "--status", action="append", default=[], help="only experiments in this status"
+        )
+        parser.add_argument(
+            "--since", help="snapshots with data through at or after (date or ISO time)"
+        )
+        parser.add_argument(
+            "--until", help="snapshots with data through before (a date includes that day)"
+        )
+        parser.add_argument(
+            "--latest", action="store_true", help="only each experiment's latest snapshot"
+        )
+        parser.add_argument(
+            "--format", choices=FORMATS, help="default: from the --output suffix, else csv"
+        )
+        parser.add_argument("--output", "-o", default="-", help="file path, or - for stdout")
+        parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+
+    def handle(self, *args: Any, **o: Any) -> None:
+        project = Project.objects.filter(slug=o["project"]).first()
+        if project is None:
+            raise CommandError(f"No project '{o['project']}'.")
+        output = o["output"]
+        if o["format"]:
+            fmt = o["format"]
+        elif output == "-":
+            fmt = "csv"
+        else:
+            fmt = Path(output).suffix.lstrip(".").lower()
+            if fmt not in FORMATS:
+                raise CommandError(
+                    f"Cannot tell the format from '{output}': pass --format ({', '.join(FORMATS)})."
+                )
+        try:
+            flt = export_filter_build(
+                project=project,
+                experiments=o["experiment"],
+                statuses=o["status"],
+                since=o["since"],
+                until=o["until"],
+                latest_only=o["latest"],
+            )
+        except DomainError as exc:
+            raise CommandError(exc.message) from None
+        total = export_row_count(flt)
+        progress = ProgressBar(total, self.stderr._out, enabled=not o["no_progress"])
+        if output == "-":
+            binary = getattr(self.stdout._out, "buffer", None)
+            if binary is None and fmt == "parquet":
+                raise CommandError("Parquet is binary: pass --output <file>.parquet.")
+            self._write(binary or _TextOut(self.stdout._out), flt, fmt, progress)
+        else:
+            path = Path(output)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(path.name + ".partial")
+            with partial.open("wb") as out:
+                self._write(out, flt, fmt, progress)
+            partial.replace(path)  # never leave a truncated file under the final name
+            self.stderr.write(f"wrote {progress.done:,} rows to {path}")
+
+    def _write(self, out: BinaryIO, flt: Any, fmt: str, progress: ProgressBar) -> None:
+        if progress.total == 0:
+            progress.update(0)
+        for chunk in export_stream(flt, fmt, on_rows=progress.update):
+            out.write(chunk)
+        out.flush()
+        progress.finish()

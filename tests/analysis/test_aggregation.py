@@ -1,0 +1,355 @@
+"""The SQL aggregation against hand-computed per-unit values (run on SQLite and PostgreSQL)."""
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from django.db import connection
+
+from analysis import aggregation
+from analysis.aggregation import (
+    MetricSpec,
+    experiment_aggregates,
+    exposure_counts,
+    metric_aggregates,
+)
+from analysis.stats import SampleStats, winsor_cap, winsorize
+from assignments.models import Exposure, MetricEvent
+from experiments.models import Experiment
+from experiments.services import project_create
+from tests.factories import running_experiment
+
+pytestmark = pytest.mark.django_db
+READ_STRATEGY = aggregation.read_strategy  # the real one, before the fixture below patches it
+
+
+@pytest.fixture(autouse=True, params=[aggregation.HASH_JOIN, aggregation.INDEX_LOOKUP])
+def strategy(request, monkeypatch):
+    """Every test runs with each way of reading events (index lookups: PostgreSQL only)."""
+    if request.param == aggregation.INDEX_LOOKUP and connection.vendor != "postgresql":
+        pytest.skip("index lookups are a PostgreSQL plan")
+    monkeypatch.setattr(aggregation, "read_strategy", lambda: request.param)
+    return request.param
+
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+THROUGH = T0 + timedelta(hours=48)
+
+
+def h(hours: float) -> datetime:
+    return T0 + timedelta(hours=hours)
+
+
+@pytest.fixture
+def experiment(project, metrics):
+    experiment = running_experiment(project)
+    Experiment.objects.filter(pk=experiment.pk).update(phase_started_at=T0, started_at=T0)
+    experiment.refresh_from_db()
+    return experiment
+
+
+@pytest.fixture
+def arms(experiment):
+    variants = {v.key: v for v in experiment.variants.all()}
+    return variants["control"], variants["treatment"]
+
+
+def expose(experiment, variant, unit, at, n=[0]):  # noqa: B006 - a counter for event ids
+    n[0] += 1
+    Exposure.objects.create(
+        project=experiment.project,
+        event_id=f"x{n[0]}",
+        experiment=experiment,
+        variant=variant,
+        unit_id=unit,
+        ts=at,
+    )
+
+
+def event(project, unit, name, at, value=1.0, n=[0]):  # noqa: B006
+    n[0] += 1
+    MetricEvent.objects.create(
+        project=project, event_id=f"e{n[0]}", name=name, unit_id=unit, value=value, ts=at
+    )
+
+
+def aggregate(experiment, *metrics, through=THROUGH):
+    return metric_aggregates(
+        experiment_id=experiment.pk,
+        project_id=experiment.project_id,
+        metrics=list(metrics),
+        since=T0,
+        through=through,
+    )
+
+
+@pytest.fixture
+def scenario(experiment, arms):
+    """Six units; the per-unit values each metric should see are in the tests below."""
+    control, treatment = arms
+    p = experiment.project
+    # u1 (control): exposed at +1h and again at +5h (same variant: still one unit).
+    expose(experiment, control, "u1", h(1))
+    expose(experiment, control, "u1", h(5))
+    event(p, "u1", "purchase", h(3), 10)  # in the window [+1h, +25h)
+    event(p, "u1", "purchase", h(30), 5)  # after the window: ignored
+    event(p, "u1", "purchase", h(-2), 7)  # before exposure: the CUPED covariate
+    event(p, "u1", "purchase", h(-30), 100)  # before the pre-exposure window: ignored
+    event(p, "u1", "click", h(2))
+    event(p, "u1", "view", h(1.5))
+    event(p, "u1", "view", h(2.5))
+    # u2 (control): no events in any window; one after the cut-off.
+    expose(experiment, control, "u2", h(2))
+    event(p, "u2", "purchase", THROUGH + timedelta(seconds=1), 50)
+    # u3 (treatment): an event exactly at exposure counts, one exactly at the window end not.
+    expose(experiment, treatment, "u3", h(1))
+    event(p, "u3", "purchase", h(1), 20)
+    event(p, "u3", "purchase", h(25), 4)
+    event(p, "u3", "click", h(4))
+    event(p, "u3", "click", h(5))
+    event(p, "u3", "view", h(4))
+    # u4: exposed to both variants: excluded from every metric.
+    expose(experiment, control, "u4", h(1))
+    expose(experiment, treatment, "u4", h(2))
+    event(p, "u4", "purchase", h(3), 1000)
+    # u5 (treatment): an exposure before the phase (ignored), then its first one at +3h.
+    expose(experiment, treatment, "u5", h(-1))
+    expose(experiment, treatment, "u5", h(3))
+    event(p, "u5", "purchase", h(2), 8)  # before its first in-phase exposure: covariate
+    event(p, "u5", "purchase", h(4), 1)
+    # u6 (control): exposed after the cut-off: not in this snapshot.
+    expose(experiment, control, "u6", THROUGH + timedelta(hours=1))
+    event(p, "u6", "purchase", THROUGH + timedelta(hours=2), 9)
+    # Another project's events for the same unit ids never count.
+    other = project_create(slug="other", name="Other")
+    event(other, "u1", "purchase", h(3), 999)
+    return control, treatment
+
+
+def stats_of(values, covariates=None, denominators=None):
+    """The sufficient statistics of per-unit values, computed directly in numpy."""
+    v = np.asarray(values, float)
+    out = {"n": len(v), "sum": v.sum(), "sum_sq": (v * v).sum()}
+    if denominators is not None:
+        d = np.asarray(denominators, float)
+        out.update(den_sum=d.sum(), den_sum_sq=(d * d).sum(), sum_prod=(v * d).sum())
+    if covariates is not None:
+        c = np.asarray(covariates, float)
+        out.update(cov_sum=c.sum(), cov_sum_sq=(c * c).sum(), cov_sum_prod=(v * c).sum())
+    return SampleStats(**{k: float(x) if k != "n" else int(x) for k, x in out.items()})
+
+
+def assert_stats(actual: SampleStats, expected: SampleStats) -> None:
+    for name in expected.__dataclass_fields__:
+        assert getattr(actual, name) == pytest.approx(getattr(expected, name)), name
+
+
+def test_units_multi_exposure_and_cutoff_are_counted(scenario, experiment):
+    """u1..u5 are in the window; u4 saw both variants (excluded, counted); u6 is after it."""
+    control, treatment = scenario
+    counts = exposure_counts(experiment.pk, T0, THROUGH)
+    assert counts.units_by_variant == {control.pk: 2, treatment.pk: 2}
+    assert counts.multi_variant_units == 1
+    assert counts.assignment_mismatch == 0
+
+
+def test_the_metrics_statement_returns_the_same_counts(scenario, experiment):
+    spec = MetricSpec("revenue", "mean", "purchase", window_hours=24)
+    result = experiment_aggregates(
+        experiment_id=experiment.pk,
+        project_id=experiment.project_id,
+        metrics=[spec],
+        since=T0,
+        through=THROUGH,
+    )
+    assert result.counts == exposure_counts(experiment.pk, T0, THROUGH)
+    assert {v: s.n for v, s in result.metrics["revenue"].stats.items()} == (
+        result.counts.units_by_variant
+    )
+
+
+def test_an_exposure_against_the_assignment_excludes_the_unit(scenario, experiment):
+    """Ingestion flags an exposure naming another variant than the stored assignment: that unit
+    has seen two variants even with one exposure row, so it is left out like u4."""
+    control, treatment = scenario
+    Exposure.objects.filter(unit_id="u3").update(assignment_mismatch=True)
+    counts = exposure_counts(experiment.pk, T0, THROUGH)
+    assert counts.units_by_variant == {control.pk: 2, treatment.pk: 1}
+    assert (
+        counts
+        == experiment_aggregates(
+            experiment_id=experiment.pk,
+            project_id=experiment.project_id,
+            metrics=[MetricSpec("m", "count", "purchase")],
+            since=T0,
+            through=THROUGH,
+        ).counts
+    )
+    assert counts.multi_variant_units == 2 and counts.assignment_mismatch == 1
+    spec = MetricSpec("revenue", "mean", "purchase", window_hours=24)
+    stats = aggregate(experiment, spec)["revenue"].stats[treatment.pk]
+    assert_stats(stats, stats_of([1], covariates=[8]))
+
+
+def test_binomial_conversion_window_and_covariate(scenario, experiment):
+    control, treatment = scenario
+    spec = MetricSpec("purchase", "binomial", "purchase", window_hours=24)
+    result = aggregate(experiment, spec)["purchase"]
+    # control: u1 converted in its window and before exposure; u2 never.
+    assert_stats(result.stats[control.pk], stats_of([1, 0], covariates=[1, 0]))
+    # treatment: u3 at exposure time (the window end is exclusive); u5 before and after.
+    assert_stats(result.stats[treatment.pk], stats_of([1, 1], covariates=[0, 1]))
+    assert result.caps == {}
+
+
+def test_mean_sums_values_inside_the_window_only(scenario, experiment):
+    control, treatment = scenario
+    spec = MetricSpec("revenue", "mean", "purchase", window_hours=24)
+    result = aggregate(experiment, spec)["revenue"]
+    assert_stats(result.stats[control.pk], stats_of([10, 0], covariates=[7, 0]))
+    assert_stats(result.stats[treatment.pk], stats_of([20, 1], covariates=[0, 8]))
+
+
+def test_count_and_ratio(scenario, experiment):
+    control, treatment = scenario
+    clicks = MetricSpec("clicks", "count", "click", window_hours=24, cuped=False)
+    ctr = MetricSpec("ctr", "ratio", "click", denominator_event="view", window_hours=24)
+    result = aggregate(experiment, clicks, ctr)
+    assert_stats(result["clicks"].stats[control.pk], stats_of([1, 0]))
+    assert_stats(result["clicks"].stats[treatment.pk], stats_of([2, 0]))
+    assert_stats(result["ctr"].stats[control.pk], stats_of([1, 0], denominators=[2, 0]))
+    assert_stats(result["ctr"].stats[treatment.pk], stats_of([2, 0], denominators=[1, 0]))
+
+
+def test_metrics_with_different_windows_share_one_statement(scenario, experiment):
+    """Each metric keeps its own window when several are computed together."""
+    short = MetricSpec("short", "mean", "purchase", window_hours=1)
+    wide = MetricSpec("wide", "mean", "purchase", window_hours=48)
+    clicks = MetricSpec("clicks", "count", "click", window_hours=2, cuped=False)
+    together = aggregate(experiment, short, wide, clicks)
+    for spec in (short, wide, clicks):
+        assert together[spec.key].stats == aggregate(experiment, spec)[spec.key].stats
+    control, treatment = scenario
+    # u1: 10 at +2h of its +1h exposure is outside a 1-hour window; 5 at +30h inside 48 hours.
+    assert_stats(together["short"].stats[control.pk], stats_of([0, 0], covariates=[0, 0]))
+    assert_stats(together["wide"].stats[control.pk], stats_of([15, 0], covariates=[107, 0]))
+    assert_stats(together["clicks"].stats[control.pk], stats_of([1, 0]))
+
+
+def test_winsorization_caps_each_column_at_its_pooled_quantile(scenario, experiment):
+    """Values (10, 0 | 20, 1) cap at their 0.75-quantile 12.5; covariates (7, 0 | 0, 8) at 7.25."""
+    control, treatment = scenario
+    spec = MetricSpec("revenue", "mean", "purchase", window_hours=24, winsorize_quantile=0.75)
+    result = aggregate(experiment, spec)["revenue"]
+    # Hand computation: sorted 0, 1, 10, 20; position 3 * 0.75 = 2.25 -> 10 + 0.25 * 10 = 12.5.
+    assert result.caps["value"] == pytest.approx(12.5)
+    assert result.caps["covariate"] == pytest.approx(7.25)
+    assert result.caps["value"] == pytest.approx(winsor_cap([10, 0, 20, 1], 0.75))
+    assert_stats(result.stats[control.pk], stats_of([10, 0], covariates=[7, 0]))
+    assert_stats(result.stats[treatment.pk], stats_of([12.5, 1], covariates=[0, 7.25]))
+
+
+def test_binomial_metrics_are_never_winsorized(scenario, experiment):
+    control, _ = scenario
+    spec = MetricSpec("purchase", "binomial", "purchase", window_hours=24, winsorize_quantile=0.6)
+    result = aggregate(experiment, spec)["purchase"]
+    assert result.caps == {}
+    assert result.stats[control.pk].sum == 1
+
+
+def test_late_events_count_by_their_timestamp(scenario, experiment):
+    """An event stored after a first aggregation but stamped inside the cut-off is counted
+    next time; one stamped after the cut-off is not, until a later cut-off covers it."""
+    control, _ = scenario
+    spec = MetricSpec("revenue", "mean", "purchase", window_hours=72, cuped=False)
+    first = aggregate(experiment, spec)["revenue"].stats[control.pk]
+    event(experiment.project, "u2", "purchase", h(10), 3)  # arrives late, stamped early
+    again = aggregate(experiment, spec)["revenue"].stats[control.pk]
+    assert again.sum == first.sum + 3
+    later = aggregate(experiment, spec, through=THROUGH + timedelta(hours=1))["revenue"]
+    assert later.stats[control.pk].sum == again.sum + 50  # u2's event 1 s after the old cut-off
+
+
+def test_no_exposures_gives_no_rows(experiment):
+    spec = MetricSpec("purchase", "binomial", "purchase")
+    assert aggregate(experiment, spec)["purchase"].stats == {}
+    assert exposure_counts(experiment.pk, T0, THROUGH).units == 0
+
+
+def _reference(exposures, events, metric: MetricSpec, through):
+    """A direct Python implementation of the module docstring's rules."""
+    first: dict[str, tuple[datetime, set]] = {}
+    for unit, variant, ts in exposures:
+        if not T0 <= ts <= through:
+            continue
+        t, seen = first.get(unit, (ts, set()))
+        first[unit] = (min(t, ts), seen | {variant})
+    units = {u: (t, next(iter(vs))) for u, (t, vs) in first.items() if len(vs) == 1}
+    window = timedelta(hours=metric.window_hours)
+
+    def per_unit(unit, t0, name, pre, kind):
+        lo, hi = (t0 - window, t0) if pre else (t0, t0 + window)
+        vals = [v for u, n, v, ts in events if u == unit and n == name and lo <= ts < hi]
+        if kind == "binomial":
+            return float(bool(vals))
+        if kind == "count":
+            return float(len(vals))
+        return float(sum(vals))
+
+    def in_cutoff(rows):
+        return [r for r in rows if r[3] <= through]
+
+    events = in_cutoff(events)
+    names = sorted(units)
+    v = np.array([per_unit(u, units[u][0], metric.event_name, False, metric.kind) for u in names])
+    c = np.array([per_unit(u, units[u][0], metric.event_name, True, metric.kind) for u in names])
+    q = metric.winsorize_quantile
+    if q is not None and metric.kind != "binomial" and len(v):
+        v, c = winsorize(v, q), winsorize(c, q)
+    out = {}
+    for variant in {vv for _, vv in units.values()}:
+        mask = np.array([units[u][1] == variant for u in names])
+        out[variant] = stats_of(v[mask], covariates=c[mask])
+    return out
+
+
+@pytest.mark.parametrize("kind,q", [("mean", 0.9), ("count", None), ("binomial", None)])
+def test_random_data_matches_a_direct_computation(experiment, arms, kind, q):
+    """200 units with random exposures and events around them, against `_reference`."""
+    rng = random.Random(7)
+    exposures, events = [], []
+    for i in range(200):
+        unit = f"r{i}"
+        variant = rng.choice(arms)
+        for _ in range(rng.choice([1, 1, 2])):
+            other = rng.choice(arms) if rng.random() < 0.05 else variant
+            ts = h(rng.uniform(-5, 50))
+            exposures.append((unit, other.pk, ts))
+            expose(experiment, other, unit, ts)
+        for _ in range(rng.randint(0, 6)):
+            ts = h(rng.uniform(-30, 60))
+            value = round(rng.expovariate(0.1), 3)
+            events.append((unit, "purchase", value, ts))
+            event(experiment.project, unit, "purchase", ts, value)
+    spec = MetricSpec("m", kind, "purchase", window_hours=12, winsorize_quantile=q)
+    result = aggregate(experiment, spec)["m"]
+    expected = _reference(exposures, events, spec, THROUGH)
+    assert set(result.stats) == set(expected)
+    for variant, stats in expected.items():
+        assert_stats(result.stats[variant], stats)
+
+
+def test_the_read_strategy_follows_the_schema(strategy):
+    """Index lookups need PostgreSQL and an index holding (project_id, unit_id, ts, name,
+    value): the migrations create one (metricevent_unit_ts), so PostgreSQL uses it and falls
+    back to the hash join without it; SQLite always joins."""
+    if strategy != aggregation.HASH_JOIN:
+        pytest.skip("checked once")
+    if connection.vendor != "postgresql":
+        assert READ_STRATEGY() == aggregation.HASH_JOIN
+        return
+    assert READ_STRATEGY() == aggregation.INDEX_LOOKUP
+    with connection.cursor() as cursor:
+        cursor.execute("DROP INDEX metricevent_unit_ts")
+    assert READ_STRATEGY() == aggregation.HASH_JOIN

@@ -1,0 +1,443 @@
+"""Exports: each format reads back (pandas) with the documented columns, every result can be
+recomputed from the exported sufficient statistics, filters and the CLI work."""
+
+import io
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+from scipy import stats
+
+from analysis import exports
+from analysis.exports import COLUMNS, columns, export_filter_build, export_stream
+from analysis.models import ResultSnapshot
+from analysis.selectors import snapshot_json
+from analysis.services import analysis_run
+from analysis.stats import AnalysisConfig, SampleStats, analyze_metric
+from assignments.services import events_ingest
+from experiments.models import Experiment, Metric
+from experiments.services import experiment_conclude, metric_create
+from tests.factories import running_experiment
+
+pytestmark = pytest.mark.django_db
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "exports.md"
+STAT_FIELDS = [
+    "n",
+    "sum",
+    "sum_sq",
+    "den_sum",
+    "den_sum_sq",
+    "sum_prod",
+    "cov_sum",
+    "cov_sum_sq",
+    "cov_sum_prod",
+]
+
+
+def ensure_metrics(project) -> None:
+    for key, kind, event in (
+        ("purchase", "binomial", "purchase"),
+        ("revenue", "mean", "purchase"),
+        ("errors", "count", "checkout_error"),
+    ):
+        if not Metric.objects.filter(project=project, key=key).exists():
+            direction = "decrease" if key == "errors" else "increase"
+            metric_create(
+                project=project,
+                key=key,
+                name=key.capitalize(),
+                kind=kind,
+                event_name=event,
+                direction=direction,
+            )
+
+
+def add_traffic(experiment: Experiment, *, units: int, batch: int, lift: float, seed: int) -> None:
+    """Exposures split evenly over the variants and purchases/errors after them, through the
+    ingestion service; every non-control variant converts ``lift`` better."""
+    rng = np.random.default_rng(seed)
+    start = experiment.phase_started_at
+    keys = list(experiment.variants.values_list("key", flat=True))
+    events = []
+    for i in range(units):
+        unit = f"{experiment.key}-{batch}-{i}"
+        variant = keys[i % len(keys)]
+        ts = start + timedelta(hours=1 + batch * 5 + float(rng.uniform(0, 4)))
+        events.append(_event(unit, ts, type="exposure", experiment=experiment.key, variant=variant))
+        rate = 0.10 * (1 if variant == "control" else 1 + lift)
+        if rng.random() < rate:
+            value = round(float(rng.lognormal(3, 0.4)), 2)
+            events.append(_event(unit, ts + timedelta(minutes=30), name="purchase", value=value))
+        if rng.random() < 0.2:
+            events.append(_event(unit, ts + timedelta(minutes=5), name="checkout_error", value=1))
+    result = events_ingest(project=experiment.project, events=events)
+    assert not result.rejected, result.rejected
+
+
+def _event(unit: str, ts, **fields) -> dict:
+    kind = fields.pop("type", "metric")
+    return {
+        "event_id": f"{kind}-{unit}-{fields.get('name', '')}",
+        "type": kind,
+        "unit_id": unit,
+        "timestamp": ts.isoformat(),
+        **fields,
+    }
+
+
+def seed_results(
+    project,
+    key: str = "checkout-v2",
+    *,
+    looks: int = 2,
+    units: int = 300,
+    lift: float = 0.8,
+    seed: int = 1,
+    **overrides,
+) -> Experiment:
+    """A running experiment with a primary, a guardrail and a secondary metric, traffic added
+    in ``looks`` batches and one snapshot computed after each: a snapshot history."""
+    ensure_metrics(project)
+    overrides.setdefault(
+        "metrics",
+        [
+            {"metric": "purchase", "role": "primary"},
+            {"metric": "errors", "role": "guardrail", "non_inferiority_margin": 0.2},
+            {"metric": "revenue", "role": "secondary"},
+        ],
+    )
+    experiment = running_experiment(project, key, **overrides)
+    start = timezone.now() - timedelta(days=2)
+    Experiment.objects.filter(pk=experiment.pk).update(started_at=start, phase_started_at=start)
+    experiment.refresh_from_db()
+    for batch in range(looks):
+        add_traffic(experiment, units=units, batch=batch, lift=lift, seed=seed + batch)
+        analysis_run(experiment_id=experiment.pk)
+    return experiment
+
+
+def read(fmt: str, data: bytes) -> pd.DataFrame:
+    if fmt == "csv":
+        return pd.read_csv(io.BytesIO(data))
+    if fmt == "json":
+        return pd.DataFrame(json.loads(data)["rows"])
+    return pd.read_parquet(io.BytesIO(data))
+
+
+def export_bytes(project, fmt: str, **filters) -> bytes:
+    return b"".join(export_stream(export_filter_build(project=project, **filters), fmt))
+
+
+def _stats(row) -> SampleStats:
+    return SampleStats(**{f: int(row[f]) if f == "n" else float(row[f]) for f in STAT_FIELDS})
+
+
+def _none(x):
+    return None if x is None or (isinstance(x, float) and np.isnan(x)) else x
+
+
+@pytest.fixture
+def history(project):
+    return seed_results(project)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_each_format_reads_back_with_one_row_per_snapshot_metric_variant(project, history, fmt):
+    """Every format has the documented columns, one row per (experiment, snapshot, metric,
+    variant) and the numbers of the results API."""
+    frame = read(fmt, export_bytes(project, fmt))
+    assert list(frame.columns) == [c.name for c in columns()]
+    snapshots = list(ResultSnapshot.objects.filter(experiment=history).order_by("computed_at"))
+    assert len(snapshots) == 2
+    assert len(frame) == 2 * 3 * 2  # snapshots x metrics x variants
+    keys = frame[["experiment", "snapshot_id", "metric", "variant"]]
+    assert not keys.duplicated().any()
+    assert list(frame.snapshot_id.drop_duplicates()) == [s.pk for s in snapshots]
+
+    latest = snapshot_json(snapshots[-1])
+    rows = frame[frame.snapshot_id == snapshots[-1].pk]
+    for api_row in latest["metrics"]:
+        row = rows[(rows.metric == api_row["metric"]) & (rows.variant == api_row["variant"])]
+        assert len(row) == 1
+        row = row.iloc[0]
+        assert row.n == api_row["variant_n"] and row.control_n == api_row["control_n"]
+        for name in ("lift_abs", "lift_rel", "ci_low", "ci_high", "p_value", "fixed_p_value"):
+            assert _none(row[name]) == pytest.approx(api_row[name], rel=1e-12), name
+        assert row.status == api_row["status"]
+        assert row.recommendation == latest["recommendation"]["action"]
+        assert row.role == api_row["role"]
+
+
+def test_parquet_keeps_the_documented_types(project, history):
+    table = pq.read_table(io.BytesIO(export_bytes(project, "parquet")))
+    types = {f.name: str(f.type) for f in table.schema}
+    expected = {
+        "string": "string",
+        "int": "int64",
+        "float": "double",
+        "bool": "bool",
+        "timestamp": "timestamp[us, tz=UTC]",
+        "json": "string",
+    }
+    for column in COLUMNS:
+        assert types[column.name] == expected[column.type], column.name
+
+
+RECOMPUTED = (
+    "lift_abs",
+    "lift_rel",
+    "ci_low",
+    "ci_high",
+    "ci_abs_low",
+    "ci_abs_high",
+    "p_value",
+    "fixed_p_value",
+    "fixed_ci_low",
+    "fixed_ci_high",
+    "cs_ci_low",
+    "cs_ci_high",
+    "cs_p_value",
+    "chance_to_win",
+    "credible_low",
+    "credible_high",
+    "boundary_z",
+    "information_fraction",
+)
+
+
+def assert_recomputes(frame: pd.DataFrame) -> int:
+    """Feed the statistics engine only the exported columns of each (control, treatment) pair
+    and compare every number it reports with the exported one (secondaries: p-values at the
+    experiment's alpha, intervals at their false-coverage-rate level, as docs/exports.md says)."""
+
+    def as_json(value):
+        return json.loads(value) if isinstance(value, str) else value
+
+    checked = 0
+    for _, group in frame.groupby(["snapshot_id", "metric"]):
+        control = group[group.is_control.astype(bool)].iloc[0]
+        for _, row in group[~group.is_control.astype(bool)].iterrows():
+
+            def analyze(alpha: float, row=row, control=control):
+                config = AnalysisConfig(
+                    kind=row.metric_kind,
+                    alpha=alpha,
+                    method=row.method,
+                    tuning_n=int(row.tuning_n),
+                    planned_n=None if pd.isna(row.planned_n) else int(row.planned_n),
+                    previous_fractions=tuple(as_json(_none(row.previous_looks)) or ()),
+                    cuped=bool(row.cuped),
+                    margin=_none(row.margin),
+                    direction=row.direction,
+                )
+                return analyze_metric(_stats(control), _stats(row), config)
+
+            result = analyze(float(row.alpha))
+            tested = result
+            if row.role == "secondary":
+                tested = analyze(float(row.experiment_alpha))
+            for name in RECOMPUTED:
+                source = tested if name.endswith("p_value") else result
+                expected = _none(row[name])
+                if expected is None:
+                    assert getattr(source, name) is None, name
+                else:
+                    assert getattr(source, name) == pytest.approx(expected, rel=1e-9), name
+            significant = tested.significant
+            if row.role == "secondary":
+                significant = bool(row.adjusted_p_value < row.experiment_alpha)
+            assert bool(row.significant) == significant
+            assert bool(row.improved) == (significant and tested.improved)
+            assert bool(row.harmed) == (significant and tested.harmed)
+            assert result.non_inferior == _none(row.non_inferior), "non_inferior"
+            checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_results_recompute_from_the_exported_sufficient_statistics(project, history, fmt):
+    """Every treatment row recomputes from the export alone; the binomial primary is also
+    checked by hand (Welch, delta method on the relative lift, as docs/statistics.md states)."""
+    frame = read(fmt, export_bytes(project, fmt))
+    assert assert_recomputes(frame) == 2 * 3
+
+    latest = frame[frame.snapshot_id == frame.snapshot_id.max()]
+    purchase = latest[latest.metric == "purchase"]
+    c = purchase[purchase.is_control.astype(bool)].iloc[0]
+    t = purchase[~purchase.is_control.astype(bool)].iloc[0]
+    pc, pt = c["sum"] / c.n, t["sum"] / t.n
+    vc, vt = pc * (1 - pc), pt * (1 - pt)
+    assert c["sum_sq"] == c["sum"]  # 0/1 values
+    rel = pt / pc - 1
+    se = np.sqrt(vt / (t.n * pc**2) + pt**2 * vc / (c.n * pc**4))
+    dof = (vc / c.n + vt / t.n) ** 2 / ((vc / c.n) ** 2 / (c.n - 1) + (vt / t.n) ** 2 / (t.n - 1))
+    assert t.lift_rel == pytest.approx(rel, rel=1e-9)
+    assert t.fixed_p_value == pytest.approx(2 * stats.t.sf(abs(rel / se), dof), rel=1e-6)
+
+
+@pytest.mark.parametrize("fmt", ["json", "parquet"])
+def test_group_sequential_multi_arm_results_recompute_from_the_export(project, fmt):
+    """With a planned sample, three arms and "do no harm", the export also carries each pair's
+    planned size, the earlier looks and the margins the analysis used."""
+    seed_results(
+        project,
+        "three-arms",
+        looks=3,
+        units=240,
+        planned_sample_size=1500,
+        decision_policy="do_no_harm",
+        variants=[
+            {"key": "control", "weight": 0.34, "is_control": True},
+            {"key": "one-page", "weight": 0.33},
+            {"key": "express", "weight": 0.33},
+        ],
+    )
+    frame = read(fmt, export_bytes(project, fmt))
+    treated = frame[~frame.is_control.astype(bool)]
+    assert set(treated.method) == {"group_sequential"}
+    assert set(treated.planned_n) == {round(1500 * 0.67)}
+    looks = [json.loads(x) if isinstance(x, str) else x for x in treated.previous_looks]
+    assert any(len(x) >= 1 for x in looks), "later snapshots count earlier looks"
+    primary = treated[treated.role == "primary"]
+    assert (primary.margin == 0.0).all()  # do no harm: primaries judged on non-inferiority
+    assert assert_recomputes(frame) == 3 * 3 * 2
+
+
+def test_control_rows_carry_statistics_but_no_comparison(project, history):
+    frame = read("json", export_bytes(project, "json"))
+    control = frame[frame.is_control]
+    assert (control.n > 0).all()
+    assert control.lift_rel.isna().all() and control.p_value.isna().all()
+    assert control.improved.isna().all() and control.arm_recommendation.isna().all()
+    assert (control["mean"] == control["sum"] / control.n).all()
+
+
+def test_alpha_is_bonferroni_divided_for_primaries_only(project):
+    ensure_metrics(project)
+    seed_results(
+        project,
+        looks=1,
+        units=80,
+        metrics=[
+            {"metric": "purchase", "role": "primary"},
+            {"metric": "revenue", "role": "primary"},
+            {"metric": "errors", "role": "secondary"},
+        ],
+    )
+    frame = read("json", export_bytes(project, "json"))
+    treated = frame[~frame.is_control]
+    assert treated[treated.role == "primary"].alpha.tolist() == pytest.approx([0.025, 0.025])
+    assert treated[treated.role == "secondary"].alpha.tolist() == pytest.approx([0.05])
+
+
+def test_filters_by_experiment_status_date_and_latest(project):
+    first = seed_results(project, "first", looks=2, units=60)
+    second = seed_results(project, "second", looks=1, units=60, seed=9)
+    experiment_conclude(experiment=second, decision="control")
+
+    def snapshot_ids(**filters) -> set[int]:
+        rows = json.loads(export_bytes(project, "json", **filters))["rows"]
+        return {row["snapshot_id"] for row in rows}
+
+    all_ids = set(ResultSnapshot.objects.values_list("pk", flat=True))
+    assert snapshot_ids() == all_ids
+    first_ids = set(first.snapshots.values_list("pk", flat=True))
+    assert snapshot_ids(experiments=["first"]) == first_ids
+    assert snapshot_ids(experiments=["first,second"]) == all_ids
+    assert snapshot_ids(statuses=["concluded"]) == set(
+        second.snapshots.values_list("pk", flat=True)
+    )
+    latest = {first.snapshots.latest().pk, second.snapshots.latest().pk}
+    assert snapshot_ids(latest_only=True) == latest
+
+    tomorrow = (timezone.now() + timedelta(days=1)).date().isoformat()
+    today = timezone.now().date().isoformat()
+    assert snapshot_ids(since=tomorrow) == set()
+    assert snapshot_ids(since=today, until=today) == all_ids  # a date includes its whole day
+    # the dates bound the data cut-off: the first look only
+    earliest, second_look = first.snapshots.order_by("data_through")[:2]
+    assert snapshot_ids(experiments=["first"], until=second_look.data_through.isoformat()) == {
+        earliest.pk
+    }
+
+
+def test_empty_export_still_has_the_header_in_every_format(project):
+    for fmt in ("csv", "json", "parquet"):
+        frame = read(fmt, export_bytes(project, fmt))
+        assert len(frame) == 0
+        if fmt != "json":  # JSON has no header: {"rows": []}
+            assert list(frame.columns) == [c.name for c in columns()]
+
+
+def test_writers_stream_in_batches(project, history, monkeypatch):
+    """Bytes leave in several chunks and Parquet holds one row group per batch."""
+    monkeypatch.setattr(exports, "BATCH_ROWS", 5)
+    flt = export_filter_build(project=project)
+    for fmt in ("csv", "json", "parquet"):
+        chunks = list(export_stream(flt, fmt))  # 2 snapshots of 6 rows: 2 batches
+        assert len(chunks) >= 2, fmt
+    parquet = pq.ParquetFile(io.BytesIO(b"".join(export_stream(flt, "parquet"))))
+    assert parquet.metadata.num_row_groups == 2
+    assert parquet.metadata.num_rows == 12
+
+
+def test_docs_list_every_column_in_order():
+    """docs/exports.md documents exactly the export's columns, in the export's order."""
+    text = DOCS.read_text()
+    section = text.split("## Columns", 1)[1].split("\n## ", 1)[0]
+    documented = re.findall(r"^\| `([a-z_]+)` \| (\w+) \|", section, flags=re.M)
+    assert documented == [(c.name, c.type) for c in COLUMNS]
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_cli_writes_each_format_and_reports_progress(project, history, tmp_path, fmt):
+    out = tmp_path / f"results.{fmt}"
+    err = io.StringIO()
+    call_command("export_results", project=project.slug, output=str(out), stderr=err)
+    frame = read(fmt, out.read_bytes())
+    assert len(frame) == 12
+    assert not (tmp_path / f"results.{fmt}.partial").exists()
+    log = err.getvalue()
+    assert "100% 12/12 rows" in log and f"wrote 12 rows to {out}" in log
+
+
+def test_cli_filters_and_writes_csv_to_stdout(project, history):
+    out, err = io.StringIO(), io.StringIO()
+    call_command(
+        "export_results",
+        "--project",
+        project.slug,
+        "--experiment",
+        history.key,
+        "--latest",
+        "--no-progress",
+        stdout=out,
+        stderr=err,
+    )
+    frame = pd.read_csv(io.StringIO(out.getvalue()))
+    assert len(frame) == 6 and frame.snapshot_id.nunique() == 1
+    assert err.getvalue() == ""
+
+
+def test_cli_rejects_bad_input_with_a_message(project, history, tmp_path):
+    with pytest.raises(CommandError, match="No project 'nope'"):
+        call_command("export_results", project="nope")
+    with pytest.raises(CommandError, match="Cannot tell the format"):
+        call_command("export_results", project=project.slug, output=str(tmp_path / "x.xlsx"))
+    with pytest.raises(CommandError, match="No experiment 'ghost'"):
+        call_command("export_results", project=project.slug, experiment=["ghost"])
+    with pytest.raises(CommandError, match="not a date"):
+        call_command("export_results", project=project.slug, since="last week")
+    with pytest.raises(CommandError, match="Unknown status 'live'"):
+        call_command("export_results", project=project.slug, status=["live"])

@@ -1,0 +1,335 @@
+"""analysis_run: snapshots, idempotency, backfills, failures, error control and auto-rollback."""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from analysis import aggregation
+from analysis.models import AnalysisRun, ResultRow, ResultSnapshot, RunStatus, WebhookDelivery
+from analysis.services import analysis_backfill, analysis_run
+from analysis.stats import benjamini_hochberg
+from experiments.models import AuditLog, Experiment, ExperimentStatus, Project
+from experiments.services import experiment_create, experiment_start, metric_create
+from tests.analysis.simulate import simulate
+
+pytestmark = pytest.mark.django_db
+
+
+def start_experiment(project, key="exp", *, days_ago=2.0, **fields):
+    experiment = experiment_create(
+        project=project,
+        key=key,
+        name=key,
+        variants=fields.pop(
+            "variants",
+            [
+                {"key": "control", "weight": 0.5, "is_control": True},
+                {"key": "treatment", "weight": 0.5},
+            ],
+        ),
+        metrics=fields.pop("metrics"),
+        **fields,
+    )
+    experiment = experiment_start(experiment=experiment)
+    start = timezone.now() - timedelta(days=days_ago)
+    Experiment.objects.filter(pk=experiment.pk).update(started_at=start, phase_started_at=start)
+    experiment.refresh_from_db()
+    return experiment
+
+
+@pytest.fixture
+def catalog(project):
+    metric_create(
+        project=project, key="purchase", name="Purchase", kind="binomial", event_name="purchase"
+    )
+    metric_create(
+        project=project,
+        key="revenue",
+        name="Revenue per user",
+        kind="mean",
+        event_name="revenue",
+        winsorize_quantile=0.99,
+    )
+    metric_create(
+        project=project,
+        key="errors",
+        name="Checkout errors",
+        kind="count",
+        event_name="error",
+        direction="decrease",
+    )
+    metric_create(
+        project=project,
+        key="ctr",
+        name="Clicks per view",
+        kind="ratio",
+        event_name="click",
+        denominator_event="view",
+    )
+    return project
+
+
+METRICS = [
+    {"metric": "purchase", "role": "primary"},
+    {"metric": "revenue", "role": "secondary"},
+    {"metric": "ctr", "role": "secondary"},
+    {"metric": "errors", "role": "guardrail", "non_inferiority_margin": 0.1},
+]
+SAME = {"purchase": 0.3, "revenue": 0.3, "error": 0.5, "click": 1.0, "view": 3.0}
+
+
+def test_a_run_stores_every_metric_and_variant_with_its_cutoff(catalog):
+    """One snapshot: a row per (metric, variant), the counts match the data, the run succeeds."""
+    experiment = start_experiment(catalog, metrics=METRICS)
+    simulate(
+        experiment,
+        units={"control": 150, "treatment": 150},
+        start=experiment.phase_started_at,
+        rates={"control": SAME, "treatment": SAME},
+    )
+    before = timezone.now()
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    run = AnalysisRun.objects.get()
+    assert run.status == RunStatus.SUCCEEDED and run.attempts == 1 and run.error == ""
+    assert snapshot.run_id == run.pk and run.data_through == snapshot.data_through
+    assert snapshot.data_through >= before
+    assert snapshot.total_units == 300
+    assert snapshot.health["units_by_variant"] == {"control": 150, "treatment": 150}
+    rows = list(snapshot.rows.all())
+    assert sorted((r.metric_key, r.variant) for r in rows) == sorted(
+        (m["metric"], v) for m in METRICS for v in ("control", "treatment")
+    )
+    assert all(r.n == 150 for r in rows)
+    treatment = {r.metric_key: r for r in rows if not r.is_control}
+    assert treatment["purchase"].alpha == pytest.approx(0.05)
+    assert treatment["purchase"].p_value is not None
+    assert treatment["errors"].status in {"non_inferior", "neutral"}
+    assert "winsor_caps" in treatment["revenue"].details
+    assert snapshot.recommendation in {"keep", "extend", "rollback"}
+
+
+def test_rows_hold_the_sql_sufficient_statistics(catalog):
+    experiment = start_experiment(catalog, metrics=METRICS)
+    simulate(
+        experiment,
+        units={"control": 60, "treatment": 60},
+        start=experiment.phase_started_at,
+        rates={"control": SAME, "treatment": SAME},
+    )
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    variant_ids = {v.key: v.pk for v in experiment.variants.all()}
+    spec = aggregation.MetricSpec("ctr", "ratio", "click", "view", 72)
+    direct = aggregation.metric_aggregates(
+        experiment_id=experiment.pk,
+        project_id=experiment.project_id,
+        metrics=[spec],
+        since=experiment.phase_started_at,
+        through=snapshot.data_through,
+    )["ctr"].stats
+    row = snapshot.rows.get(metric_key="ctr", variant="treatment")
+    stats = direct[variant_ids["treatment"]]
+    assert (row.n, row.sum, row.den_sum, row.sum_prod) == (
+        stats.n,
+        stats.sum,
+        stats.den_sum,
+        stats.sum_prod,
+    )
+    assert row.mean == pytest.approx(stats.sum / stats.den_sum)
+
+
+def test_the_same_run_twice_gives_the_same_snapshot(catalog):
+    """A redelivered task (same run id) returns the snapshot it already made."""
+    experiment = start_experiment(catalog, metrics=METRICS[:1])
+    first = analysis_run(experiment_id=experiment.pk)
+    again = analysis_run(experiment_id=experiment.pk, run_id=first.run_id)
+    assert again.pk == first.pk
+    assert ResultSnapshot.objects.count() == 1
+
+
+def test_a_backfill_is_idempotent_per_cutoff(catalog):
+    experiment = start_experiment(catalog, metrics=METRICS[:1])
+    through = experiment.phase_started_at + timedelta(hours=12)
+    first = analysis_run(experiment_id=experiment.pk, through=through)
+    second = analysis_run(experiment_id=experiment.pk, through=through)
+    assert first.pk == second.pk and first.data_through == through
+    assert AnalysisRun.objects.filter(trigger="backfill").count() == 2
+
+
+def test_backfill_builds_a_daily_cumulative_history(catalog):
+    """Daily cut-offs: each snapshot sees the units exposed up to its day, no later ones."""
+    experiment = start_experiment(catalog, metrics=METRICS[:1], days_ago=3.5)
+    simulate(
+        experiment,
+        units={"control": 100, "treatment": 100},
+        start=experiment.phase_started_at,
+        rates={"control": SAME, "treatment": SAME},
+        spacing=timedelta(minutes=25),  # 200 units over ~3.5 days
+    )
+    snapshots = analysis_backfill(experiment_id=experiment.pk)
+    assert len(snapshots) == 3
+    cutoffs = [s.data_through - experiment.phase_started_at for s in snapshots]
+    assert cutoffs == [timedelta(days=d) for d in (1, 2, 3)]
+    units = [s.total_units for s in snapshots]
+    assert units == sorted(units) and units[0] < units[-1] < 200
+    assert units[0] == 1 + int(timedelta(days=1) / timedelta(minutes=25))
+    # Re-running the backfill adds nothing; the automation never acted on past cut-offs.
+    assert [s.pk for s in analysis_backfill(experiment_id=experiment.pk)] == [
+        s.pk for s in snapshots
+    ]
+    assert all(s.actions == [] for s in snapshots)
+
+
+def test_a_failed_run_records_its_error_and_the_previous_snapshot_stays(catalog, monkeypatch):
+    experiment = start_experiment(catalog, metrics=METRICS[:1])
+    good = analysis_run(experiment_id=experiment.pk)
+
+    def broken(**kwargs):
+        raise RuntimeError("the events table is on fire")
+
+    monkeypatch.setattr(aggregation, "experiment_aggregates", broken)
+    with pytest.raises(RuntimeError):
+        analysis_run(experiment_id=experiment.pk)
+    failed = AnalysisRun.objects.order_by("-id").first()
+    assert failed.status == RunStatus.FAILED
+    assert failed.error == "RuntimeError: the events table is on fire"
+    assert list(ResultSnapshot.objects.values_list("pk", flat=True)) == [good.pk]
+
+
+def test_secondaries_get_benjamini_hochberg_adjusted_p_values(catalog):
+    experiment = start_experiment(catalog, metrics=METRICS)
+    lifted = {**SAME, "revenue": 0.6, "click": 1.6}
+    simulate(
+        experiment,
+        units={"control": 300, "treatment": 300},
+        start=experiment.phase_started_at,
+        rates={"control": SAME, "treatment": lifted},
+    )
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    rows = list(snapshot.rows.filter(role="secondary", is_control=False).order_by("id"))
+    expected = benjamini_hochberg([r.p_value for r in rows])
+    assert [r.adjusted_p_value for r in rows] == pytest.approx(expected)
+    for r in rows:
+        assert r.significant == (r.adjusted_p_value < 0.05)
+    primary = snapshot.rows.get(role="primary", is_control=False)
+    assert primary.adjusted_p_value is None
+
+
+def test_primary_alpha_is_split_by_bonferroni_over_primaries_and_arms(catalog):
+    experiment = start_experiment(
+        catalog,
+        metrics=[
+            {"metric": "purchase", "role": "primary"},
+            {"metric": "errors", "role": "primary"},
+        ],
+        variants=[
+            {"key": "control", "weight": 0.4, "is_control": True},
+            {"key": "b", "weight": 0.3},
+            {"key": "c", "weight": 0.3},
+        ],
+    )
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    alphas = list(snapshot.rows.filter(is_control=False).values_list("alpha", flat=True))
+    assert alphas == [pytest.approx(0.05 / 2 / 2)] * 4
+
+
+def test_group_sequential_looks_accumulate_over_snapshots(catalog):
+    """With a planned sample the looks come from earlier snapshots of the phase."""
+    experiment = start_experiment(catalog, metrics=METRICS[:1], planned_sample_size=1000)
+    start = experiment.phase_started_at
+    simulate(
+        experiment,
+        units={"control": 100, "treatment": 100},
+        start=start,
+        rates={"control": SAME, "treatment": SAME},
+        spacing=timedelta(minutes=10),
+    )
+    first = analysis_run(experiment_id=experiment.pk, through=start + timedelta(hours=12))
+    second = analysis_run(experiment_id=experiment.pk, through=start + timedelta(hours=30))
+    assert first.method == "group_sequential"
+    f1 = first.rows.get(is_control=False).information_fraction
+    f2 = second.rows.get(is_control=False).information_fraction
+    assert 0 < f1 < f2 <= 0.2
+    assert first.looks == {"treatment": [pytest.approx(f1)]}
+    assert second.looks == {"treatment": [pytest.approx(f1), pytest.approx(f2)]}
+    assert second.rows.get(is_control=False).details["boundary_z"] > 0
+
+
+def test_extend_reports_extra_units_and_days(catalog):
+    experiment = start_experiment(catalog, metrics=METRICS[:1], mde=0.1)
+    simulate(
+        experiment,
+        units={"control": 200, "treatment": 200},
+        start=experiment.phase_started_at,
+        rates={"control": SAME, "treatment": SAME},
+    )
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    assert snapshot.recommendation == "extend"
+    assert snapshot.extra_units > 0 and snapshot.extra_days > 0
+    assert any(f"{snapshot.extra_units:,} more units" in r for r in snapshot.reasons)
+    assert snapshot.arms[0]["extra_units"] == snapshot.extra_units
+
+
+def _harmful(catalog, *, auto_rollback, webhook_url=""):
+    Project.objects.filter(pk=catalog.pk).update(webhook_url=webhook_url)
+    experiment = start_experiment(catalog, metrics=METRICS, auto_rollback=auto_rollback)
+    simulate(
+        experiment,
+        units={"control": 400, "treatment": 400},
+        start=experiment.phase_started_at,
+        rates={"control": SAME, "treatment": {**SAME, "error": 1.5}},
+    )
+    return experiment
+
+
+def test_auto_rollback_on_guardrail_harm(catalog, django_capture_on_commit_callbacks):
+    experiment = _harmful(catalog, auto_rollback=True, webhook_url="http://127.0.0.1:9/hook")
+    with django_capture_on_commit_callbacks() as callbacks:
+        snapshot = analysis_run(experiment_id=experiment.pk)
+    experiment.refresh_from_db()
+    assert snapshot.recommendation == "rollback"
+    assert experiment.status == ExperimentStatus.ROLLED_BACK
+    assert snapshot.rows.get(metric_key="errors", is_control=False).status == "harmed"
+    assert "Checkout errors (guardrail) rose in 'treatment'" in snapshot.reasons[0]
+    [action] = snapshot.actions
+    assert action["action"] == "rollback" and action["reason"] == " ".join(snapshot.reasons)
+    log = AuditLog.objects.get(experiment=experiment, action="experiment.rollback")
+    assert log.actor_label == "system" and log.after["reason"] == action["reason"]
+    delivery = WebhookDelivery.objects.get()
+    assert delivery.event == "experiment.rolled_back" and action["webhook_delivery"] == delivery.pk
+    assert len(callbacks) == 1  # the delivery task is queued after commit, not awaited
+
+
+def test_without_opt_in_harm_is_only_recommended(catalog):
+    experiment = _harmful(catalog, auto_rollback=False)
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    experiment.refresh_from_db()
+    assert snapshot.recommendation == "rollback"
+    assert experiment.status == ExperimentStatus.RUNNING
+    assert snapshot.actions == []
+
+
+def test_a_sample_ratio_mismatch_is_unhealthy(catalog):
+    experiment = start_experiment(catalog, metrics=METRICS[:1], auto_rollback=True)
+    simulate(
+        experiment,
+        units={"control": 300, "treatment": 150},
+        start=experiment.phase_started_at,
+        rates={"control": SAME, "treatment": SAME},
+    )
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    assert snapshot.health["srm_flagged"] and not snapshot.health["healthy"]
+    assert snapshot.recommendation == "rollback"
+    assert "Sample ratio mismatch" in snapshot.reasons[0]
+    experiment.refresh_from_db()
+    assert experiment.status == ExperimentStatus.ROLLED_BACK
+
+
+def test_no_exposures_is_a_warning_and_extends(catalog):
+    experiment = start_experiment(catalog, metrics=METRICS[:1])
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    assert snapshot.total_units == 0
+    assert snapshot.recommendation == "extend"
+    assert any("No exposures yet" in w for w in snapshot.health["warnings"])
+    assert ResultRow.objects.filter(snapshot=snapshot).count() == 2
+    assert snapshot.rows.get(is_control=False).lift_rel is None

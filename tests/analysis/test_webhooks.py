@@ -1,0 +1,125 @@
+"""Webhooks: signed with the project's secret, retried with backoff, every attempt recorded."""
+
+import hashlib
+import hmac
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+
+import pytest
+
+from analysis.models import DeliveryStatus, WebhookDelivery
+from analysis.tasks import deliver_webhook
+from analysis.webhooks import SIGNATURE_HEADER, webhook_enqueue, webhook_signature
+from experiments.models import Project
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def receiver():
+    """A local HTTP server that records each POST and answers the queued status codes."""
+    received: list[tuple[dict, bytes]] = []
+    statuses: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - the http.server API
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((dict(self.headers), body))
+            self.send_response(statuses.pop(0) if statuses else 200)
+            self.end_headers()
+            self.wfile.write(b"thanks")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hooks/abacus"
+    yield SimpleNamespace(url=url, received=received, statuses=statuses)
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def fast_retries(settings):
+    settings.ABACUS_WEBHOOK_RETRY_SECONDS = 0
+
+
+def enqueue(project, url, django_capture_on_commit_callbacks):
+    Project.objects.filter(pk=project.pk).update(webhook_url=url)
+    project.refresh_from_db()
+    with django_capture_on_commit_callbacks() as callbacks:
+        delivery = webhook_enqueue(
+            project=project,
+            event="experiment.rolled_back",
+            payload={"experiment": "checkout-v2", "reason": "errors rose"},
+        )
+    assert len(callbacks) == 1  # handed to the task only once the transaction commits
+    return delivery
+
+
+def test_no_url_no_message(project):
+    assert webhook_enqueue(project=project, event="x", payload={}) is None
+    assert not WebhookDelivery.objects.exists()
+
+
+def test_a_delivery_is_signed_with_the_projects_secret(
+    project, receiver, django_capture_on_commit_callbacks
+):
+    delivery = enqueue(project, receiver.url, django_capture_on_commit_callbacks)
+    assert deliver_webhook.apply(args=[delivery.pk]).get() is True
+    [(headers, body)] = receiver.received
+    expected = hmac.new(project.webhook_secret.encode(), body, hashlib.sha256).hexdigest()
+    assert headers[SIGNATURE_HEADER] == f"sha256={expected}"
+    assert headers[SIGNATURE_HEADER] == webhook_signature(project.webhook_secret, body)
+    assert headers["X-Abacus-Event"] == "experiment.rolled_back"
+    assert headers["Content-Type"] == "application/json"
+    message = json.loads(body)
+    assert message == {
+        "id": delivery.pk,
+        "event": "experiment.rolled_back",
+        "project": project.slug,
+        "experiment": "checkout-v2",
+        "reason": "errors rose",
+    }
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 1
+    assert delivery.last_status_code == 200 and delivery.delivered_at is not None
+
+
+def test_failed_attempts_are_retried_with_the_same_bytes(
+    project, receiver, fast_retries, django_capture_on_commit_callbacks
+):
+    receiver.statuses.extend([500, 503])
+    delivery = enqueue(project, receiver.url, django_capture_on_commit_callbacks)
+    deliver_webhook.apply(args=[delivery.pk])
+    bodies = [body for _, body in receiver.received]
+    assert len(bodies) == 3 and len(set(bodies)) == 1
+    signatures = {headers[SIGNATURE_HEADER] for headers, _ in receiver.received}
+    assert len(signatures) == 1
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.DELIVERED and delivery.attempts == 3
+    assert delivery.last_error == ""
+
+
+def test_a_receiver_that_never_answers_ends_failed_with_its_error(
+    project, fast_retries, django_capture_on_commit_callbacks
+):
+    delivery = enqueue(project, "http://127.0.0.1:9/closed", django_capture_on_commit_callbacks)
+    assert deliver_webhook.apply(args=[delivery.pk]).get() is False
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.attempts == deliver_webhook.max_retries + 1
+    assert "ConnectionError" in delivery.last_error
+
+
+def test_a_delivered_message_is_not_sent_twice(
+    project, receiver, django_capture_on_commit_callbacks
+):
+    delivery = enqueue(project, receiver.url, django_capture_on_commit_callbacks)
+    deliver_webhook.apply(args=[delivery.pk])
+    deliver_webhook.apply(args=[delivery.pk])  # e.g. a redelivered task
+    assert len(receiver.received) == 1

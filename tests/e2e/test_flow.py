@@ -5,13 +5,10 @@ API, triggers an analysis, and polls the results API until the worker's snapshot
 checks the numbers against a direct computation on the same data.
 """
 
-import os
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -20,50 +17,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from django.db import connection
 from rest_framework.authtoken.models import Token
 from scipy import stats
 
 from experiments.services import api_key_create, metric_create, project_create
+from tests.fault.stack import base_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _database_url() -> str:
-    s = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{s['NAME']}"
-    user = s.get("USER") or "postgres"
-    password = f":{s['PASSWORD']}" if s.get("PASSWORD") else ""
-    host = f"{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}"
-    return f"postgres://{user}{password}@{host}/{s['NAME']}"
-
-
 @contextmanager
 def running_stack(*, beat: bool = False, env: dict[str, str] | None = None) -> Iterator[tuple]:
     """gunicorn + a Celery worker (and beat) on the test database and a private broker."""
-    port = _free_port()
+    port = free_port()
     var = tempfile.mkdtemp(prefix="abacus-e2e-")
-    env = {
-        **os.environ,
-        "DATABASE_URL": _database_url(),
-        "ABACUS_VAR_DIR": var,
-        "DJANGO_SETTINGS_MODULE": "config.settings",
-        "PYTHONUNBUFFERED": "1",
-        **(env or {}),
-    }
-    if env.get("CELERY_BROKER_URL", "").startswith("redis://"):
-        # A private queue on the shared Redis, so no other worker takes these tasks.
-        env["ABACUS_TASK_QUEUE"] = f"e2e-{uuid.uuid4().hex[:8]}"
-    else:
-        env["CELERY_BROKER_URL"] = "filesystem://"
+    env = base_env(Path(var), **(env or {}))
     logs = Path(var)
     commands = {
         "web": [

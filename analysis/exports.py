@@ -19,7 +19,6 @@ from django.db import models
 
 from analysis.models import ResultRow
 from analysis.selectors import ExportFilter, SnapshotRows, export_snapshots
-from analysis.services import DEFAULT_TUNING_N
 from config.api import DomainError
 from experiments.models import Experiment, ExperimentStatus, Project
 
@@ -234,35 +233,18 @@ def export_filename(flt: ExportFilter, fmt: str, now: datetime | None = None) ->
 # --- rows ---------------------------------------------------------------------------------------
 
 
-def _design_columns(item: SnapshotRows, r: ResultRow, em: Any) -> dict[str, Any]:
-    """How a treatment row's comparison was set up, as services.py builds its AnalysisConfig:
-    the planned sample of the (control, treatment) pair, the margin it was judged against, and
-    the earlier group-sequential looks (the looks of the previous snapshot). Values the row
-    stores in ``details`` win over these derivations."""
-    details = r.details or {}
-    experiment = item.snapshot.experiment
+def _design_columns(r: ResultRow) -> dict[str, Any]:
+    """How a treatment row's comparison was set up (the pair's planned sample, the margin it was
+    judged against, the earlier group-sequential looks), as the pipeline stored it in
+    ``details`` from the AnalysisConfig it used."""
     if r.is_control:
         return {"margin": None, "tuning_n": None, "planned_n": None, "previous_looks": None}
-    planned = experiment.planned_sample_size
-    pair_planned = None
-    if planned:
-        total = sum(item.weights.values()) or 1.0
-        share = (item.weights.get(item.control, 0) + item.weights.get(r.variant, 0)) / total
-        pair_planned = max(2, round(planned * share))
-    margin = em.non_inferiority_margin if em else None
-    judged = r.role == "guardrail" or (
-        r.role == "primary" and experiment.decision_policy == "do_no_harm"
-    )
-    if judged and margin is None:
-        margin = 0.0
-    previous = None
-    if (r.method or item.snapshot.method) == "group_sequential":
-        previous = item.previous_looks.get(r.variant, [])
+    details = r.details or {}
     return {
-        "margin": details.get("margin", margin),
-        "tuning_n": details.get("tuning_n", pair_planned or DEFAULT_TUNING_N),
-        "planned_n": details.get("planned_n", pair_planned),
-        "previous_looks": details.get("previous_fractions", previous),
+        "margin": details.get("margin"),
+        "tuning_n": details.get("tuning_n"),
+        "planned_n": details.get("planned_n"),
+        "previous_looks": details.get("previous_fractions"),
     }
 
 
@@ -325,7 +307,7 @@ def snapshot_export_rows(item: SnapshotRows, cols: tuple[Column, ...]) -> list[d
             control_n=control.n if control else None,
             control_mean=control.mean if control else None,
             details=details,
-            **_design_columns(item, r, em),
+            **_design_columns(r),
         )
         for col in cols:
             if col.name in values:

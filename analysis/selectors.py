@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from analysis.models import AnalysisRun, ResultRow, ResultSnapshot, RunStatus
 from analysis.stats import days_remaining
-from experiments.models import Experiment, ExperimentMetric, ExperimentStatus, Project, Variant
+from experiments.models import Experiment, ExperimentMetric, ExperimentStatus, Project
 
 ROLE_ORDER = ("primary", "guardrail", "secondary")
 ROLE_LABELS = {"primary": "Primary", "guardrail": "Guardrails", "secondary": "Secondary"}
@@ -494,15 +494,11 @@ class ExportFilter:
 
 @dataclass
 class SnapshotRows:
-    """One snapshot with its rows and what is needed to describe them: the metric definitions,
-    the variants' weights, and the group-sequential looks of the snapshot before it."""
+    """One snapshot with its rows and the metric definitions that describe them."""
 
     snapshot: ResultSnapshot
     rows: list[ResultRow]
     definitions: dict[int, ExperimentMetric]  # by metric id
-    weights: dict[str, float]  # variant key -> weight
-    control: str
-    previous_looks: dict[str, list[float]]
 
 
 def export_snapshot_queryset(flt: ExportFilter) -> QuerySet[ResultSnapshot]:
@@ -535,61 +531,19 @@ def export_snapshots(flt: ExportFilter, *, chunk_size: int = 2000) -> Iterator[S
         "metric"
     ):
         definitions.setdefault(em.experiment_id, {})[em.metric_id] = em
-    weights: dict[int, dict[str, float]] = {}
-    controls: dict[int, str] = {}
-    for experiment_id, key, weight, is_control in Variant.objects.filter(
-        experiment__project=flt.project
-    ).values_list("experiment_id", "key", "weight", "is_control"):
-        weights.setdefault(experiment_id, {})[key] = weight
-        if is_control:
-            controls[experiment_id] = key
     rows = (
         ResultRow.objects.filter(snapshot__in=export_snapshot_queryset(flt))
         .select_related("snapshot", "snapshot__experiment", "snapshot__experiment__project")
         .order_by("snapshot__experiment__key", "snapshot__data_through", "snapshot_id", "id")
         .iterator(chunk_size=chunk_size)
     )
-    looks_seen: dict[tuple[int, int], dict[str, list[float]]] = {}
     current: SnapshotRows | None = None
     for row in rows:
         if current is None or current.snapshot.pk != row.snapshot_id:
             if current is not None:
                 yield current
             snapshot = row.snapshot
-            current = SnapshotRows(
-                snapshot,
-                [],
-                definitions.get(snapshot.experiment_id, {}),
-                weights.get(snapshot.experiment_id, {}),
-                controls.get(snapshot.experiment_id, ""),
-                _previous_looks(snapshot, looks_seen),
-            )
+            current = SnapshotRows(snapshot, [], definitions.get(snapshot.experiment_id, {}))
         current.rows.append(row)
     if current is not None:
         yield current
-
-
-def _previous_looks(
-    snapshot: ResultSnapshot, seen: dict[tuple[int, int], dict[str, list[float]]]
-) -> dict[str, list[float]]:
-    """The looks of the snapshot before this one (same experiment and phase, by cut-off): the
-    earlier looks its group-sequential analysis counted. Taken from the stream when the export
-    holds that snapshot, else one query per experiment and phase."""
-    key = (snapshot.experiment_id, snapshot.phase)
-    if key in seen:
-        previous = seen[key]
-    elif snapshot.method != "group_sequential":
-        previous = {}
-    else:
-        previous = (
-            ResultSnapshot.objects.filter(
-                experiment_id=snapshot.experiment_id,
-                phase=snapshot.phase,
-                data_through__lt=snapshot.data_through,
-            )
-            .order_by("-data_through", "-id")
-            .values_list("looks", flat=True)
-            .first()
-        ) or {}
-    seen[key] = getattr(snapshot, "looks", None) or {}
-    return previous

@@ -257,6 +257,7 @@ class _Comparison:
     stats: SampleStats
     result: MetricResult
     alpha: float
+    config: AnalysisConfig
     adjusted_p: float | None = None
 
 
@@ -376,8 +377,9 @@ def _compare(
         c_stats = stats_of(em, control)
         for t in treatments:
             t_stats = stats_of(em, t)
-            result = analyze_metric(c_stats, t_stats, design.config(em, t.key, alpha))
-            out.append(_Comparison(em, t, t_stats, result, alpha))
+            config = design.config(em, t.key, alpha)
+            result = analyze_metric(c_stats, t_stats, config)
+            out.append(_Comparison(em, t, t_stats, result, alpha, config))
     secondaries = [c for c in out if c.em.role == "secondary"]
     if secondaries:
         adjusted = benjamini_hochberg([c.result.p_value for c in secondaries])
@@ -608,6 +610,14 @@ def _row(
         row.significant = result.significant
         row.status = metric_status(_outcome(comp))
         row.details.update({k: v for k, v in asdict(result).items() if _jsonable(v)})
+        # How the comparison was set up, so exports can re-derive it without the pipeline's rules.
+        config = comp.config
+        row.details.update(
+            margin=config.margin,
+            tuning_n=config.tuning_n,
+            planned_n=config.planned_n,
+            previous_fractions=list(config.previous_fractions),
+        )
     return row
 
 

@@ -246,3 +246,23 @@ def relative_effect(control: ArmEstimate, treatment: ArmEstimate) -> Effect | No
         mu_t, 2
     ) / (_pow(mu_c, 4) * control.n)
     return Effect(estimate, variance, welch_dof(control, treatment))
+
+
+def control_mean_moments(
+    control: SampleStats, kind: str, theta: float = 0.0
+) -> tuple[float, float]:
+    """What Fieller's interval needs besides the difference d = mean_t - mean_c:
+    Var(mu_c), the variance of the control's unadjusted mean (or ratio), and Cov(d, mu_c).
+
+    Without CUPED, Cov(d, mu_c) = -Var(mu_c). With CUPED (mean_c = ybar - theta xbar):
+    Cov(d, ybar) = -(s_y^2 - theta cov(y, x)) / n_c (Deng et al. 2013's estimator, the
+    covariance of two linear combinations of the arm's sample means)."""
+    n = control.n
+    if n <= 0:
+        return 0.0, 0.0
+    plain = arm_estimate(control, kind)
+    var_b = plain.variance / n
+    if theta == 0.0 or kind == "ratio":
+        return var_b, -var_b
+    cov_xy = sample_covariance(n, control.sum, control.cov_sum, control.cov_sum_prod)
+    return var_b, -(plain.variance - theta * cov_xy) / n

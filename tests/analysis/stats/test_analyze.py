@@ -192,9 +192,18 @@ def test_non_inferiority_under_group_sequential_uses_the_one_sided_design():
 
     control, treatment = binomial(50000, 5000), binomial(50000, 5005)
     config = AnalysisConfig(
-        kind="binomial", method="group_sequential", planned_n=200000, margin=0.05
+        kind="binomial",
+        method="group_sequential",
+        planned_n=200000,
+        margin=0.05,
+        alpha_good=0.05,  # non-inferiority is an intersection-union test at full alpha
+        alpha_bad=0.01,
     )
     result = analyze_metric(control, treatment, config)
     one_sided = gs.efficacy_bounds((0.5,), 0.05, two_sided=False)[-1]
-    assert one_sided < result.boundary_z  # one side spends all of alpha
+    two_sided = gs.efficacy_bounds((0.5,), 0.05)[-1]
+    assert result.boundary_z == pytest.approx(one_sided) and one_sided < two_sided
+    assert result.bound_bad_z == pytest.approx(
+        gs.efficacy_bounds((0.5,), 0.01, two_sided=False)[-1]
+    )
     assert result.non_inferior is True

@@ -22,6 +22,7 @@ from analysis.stats.estimators import arm_estimate, relative_effect
 from .test_estimators import gb_cuped, gb_mean, gb_ratio, summarise
 
 DEC = 1e-6
+ABSOLUTE = SequentialConfig(difference_type="absolute")
 
 
 @pytest.fixture
@@ -38,10 +39,15 @@ def test_relative_sequence_matches_gbstats(arms, tuning_n):
         gb_mean(control), gb_mean(treatment), SequentialConfig(sequential_tuning_parameter=tuning_n)
     ).compute_result()
     result = analyze_metric(control, treatment, AnalysisConfig(tuning_n=tuning_n))
+    ref_abs = SequentialTwoSidedTTest(
+        gb_mean(control),
+        gb_mean(treatment),
+        SequentialConfig(sequential_tuning_parameter=tuning_n, difference_type="absolute"),
+    ).compute_result()
     assert result.method == "sequential"
-    assert (result.ci_low, result.ci_high) == pytest.approx(tuple(ref.ci), abs=DEC)
     assert (result.cs_ci_low, result.cs_ci_high) == pytest.approx(tuple(ref.ci), abs=DEC)
-    assert result.p_value == pytest.approx(ref.p_value, abs=DEC)
+    # Decisions and p-values are on the absolute difference (each tail holds its level).
+    assert result.p_value == pytest.approx(ref_abs.p_value, abs=DEC)
 
 
 def test_absolute_sequence_matches_gbstats(arms):
@@ -56,12 +62,12 @@ def test_absolute_sequence_matches_gbstats(arms):
 def test_binomial_sequence_matches_gbstats():
     """Reference: SequentialTwoSidedTTest(ProportionStatistic x2): 410/4000 vs 480/4100."""
     control, treatment = SampleStats(4000, 410, 410), SampleStats(4100, 480, 480)
-    ref = SequentialTwoSidedTTest(
-        ProportionStatistic(n=4000, sum=410), ProportionStatistic(n=4100, sum=480)
-    ).compute_result()
+    gb_arms = ProportionStatistic(n=4000, sum=410), ProportionStatistic(n=4100, sum=480)
+    ref = SequentialTwoSidedTTest(*gb_arms).compute_result()
+    ref_abs = SequentialTwoSidedTTest(*gb_arms, ABSOLUTE).compute_result()
     result = analyze_metric(control, treatment, AnalysisConfig(kind="binomial"))
-    assert (result.ci_low, result.ci_high) == pytest.approx(tuple(ref.ci), abs=DEC)
-    assert result.p_value == pytest.approx(ref.p_value, abs=DEC)
+    assert (result.cs_ci_low, result.cs_ci_high) == pytest.approx(tuple(ref.ci), abs=DEC)
+    assert result.p_value == pytest.approx(ref_abs.p_value, abs=DEC)
 
 
 def test_ratio_sequence_matches_gbstats():
@@ -73,9 +79,10 @@ def test_ratio_sequence_matches_gbstats():
         stats_.append(summarise(sessions * rng.gamma(2.0, scale, 3000), den=sessions))
     control, treatment = stats_
     ref = SequentialTwoSidedTTest(gb_ratio(control), gb_ratio(treatment)).compute_result()
+    ref_abs = SequentialTwoSidedTTest(gb_ratio(control), gb_ratio(treatment), ABSOLUTE)
     result = analyze_metric(control, treatment, AnalysisConfig(kind="ratio"))
-    assert (result.ci_low, result.ci_high) == pytest.approx(tuple(ref.ci), abs=DEC)
-    assert result.p_value == pytest.approx(ref.p_value, abs=DEC)
+    assert (result.cs_ci_low, result.cs_ci_high) == pytest.approx(tuple(ref.ci), abs=DEC)
+    assert result.p_value == pytest.approx(ref_abs.compute_result().p_value, abs=DEC)
 
 
 def test_cuped_sequence_matches_gbstats():
@@ -85,9 +92,10 @@ def test_cuped_sequence_matches_gbstats():
     control = summarise(0.8 * pre_c + rng.normal(4.0, 3.0, 2000), cov=pre_c)
     treatment = summarise(0.8 * pre_t + rng.normal(4.5, 3.0, 2000), cov=pre_t)
     ref = SequentialTwoSidedTTest(gb_cuped(control), gb_cuped(treatment)).compute_result()
+    ref_abs = SequentialTwoSidedTTest(gb_cuped(control), gb_cuped(treatment), ABSOLUTE)
     result = analyze_metric(control, treatment, AnalysisConfig(cuped=True))
-    assert (result.ci_low, result.ci_high) == pytest.approx(tuple(ref.ci), abs=DEC)
-    assert result.p_value == pytest.approx(ref.p_value, abs=DEC)
+    assert (result.cs_ci_low, result.cs_ci_high) == pytest.approx(tuple(ref.ci), abs=DEC)
+    assert result.p_value == pytest.approx(ref_abs.compute_result().p_value, abs=DEC)
 
 
 def _gb_one_sided_halfwidth(s2, n, tuning, alpha, rho=None):

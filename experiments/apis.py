@@ -1,5 +1,6 @@
 """REST API for people (session or token auth): projects, metrics, experiments, lifecycle."""
 
+import math
 from typing import Any
 
 from django.shortcuts import get_object_or_404
@@ -10,6 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analysis.stats.power import PIPELINE_LOOKS, InvalidInput
 from assignments.conditions import validate_condition
 from experiments import services
 from experiments.models import (
@@ -31,6 +33,7 @@ from experiments.selectors import (
     experiment_get,
     experiments_search,
     members_for_project,
+    metric_baseline,
     power_plan,
     project_get_for_user,
     projects_for_user,
@@ -525,8 +528,18 @@ class PowerInput(serializers.Serializer):
         help_text="Baseline conversion rate (binomial, 0.1 = 10%) or mean per unit."
     )
     variance = serializers.FloatField(
-        required=False, allow_null=True, min_value=0, help_text="Per-unit variance (not binomial)."
+        required=False, allow_null=True, help_text="Per-unit variance (not binomial)."
     )
+def _numbers(text: str, what: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise serializers.ValidationError(f"Give {what} as numbers separated by commas.") from None
+    if not all(math.isfinite(v) for v in values):
+        raise serializers.ValidationError(f"Give {what} as finite numbers.")
+    return values
+
+
     mde = serializers.FloatField(
         required=False, allow_null=True, help_text="Relative minimum detectable effect (0.05)."
     )
@@ -537,20 +550,76 @@ class PowerInput(serializers.Serializer):
     power = serializers.FloatField(default=0.8, min_value=0.5, max_value=0.99)
     variants = serializers.IntegerField(default=2, min_value=2, max_value=20)
     primary_metrics = serializers.IntegerField(default=1, min_value=1, max_value=20)
-    daily_units = serializers.FloatField(required=False, allow_null=True, min_value=0)
+    daily_units = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        help_text="New units a day at full coverage (for the duration).",
+    )
     coverage = serializers.FloatField(default=1.0, min_value=0.0001, max_value=1)
     method = serializers.ChoiceField(
         choices=["group_sequential", "sequential", "fixed"], default="group_sequential"
     )
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+    weights = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="The variants' weights, comma-separated (0.9,0.1); default an even split.",
+    )
+    control = serializers.IntegerField(
+        default=0, min_value=0, help_text="Index of the control among the weights."
+    )
         if data["kind"] == MetricKind.BINOMIAL:
             if not 0 < data["baseline"] < 1:
                 raise serializers.ValidationError(
+    ramp = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Ramp plan as coverage:min_hours stages, comma-separated (0.05:24,0.5:24,1:0); "
+        "replaces coverage for the duration.",
+    )
+    looks = serializers.IntegerField(
+        default=PIPELINE_LOOKS,
+        min_value=1,
+        max_value=PIPELINE_LOOKS,
+        help_text="Group-sequential looks; the analysis counts up to 100 (one per 1% of "
+        "information).",
+    )
                     {"baseline": ["A conversion rate is between 0 and 1 (0.1 = 10%)."]}
                 )
-        elif not data.get("variance"):
+        elif data.get("variance") is None:
             raise serializers.ValidationError(
+    def validate_weights(self, value: str) -> list[float] | None:
+        if not value.strip():
+            return None
+        weights = _numbers(value, "the weights")
+        if len(weights) < 2:
+            raise serializers.ValidationError("Give a weight for each variant (at least two).")
+        if len(weights) > 20:
+            raise serializers.ValidationError("At most 20 variants.")
+        if any(w <= 0 for w in weights):
+            raise serializers.ValidationError("Every weight must be above 0.")
+        return weights
+
+    def validate_ramp(self, value: str) -> list[dict[str, float]]:
+        stages = []
+        for k, part in enumerate(p for p in value.split(",") if p.strip()):
+            pieces = part.split(":")
+            if len(pieces) != 2:
+                raise serializers.ValidationError(
+                    f"Stage {k + 1}: write coverage:min_hours, e.g. 0.05:24."
+                )
+            coverage, hours = _numbers(",".join(pieces), "coverage and hours")
+            if not 0 < coverage <= 1:
+                raise serializers.ValidationError(
+                    f"Stage {k + 1}: coverage must be above 0 and at most 1."
+                )
+            if hours < 0:
+                raise serializers.ValidationError(f"Stage {k + 1}: hours cannot be negative.")
+            stages.append({"coverage": coverage, "min_hours": hours})
+        return stages
+
                 {"variance": ["Give the per-unit variance (the standard deviation squared)."]}
             )
         if data.get("mde") is None and data.get("sample_size") is None:
@@ -561,12 +630,33 @@ class PowerInput(serializers.Serializer):
             raise serializers.ValidationError({"mde": ["The MDE must be above 0 (0.05 = +5%)."]})
         return data
 
+        elif not data["variance"] > 0:
+            raise serializers.ValidationError(
+                {"variance": ["The variance must be above 0 (the standard deviation squared)."]}
+            )
 
 class PowerOutput(serializers.Serializer):
     method = serializers.CharField()
     alpha_per_test = serializers.FloatField()
-    per_arm = serializers.IntegerField()
+    per_arm = serializers.IntegerField(help_text="Units per variant (the largest arm if uneven).")
+    arms = serializers.ListField(child=serializers.IntegerField(), help_text="Units per variant.")
+    weights = serializers.ListField(child=serializers.FloatField())
+    control = serializers.IntegerField()
+    deciding = serializers.IntegerField(help_text="The treatment whose comparison needs most.")
     total = serializers.IntegerField()
+        weights = data.get("weights")
+        if weights:
+            if "variants" in self.initial_data and data["variants"] != len(weights):
+                raise serializers.ValidationError(
+                    {"weights": [f"{len(weights)} weights for {data['variants']} variants."]}
+                )
+            data["variants"] = len(weights)
+        if data["control"] >= data["variants"]:
+            raise serializers.ValidationError(
+                {"control": [f"The control is one of the {data['variants']} variants (0 first)."]}
+            )
+        if data.get("daily_units") is not None and data["daily_units"] <= 0:
+            data["daily_units"] = None
     fixed_total = serializers.IntegerField()
     inflation = serializers.FloatField()
     mde = serializers.FloatField()
@@ -574,9 +664,11 @@ class PowerOutput(serializers.Serializer):
 
 
 class PowerApi(APIView):
-    """GET /api/v1/power: the pre-launch calculator (sample size and duration, or the MDE)."""
+    """GET /api/v1/power: the pre-launch calculator (sample size and duration, or the MDE).
+    Input that no experiment can satisfy is a 400 naming the field, e.g. {"mde": ["..."]}."""
 
     @extend_schema(parameters=[PowerInput], responses=PowerOutput)
+    looks = serializers.IntegerField()
     def get(self, request: Request) -> Response:
         serializer = PowerInput(data=request.query_params)
         serializer.is_valid(raise_exception=True)
@@ -588,3 +680,42 @@ class PowerApi(APIView):
                 status=status.HTTP_400_BAD_REQUEST,
             )
         return Response(PowerOutput(plan).data)
+        except InvalidInput as exc:
+            return Response(
+                {exc.field: [f"{str(exc)[:1].upper()}{str(exc)[1:]}."]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+
+
+class BaselineInput(serializers.Serializer):
+    days = serializers.IntegerField(default=14, min_value=1, max_value=90)
+
+
+class BaselineOutput(serializers.Serializer):
+    metric = serializers.CharField()
+    kind = serializers.CharField()
+    days = serializers.IntegerField()
+    since = serializers.DateTimeField()
+    through = serializers.DateTimeField()
+    window_hours = serializers.IntegerField()
+    units = serializers.IntegerField()
+    daily_units = serializers.FloatField()
+    mean = serializers.FloatField(allow_null=True)
+    variance = serializers.FloatField(allow_null=True)
+
+
+class MetricBaselineApi(APIView):
+    """GET /api/v1/projects/<project>/metrics/<key>/baseline?days=14: the metric's recent
+    per-unit mean and variance and daily units, to prefill the power calculator."""
+
+    @extend_schema(parameters=[BaselineInput], responses=BaselineOutput)
+    def get(self, request: Request, project: str, key: str) -> Response:
+        proj = project_for(request, project)
+        metric = get_object_or_404(Metric, project=proj, key=key)
+        serializer = BaselineInput(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        try:
+            baseline = metric_baseline(metric, **serializer.validated_data)
+        except ValueError as exc:
+            return Response({"days": [f"{str(exc)[:1].upper()}{str(exc)[1:]}."]}, status=400)
+        return Response(BaselineOutput(baseline).data)

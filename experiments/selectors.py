@@ -7,10 +7,17 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Prefetch, Q, QuerySet
+from django.db import connection
 from django.http import Http404
 from django.utils import timezone
 
-from analysis import stats
+from analysis.stats.power import (
+    PIPELINE_LOOKS,
+    InvalidInput,
+    allocation_mde,
+    allocation_sample_size,
+    days_for_sample,
+)
 from experiments.models import (
     ApiKey,
     AuditLog,
@@ -260,12 +267,16 @@ def ramp_status(experiment: Experiment, now: datetime | None = None) -> RampStat
 class PowerPlan:
     method: str
     alpha_per_test: float  # alpha after the Bonferroni split over primaries and treatment arms
-    per_arm: int  # units per variant
+    per_arm: int  # units per variant with an even split; the largest arm otherwise
+    arms: list[int]  # units per variant, in the order of the weights
+    weights: list[float]  # the variants' shares of the experiment's traffic (sum 1)
+    control: int  # index of the control in ``arms`` and ``weights``
+    deciding: int  # index of the treatment arm whose comparison needs the most units
     total: int  # units over all variants: the planned sample size
     fixed_total: int  # what a fixed-horizon test would need
     inflation: float  # total over fixed_total: the price of peeking safely
     mde: float  # relative MDE (given, or the one the given sample detects)
-    days: float | None  # at daily_units x coverage units a day
+    days: float | None  # at daily_units a day at full coverage, through the ramp plan if any
 
 
 def power_plan(
@@ -283,11 +294,54 @@ def power_plan(
     daily_units: float | None = None,
     coverage: float = 1.0,
 ) -> PowerPlan:
-    """Sample size for an MDE, or the MDE a planned sample detects, as the analysis will test it
-    (alpha split by Bonferroni like analysis.services does). Raises ValueError on bad input."""
-    treatments = max(1, variants - 1)
+    """Sample size for an MDE, or the MDE a planned sample detects, as the analysis will test it:
+    each treatment against the control at alpha / primaries / treatments (Bonferroni, like
+    analysis.services), group-sequential with the pipeline's looks, the variants' weights, and
+    the ramp plan ({"coverage", "min_hours"} stages; else the constant ``coverage``) for the
+    duration. Raises ``InvalidInput`` whose ``field`` is one of this function's arguments."""
+    try:
+        return _power_plan(
+            kind=kind,
+            baseline=baseline,
+            alpha=alpha,
+            method=method,
+            variance=variance,
+            mde=mde,
+            sample_size=sample_size,
+            power=power,
+            weights=list(weights) if weights else [1.0] * variants,
+            control=control,
+            primary_metrics=primary_metrics,
+            daily_units=daily_units,
+            coverage=coverage,
+            ramp=ramp or [],
+            looks=looks,
+        )
+    except InvalidInput as exc:
+        raise InvalidInput(_PLAN_FIELDS.get(exc.field, exc.field), str(exc)) from exc
+
+
+def _power_plan(
+    *,
+    kind: str,
+    baseline: float,
+    alpha: float,
+    method: str,
+    variance: float | None,
+    mde: float | None,
+    sample_size: int | None,
+    power: float,
+    weights: list[float],
+    control: int,
+    primary_metrics: int,
+    daily_units: float | None,
+    coverage: float,
+    ramp: list[dict[str, float]],
+    looks: int,
+) -> PowerPlan:
+    treatments = max(1, len(weights) - 1)
     alpha_per_test = alpha / max(1, primary_metrics) / treatments
-    common = dict(
+    common: dict[str, Any] = dict(
         baseline_mean=baseline,
         baseline_variance=None if kind == "binomial" else variance,
         kind=kind,
@@ -296,20 +350,183 @@ def power_plan(
     )
     if mde is None:
         if sample_size is None:
-            raise ValueError("give either an MDE or a sample size")
-        mde = stats.mde_for_sample(n_per_arm=sample_size / variants, design=method, **common)
-    sized = stats.power_sample_size(mde=mde, n_arms=variants, design=method, **common)
-    fixed = stats.power_sample_size(mde=mde, n_arms=variants, design="fixed", **common)
+            raise InvalidInput("mde", "give either an MDE or a sample size")
+        mde = allocation_mde(
+            total=sample_size, weights=weights, control=control, design=method, **common
+        )
+    split = dict(weights=weights, control=control, mde=mde)
+    sized = allocation_sample_size(design=method, **split, **common)
+    fixed = allocation_sample_size(design="fixed", **split, **common)
     days = None
-    if daily_units and coverage > 0:
-        days = sized.total / (daily_units * coverage)
+    if daily_units:
+        stages = [(float(s["coverage"]), float(s["min_hours"])) for s in ramp]
+        days = days_for_sample(
+            units=sized.total, daily_units=daily_units, coverage=coverage, stages=stages
+        )
+    whole = sum(weights)
     return PowerPlan(
         method=method,
         alpha_per_test=alpha_per_test,
-        per_arm=sized.per_arm,
+        per_arm=max(sized.arms),
+        arms=list(sized.arms),
+        weights=[w / whole for w in weights],
+        control=control,
+        deciding=sized.deciding,
         total=sized.total,
         fixed_total=fixed.total,
         inflation=sized.inflation,
         mde=mde,
         days=days,
+    )
+    looks: int  # group-sequential looks assumed (the pipeline's, by default)
+    weights: list[float] | None = None,
+    control: int = 0,
+    ramp: list[dict[str, float]] | None = None,
+    looks: int = PIPELINE_LOOKS,
+        looks=looks,
+        looks=looks,
+
+
+# --- planning: a metric's recent baseline ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricBaseline:
+    metric: str
+    kind: str
+    days: int  # the window asked for
+    since: datetime
+    through: datetime
+    window_hours: int  # the metric's conversion window, counted from each unit's first activity
+    units: int  # units first active in [since, through - window_hours]
+    daily_units: float  # units / (days - window_hours / 24)
+    mean: float | None  # per-unit mean (binomial: rate; ratio: sum / den_sum); None without units
+    variance: float | None  # per-unit variance as the analysis computes it (delta method: ratio)
+
+
+def _baseline_sql(window_hours: int, kind: str) -> str:
+    """One statement: per-unit values of the metric over the cohort, summed (see
+    ``metric_baseline``). Dialect: timestamps compare exactly on both backends (SQLite stores
+    'YYYY-MM-DD HH:MM:SS[.ffffff]' text, turned into integer microseconds for the arithmetic)."""
+    from assignments.models import Exposure, MetricEvent
+
+    postgres = connection.vendor == "postgresql"
+
+    def instant(column: str) -> str:
+        if postgres:
+            return column
+        return (
+            f"(CAST(strftime('%%s', {column}) AS INTEGER) * 1000000"
+            f" + CAST(substr({column}, 21, 6) AS INTEGER))"
+        )
+
+    hours = int(window_hours)
+    if postgres:
+        end = f"(c.t0 + INTERVAL '{hours} hours')"
+    else:
+        end = f"({instant('c.t0')} + {hours * 3_600_000_000})"
+    value = {
+        "binomial": "CASE WHEN v_count > 0 THEN 1 ELSE 0 END",
+        "count": "v_count",
+    }.get(kind, "v_sum")
+    exposures, events = Exposure._meta.db_table, MetricEvent._meta.db_table
+    return f"""
+        WITH activity AS (
+            SELECT unit_id, ts FROM {exposures}
+            WHERE project_id = %(project)s AND ts >= %(since)s AND ts <= %(through)s
+            UNION ALL
+            SELECT unit_id, ts FROM {events}
+            WHERE project_id = %(project)s AND ts >= %(since)s AND ts <= %(through)s
+        ),
+        cohort AS (
+            SELECT unit_id, MIN(ts) AS t0 FROM activity
+            GROUP BY unit_id HAVING MIN(ts) <= %(last_start)s
+        ),
+        per_unit AS (
+            SELECT
+                c.unit_id,
+                SUM(CASE WHEN e.name = %(numerator)s THEN e.value ELSE 0 END) AS v_sum,
+                SUM(CASE WHEN e.name = %(numerator)s THEN 1 ELSE 0 END) AS v_count,
+                SUM(CASE WHEN e.name = %(denominator)s THEN e.value ELSE 0 END) AS d_sum
+            FROM cohort c
+            LEFT JOIN {events} e
+                ON e.project_id = %(project)s
+                AND e.unit_id = c.unit_id
+                AND e.name IN (%(numerator)s, %(denominator)s)
+                AND {instant("e.ts")} >= {instant("c.t0")}
+                AND {instant("e.ts")} < {end}
+            GROUP BY c.unit_id
+        ),
+        vals AS (SELECT {value} AS y, d_sum AS d FROM per_unit)
+        SELECT COUNT(*), SUM(y), SUM(y * y), SUM(d), SUM(d * d), SUM(y * d) FROM vals
+    """
+
+
+def metric_baseline(metric: Metric, days: int = 14, now: datetime | None = None) -> MetricBaseline:
+    """The metric's per-unit mean and variance over the last ``days`` days, for the calculator.
+
+    Units: every unit with an exposure (any experiment of the project) or any metric event of
+    the project in [since, through], where through = now and since = now - days. A unit's start
+    t0 is its first such activity; only units with t0 <= through - conversion window are kept,
+    so each has a complete window. Its value, as the analysis computes it, from the metric's
+    events with t0 <= ts < t0 + window: binomial 1 if any (else 0), count the number, mean the
+    sum of values, ratio the sum over the sum of the denominator event's values. Units without
+    events count with 0. Everything is summed in SQL (n, sum, sum of squares and, for ratio,
+    the denominator's and the cross sums); the mean and variance are those of
+    ``analysis.stats.estimators.arm_estimate`` (p (1 - p) for binomial, the sample variance
+    for mean and count, the delta method for ratio). Raises ValueError when ``days`` does not
+    exceed the conversion window."""
+    from analysis.stats.estimators import SampleStats, arm_estimate
+
+    window = int(metric.conversion_window_hours)
+    if days * 24 <= window:
+        raise ValueError(
+            f"days must exceed the metric's conversion window ({window} hours), so that units "
+            f"first seen in the window have it complete"
+        )
+    through = now or timezone.now()
+    since = through - timedelta(days=days)
+    last_start = through - timedelta(hours=window)
+
+    def ts(value: datetime) -> object:
+        if connection.vendor == "postgresql":
+            return value
+        return connection.ops.adapt_datetimefield_value(value)
+
+    params = {
+        "project": metric.project_id,
+        "since": ts(since),
+        "through": ts(through),
+        "last_start": ts(last_start),
+        "numerator": metric.event_name,
+        "denominator": metric.denominator_event if metric.kind == "ratio" else metric.event_name,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_baseline_sql(window, metric.kind), params)
+        n, total, total_sq, den, den_sq, prod = cursor.fetchone()
+    n = int(n or 0)
+    mean = variance = None
+    if n:
+        sample = SampleStats(
+            n=n,
+            sum=float(total or 0),
+            sum_sq=float(total_sq or 0),
+            den_sum=float(den or 0),
+            den_sum_sq=float(den_sq or 0),
+            sum_prod=float(prod or 0),
+        )
+        estimate = arm_estimate(sample, metric.kind)
+        mean, variance = estimate.mean, estimate.variance
+    span_days = days - window / 24.0
+    return MetricBaseline(
+        metric=metric.key,
+        kind=metric.kind,
+        days=days,
+        since=since,
+        through=through,
+        window_hours=window,
+        units=n,
+        daily_units=n / span_days,
+        mean=mean,
+        variance=variance,
     )

@@ -3,7 +3,9 @@
  * - forms with data-confirm ask before they submit;
  * - formset tables (data-formset) add and remove rows from a <template>;
  * - the variant table keeps one control ticked and shows the weight total live;
- * - the power calculator asks /api/v1/power as the PM types (debounced);
+ * - the power calculator asks /api/v1/power as the PM types (debounced), with the variants'
+ *   weights, the ramp plan and the looks; errors go next to the field the API names; "Use recent
+ *   data" fills the baseline from /api/v1/projects/<p>/metrics/<key>/baseline;
  * - buttons with data-copy copy a field's text.
  */
 (function () {
@@ -169,28 +171,108 @@
     out.classList.toggle("bad", !!isError);
   }
 
+  var CALC_FIELDS = ["baseline", "variance", "mde", "daily_units", "looks"];
+
+  function clearPowerErrors() {
+    CALC_FIELDS.concat(["other"]).forEach(function (field) {
+      var el = document.getElementById("calc-error-" + field);
+      if (el) { el.textContent = ""; }
+    });
+  }
+
+  // A 400 names the field: its message goes next to that field, the rest below the result.
+  function showPowerErrors(body) {
+    clearPowerErrors();
+    var other = [];
+    if (!body || typeof body !== "object") { other.push("Cannot compute."); }
+    else {
+      Object.keys(body).forEach(function (key) {
+        var value = body[key];
+        var text = Array.isArray(value) ? value.join(" ") : String(value);
+        var el = document.getElementById("calc-error-" + key);
+        if (el) { el.textContent = text; } else { other.push(key === "detail" ? text : key + ": " + text); }
+      });
+    }
+    $("#calc-error-other").textContent = other.join(" ");
+    showPower("Cannot compute: see the message" + (other.length ? " below." : " next to the field."), true);
+  }
+
+  // Variants: the live rows' weights and control, or the frozen ones from data attributes.
+  function variantDesign(calc) {
+    var rows = liveRows("variants");
+    if (rows.length) {
+      var weights = [];
+      var control = 0;
+      var complete = true;
+      rows.forEach(function (row, i) {
+        var input = $("input.weight", row);
+        var box = $("input.is-control", row);
+        if (!input || input.value.trim() === "") { complete = false; } else { weights.push(input.value.trim()); }
+        if (box && box.checked) { control = i; }
+      });
+      return complete ? { weights: weights.join(","), control: control, count: rows.length }
+        : { weights: "", control: control, count: rows.length };
+    }
+    return {
+      weights: calc.getAttribute("data-weights") || "",
+      control: parseInt(calc.getAttribute("data-control"), 10) || 0,
+      count: parseInt(calc.getAttribute("data-variants"), 10) || 2,
+    };
+  }
+
+  // The ramp plan: the live stage rows (coverage:min_hours), or the frozen plan.
+  function rampPlan(calc) {
+    var table = $('table[data-formset="ramp"]');
+    if (!table) { return calc.getAttribute("data-ramp") || ""; }
+    return liveRows("ramp").map(function (row) {
+      var coverage = $('input[name$="-coverage"]', row);
+      var hours = $('input[name$="-min_hours"]', row);
+      if (!coverage || coverage.value.trim() === "") { return null; }
+      return coverage.value.trim() + ":" + ((hours && hours.value.trim()) || "0");
+    }).filter(Boolean).join(",");
+  }
+
+  function primaryMetricKeys() {
+    return liveRows("metrics").filter(function (row) {
+      var role = $('select[name$="-role"]', row);
+      return role && role.value === "primary";
+    }).map(function (row) {
+      var metric = $('select[name$="-metric"]', row);
+      return metric ? metric.value : "";
+    }).filter(Boolean);
+  }
+
   function computePower() {
     var calc = $("#power-calculator");
     var kind = fieldValue("calc-kind");
+    var method = fieldValue("calc-method");
     var params = new URLSearchParams();
     params.set("kind", kind);
     params.set("baseline", fieldValue("calc-baseline"));
     params.set("mde", fieldValue("calc-mde"));
-    params.set("method", fieldValue("calc-method"));
+    params.set("method", method);
     params.set("alpha", fieldValue("id_alpha") || "0.05");
-    var arms = liveRows("variants").length || parseInt(calc.getAttribute("data-variants"), 10) || 2;
-    params.set("variants", String(Math.max(2, arms)));
+    var design = variantDesign(calc);
+    params.set("variants", String(Math.max(2, design.count)));
+    if (design.weights) {
+      params.set("weights", design.weights);
+      params.set("control", String(design.control));
+    }
     var primaries = liveRows("metrics").filter(function (row) {
       var role = $('select[name$="-role"]', row);
       return role && role.value === "primary";
     }).length;
     params.set("primary_metrics", String(Math.max(1, primaries)));
+    if (method === "group_sequential" && fieldValue("calc-looks")) { params.set("looks", fieldValue("calc-looks")); }
     var coverage = fieldValue("id_coverage");
     if (coverage) { params.set("coverage", coverage); }
+    var ramp = rampPlan(calc);
+    if (ramp) { params.set("ramp", ramp); }
     var daily = fieldValue("calc-daily");
     if (daily) { params.set("daily_units", daily); }
     if (kind !== "binomial") { params.set("variance", fieldValue("calc-variance")); }
     if (!fieldValue("calc-baseline") || !fieldValue("calc-mde")) {
+      clearPowerErrors();
       showPower("Fill in the baseline and MDE.", false);
       return;
     }
@@ -206,25 +288,34 @@
       if (!result.ok) {
         lastPlan = null;
         apply.disabled = true;
-        showPower(errorText(result.body), true);
+        showPowerErrors(result.body);
         return;
       }
+      clearPowerErrors();
       var plan = result.body;
       lastPlan = plan;
       apply.disabled = false;
-      var parts = [
-        formatNumber(plan.per_arm) + " units per variant, " + formatNumber(plan.total) + " in total",
-      ];
+      var even = plan.arms.every(function (n) { return n === plan.arms[0]; });
+      var parts = [];
+      if (even) {
+        parts.push(formatNumber(plan.per_arm) + " units per variant, " + formatNumber(plan.total) + " in total");
+      } else {
+        parts.push(plan.arms.map(function (n, i) {
+          return formatNumber(n) + (i === plan.control ? " (control)" : "");
+        }).join(" + ") + " = " + formatNumber(plan.total) + " units in total");
+      }
       if (plan.days !== null) {
-        parts.push("about " + Math.ceil(plan.days) + " day" + (Math.ceil(plan.days) === 1 ? "" : "s") +
-          " at " + formatNumber(parseFloat(daily) * (parseFloat(coverage) || 1)) + " units a day in the experiment");
+        var days = Math.ceil(plan.days);
+        parts.push("about " + days + " day" + (days === 1 ? "" : "s") +
+          (ramp ? " through the ramp plan" : " at " + formatNumber(parseFloat(daily) * (parseFloat(coverage) || 1)) + " units a day in the experiment"));
       } else {
         parts.push("add units per day for the duration");
       }
       var extra = Math.round((plan.inflation - 1) * 100);
       var note = plan.method === "fixed" ? "fixed horizon: look only once, at the end"
         : "+" + extra + "% over a fixed-horizon test (" + formatNumber(plan.fixed_total) +
-          ") for the right to look at results any time";
+          ") for the right to look at results any time" +
+          (plan.method === "group_sequential" ? " (" + plan.looks + " looks)" : "");
       parts.push(note);
       if (plan.alpha_per_test < parseFloat(params.get("alpha")) - 1e-12) {
         parts.push("alpha per test " + plan.alpha_per_test.toPrecision(2) +
@@ -236,31 +327,74 @@
     });
   }
 
-  function errorText(body) {
-    if (!body) { return "Cannot compute."; }
-    if (body.detail) { return body.detail; }
-    return Object.keys(body).map(function (key) {
-      var value = body[key];
-      return key + ": " + (Array.isArray(value) ? value.join(" ") : String(value));
-    }).join(" ");
+  // "Use recent data": the first primary metric's baseline over the last 14 days.
+  function useRecentData() {
+    var calc = $("#power-calculator");
+    var note = $("#calc-data-note");
+    var key = primaryMetricKeys()[0];
+    if (!key) { note.textContent = "Choose a primary metric first (section 3)."; return; }
+    note.textContent = "Reading the last 14 days of " + key + "…";
+    var url = calc.getAttribute("data-baseline-url").replace("__metric__", encodeURIComponent(key));
+    fetch(url + "?days=14", { headers: { Accept: "application/json" }, credentials: "same-origin" })
+      .then(function (response) {
+        return response.json().then(function (body) { return { ok: response.ok, body: body }; });
+      }).then(function (result) {
+        var body = result.body || {};
+        if (!result.ok) {
+          note.textContent = "No baseline: " + (body.detail || Object.keys(body).map(function (k) {
+            return [].concat(body[k]).join(" ");
+          }).join(" "));
+          return;
+        }
+        if (!body.units || body.mean === null) {
+          note.textContent = "No units of " + key + " in the last 14 days: type the baseline by hand.";
+          return;
+        }
+        var kind = $("#calc-kind");
+        kind.value = body.kind;
+        kind.dispatchEvent(new Event("change"));
+        $("#calc-baseline").value = String(Number(body.mean.toPrecision(6)));
+        if (body.kind !== "binomial") { $("#calc-variance").value = String(Number(body.variance.toPrecision(6))); }
+        $("#calc-daily").value = String(Math.round(body.daily_units));
+        note.textContent = "From " + formatNumber(body.units) + " units of " + key + " over the last " +
+          body.days + " days (" + body.window_hours + " h conversion window).";
+        schedulePower();
+      }).catch(function () { note.textContent = "The baseline is unavailable right now."; });
   }
 
   function initPower() {
     var calc = $("#power-calculator");
     if (!calc) { return; }
     var kind = $("#calc-kind");
+    var method = $("#calc-method");
     function kindChanged() {
       var binomial = kind.value === "binomial";
       $$(".continuous-only", calc).forEach(function (el) { el.hidden = binomial; });
-      $("#calc-baseline-label").textContent = binomial ? "Baseline conversion rate" : "Baseline mean per unit";
+      $("#calc-baseline-label").textContent = binomial ? "Baseline conversion rate"
+        : kind.value === "ratio" ? "Baseline ratio" : "Baseline mean per unit";
+    }
+    function methodChanged() {
+      $$(".gs-only", calc).forEach(function (el) { el.hidden = method.value !== "group_sequential"; });
     }
     kind.addEventListener("change", function () { kindChanged(); schedulePower(); });
+    method.addEventListener("change", methodChanged);
     kindChanged();
+    methodChanged();
     $$("input, select", calc).forEach(function (el) { el.addEventListener("input", schedulePower); });
     ["id_alpha", "id_coverage"].forEach(function (id) {
       var el = document.getElementById(id);
       if (el) { el.addEventListener("input", schedulePower); }
     });
+    // Ramp stages and the control tick change the plan too.
+    document.addEventListener("input", function (event) {
+      var name = event.target.name || "";
+      if (/^ramp-\d+-(coverage|min_hours)$/.test(name)) { schedulePower(); }
+    });
+    document.addEventListener("change", function (event) {
+      if (event.target.classList && event.target.classList.contains("is-control")) { schedulePower(); }
+    });
+    var useData = $("#calc-use-data");
+    if (useData) { useData.addEventListener("click", useRecentData); }
     var apply = $("#calc-apply");
     if (apply) apply.addEventListener("click", function () {
       if (!lastPlan) { return; }

@@ -57,7 +57,9 @@ def test_pm_creates_fixes_starts_ramps_pauses_and_concludes(page, login, live_se
     page.fill("#calc-baseline", "0.1")
     page.fill("#calc-mde", "0.05")
     page.fill("#calc-daily", "20000")
-    expect(page.locator("#calc-result")).to_contain_text("units per variant", timeout=10_000)
+    # The weights are 0.5/0.6 here (refused on save below): the calculator sizes each arm.
+    expect(page.locator("#calc-result")).to_contain_text("units in total", timeout=10_000)
+    expect(page.locator("#calc-result")).to_contain_text("(control)")
     expect(page.locator("#calc-result")).to_contain_text("days")
     page.click("#calc-apply")
     assert int(page.input_value("#id_planned_sample_size")) > 100_000
@@ -147,4 +149,74 @@ def test_admin_manages_metrics_members_and_keys(page, login, live_server, pm, pr
     assert secret not in page.content()
     page.click('#api-key-table tr[data-name="checkout-api"] button')
     expect(page.locator('#api-key-table tr[data-name="checkout-api"]')).to_contain_text("revoked")
+    assert page.outside_requests == []
+
+
+def test_power_calculator_weights_ramp_errors_and_recent_data(
+    page, login, live_server, pm, project
+):
+    """The calculator sends the weights, the ramp plan and the looks, shows an impossible input
+    next to its field, and fills the baseline from the metric's recent events."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from assignments.models import MetricEvent
+
+    five_days_ago = timezone.now() - timedelta(days=5)
+    MetricEvent.objects.bulk_create(
+        [
+            MetricEvent(
+                project=project,
+                event_id=f"v{u}",
+                name="visit",
+                unit_id=f"u{u}",
+                ts=five_days_ago,
+            )
+            for u in range(10)
+        ]
+        + [
+            MetricEvent(
+                project=project,
+                event_id=f"p{u}",
+                name="purchase",
+                unit_id=f"u{u}",
+                ts=five_days_ago + timedelta(hours=1),
+            )
+            for u in range(3)
+        ]
+    )
+    login("pam", "pw-pam-12345")
+    page.goto(f"{live_server.url}/p/shop/experiments/new/")
+    page.select_option('[name="metrics-0-metric"]', "purchase")
+
+    page.fill("#calc-baseline", "0.96")
+    page.fill("#calc-mde", "0.05")
+    expect(page.locator("#calc-error-mde")).to_contain_text("1.008", timeout=10_000)
+    expect(page.locator("#calc-result")).to_contain_text("Cannot compute")
+    expect(page.locator("#calc-apply")).to_be_disabled()
+
+    page.fill("#calc-baseline", "0.1")
+    expect(page.locator("#calc-result")).to_contain_text("units per variant", timeout=10_000)
+    expect(page.locator("#calc-error-mde")).to_have_text("")
+    expect(page.locator("#calc-result")).to_contain_text("100 looks")
+
+    page.fill('[name="variants-0-weight"]', "0.9")
+    page.fill('[name="variants-1-weight"]', "0.1")
+    expect(page.locator("#calc-result")).to_contain_text("(control)", timeout=10_000)
+
+    page.fill("#calc-daily", "20000")
+    page.click("#add-stage")
+    page.fill('[name="ramp-0-coverage"]', "0.1")
+    expect(page.locator("#calc-result")).to_contain_text("through the ramp plan", timeout=10_000)
+    page.fill('[name="ramp-0-coverage"]', "2")
+    expect(page.locator("#calc-error-other")).to_contain_text("ramp", timeout=10_000)
+    page.fill('[name="ramp-0-coverage"]', "0.1")
+
+    page.click("#calc-use-data")
+    expect(page.locator("#calc-data-note")).to_contain_text("From 10 units", timeout=10_000)
+    assert page.input_value("#calc-baseline") == "0.3"
+    assert page.input_value("#calc-kind") == "binomial"
+    expect(page.locator("#calc-result")).to_contain_text("(control)", timeout=10_000)
+    save_screenshot(page, "power-calculator")
     assert page.outside_requests == []

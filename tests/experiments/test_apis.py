@@ -1,6 +1,8 @@
 """The user API: every endpoint for every role (allowed and denied), cross-project access,
 validation messages, the power calculator and the OpenAPI schema."""
 
+import math
+
 import pytest
 from django.db import transaction
 from rest_framework.test import APIClient
@@ -329,6 +331,100 @@ def test_power_mde_from_a_sample_size(api):
 def test_power_bad_input_is_a_400_naming_the_field(api, params, field):
     r = api.get("/api/v1/power", params)
     assert r.status_code == 400 and field in r.json()
+
+
+def test_power_uneven_split_reports_per_arm_sizes_against_statsmodels(api):
+    """90/10 (control first), relative MDE 2.5% of 20 (D = 0.5), sd 4. The relative test's
+    variance with n_c control units is V / n_c, V = s^2 / r + s^2 (1 + mde)^2 at r = 1/9
+    (power.py); NormalIndPower with effect size D / sqrt(V / 2) and ratio 1 solves for n_c."""
+    from statsmodels.stats.power import NormalIndPower
+
+    params = {"kind": "mean", "baseline": 20, "variance": 16, "mde": 0.025, "method": "fixed"}
+    even = api.get("/api/v1/power", params).json()
+    uneven = api.get("/api/v1/power", {**params, "weights": "0.9,0.1"})
+    assert uneven.status_code == 200, uneven.content
+    body = uneven.json()
+    v = 16 * 9 + 16 * 1.025**2
+    ref = NormalIndPower().solve_power(effect_size=0.5 / math.sqrt(v / 2), alpha=0.05, power=0.8)
+    assert body["arms"] == [math.ceil(ref), math.ceil(ref / 9)]
+    assert body["total"] == sum(body["arms"]) and body["weights"] == pytest.approx([0.9, 0.1])
+    assert even["arms"] == [even["per_arm"]] * 2
+    # About (1/0.9 + 1/0.1) / (1/0.5 + 1/0.5) = 2.78; for a relative lift the control's share
+    # of the variance is scaled by (1 + mde)^2: (1.025^2/0.9 + 10) / (1.025^2/0.5 + 2) = 2.72.
+    k = 1.025**2
+    assert body["total"] / even["total"] == pytest.approx((k / 0.9 + 10) / (k / 0.5 + 2), rel=1e-3)
+
+
+def test_power_three_arms_with_weights_and_a_control_that_is_not_first(api):
+    params = {"kind": "binomial", "baseline": 0.2, "mde": 0.1, "method": "fixed"}
+    r = api.get("/api/v1/power", {**params, "weights": "0.3,0.4,0.3", "control": 1})
+    assert r.status_code == 200, r.content
+    body = r.json()
+    assert body["alpha_per_test"] == pytest.approx(0.025) and body["control"] == 1
+    assert body["arms"][0] == body["arms"][2] and body["total"] == sum(body["arms"])
+
+
+def test_power_defaults_to_the_pipelines_100_looks(api):
+    """The analysis counts a look per 1% of information, so the calculator plans for 100
+    (before: 5, which understated the group-sequential sample)."""
+    params = {"kind": "binomial", "baseline": 0.1, "mde": 0.05, "method": "group_sequential"}
+    default = api.get("/api/v1/power", params).json()
+    five = api.get("/api/v1/power", {**params, "looks": 5}).json()
+    assert default["looks"] == 100 and five["looks"] == 5
+    assert five["fixed_total"] < five["total"] < default["total"]
+
+
+def test_power_duration_through_the_ramp_plan(api):
+    """Fixed design, 10% -> 10.5%: 121,312 units. 48,000 units a day at full coverage:
+    5% for 24 h (2,400 units), 50% for 48 h (48,000; 50,400 in all), then 100%:
+    (121,312 - 50,400) / 48,000 = 1.47733 more days, 4.47733 days in all (by hand)."""
+    params = {"kind": "binomial", "baseline": 0.1, "mde": 0.05, "method": "fixed"}
+    r = api.get("/api/v1/power", {**params, "daily_units": 48000, "ramp": "0.05:24,0.5:48,1:0"})
+    assert r.status_code == 200, r.content
+    assert r.json()["total"] == 121312
+    assert r.json()["days"] == pytest.approx(3 + (121312 - 50400) / 48000)
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"kind": "binomial", "baseline": 0.96, "mde": 0.05}, "mde"),
+        (
+            {"kind": "binomial", "baseline": 0.96, "sample_size": 10, "method": "fixed"},
+            "sample_size",
+        ),
+        ({"kind": "mean", "baseline": 10, "variance": 0, "mde": 0.05}, "variance"),
+        ({"kind": "mean", "baseline": 10, "variance": -4, "mde": 0.05}, "variance"),
+        ({"kind": "binomial", "baseline": 0, "mde": 0.05}, "baseline"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "weights": "0.9,0"}, "weights"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "weights": "a,b"}, "weights"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "weights": "1"}, "weights"),
+        (
+            {"kind": "binomial", "baseline": 0.1, "mde": 0.05, "weights": "1,1,1", "variants": 2},
+            "weights",
+        ),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "control": 2}, "control"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "alpha": 0.7}, "alpha"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "power": 1.2}, "power"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "looks": 0}, "looks"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "looks": 1000}, "looks"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "ramp": "2:24"}, "ramp"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "ramp": "0.1"}, "ramp"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "ramp": "0.1:-1"}, "ramp"),
+        ({"kind": "binomial", "baseline": "nan", "mde": 0.05}, "baseline"),
+    ],
+)
+def test_power_impossible_input_is_a_400_naming_the_field(api, params, field):
+    r = api.get("/api/v1/power", params)
+    assert r.status_code == 400, r.content
+    assert field in r.json(), r.json()
+    assert all(isinstance(m, str) and m for m in r.json()[field])
+
+
+def test_power_explains_why_0_96_plus_5_percent_is_impossible(api):
+    r = api.get("/api/v1/power", {"kind": "binomial", "baseline": 0.96, "mde": 0.05})
+    message = r.json()["mde"][0]
+    assert "1.008" in message and "+4.17%" in message
 
 
 def test_power_needs_a_login():

@@ -201,6 +201,11 @@ RULES: tuple[Rule, ...] = (
     Rule(rf"{PAGE}/(.*/)?export/?", ProjectPermission("export"), "exports: analysts and up"),
     Rule(rf"{PAGE}/experiments/\{{key\}}/analyze/", ProjectPermission("read"), "as the API"),
     Rule(
+        rf"{PROJECT}/metrics/\{{key\}}/baseline/?",
+        ProjectPermission("read"),
+        "a metric's recent baseline (read-only, for the calculator): every member, like the metric",
+    ),
+    Rule(
         rf"{PAGE}/(experiments|metrics)/(new|\{{key\}}/(edit|delete|\{{action\}}))/",
         ProjectPermission("edit"),
         "forms and actions that change definitions: editors and admins",

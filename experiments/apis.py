@@ -522,14 +522,6 @@ class ExperimentActionApi(APIView):
 # --- planning -------------------------------------------------------------------------------
 
 
-class PowerInput(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=MetricKind.choices, default=MetricKind.BINOMIAL)
-    baseline = serializers.FloatField(
-        help_text="Baseline conversion rate (binomial, 0.1 = 10%) or mean per unit."
-    )
-    variance = serializers.FloatField(
-        required=False, allow_null=True, help_text="Per-unit variance (not binomial)."
-    )
 def _numbers(text: str, what: str) -> list[float]:
     try:
         values = [float(part) for part in text.split(",") if part.strip()]
@@ -540,6 +532,14 @@ def _numbers(text: str, what: str) -> list[float]:
     return values
 
 
+class PowerInput(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=MetricKind.choices, default=MetricKind.BINOMIAL)
+    baseline = serializers.FloatField(
+        help_text="Baseline conversion rate (binomial, 0.1 = 10%) or mean per unit."
+    )
+    variance = serializers.FloatField(
+        required=False, allow_null=True, help_text="Per-unit variance (not binomial)."
+    )
     mde = serializers.FloatField(
         required=False, allow_null=True, help_text="Relative minimum detectable effect (0.05)."
     )
@@ -549,19 +549,6 @@ def _numbers(text: str, what: str) -> list[float]:
     alpha = serializers.FloatField(default=0.05, min_value=0.0001, max_value=0.49)
     power = serializers.FloatField(default=0.8, min_value=0.5, max_value=0.99)
     variants = serializers.IntegerField(default=2, min_value=2, max_value=20)
-    primary_metrics = serializers.IntegerField(default=1, min_value=1, max_value=20)
-    daily_units = serializers.FloatField(
-        required=False,
-        allow_null=True,
-        min_value=0,
-        help_text="New units a day at full coverage (for the duration).",
-    )
-    coverage = serializers.FloatField(default=1.0, min_value=0.0001, max_value=1)
-    method = serializers.ChoiceField(
-        choices=["group_sequential", "sequential", "fixed"], default="group_sequential"
-    )
-
-    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
     weights = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -570,9 +557,14 @@ def _numbers(text: str, what: str) -> list[float]:
     control = serializers.IntegerField(
         default=0, min_value=0, help_text="Index of the control among the weights."
     )
-        if data["kind"] == MetricKind.BINOMIAL:
-            if not 0 < data["baseline"] < 1:
-                raise serializers.ValidationError(
+    primary_metrics = serializers.IntegerField(default=1, min_value=1, max_value=20)
+    daily_units = serializers.FloatField(
+        required=False,
+        allow_null=True,
+        min_value=0,
+        help_text="New units a day at full coverage (for the duration).",
+    )
+    coverage = serializers.FloatField(default=1.0, min_value=0.0001, max_value=1)
     ramp = serializers.CharField(
         required=False,
         allow_blank=True,
@@ -586,10 +578,10 @@ def _numbers(text: str, what: str) -> list[float]:
         help_text="Group-sequential looks; the analysis counts up to 100 (one per 1% of "
         "information).",
     )
-                    {"baseline": ["A conversion rate is between 0 and 1 (0.1 = 10%)."]}
-                )
-        elif data.get("variance") is None:
-            raise serializers.ValidationError(
+    method = serializers.ChoiceField(
+        choices=["group_sequential", "sequential", "fixed"], default="group_sequential"
+    )
+
     def validate_weights(self, value: str) -> list[float] | None:
         if not value.strip():
             return None
@@ -620,7 +612,19 @@ def _numbers(text: str, what: str) -> list[float]:
             stages.append({"coverage": coverage, "min_hours": hours})
         return stages
 
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        if data["kind"] == MetricKind.BINOMIAL:
+            if not 0 < data["baseline"] < 1:
+                raise serializers.ValidationError(
+                    {"baseline": ["A conversion rate is between 0 and 1 (0.1 = 10%)."]}
+                )
+        elif data.get("variance") is None:
+            raise serializers.ValidationError(
                 {"variance": ["Give the per-unit variance (the standard deviation squared)."]}
+            )
+        elif not data["variance"] > 0:
+            raise serializers.ValidationError(
+                {"variance": ["The variance must be above 0 (the standard deviation squared)."]}
             )
         if data.get("mde") is None and data.get("sample_size") is None:
             raise serializers.ValidationError(
@@ -628,22 +632,6 @@ def _numbers(text: str, what: str) -> list[float]:
             )
         if data.get("mde") is not None and data["mde"] <= 0:
             raise serializers.ValidationError({"mde": ["The MDE must be above 0 (0.05 = +5%)."]})
-        return data
-
-        elif not data["variance"] > 0:
-            raise serializers.ValidationError(
-                {"variance": ["The variance must be above 0 (the standard deviation squared)."]}
-            )
-
-class PowerOutput(serializers.Serializer):
-    method = serializers.CharField()
-    alpha_per_test = serializers.FloatField()
-    per_arm = serializers.IntegerField(help_text="Units per variant (the largest arm if uneven).")
-    arms = serializers.ListField(child=serializers.IntegerField(), help_text="Units per variant.")
-    weights = serializers.ListField(child=serializers.FloatField())
-    control = serializers.IntegerField()
-    deciding = serializers.IntegerField(help_text="The treatment whose comparison needs most.")
-    total = serializers.IntegerField()
         weights = data.get("weights")
         if weights:
             if "variants" in self.initial_data and data["variants"] != len(weights):
@@ -657,8 +645,21 @@ class PowerOutput(serializers.Serializer):
             )
         if data.get("daily_units") is not None and data["daily_units"] <= 0:
             data["daily_units"] = None
+        return data
+
+
+class PowerOutput(serializers.Serializer):
+    method = serializers.CharField()
+    alpha_per_test = serializers.FloatField()
+    per_arm = serializers.IntegerField(help_text="Units per variant (the largest arm if uneven).")
+    arms = serializers.ListField(child=serializers.IntegerField(), help_text="Units per variant.")
+    weights = serializers.ListField(child=serializers.FloatField())
+    control = serializers.IntegerField()
+    deciding = serializers.IntegerField(help_text="The treatment whose comparison needs most.")
+    total = serializers.IntegerField()
     fixed_total = serializers.IntegerField()
     inflation = serializers.FloatField()
+    looks = serializers.IntegerField()
     mde = serializers.FloatField()
     days = serializers.FloatField(allow_null=True)
 
@@ -668,23 +669,22 @@ class PowerApi(APIView):
     Input that no experiment can satisfy is a 400 naming the field, e.g. {"mde": ["..."]}."""
 
     @extend_schema(parameters=[PowerInput], responses=PowerOutput)
-    looks = serializers.IntegerField()
     def get(self, request: Request) -> Response:
         serializer = PowerInput(data=request.query_params)
         serializer.is_valid(raise_exception=True)
         try:
             plan = power_plan(**serializer.validated_data)
+        except InvalidInput as exc:
+            return Response(
+                {exc.field: [f"{str(exc)[:1].upper()}{str(exc)[1:]}."]},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
         except (ValueError, ArithmeticError, RuntimeError) as exc:
             return Response(
                 {"detail": f"Cannot size this experiment: {exc}."},
                 status=status.HTTP_400_BAD_REQUEST,
             )
         return Response(PowerOutput(plan).data)
-        except InvalidInput as exc:
-            return Response(
-                {exc.field: [f"{str(exc)[:1].upper()}{str(exc)[1:]}."]},
-                status=status.HTTP_400_BAD_REQUEST,
-            )
 
 
 class BaselineInput(serializers.Serializer):

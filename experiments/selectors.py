@@ -6,8 +6,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Prefetch, Q, QuerySet
 from django.db import connection
+from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
@@ -275,6 +275,7 @@ class PowerPlan:
     total: int  # units over all variants: the planned sample size
     fixed_total: int  # what a fixed-horizon test would need
     inflation: float  # total over fixed_total: the price of peeking safely
+    looks: int  # group-sequential looks assumed (the pipeline's, by default)
     mde: float  # relative MDE (given, or the one the given sample detects)
     days: float | None  # at daily_units a day at full coverage, through the ramp plan if any
 
@@ -290,9 +291,13 @@ def power_plan(
     sample_size: int | None = None,
     power: float = 0.8,
     variants: int = 2,
+    weights: list[float] | None = None,
+    control: int = 0,
     primary_metrics: int = 1,
     daily_units: float | None = None,
     coverage: float = 1.0,
+    ramp: list[dict[str, float]] | None = None,
+    looks: int = PIPELINE_LOOKS,
 ) -> PowerPlan:
     """Sample size for an MDE, or the MDE a planned sample detects, as the analysis will test it:
     each treatment against the control at alpha / primaries / treatments (Bonferroni, like
@@ -347,6 +352,7 @@ def _power_plan(
         kind=kind,
         alpha=alpha_per_test,
         power=power,
+        looks=looks,
     )
     if mde is None:
         if sample_size is None:
@@ -375,16 +381,10 @@ def _power_plan(
         total=sized.total,
         fixed_total=fixed.total,
         inflation=sized.inflation,
+        looks=looks,
         mde=mde,
         days=days,
     )
-    looks: int  # group-sequential looks assumed (the pipeline's, by default)
-    weights: list[float] | None = None,
-    control: int = 0,
-    ramp: list[dict[str, float]] | None = None,
-    looks: int = PIPELINE_LOOKS,
-        looks=looks,
-        looks=looks,
 
 
 # --- planning: a metric's recent baseline ---------------------------------------------------

@@ -194,17 +194,17 @@ RULES: tuple[Rule, ...] = (
         ProjectPermission("read"),
         "queueing a recomputation of what a reader may see",
     ),
+    Rule(
+        rf"{PROJECT}/metrics/\{{key\}}/baseline/?",
+        ProjectPermission("read"),
+        "a metric's recent baseline (read-only, for the calculator): every member, like the metric",
+    ),
     Rule(rf"{PROJECT}/.*", READ_EDIT, "definitions: members read, editors write"),
     # --- pages ------------------------------------------------------------------------------
     Rule(r"", AnyUser("user"), "home: my projects"),
     Rule(rf"{PAGE}/settings/.*", ProjectPermission("manage"), "members, API keys: admins only"),
     Rule(rf"{PAGE}/(.*/)?export/?", ProjectPermission("export"), "exports: analysts and up"),
     Rule(rf"{PAGE}/experiments/\{{key\}}/analyze/", ProjectPermission("read"), "as the API"),
-    Rule(
-        rf"{PROJECT}/metrics/\{{key\}}/baseline/?",
-        ProjectPermission("read"),
-        "a metric's recent baseline (read-only, for the calculator): every member, like the metric",
-    ),
     Rule(
         rf"{PAGE}/(experiments|metrics)/(new|\{{key\}}/(edit|delete|\{{action\}}))/",
         ProjectPermission("edit"),

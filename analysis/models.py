@@ -24,6 +24,8 @@ class AnalysisRun(models.Model):
     # The data cut-off, fixed at the first attempt so that a retried run computes the same snapshot.
     data_through = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # Why a run stored no snapshot (between two looks, or after the final analysis).
+    note = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -42,6 +44,12 @@ class Recommendation(models.TextChoices):
     ROLLBACK = "rollback", "Roll back"
 
 
+class LookKind(models.TextChoices):
+    COLLECTING = "collecting", "Collecting data (no decision yet)"
+    LOOK = "look", "A counted look"
+    FINAL = "final", "The final analysis at the planned sample"
+
+
 class ResultSnapshot(models.Model):
     """The analysis of an experiment at one data cut-off; snapshots form the time series."""
 
@@ -53,6 +61,8 @@ class ResultSnapshot(models.Model):
     data_through = models.DateTimeField()
     phase = models.PositiveIntegerField(default=0)
     method = models.CharField(max_length=32)
+    # Only looks decide and act (docs/statistics.md "Decision policy").
+    look_kind = models.CharField(max_length=16, choices=LookKind.choices, default=LookKind.LOOK)
     total_units = models.PositiveIntegerField(default=0)
     health = models.JSONField(default=dict)
     recommendation = models.CharField(max_length=16, choices=Recommendation.choices)

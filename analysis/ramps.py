@@ -25,17 +25,24 @@ class RampOutcome:
 
 
 def ramp_step(
-    *, experiment: Experiment, guardrail_harms: list[str], unhealthy: list[str], now: datetime
+    *,
+    experiment: Experiment,
+    guardrail_harms: list[str],
+    unhealthy: list[str],
+    units: dict[str, int],
+    now: datetime,
 ) -> RampOutcome | None:
-    """Act on the ramp plan after a snapshot; None when there is nothing to do."""
+    """Act on the ramp plan after a look; None when there is nothing to do. A stage advances
+    only after its minimum duration and its minimum sample in every arm (never with no
+    exposures: "no harm" is vacuously true without data)."""
     if not experiment.ramp_stages or experiment.status != ExperimentStatus.RUNNING:
         return None
     if guardrail_harms:
         reason = "Ramp plan stopped on guardrail harm: " + " ".join(guardrail_harms)
         experiment_rollback(experiment=experiment, reason=reason)
         return RampOutcome("rollback", reason, {"coverage": experiment.coverage})
-    status = ramp_status(experiment, now)
-    if status is None or status.next_coverage is None or not status.can_advance:
+    status = ramp_status(experiment, now, units)
+    if status is None or status.next_coverage is None or not status.ready:
         return None
     stage = min(status.current_index + 1, len(status.stages) - 1)
     if unhealthy:
@@ -48,8 +55,8 @@ def ramp_step(
     experiment_ramp(experiment=experiment, coverage=status.next_coverage)
     reason = (
         f"Ramp stage {stage + 1} of {len(status.stages)}: coverage {before:.0%} -> "
-        f"{status.next_coverage:.0%}, the previous stage ran its minimum duration and no "
-        "guardrail shows harm."
+        f"{status.next_coverage:.0%}, the previous stage ran its minimum duration, every arm has "
+        f"at least {status.min_units:,} units, and no guardrail shows harm."
     )
     return RampOutcome(
         "ramp", reason, {"from": before, "to": status.next_coverage, "stage": stage + 1}

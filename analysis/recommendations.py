@@ -174,7 +174,8 @@ class MetricOutcome:
     name: str = ""  # the metric's human name (defaults to its key)
     direction: str = "increase"
     margin: float | None = None
-    alpha: float = 0.05  # the level the interval was built at
+    alpha: float = 0.05  # 1 - alpha is the interval's coverage (both sides' levels added)
+    error: str | None = None  # the metric could not be computed: it decides nothing
 
     @property
     def label(self) -> str:
@@ -202,7 +203,9 @@ class Decision:
 
 
 def metric_status(outcome: MetricOutcome) -> str:
-    """improved | harmed | non_inferior | neutral, for the results table."""
+    """error | improved | harmed | non_inferior | neutral, for the results table."""
+    if outcome.error:
+        return "error"
     if outcome.harmed:
         return "harmed"
     if outcome.improved:
@@ -221,6 +224,10 @@ def _level(alpha: float) -> str:
 
 
 def _interval(o: MetricOutcome) -> str:
+    if o.lift_rel is None:
+        return "no relative change (the control mean is 0)"
+    if o.ci_low is None or o.ci_high is None:
+        return f"{_pct(o.lift_rel)}, with an interval still too wide to bound"
     return f"{_pct(o.lift_rel)} ({_level(o.alpha)} interval {_pct(o.ci_low)} to {_pct(o.ci_high)})"
 
 
@@ -250,6 +257,10 @@ def _safe_reason(o: MetricOutcome) -> str:
 
 
 def _unsure_reason(o: MetricOutcome) -> str:
+    if o.error:
+        return f"{_subject(o)} in '{o.variant}' could not be computed: {o.error}."
+    if o.lift_rel is None or o.ci_low is None or o.ci_high is None:
+        return f"{_subject(o)} in '{o.variant}': {_interval(o)}; no decision yet."
     return (
         f"{_subject(o)} in '{o.variant}': {_pct(o.lift_rel)} so far, but the {_level(o.alpha)} "
         f"interval ({_pct(o.ci_low)} to {_pct(o.ci_high)}) still includes no change."
@@ -257,6 +268,11 @@ def _unsure_reason(o: MetricOutcome) -> str:
 
 
 def _guardrail_open_reason(o: MetricOutcome) -> str:
+    if o.error:
+        return (
+            f"{_subject(o)} in '{o.variant}' could not be computed ({o.error}), so it cannot "
+            "clear the change."
+        )
     margin = f"{(o.margin or 0) * 100:.3g}%"
     harm = "a rise" if o.direction == "decrease" else "a drop"
     return (

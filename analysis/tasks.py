@@ -75,7 +75,7 @@ def run_analysis(  # noqa: ANN201
             raise self.retry(
                 args=[experiment_id, run_id, through], exc=exc, countdown=_backoff(self)
             ) from exc
-    return snapshot.pk
+    return snapshot.pk if snapshot is not None else None
 
 
 def _busy(task, experiment_id: int, run_id: int | None, through: str | None):  # noqa: ANN001, ANN202

@@ -26,8 +26,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from scipy import stats as scipy_stats
-
 from . import group_sequential, sequential
 from .bayesian import gaussian_posterior
 from .estimators import (
@@ -41,7 +39,7 @@ from .estimators import (
     cuped_arms,
     relative_effect,
 )
-from .fixed import t_test
+from .fixed import t_quantile, t_test
 from .group_sequential import SPENDING_FUNCTIONS
 
 METHODS = ("sequential", "group_sequential", "fixed")
@@ -196,7 +194,7 @@ def _multiplier(
     two = config.symmetric
     if method == "fixed":
         q = level if not two else config.alpha / 2.0
-        return float(scipy_stats.t.isf(q, effect.dof))
+        return t_quantile(q, effect.dof)
     if method == "group_sequential" and design is not None:
         a, sided = (config.alpha, True) if two else (level, False)
         return group_sequential.efficacy_bounds(

@@ -8,6 +8,7 @@ from django.utils import timezone
 from analysis.models import WebhookDelivery
 from analysis.services import analysis_run
 from experiments.models import AuditLog, Experiment, ExperimentStatus, Project
+from experiments.selectors import ramp_status
 from experiments.services import metric_create
 from tests.analysis.simulate import simulate
 from tests.factories import running_experiment
@@ -125,3 +126,26 @@ def test_each_step_sends_a_webhook(experiment):
     analysis_run(experiment_id=experiment.pk)
     delivery = WebhookDelivery.objects.get()
     assert delivery.event == "experiment.ramped" and '"to":0.5' in delivery.body
+
+
+def test_a_stage_never_advances_without_exposures(experiment):
+    """The measured defect: a ramp went 10% -> 50% -> 100% in two runs with zero exposures
+    ("no harm" is vacuously true without data)."""
+    age_stage(experiment, hours=30)
+    for _ in range(2):
+        snapshot = analysis_run(experiment_id=experiment.pk)
+        assert snapshot.look_kind == "collecting" and snapshot.actions == []
+    experiment.refresh_from_db()
+    assert experiment.coverage == 0.1
+
+
+def test_a_stage_waits_for_its_minimum_sample_per_arm(experiment):
+    stages = [dict(STAGES[0], min_units=500), *STAGES[1:]]
+    Experiment.objects.filter(pk=experiment.pk).update(ramp_stages=stages)
+    age_stage(experiment, hours=3)
+    traffic(experiment, n=300)
+    assert analysis_run(experiment_id=experiment.pk).actions == []
+    experiment.refresh_from_db()
+    assert experiment.coverage == 0.1
+    status = ramp_status(experiment, units={"control": 300, "treatment": 300})
+    assert status.waiting_for == ("500 units in every arm (300 in the smallest so far)",)

@@ -239,17 +239,20 @@ def test_group_sequential_looks_accumulate_over_snapshots(catalog):
     start = experiment.phase_started_at
     simulate(
         experiment,
-        units={"control": 100, "treatment": 100},
+        units={"control": 200, "treatment": 200},  # control units first, then treatment
         start=start,
         rates={"control": SAME, "treatment": SAME},
-        spacing=timedelta(minutes=10),
+        spacing=timedelta(minutes=1),
     )
-    first = analysis_run(experiment_id=experiment.pk, through=start + timedelta(hours=12))
-    second = analysis_run(experiment_id=experiment.pk, through=start + timedelta(hours=30))
-    assert first.method == "group_sequential"
+    young = analysis_run(experiment_id=experiment.pk, through=start + timedelta(minutes=250))
+    assert young.look_kind == "collecting" and young.looks == {}
+    assert young.recommendation == "extend" and "Collecting data" in young.reasons[0]
+    first = analysis_run(experiment_id=experiment.pk, through=start + timedelta(minutes=330))
+    second = analysis_run(experiment_id=experiment.pk, through=start + timedelta(minutes=400))
+    assert first.method == "group_sequential" and first.look_kind == "look"
     f1 = first.rows.get(is_control=False).information_fraction
     f2 = second.rows.get(is_control=False).information_fraction
-    assert 0 < f1 < f2 <= 0.2
+    assert 0 < f1 < f2 <= 0.4
     assert first.looks == {"treatment": [pytest.approx(f1)]}
     assert second.looks == {"treatment": [pytest.approx(f1), pytest.approx(f2)]}
     assert second.rows.get(is_control=False).details["boundary_z"] > 0

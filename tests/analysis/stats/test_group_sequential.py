@@ -136,9 +136,11 @@ def test_analyze_metric_uses_the_bound_for_this_look():
     assert result.information_fraction == pytest.approx(0.6)
     assert result.boundary_z == pytest.approx(gs.efficacy_bounds((0.3, 0.6))[-1])
     # the repeated CI is the estimate -/+ bound x se; it is wider than the fixed one
-    se = (result.ci_high - result.ci_low) / (2 * result.boundary_z)
-    assert result.lift_rel == pytest.approx((result.ci_low + result.ci_high) / 2)
-    assert (result.fixed_ci_high - result.fixed_ci_low) / 2 < result.boundary_z * se
+    # (on the absolute difference, which decides; the relative interval is Fieller's)
+    se = (result.ci_abs_high - result.ci_abs_low) / (2 * result.boundary_z)
+    assert result.lift_abs == pytest.approx((result.ci_abs_low + result.ci_abs_high) / 2)
+    assert result.ci_low < result.lift_rel < result.ci_high
+    assert 1.96 * se < result.boundary_z * se
     assert result.significant == (result.p_value < 0.05)
 
 
@@ -150,3 +152,116 @@ def test_group_sequential_without_a_plan_uses_the_confidence_sequence():
     assert result.method == "sequential"
     assert result.p_value == result.cs_p_value
     assert "no planned sample" in result.message
+
+
+# --- robustness of the bound solver ------------------------------------------------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+def test_tiny_first_looks_do_not_crash_the_solver():
+    """Regression: a zero-width grid segment gave a 0/0 slope and brentq saw NaN."""
+    fractions = (1.6e-05, 4.4e-05, 4.9e-05, 7e-05, 0.000215, 1.30221)
+    bounds = gs.efficacy_bounds(fractions)
+    assert not any(math.isnan(b) for b in bounds)
+    assert all(b > 0 for b in bounds)
+    # O'Brien-Fleming spends (almost) nothing that early: the last look is the fixed test
+    assert bounds[-1] == pytest.approx(stats.norm.isf(0.025), abs=1e-6)
+
+
+@st.composite
+def look_sequences(draw):
+    """Strictly increasing positive fractions: tiny (1e-9), crowded (gaps of 1e-7), above 1."""
+    start = draw(st.sampled_from([1e-9, 1e-6, 1e-3, 0.05, 0.3]))
+    count = draw(st.integers(1, 150))
+    kinds = draw(
+        st.lists(st.sampled_from(["crowd", "step", "jump"]), min_size=count, max_size=count)
+    )
+    out, t = [], start
+    for kind in kinds:
+        out.append(t)
+        t = t + {"crowd": 1e-7 * max(t, 1e-3), "step": 1.0 / count, "jump": t}[kind]
+    top = draw(st.sampled_from([1.0, 1.3, None]))
+    if top is not None and out[-1] < top:
+        out.append(top)
+    return tuple(out)
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fractions=look_sequences(),
+    alpha=st.sampled_from([1e-12, 1e-6, 0.001, 0.05, 0.5]),
+    spending=st.sampled_from(["obrien_fleming", "power"]),
+    two_sided=st.booleans(),
+)
+def test_bounds_never_nan_and_spend_exactly_the_allowed_error(
+    fractions, alpha, spending, two_sided
+):
+    bounds = gs.efficacy_bounds(fractions, alpha, spending, 2.0, two_sided)
+    assert len(bounds) == len(fractions)
+    assert all(not math.isnan(b) and b > -math.inf for b in bounds)
+    upper, lower = gs.crossing_probabilities(fractions, bounds, 0.0, two_sided)
+    crossed = sum(upper) + sum(lower)
+    allowed = gs.spent_alpha(fractions[-1], alpha, spending, 2.0, two_sided)
+    assert crossed == pytest.approx(allowed, rel=2e-3, abs=1e-13)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fractions=look_sequences(), two_sided=st.booleans())
+def test_last_bound_is_non_increasing_in_alpha(fractions, two_sided):
+    last = [
+        gs.efficacy_bounds(fractions, alpha, two_sided=two_sided)[-1]
+        for alpha in (1e-12, 1e-6, 0.01, 0.05, 0.3)
+    ]
+    assert all(b <= a + 1e-9 for a, b in zip(last, last[1:], strict=False))
+
+
+# --- repeated p-values -------------------------------------------------------------------------
+
+HUNDRED = tuple(round(0.01 * i, 6) for i in range(1, 101))
+
+
+def test_repeated_p_value_is_the_level_whose_bound_is_crossed_down_to_1e_15():
+    """Against the direct computation: the level L such that efficacy_bounds(L)[-1] = z."""
+    for level in (1e-15, 1e-10, 1e-6, 0.004, 0.05, 0.3, 0.5):
+        z = gs.efficacy_bounds(HUNDRED, level)[-1]
+        assert gs.repeated_p_value(z, HUNDRED) == pytest.approx(level, rel=1e-3)
+    for level in (1e-12, 0.01, 0.2):
+        z = gs.efficacy_bounds(HUNDRED, level, two_sided=False)[-1]
+        assert gs.repeated_p_value(z, HUNDRED, two_sided=False) == pytest.approx(level, rel=1e-3)
+
+
+@pytest.mark.parametrize("two_sided", [True, False])
+@pytest.mark.parametrize("alpha", [1e-9, 0.001, 0.05])
+def test_repeated_p_value_is_below_alpha_exactly_when_the_bound_is_crossed(alpha, two_sided):
+    fractions = (0.2, 0.45, 0.6, 0.85)
+    bound = gs.efficacy_bounds(fractions, alpha, two_sided=two_sided)[-1]
+    for z in (bound, bound + 1e-12, bound + 0.1):
+        assert gs.repeated_p_value(z, fractions, alpha, two_sided=two_sided) < alpha
+    for z in (math.nextafter(bound, 0.0), bound - 1e-9, bound - 0.1):
+        assert gs.repeated_p_value(z, fractions, alpha, two_sided=two_sided) >= alpha
+
+
+def test_repeated_p_value_has_no_floor_and_is_zero_only_at_infinity():
+    fractions = (0.3, 0.6, 1.0)
+    ps = [gs.repeated_p_value(z, fractions) for z in (6.0, 8.0, 9.0, 12.0, 40.0)]
+    assert all(0 < b < a for a, b in zip(ps, ps[1:], strict=False))
+    assert ps[1] < 1e-14
+    assert gs.repeated_p_value(math.inf, fractions) == 0.0
+    assert gs.repeated_p_value(-2.0, fractions, two_sided=False) > 0.5
+
+
+def test_repeated_p_value_for_100_looks_is_fast():
+    """Uncached: the design at alpha plus two or three designs of the secant (about 1 s on
+    2 cores); cached: the same statistic again is a dictionary look-up."""
+    import time
+
+    fractions = tuple(round(0.0099 * i, 6) for i in range(1, 101))
+    start = time.perf_counter()
+    p = gs.repeated_p_value(2.5, fractions, 0.05)
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    assert gs.repeated_p_value(2.5, fractions, 0.05) == p
+    again = time.perf_counter() - start
+    assert first < 4.0 and again < 0.01

@@ -6,10 +6,17 @@ See docs/statistics.md for the methods, formulas, references and defaults.
 from .analyze import METHODS, AnalysisConfig, MetricResult, analyze_metric
 from .bayesian import BayesianResult, gaussian_posterior
 from .estimators import KINDS, SampleStats
-from .group_sequential import efficacy_bounds, inflation_factor, look_fractions, spent_alpha
+from .group_sequential import (
+    crossing_probabilities,
+    efficacy_bounds,
+    inflation_factor,
+    look_fractions,
+    repeated_p_value,
+    spent_alpha,
+)
 from .multiple_testing import benjamini_hochberg, bonferroni_alpha, ci_alpha, holm
 from .power import Remaining, SampleSize, days_remaining, mde_for_sample, power, power_sample_size
-from .srm import SrmResult, srm_test
+from .srm import SRM_P_THRESHOLD, SrmResult, srm_test
 from .winsorize import winsor_cap, winsorize
 
 __all__ = [
@@ -20,12 +27,14 @@ __all__ = [
     "MetricResult",
     "Remaining",
     "SampleSize",
+    "SRM_P_THRESHOLD",
     "SampleStats",
     "SrmResult",
     "analyze_metric",
     "benjamini_hochberg",
     "bonferroni_alpha",
     "ci_alpha",
+    "crossing_probabilities",
     "days_remaining",
     "efficacy_bounds",
     "gaussian_posterior",
@@ -35,6 +44,7 @@ __all__ = [
     "mde_for_sample",
     "power",
     "power_sample_size",
+    "repeated_p_value",
     "spent_alpha",
     "srm_test",
     "winsor_cap",

@@ -386,6 +386,20 @@ def evaluate(
         return Evaluation(status, [], all_findings)
     looks = status.looks if plan.planned else {}
     comparisons = compare(plan, stats, looks, errors=errors, p_values=p_values)
+    for metric in plan.metrics:  # statistics the engine found impossible (the database's
+        if metric.key in (errors or {}):  # own failures come in as findings already)
+            continue
+        failed = next((c for c in comparisons if c.metric is metric and c.error), None)
+        if failed is not None:
+            all_findings.append(
+                Finding(
+                    "metric_error",
+                    "warning",
+                    f"'{metric.name or metric.key}' could not be computed: {failed.error}. The "
+                    "other metrics and the decision go on without it.",
+                    None,
+                )
+            )
     evaluation = Evaluation(status, comparisons, all_findings)
     if status.kind == COLLECTING:
         evaluation.decision = Decision("extend", [status.message])

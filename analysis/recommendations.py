@@ -45,8 +45,9 @@ class Finding:
 
 
 def check_srm(observed: Sequence[int], weights: Sequence[float]) -> Finding:
-    """Sample ratio mismatch: chi-square of units per arm against the weights, flagged at
-    p < 0.001 (analysis.stats.srm_test)."""
+    """Sample ratio mismatch: the always-valid Dirichlet-multinomial test of units per arm
+    against the weights, flagged at p < 0.001 (analysis.stats.srm_test); valid at every
+    snapshot, so its share of the rollback budget does not grow with peeking."""
     srm = srm_test(list(observed), list(weights))
     if srm.flagged:
         return Finding(

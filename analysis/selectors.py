@@ -237,6 +237,11 @@ _CHECKS = {
         "Press Refresh to queue an analysis now.",
     ],
     "run_failed": ["Read the error below; the worker log has the full traceback."],
+    "metric_error": [
+        "Is an event value absurdly large? Delete or exclude it (docs/operations.md, "
+        "'Removing bad events'); new events are bounded at ingestion.",
+        "Does a ratio metric's denominator event reach the control arm at all?",
+    ],
 }
 _TITLES = {
     "srm": "Sample ratio mismatch",
@@ -244,6 +249,7 @@ _TITLES = {
     "no_exposures": "No data yet",
     "empty_arm": "A variant is missing data",
     "pre_exposure_imbalance": "Arms differed before exposure",
+    "metric_error": "A metric could not be computed",
 }
 
 
@@ -371,7 +377,7 @@ def snapshot_history(
     snaps = (
         phase_snapshots.filter(id__in=ids)
         .order_by(*order)
-        .values("id", "computed_at", "data_through", "total_units", "health")
+        .values("id", "computed_at", "data_through", "total_units", "health", "look_kind")
     )
     points = {
         s["id"]: {
@@ -379,6 +385,7 @@ def snapshot_history(
             "computed_at": s["computed_at"].isoformat(),
             "data_through": s["data_through"].isoformat(),
             "total_units": s["total_units"],
+            "look_kind": s["look_kind"],
             "units_by_variant": (s["health"] or {}).get("units_by_variant", {}),
             "metrics": {},
         }

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from analysis.models import Recommendation, ResultSnapshot
+from analysis.models import LookKind, Recommendation, ResultSnapshot
 from analysis.selectors import (
     MetricBlock,
     Progress,
@@ -38,6 +38,8 @@ STATUS_LABELS = {
     "harmed": "Harmed",
     "non_inferior": "Non-inferior",
     "neutral": "Neutral",
+    "collecting": "Collecting data",
+    "error": "Cannot compute",
     "": "No test",
 }
 METHOD_LABELS = {
@@ -75,8 +77,11 @@ def _abs_lift(x: float | None, kind: str) -> str:
 
 
 def _interval(low: float | None, high: float | None) -> str:
-    if low is None or high is None:
+    if low is None and high is None:
         return "—"
+    if low is None or high is None:  # Fieller's interval is unbounded while mu_c ~ 0
+        low_text = _pct(low) if low is not None else "-∞"
+        return f"{low_text} to {_pct(high) if high is not None else '+∞'}"
     return f"{_pct(low)} to {_pct(high)}"
 
 
@@ -186,6 +191,10 @@ def _banner(
                 "No detectable improvement by the planned sample size or end date: keep the "
                 "control and conclude the experiment."
             )
+    elif snapshot.look_kind == LookKind.COLLECTING:
+        headline = "Collecting data"
+        advice = (rec.get("reasons") or ["Collecting data before a first decision."])[0]
+        advice += " Until then no metric is judged and nothing acts."
     else:
         headline = "Extend"
         extra_days, extra_units = rec.get("extra_days"), rec.get("extra_units")

@@ -66,7 +66,9 @@ class AnalysisConfig:
     # non-inferiority; alpha_bad: the side that declares harm.
     alpha_good: float | None = None
     alpha_bad: float | None = None
-    p_values: bool = True  # the repeated p-value is for display; simulations skip it
+    # Display-only numbers (p-values, the fixed and CS views, the Bayesian view) decide nothing;
+    # the decision simulation turns them off to run thousands of experiments.
+    p_values: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -448,6 +450,22 @@ def analyze_metric(
                 bound > -config.margin if increase else bound < config.margin
             )
 
+    if not config.p_values:
+        return _result(
+            control,
+            treatment,
+            method,
+            messages,
+            **base,
+            ci_low=rel_low,
+            ci_high=rel_high,
+            ci_abs_low=abs_low,
+            ci_abs_high=abs_high,
+            significant=improved or harmed,
+            improved=improved,
+            harmed=harmed,
+            non_inferior=non_inferior,
+        )
     # Views for analysts: two-sided at alpha, relative by the delta method (parity with gbstats).
     rel_eff = relative_effect(c_arm, t_arm)
     rel_fixed = rel_cs = None

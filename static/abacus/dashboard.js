@@ -205,13 +205,15 @@
     }
     var arms = metric.arms.map(function (a) { return a.variant; });
     var xs = hist.map(function (h) { return Date.parse(h.data_through); });
+    var CLIP = 1.0, clipped = false;
+    function clip(z) { return Math.max(-CLIP, Math.min(CLIP, z)); }
     var values = [0];
     hist.forEach(function (h) {
       var m = h.metrics[metric.key] || {};
       arms.forEach(function (v) {
         var p = m[v];
         if (!p) return;
-        [p.lift_rel, p.cs_ci_low, p.cs_ci_high].forEach(function (z) { if (isNum(z)) values.push(z); });
+        [p.lift_rel, p.ci_low, p.ci_high].forEach(function (z) { if (isNum(z)) values.push(clip(z)); });
       });
     });
     var dom = pad(Math.min.apply(null, values), Math.max.apply(null, values), 0.06);
@@ -226,16 +228,24 @@
       var color = variantColor(data, v);
       var pts = hist.map(function (h, i) {
         var p = (h.metrics[metric.key] || {})[v];
-        return p && isNum(p.lift_rel) ? { x: x(xs[i]), p: p, t: h.data_through } : null;
+        if (!p || !isNum(p.lift_rel)) return null;
+        // The band is the interval that decides; an unbounded end or one beyond +/-CLIP is drawn
+        // at the clip line (and said so in the legend). Collecting snapshots decide nothing.
+        var deciding = h.look_kind !== "collecting";
+        var lo = deciding ? (isNum(p.ci_low) ? p.ci_low : -CLIP) : null;
+        var hi = deciding ? (isNum(p.ci_high) ? p.ci_high : CLIP) : null;
+        if (lo !== null && (lo < -CLIP || hi > CLIP || !isNum(p.ci_low) || !isNum(p.ci_high))) clipped = true;
+        return { x: x(xs[i]), p: { lift_rel: clip(p.lift_rel), lo: lo === null ? null : clip(lo),
+          hi: hi === null ? null : clip(hi), ci_low: p.ci_low, ci_high: p.ci_high }, t: h.data_through };
       });
       segments(pts).forEach(function (seg) {
-        var band = seg.filter(function (s) { return isNum(s.p.cs_ci_low) && isNum(s.p.cs_ci_high); });
+        var band = seg.filter(function (s) { return isNum(s.p.lo) && isNum(s.p.hi); });
         if (band.length > 1) {
-          var d = band.map(function (s, i) { return (i ? "L" : "M") + s.x + "," + y(s.p.cs_ci_high); }).join("") +
-            band.slice().reverse().map(function (s) { return "L" + s.x + "," + y(s.p.cs_ci_low); }).join("") + "Z";
+          var d = band.map(function (s, i) { return (i ? "L" : "M") + s.x + "," + y(s.p.hi); }).join("") +
+            band.slice().reverse().map(function (s) { return "L" + s.x + "," + y(s.p.lo); }).join("") + "Z";
           el("path", { d: d, fill: color, opacity: 0.14 }, svg);
         } else if (band.length === 1) {
-          el("line", { x1: band[0].x, x2: band[0].x, y1: y(band[0].p.cs_ci_low), y2: y(band[0].p.cs_ci_high),
+          el("line", { x1: band[0].x, x2: band[0].x, y1: y(band[0].p.lo), y2: y(band[0].p.hi),
             stroke: color, "stroke-width": 6, opacity: 0.3, "stroke-linecap": "round" }, svg);
         }
         if (seg.length > 1) {
@@ -244,11 +254,13 @@
         }
         seg.forEach(function (s) {
           var dot = el("circle", { cx: s.x, cy: y(s.p.lift_rel), r: seg.length > 60 ? 1.5 : 3, fill: color }, svg);
-          title(dot, v + " at " + s.t + ": " + pct(s.p.lift_rel, 2) + " [" + pct(s.p.cs_ci_low, 2) + ", " + pct(s.p.cs_ci_high, 2) + "]");
+          var ends = isNum(s.p.ci_low) && isNum(s.p.ci_high) ? " [" + pct(s.p.ci_low, 2) + ", " + pct(s.p.ci_high, 2) + "]" : " [interval not bounded yet]";
+          title(dot, v + " at " + s.t + ": " + pct(s.p.lift_rel, 2) + ends);
         });
       });
-      items.push({ color: color, label: v + " lift (band: confidence sequence)" });
+      items.push({ color: color, label: v + " lift (band: the interval that decides)" });
     });
+    if (clipped) items.push({ color: "#999", label: "wide intervals clipped at \u00b1" + pct(CLIP, 0) });
     legend(svg, items, left, 12);
   }
 

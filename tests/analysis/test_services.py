@@ -256,6 +256,12 @@ def test_group_sequential_looks_accumulate_over_snapshots(catalog):
     assert first.looks == {"treatment": [pytest.approx(f1)]}
     assert second.looks == {"treatment": [pytest.approx(f1), pytest.approx(f2)]}
     assert second.rows.get(is_control=False).details["boundary_z"] > 0
+    # A snapshot with no new 1% of information is not a look: it stores nothing, acts on
+    # nothing, and its run says when the next look comes.
+    later = analysis_run(experiment_id=experiment.pk, through=start + timedelta(minutes=401))
+    assert later == second
+    run = AnalysisRun.objects.order_by("-id").first()
+    assert run.status == RunStatus.SUCCEEDED and "next look is at 41%" in run.note
 
 
 def test_extend_reports_extra_units_and_days(catalog):

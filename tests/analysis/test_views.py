@@ -136,6 +136,20 @@ def test_no_snapshot_yet_and_no_data_say_what_to_do(web, project):
     assert 'data-kind="no_exposures"' in html and "exposure events" in html
 
 
+def test_a_young_experiment_says_how_much_data_it_waits_for(web, project):
+    """The measured defect: young experiments read as broken ("n/a so far, but the 97.5%
+    interval (n/a to n/a)"). Before every arm has its minimum there is no decision to read."""
+    experiment = seed_results(project, looks=1, units=30)
+    snapshot = experiment.snapshots.latest()
+    assert snapshot.look_kind == "collecting"
+    html = page(web)
+    assert "Collecting data" in html and "before a first decision" in html
+    assert "n/a" not in html
+    assert set(snapshot.rows.filter(is_control=False).values_list("status", flat=True)) == {
+        "collecting"
+    }
+
+
 def test_stale_results_and_failed_runs_are_flagged(web, project):
     experiment = seed_results(project, looks=1, units=60)
     ResultSnapshot.objects.filter(experiment=experiment).update(

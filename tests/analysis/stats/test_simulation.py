@@ -28,26 +28,35 @@ def report():
     return result
 
 
-def allowance(share: float = 0.05) -> float:
-    """Three Monte Carlo standard errors of a 5% rate at this number of experiments."""
-    return 3 * math.sqrt(share * (1 - share) / EXPERIMENTS)
+def allowance(share: float) -> float:
+    """Four Monte Carlo standard errors of a rate ``share`` at this number of experiments: the
+    documented figures (docs/statistics.md, 10,000 experiments) are themselves estimates."""
+    return 4 * math.sqrt(share * (1 - share) / EXPERIMENTS)
 
 
-def test_sequential_rules_control_false_positives_under_peeking(report):
-    assert report.false_positive["sequential"] <= 0.05 + allowance()
-    assert report.false_positive["group_sequential"] <= 0.05 + allowance()
-    assert report.false_positive["fixed"] <= 0.05 + allowance()
+# docs/statistics.md "Peeking simulation": python -m analysis.stats.simulation, 10,000 runs.
+DOCUMENTED_FALSE_POSITIVE = {"sequential": 0.019, "group_sequential": 0.049, "fixed": 0.048}
+DOCUMENTED_POWER = {"fixed": 0.830, "group_sequential": 0.798, "sequential": 0.488}
+
+
+@pytest.mark.parametrize("rule", sorted(DOCUMENTED_FALSE_POSITIVE))
+def test_sequential_rules_control_false_positives_under_peeking(report, rule):
+    """Both bounds: a rule that became conservative (lost power) fails as well as one that
+    became liberal."""
+    documented = DOCUMENTED_FALSE_POSITIVE[rule]
+    assert report.false_positive[rule] <= 0.05 + allowance(0.05)
+    assert abs(report.false_positive[rule] - documented) <= allowance(documented)
 
 
 def test_naive_peeking_inflates_false_positives(report):
-    assert report.false_positive["naive"] > 0.20
+    assert report.false_positive["naive"] > 0.30
 
 
-def test_group_sequential_keeps_most_of_the_fixed_horizon_power(report):
-    assert report.power["fixed"] > 0.75
+@pytest.mark.parametrize("rule", sorted(DOCUMENTED_POWER))
+def test_power_matches_the_documented_figure(report, rule):
+    documented = DOCUMENTED_POWER[rule]
+    assert abs(report.power[rule] - documented) <= allowance(documented)
     assert report.power["group_sequential"] >= 0.9 * report.power["fixed"]
-    # the confidence sequence pays for validity at every sample size with power
-    assert 0.2 < report.power["sequential"] < report.power["group_sequential"]
     assert "group_sequential" in format_report(report)
 
 

@@ -46,13 +46,18 @@ window bounds), ``per_unit`` (one row per unit: its metric columns), ``caps`` an
 included), or, on PostgreSQL with a covering index, one index-only lookup per unit in unit order.
 """
 
+import contextlib
+import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import connection
+from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
 
 from analysis.stats import SampleStats
+
+logger = logging.getLogger(__name__)
 
 METRICS_PER_QUERY = 16  # keeps one statement's width and hash-aggregate state bounded
 
@@ -472,7 +477,85 @@ def _read_rows(
 @dataclass(frozen=True)
 class ExperimentAggregates:
     counts: ExposureCounts
-    metrics: dict[str, MetricAggregate]  # by metric key
+    metrics: dict[str, MetricAggregate]  # by metric key; a metric in ``errors`` is absent
+    errors: dict[str, str] = field(default_factory=dict)  # metric key -> why it failed
+
+
+OVERFLOW_REASON = (
+    "the sums overflow: an event value is too large; delete or exclude it (docs/operations.md)"
+)
+
+
+def _is_per_metric(exc: DatabaseError) -> bool:
+    """Whether a failed statement may be the fault of one metric's data or SQL (retry metric
+    by metric), rather than of the database (unreachable, timed out, locked: re-raise)."""
+    if isinstance(exc, InterfaceError):
+        return False
+    message = str(exc).lower()
+    if _is_postgres():
+        # psycopg: DataError (22xxx, e.g. overflow), ProgrammingError (42xxx), ...; an
+        # OperationalError is a lost connection, a statement timeout or a cancelled query.
+        return not isinstance(exc, OperationalError)
+    # SQLite reports SQL errors as OperationalError too; only a busy or broken file is not one.
+    return not any(word in message for word in ("locked", "busy", "disk i/o", "unable to open"))
+
+
+def _reason(exc: BaseException) -> str:
+    """A short reason for a metric that cannot be computed, a person can act on."""
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "out of range" in message.lower() or "overflow" in message.lower():
+        return OVERFLOW_REASON
+    return f"the aggregation failed ({type(exc).__name__}: {message[:200]})"
+
+
+def _finite(aggregate: MetricAggregate) -> bool:
+    """SQLite does not raise on float overflow: its sums become inf (or NaN, read as NULL)."""
+    return all(
+        math.isfinite(value)
+        for stats in aggregate.stats.values()
+        for value in (
+            stats.sum,
+            stats.sum_sq,
+            stats.den_sum,
+            stats.den_sum_sq,
+            stats.sum_prod,
+            stats.cov_sum,
+            stats.cov_sum_sq,
+            stats.cov_sum_prod,
+        )
+    ) and all(math.isfinite(cap) for cap in aggregate.caps.values())
+
+
+def _group_rows(
+    group: Sequence[MetricSpec],
+    *,
+    experiment_id: int,
+    project_id: int,
+    since: datetime,
+    through: datetime,
+    strategy: str,
+) -> tuple[ExposureCounts, dict[str, MetricAggregate]]:
+    """One statement for ``group``, inside a savepoint: a failure leaves the caller's
+    transaction usable (PostgreSQL aborts a transaction on any failed statement)."""
+    names = _event_names(group)
+    codes = {name: i for i, name in enumerate(names)}
+    columns = [_columns(i, m, codes) for i, m in enumerate(group)]
+    longest = max(int(m.window_hours) for m in group)
+    params: dict[str, object] = {
+        "experiment": experiment_id,
+        "project": project_id,
+        "since": _param_ts(since),
+        "through": _param_ts(through),
+        "earliest": _param_ts(since - timedelta(hours=longest)),
+        **{f"name{i}": name for i, name in enumerate(names)},
+    }
+    # SQLite leaves its transaction usable after a failed statement (and a new atomic block
+    # there would take the write lock): no savepoint needed.
+    savepoint = transaction.atomic() if _is_postgres() else contextlib.nullcontext()
+    with savepoint, connection.cursor() as cursor:
+        cursor.execute(_metrics_sql(group, columns, names, strategy), params)
+        rows = cursor.fetchall()
+    return _read_rows(rows, group, columns)
 
 
 def experiment_aggregates(
@@ -486,34 +569,62 @@ def experiment_aggregates(
 ) -> ExperimentAggregates:
     """The exposure counts and every metric's per-variant sufficient statistics, in one
     statement per METRICS_PER_QUERY metrics (the counts come with the first). Variants without
-    analysed units are absent from a metric's ``stats``."""
+    analysed units are absent from a metric's ``stats``.
+
+    Bad stored data must not take every metric down with it: when a statement fails with an
+    error of the data or the SQL (e.g. PostgreSQL's "value out of range: overflow" from an
+    event value of 1e308 stored before ingestion bounded values), each of its metrics is
+    retried alone, each in a savepoint, and a metric that still fails (or whose sums are not
+    finite, SQLite's way of overflowing) is left out of ``metrics`` and given a reason in
+    ``errors``. Errors of the database itself (unreachable, timed out) are raised."""
     if not metrics:
         return ExperimentAggregates(exposure_counts(experiment_id, since, through), {})
     strategy = strategy or read_strategy()
+    window = {
+        "experiment_id": experiment_id,
+        "project_id": project_id,
+        "since": since,
+        "through": through,
+        "strategy": strategy,
+    }
     counts: ExposureCounts | None = None
     out: dict[str, MetricAggregate] = {}
+    errors: dict[str, str] = {}
     for start in range(0, len(metrics), METRICS_PER_QUERY):
         group = list(metrics[start : start + METRICS_PER_QUERY])
-        names = _event_names(group)
-        codes = {name: i for i, name in enumerate(names)}
-        columns = [_columns(i, m, codes) for i, m in enumerate(group)]
-        longest = max(int(m.window_hours) for m in group)
-        params: dict[str, object] = {
-            "experiment": experiment_id,
-            "project": project_id,
-            "since": _param_ts(since),
-            "through": _param_ts(through),
-            "earliest": _param_ts(since - timedelta(hours=longest)),
-            **{f"name{i}": name for i, name in enumerate(names)},
-        }
-        with connection.cursor() as cursor:
-            cursor.execute(_metrics_sql(group, columns, names, strategy), params)
-            rows = cursor.fetchall()
-        group_counts, aggregates = _read_rows(rows, group, columns)
-        counts = counts or group_counts
-        out.update(aggregates)
-    assert counts is not None
-    return ExperimentAggregates(counts, out)
+        try:
+            results = [_group_rows(group, **window)]
+        except DatabaseError as exc:
+            if not _is_per_metric(exc):
+                raise
+            logger.warning(
+                "experiment %s: the statement for %d metric(s) failed (%s); retrying one by one",
+                experiment_id,
+                len(group),
+                exc,
+            )
+            results = []
+            for metric in group if len(group) > 1 else []:
+                try:
+                    results.append(_group_rows([metric], **window))
+                except DatabaseError as one:
+                    if not _is_per_metric(one):
+                        raise
+                    errors[metric.key] = _reason(one)
+            if len(group) == 1:
+                errors[group[0].key] = _reason(exc)
+        for group_counts, aggregates in results:
+            counts = counts or group_counts
+            out.update(aggregates)
+    for key, aggregate in list(out.items()):
+        if not _finite(aggregate):
+            del out[key]
+            errors[key] = OVERFLOW_REASON
+    for key, reason in errors.items():
+        logger.warning("experiment %s: metric '%s' not computed: %s", experiment_id, key, reason)
+    if counts is None:  # every metric failed
+        counts = exposure_counts(experiment_id, since, through)
+    return ExperimentAggregates(counts, out, errors)
 
 
 def metric_aggregates(

@@ -1,4 +1,4 @@
-"""Service API routes (Bearer API keys), under /api/v1/."""
+"""Service API routes (Bearer API keys), under /api/v1/; and removing events (project admins)."""
 
 from django.urls import re_path
 
@@ -8,4 +8,9 @@ urlpatterns = [
     re_path(r"^assign/?$", apis.AssignApi.as_view(), name="assign"),
     re_path(r"^assign/bulk/?$", apis.AssignBulkApi.as_view(), name="assign-bulk"),
     re_path(r"^events/?$", apis.EventsApi.as_view(), name="events"),
+    re_path(
+        r"^projects/(?P<project>[-\w]+)/events/delete/?$",
+        apis.EventDeleteApi.as_view(),
+        name="events-delete",
+    ),
 ]

@@ -1,4 +1,5 @@
 """Service API (Bearer API keys): /assign, /assign/bulk, /events; and the SDK features payload.
+Also the one people's endpoint on events: project admins removing bad events (session or token).
 
 The service endpoints parse their JSON bodies themselves instead of through DRF serializers: a
 batch holds up to 10,000 events or 1,000 units, and per-item serializer fields would cost more
@@ -22,11 +23,15 @@ from rest_framework.views import APIView
 
 from assignments.selectors import features_payload
 from assignments.services import (
+    EVENT_TYPES,
     MAX_BATCH,
+    MAX_DELETE_FILTER_ITEMS,
     MAX_ID_LENGTH,
     assignments_get_or_create,
+    events_delete,
     events_ingest,
 )
+from experiments.apis import project_for
 from experiments.auth import ApiKeyAuthentication, scope_required
 from experiments.models import Project
 
@@ -234,6 +239,82 @@ class EventsApi(ServiceApi):
                 "rejected": result.rejected,
             },
             status=status.HTTP_202_ACCEPTED,
+        )
+
+
+def _id_list(help_text: str) -> serializers.ListField:
+    return serializers.ListField(
+        child=serializers.CharField(max_length=MAX_ID_LENGTH, trim_whitespace=False),
+        required=False,
+        max_length=MAX_DELETE_FILTER_ITEMS,
+        help_text=help_text,
+    )
+
+
+class EventDeleteInput(serializers.Serializer):
+    event_ids = _id_list("Delete the events with these ids.")
+    unit_ids = _id_list("Delete the events of these units.")
+    names = _id_list("Delete the metric events with these names (exposures have none).")
+    type = serializers.ChoiceField(
+        choices=EVENT_TYPES, default="all", help_text="Which table: metric, exposure or all."
+    )
+    since = serializers.DateTimeField(required=False, help_text="Event timestamp >= since.")
+    until = serializers.DateTimeField(required=False, help_text="Event timestamp < until.")
+    dry_run = serializers.BooleanField(default=False, help_text="Only count what would be deleted.")
+
+    def validate(self, data: dict[str, Any]) -> dict[str, Any]:
+        # A misspelt filter (unit_id for unit_ids) must not silently widen a deletion.
+        unknown = sorted(set(self.initial_data) - set(self.fields))
+        if unknown:
+            raise ValidationError(
+                {unknown[0]: [f"Unknown field; the filters are {', '.join(self.fields)}."]}
+            )
+        return data
+
+
+class EventCounts(serializers.Serializer):
+    metric = serializers.IntegerField()
+    exposure = serializers.IntegerField()
+
+
+class EventDeleteOutput(serializers.Serializer):
+    matched = EventCounts()
+    deleted = EventCounts()
+    dry_run = serializers.BooleanField()
+
+
+class EventDeleteApi(APIView):
+    """POST /api/v1/projects/P/events/delete: a project admin removes bad events, audited.
+
+    Filters combine with AND, at least one is required; see docs/operations.md "Removing bad
+    events"."""
+
+    @extend_schema(
+        operation_id="projects_events_delete",
+        request=EventDeleteInput,
+        responses={200: EventDeleteOutput},
+        examples=[
+            OpenApiExample(
+                "one bad value",
+                request_only=True,
+                value={"event_ids": ["e-123"], "type": "metric", "dry_run": True},
+            )
+        ],
+    )
+    def post(self, request: Request, project: str) -> Response:
+        proj = project_for(request, project, "manage")
+        serializer = EventDeleteInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = dict(serializer.validated_data)
+        deletion = events_delete(project=proj, actor=request.user, kind=data.pop("type"), **data)
+        return Response(
+            EventDeleteOutput(
+                {
+                    "matched": deletion.matched,
+                    "deleted": deletion.deleted,
+                    "dry_run": deletion.dry_run,
+                }
+            ).data
         )
 
 

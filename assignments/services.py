@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
 from assignments.conditions import eval_condition
 from assignments.features import ExperimentSpec, evaluate, evaluate_many
+from assignments.models import Exposure, MetricEvent
 from assignments.selectors import ProjectSpecs, project_specs
 from config.api import DomainError
 from experiments.models import ExperimentStatus, Project
+from experiments.services import audit_log_record
 
 MAX_BATCH = 10_000
 MAX_ID_LENGTH = 200
@@ -351,15 +354,31 @@ def _timestamp(value: Any, latest: datetime) -> datetime | str:
     return ts
 
 
-def _metric_value(value: Any) -> float | str:
-    """The value as a float, or why it is not acceptable."""
+def max_event_value() -> float:
+    """The largest |value| a metric event may have (``ABACUS_MAX_EVENT_VALUE``)."""
+    return float(settings.ABACUS_MAX_EVENT_VALUE)
+
+
+def _value_bound_message(bound: float, value: float | None = None) -> str:
+    shown = "" if value is None else f" {value:g}"
+    return (
+        f"'value'{shown} is too large: values must be between {-bound:g} and {bound:g} "
+        "(ABACUS_MAX_EVENT_VALUE), so that the analysis sums cannot overflow."
+    )
+
+
+def _metric_value(value: Any, bound: float = math.inf) -> float | str:
+    """The value as a float, or why it is not acceptable (``|value| <= bound``)."""
     if value.__class__ is float:
-        return value if math.isfinite(value) else "'value' must be a finite number."
+        if not math.isfinite(value):
+            return "'value' must be a finite number."
+        return value if -bound <= value <= bound else _value_bound_message(bound, value)
     if value.__class__ is int:
         try:
-            return float(value)
+            number = float(value)
         except OverflowError:
-            return "'value' is too large."
+            return _value_bound_message(bound)
+        return number if -bound <= number <= bound else _value_bound_message(bound, number)
     return f"'value' must be a number (got {type(value).__name__})."
 
 
@@ -395,6 +414,7 @@ def events_validate(
     experiment_ids = specs.experiment_ids
     variant_ids = specs.variant_ids
     statuses = specs.statuses
+    bound = max_event_value()
     for index, event in enumerate(events):
         if event.__class__ is not dict:
             reject(index, "event", "Each event must be a JSON object.")
@@ -444,7 +464,7 @@ def events_validate(
                 reject(index, "name", error)
                 continue
             value = event.get("value")
-            value = 1.0 if value is None else _metric_value(value)
+            value = 1.0 if value is None else _metric_value(value, bound)
             if value.__class__ is str:
                 reject(index, "value", value)
                 continue
@@ -544,3 +564,132 @@ def _insert_events(*, project_id: int, batch: EventBatch) -> int:
             if first:
                 _assignments_insert(list(first.values()))
     return inserted
+
+
+# --- removing bad events ----------------------------------------------------------------------
+
+EVENT_TYPES = ("metric", "exposure", "all")
+MAX_DELETE_FILTER_ITEMS = 1000  # per list: keeps each IN (...) under SQLite's parameter limit
+
+
+@dataclass(frozen=True)
+class EventDeletion:
+    """What a deletion matched and removed, per table (``deleted`` is all zeros on a dry run)."""
+
+    matched: dict[str, int]
+    deleted: dict[str, int]
+    dry_run: bool
+
+
+def _delete_filter_list(values: Any, name: str) -> list[str]:
+    if values is None:
+        return []
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise DomainError(f"'{name}' must be a list of strings.", name)
+    if len(values) > MAX_DELETE_FILTER_ITEMS:
+        raise DomainError(
+            f"'{name}' holds at most {MAX_DELETE_FILTER_ITEMS} items (got {len(values)}); "
+            "delete in several calls.",
+            name,
+        )
+    for value in values:
+        if error := _string_error(value, name, MAX_ID_LENGTH):
+            raise DomainError(f"Each item of {error}", name)
+    return list(dict.fromkeys(values))
+
+
+def _delete_bound(value: Any, name: str) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise DomainError(f"'{name}' must be a date and time (ISO 8601).", name)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@transaction.atomic
+def events_delete(
+    *,
+    project: Project,
+    actor: Any = None,
+    actor_label: str | None = None,
+    event_ids: Sequence[str] | None = None,
+    unit_ids: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+    kind: str = "all",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    dry_run: bool = False,
+) -> EventDeletion:
+    """Delete the project's stored events that match every given filter, and audit it.
+
+    ``kind``: metric, exposure or all. Filters combine with AND; a list matches any of its
+    items. ``since`` <= event timestamp < ``until``. ``names`` are metric event names: exposures
+    have none, so a names filter matches no exposure (and is refused with ``kind="exposure"``).
+    At least one filter is required, so that no call deletes everything by accident.
+    Assignments stay: they are sticky state, not events. A dry run counts the matches and
+    changes nothing (and is not audited); a deletion writes one AuditLog row ("events.delete":
+    who, the filters, the counts).
+    """
+    if kind not in EVENT_TYPES:
+        raise DomainError(f"'type' must be one of {', '.join(EVENT_TYPES)}.", "type")
+    event_ids = _delete_filter_list(event_ids, "event_ids")
+    unit_ids = _delete_filter_list(unit_ids, "unit_ids")
+    names = _delete_filter_list(names, "names")
+    since = _delete_bound(since, "since")
+    until = _delete_bound(until, "until")
+    if not (event_ids or unit_ids or names or since or until):
+        raise DomainError(
+            "Give at least one filter (event_ids, unit_ids, names, since or until): "
+            "deleting every event of a project is not offered.",
+            "filters",
+        )
+    if since is not None and until is not None and since >= until:
+        raise DomainError("'since' must be before 'until'.", "until")
+    if names and kind == "exposure":
+        raise DomainError(
+            "'names' are metric event names; exposures have none. Use type 'metric' or 'all'.",
+            "names",
+        )
+
+    def matching(model: Any) -> Any:
+        rows = model.objects.filter(project=project)
+        if event_ids:
+            rows = rows.filter(event_id__in=event_ids)
+        if unit_ids:
+            rows = rows.filter(unit_id__in=unit_ids)
+        if since is not None:
+            rows = rows.filter(ts__gte=since)
+        if until is not None:
+            rows = rows.filter(ts__lt=until)
+        return rows
+
+    querysets: dict[str, Any] = {}
+    if kind in ("metric", "all"):
+        metric_rows = matching(MetricEvent)
+        querysets["metric"] = metric_rows.filter(name__in=names) if names else metric_rows
+    if kind in ("exposure", "all") and not names:
+        querysets["exposure"] = matching(Exposure)
+    matched = {"metric": 0, "exposure": 0}
+    deleted = {"metric": 0, "exposure": 0}
+    for kind, rows in querysets.items():
+        matched[kind] = rows.count()
+        if not dry_run and matched[kind]:
+            deleted[kind] = rows.delete()[0]
+    if not dry_run:
+        filters = {
+            "event_ids": event_ids,
+            "unit_ids": unit_ids,
+            "names": names,
+            "type": kind,
+            "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None,
+        }
+        audit_log_record(
+            project=project,
+            action="events.delete",
+            target=project.slug,
+            actor=actor,
+            actor_label=actor_label,
+            after={"filters": filters, "matched": matched, "deleted": deleted},
+        )
+    return EventDeletion(matched=matched, deleted=deleted, dry_run=dry_run)

@@ -118,6 +118,10 @@ WHITENOISE_USE_FINDERS = True
 
 # A request body may hold a batch of 10,000 events.
 DATA_UPLOAD_MAX_MEMORY_SIZE = int(os.environ.get("ABACUS_MAX_BODY_BYTES", 10 * 1024 * 1024))
+# The largest |value| of a metric event ingestion accepts. Bounded so that the aggregation's
+# float8 sums (sum, sum of squares, cross products) cannot overflow: docs/operations.md
+# "Bounds on event values".
+ABACUS_MAX_EVENT_VALUE = float(os.environ.get("ABACUS_MAX_EVENT_VALUE", 1e12))
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

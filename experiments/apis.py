@@ -191,7 +191,9 @@ class MetricSerializer(serializers.ModelSerializer):
     winsorize_quantile = serializers.FloatField(
         min_value=0.5, max_value=1.0, required=False, allow_null=True
     )
-    conversion_window_hours = serializers.IntegerField(min_value=1, required=False)
+    conversion_window_hours = serializers.IntegerField(
+        min_value=1, max_value=services.MAX_CONVERSION_WINDOW_HOURS, required=False
+    )
 
     class Meta:
         model = Metric
@@ -278,7 +280,9 @@ class ExperimentMetricSerializer(serializers.Serializer):
 
 class RampStageSerializer(serializers.Serializer):
     coverage = serializers.FloatField(min_value=0, max_value=1)
-    min_hours = serializers.FloatField(min_value=0, default=24)
+    min_hours = serializers.FloatField(
+        min_value=0, max_value=services.MAX_RAMP_STAGE_HOURS, default=24
+    )
 
 
 class ExperimentSerializer(serializers.Serializer):
@@ -294,8 +298,12 @@ class ExperimentSerializer(serializers.Serializer):
     layer_start = serializers.FloatField(min_value=0, max_value=1, required=False)
     layer_end = serializers.FloatField(min_value=0, max_value=1, required=False)
     alpha = serializers.FloatField(min_value=0.0001, max_value=0.49, required=False)
-    planned_sample_size = serializers.IntegerField(min_value=2, required=False, allow_null=True)
-    mde = serializers.FloatField(min_value=0, required=False, allow_null=True)
+    planned_sample_size = serializers.IntegerField(
+        min_value=2, max_value=services.MAX_PLANNED_SAMPLE_SIZE, required=False, allow_null=True
+    )
+    mde = serializers.FloatField(
+        min_value=0, max_value=services.MAX_MDE, required=False, allow_null=True
+    )
     decision_policy = serializers.ChoiceField(choices=DecisionPolicy.choices, required=False)
     auto_rollback = serializers.BooleanField(required=False)
     ramp_stages = RampStageSerializer(many=True, required=False)

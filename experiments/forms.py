@@ -23,7 +23,14 @@ from experiments.models import (
     Project,
     Role,
 )
-from experiments.services import FROZEN_WHEN_LIVE, WEIGHT_TOLERANCE
+from experiments.services import (
+    FROZEN_WHEN_LIVE,
+    MAX_CONVERSION_WINDOW_HOURS,
+    MAX_MDE,
+    MAX_PLANNED_SAMPLE_SIZE,
+    MAX_RAMP_STAGE_HOURS,
+    WEIGHT_TOLERANCE,
+)
 
 # Path segments of the pages that an experiment key would shadow.
 RESERVED_KEYS = ("new",)
@@ -133,12 +140,14 @@ class ExperimentForm(forms.Form):
     )
     planned_sample_size = forms.IntegerField(
         min_value=2,
+        max_value=MAX_PLANNED_SAMPLE_SIZE,
         required=False,
         help_text="Units over all variants; use the calculator below.",
     )
     mde = forms.FloatField(
         label="Minimum detectable effect",
         min_value=0,
+        max_value=MAX_MDE,
         required=False,
         widget=forms.NumberInput(attrs={"step": "any"}),
         help_text="Relative lift the test should detect: 0.05 = +5%.",
@@ -312,8 +321,9 @@ class RampStageForm(forms.Form):
     min_hours = forms.FloatField(
         label="Minimum hours",
         min_value=0,
+        max_value=MAX_RAMP_STAGE_HOURS,
         initial=24,
-        widget=forms.NumberInput(attrs={"step": "any", "min": 0}),
+        widget=forms.NumberInput(attrs={"step": "any", "min": 0, "max": MAX_RAMP_STAGE_HOURS}),
     )
 
 
@@ -525,7 +535,11 @@ class MetricForm(forms.Form):
     )
     direction = forms.ChoiceField(choices=Direction.choices, initial=Direction.INCREASE)
     conversion_window_hours = forms.IntegerField(
-        min_value=1, initial=72, help_text="Events count this long after a unit's first exposure."
+        min_value=1,
+        max_value=MAX_CONVERSION_WINDOW_HOURS,
+        initial=72,
+        help_text="Events count this long after a unit's first exposure (at most a year, "
+        f"{MAX_CONVERSION_WINDOW_HOURS} h).",
     )
     winsorize_quantile = forms.FloatField(
         required=False,

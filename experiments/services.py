@@ -35,6 +35,13 @@ from experiments.models import (
 from experiments.selectors import ramp_stage_due_at
 
 WEIGHT_TOLERANCE = 1e-6
+# Ranges of the numeric settings that are not fractions in [0, 1] (docs/user-guide.md "Ranges
+# of the settings"). Beyond them the analysis breaks (timestamp arithmetic overflows) or the
+# value is a typo: every service, serializer and form enforces them.
+MAX_CONVERSION_WINDOW_HOURS = 8760  # one year, for the window and the pre-exposure window
+MAX_PLANNED_SAMPLE_SIZE = 1_000_000_000
+MAX_MDE = 10.0  # a relative lift of +1000%
+MAX_RAMP_STAGE_HOURS = 8760
 # Fields of a live (started) experiment that would spoil its statistics if they changed: the
 # bucketing (seed, hash attribute, layer slice) and the pre-registered design (alpha, planned
 # sample, MDE, decision policy).
@@ -72,12 +79,15 @@ def audit_log_record(
     experiment: Experiment | None = None,
     before: Any = None,
     after: Any = None,
+    actor_label: str | None = None,
 ) -> AuditLog:
+    """``actor_label`` names an actor that is no user (e.g. "cli"); by default the actor's
+    username, or "system"."""
     return AuditLog.objects.create(
         project=project,
         experiment=experiment,
         actor=_user(actor),
-        actor_label=_actor_label(actor),
+        actor_label=actor_label or _actor_label(actor),
         action=action,
         target=target,
         before=before,
@@ -307,9 +317,16 @@ def _metric_check(metric: Metric) -> None:
             "The winsorization quantile must be above 0.5 and at most 1 (0.99 caps the top 1%).",
             "winsorize_quantile",
         )
-    if metric.conversion_window_hours is not None and metric.conversion_window_hours < 1:
+    hours = metric.conversion_window_hours
+    if hours is not None and (
+        not _is_number(hours)
+        or hours != int(hours)
+        or not 1 <= hours <= MAX_CONVERSION_WINDOW_HOURS
+    ):
         raise DomainError(
-            "The conversion window must be at least 1 hour.", "conversion_window_hours"
+            f"The conversion window must be a whole number of hours from 1 to "
+            f"{MAX_CONVERSION_WINDOW_HOURS} (one year); 72 counts three days after exposure.",
+            "conversion_window_hours",
         )
     metric.full_clean()
 
@@ -533,8 +550,12 @@ def _check_ramp(stages: Sequence[dict[str, Any]]) -> None:
                 f"after {previous:g}).",
                 "ramp_stages",
             )
-        if not _is_number(hours) or hours < 0:
-            raise DomainError(f"Ramp stage {i + 1}: min_hours must be >= 0.", "ramp_stages")
+        if not _is_number(hours) or not 0 <= hours <= MAX_RAMP_STAGE_HOURS:
+            raise DomainError(
+                f"Ramp stage {i + 1}: min_hours must be from 0 to {MAX_RAMP_STAGE_HOURS} "
+                "(one year).",
+                "ramp_stages",
+            )
         previous = coverage
 
 
@@ -563,13 +584,25 @@ def _check_definition(experiment: Experiment) -> None:
             "(e.g. 0 to 0.5 for the first half of the layer).",
             "layer",
         )
-    if experiment.planned_sample_size is not None and experiment.planned_sample_size < 2:
+    planned = experiment.planned_sample_size
+    if planned is not None and (
+        not _is_number(planned)
+        or planned != int(planned)
+        or not 2 <= planned <= MAX_PLANNED_SAMPLE_SIZE
+    ):
         raise DomainError(
-            "The planned sample size counts units over all variants: at least 2.",
+            "The planned sample size counts units over all variants: a whole number from 2 to "
+            f"{MAX_PLANNED_SAMPLE_SIZE:,}.",
             "planned_sample_size",
         )
-    if experiment.mde is not None and (not _is_number(experiment.mde) or experiment.mde <= 0):
-        raise DomainError("The MDE must be a positive relative lift (0.05 = +5%).", "mde")
+    if experiment.mde is not None and (
+        not _is_number(experiment.mde) or not 0 < experiment.mde <= MAX_MDE
+    ):
+        raise DomainError(
+            f"The MDE must be a relative lift above 0 and at most {MAX_MDE:g} "
+            "(0.05 = +5%; 10 = +1000%).",
+            "mde",
+        )
     if experiment.ramp_stages:
         _check_ramp(experiment.ramp_stages)
     experiment.full_clean(exclude=["owner"])

@@ -353,3 +353,100 @@ def test_the_read_strategy_follows_the_schema(strategy):
     with connection.cursor() as cursor:
         cursor.execute("DROP INDEX metricevent_unit_ts")
     assert READ_STRATEGY() == aggregation.HASH_JOIN
+
+
+# --- bad stored data ---------------------------------------------------------------------------
+
+
+def _aggregates(experiment, *metrics):
+    return experiment_aggregates(
+        experiment_id=experiment.pk,
+        project_id=experiment.project_id,
+        metrics=list(metrics),
+        since=T0,
+        through=THROUGH,
+    )
+
+
+@pytest.fixture
+def poisoned(experiment, arms):
+    """A 1e308 purchase value stored directly (before ingestion bounded values): its square
+    overflows float8 (PostgreSQL raises; SQLite's sums become inf)."""
+    control, treatment = arms
+    p = experiment.project
+    expose(experiment, control, "u1", h(1))
+    expose(experiment, treatment, "u2", h(1))
+    event(p, "u1", "purchase", h(2), 1e308)
+    event(p, "u2", "purchase", h(2), 5)
+    event(p, "u2", "click", h(3))
+    event(p, "u2", "click", h(4))
+    return arms
+
+
+def test_an_overflowing_metric_gets_an_error_and_the_healthy_ones_their_statistics(
+    poisoned, experiment
+):
+    control, treatment = poisoned
+    result = _aggregates(
+        experiment,
+        MetricSpec("revenue", "mean", "purchase"),
+        MetricSpec("clicks", "count", "click"),
+        MetricSpec("bought", "binomial", "purchase"),
+    )
+    assert result.errors == {"revenue": aggregation.OVERFLOW_REASON}
+    assert "docs/operations.md" in result.errors["revenue"]
+    assert set(result.metrics) == {"clicks", "bought"}
+    assert_stats(result.metrics["clicks"].stats[treatment.pk], stats_of([2], covariates=[0]))
+    assert_stats(result.metrics["bought"].stats[control.pk], stats_of([1], covariates=[0]))
+    assert result.counts.units_by_variant == {control.pk: 1, treatment.pk: 1}
+    # The caller's transaction is still usable (a savepoint took the failure on PostgreSQL).
+    assert Exposure.objects.count() == 2
+
+
+def test_when_every_metric_fails_the_exposure_counts_still_come_back(poisoned, experiment):
+    control, treatment = poisoned
+    result = _aggregates(
+        experiment,
+        MetricSpec("revenue", "mean", "purchase"),
+        MetricSpec("revenue-ratio", "ratio", "purchase", denominator_event="click"),
+    )
+    assert result.metrics == {}
+    assert set(result.errors) == {"revenue", "revenue-ratio"}
+    assert result.counts == exposure_counts(experiment.pk, T0, THROUGH)
+    assert result.counts.units_by_variant == {control.pk: 1, treatment.pk: 1}
+
+
+def test_a_metric_whose_sql_fails_gets_the_database_error_as_its_reason(
+    scenario, experiment, monkeypatch
+):
+    real = aggregation._metrics_sql
+
+    def broken_for_one(metrics, *args, **kwargs):
+        if any(m.key == "broken" for m in metrics):
+            return "SELECT no_such_function_abacus(1)"
+        return real(metrics, *args, **kwargs)
+
+    monkeypatch.setattr(aggregation, "_metrics_sql", broken_for_one)
+    result = _aggregates(
+        experiment, MetricSpec("broken", "count", "click"), MetricSpec("n", "count", "click")
+    )
+    assert set(result.metrics) == {"n"} and set(result.errors) == {"broken"}
+    assert result.errors["broken"].startswith("the aggregation failed (")
+    assert "no_such_function_abacus" in result.errors["broken"]
+
+
+def test_the_longest_allowed_conversion_window_aggregates(experiment, arms):
+    """A metric may look up to MAX_CONVERSION_WINDOW_HOURS (a year) after exposure, and as far
+    before it for the covariate; the timestamp arithmetic stays in range on both databases."""
+    from experiments.services import MAX_CONVERSION_WINDOW_HOURS
+
+    control, _ = arms
+    p = experiment.project
+    expose(experiment, control, "u1", h(1))
+    event(p, "u1", "purchase", h(1 - MAX_CONVERSION_WINDOW_HOURS + 1), 3)  # covariate
+    event(p, "u1", "purchase", h(1 - MAX_CONVERSION_WINDOW_HOURS - 1), 100)  # too early
+    event(p, "u1", "purchase", h(2), 4)
+    spec = MetricSpec("revenue", "mean", "purchase", window_hours=MAX_CONVERSION_WINDOW_HOURS)
+    result = _aggregates(experiment, spec)
+    assert result.errors == {}
+    assert_stats(result.metrics["revenue"].stats[control.pk], stats_of([4], covariates=[3]))

@@ -281,3 +281,20 @@ def test_accepted_events_are_committed_before_the_answer(project, metrics, servi
     thread.start()
     thread.join()
     assert seen == [(1, 1)]
+
+
+def test_max_event_value_setting_sets_the_bound_on_both_signs(project, experiment, settings):
+    settings.ABACUS_MAX_EVENT_VALUE = 100
+    result = events_ingest(
+        project=project,
+        events=[
+            metric("m1", value=100),
+            metric("m2", value=-100.0),
+            metric("m3", value=100.5),
+            metric("m4", value=-101),
+        ],
+    )
+    assert result.accepted == 2
+    assert [(r["index"], r["field"]) for r in result.rejected] == [(2, "value"), (3, "value")]
+    assert "between -100 and 100" in result.rejected[0]["message"]
+    assert sorted(MetricEvent.objects.values_list("value", flat=True)) == [-100.0, 100.0]

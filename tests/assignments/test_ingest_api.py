@@ -120,3 +120,23 @@ def test_the_key_fixes_the_project(project, metrics, admin_user, client):
     r = _post(client, {"events": [exposure, _metric(1)]}, secret)
     assert r.json()["accepted"] == 1 and r.json()["rejected"][0]["field"] == "experiment"
     assert MetricEvent.objects.get().project_id == other.pk
+
+
+def test_value_beyond_max_event_value_is_rejected_naming_the_bound_and_the_rest_stored(
+    project, service_secret, client
+):
+    """A 1e308 would overflow every later analysis of the event's metrics (sum of squares)."""
+    events = [
+        {**_metric(0), "value": 12.5},
+        {**_metric(1), "value": 1e308},
+        {**_metric(2), "value": -2e12},
+        {**_metric(3), "value": 10**13},
+        {**_metric(4), "value": 1e12},
+    ]
+    r = _post(client, {"events": events}, service_secret)
+    assert r.status_code == 202 and r.json()["accepted"] == 2
+    rejected = r.json()["rejected"]
+    assert [(x["index"], x["field"]) for x in rejected] == [(i, "value") for i in (1, 2, 3)]
+    for x in rejected:
+        assert "1e+12" in x["message"] and "ABACUS_MAX_EVENT_VALUE" in x["message"]
+    assert sorted(MetricEvent.objects.values_list("value", flat=True)) == [12.5, 1e12]

@@ -451,3 +451,32 @@ def test_openapi_schema_lists_the_definition_endpoints(api):
     ):
         assert path in paths, path
     assert api.get("/api/v1/docs/").status_code == 200
+
+
+def test_conversion_window_beyond_a_year_is_a_400_naming_it(api, project):
+    """2,000,000,000 hours was accepted and then broke every analysis of the metric."""
+    body = {"key": "late", "name": "Late", "kind": "count", "event_name": "visit"}
+    r = api.post(f"{M}/", {**body, "conversion_window_hours": 2_000_000_000}, format="json")
+    assert r.status_code == 400 and "conversion_window_hours" in r.json()
+    assert "8760" in str(r.json()["conversion_window_hours"])
+    r = api.post(f"{M}/", {**body, "conversion_window_hours": 8760}, format="json")
+    assert r.status_code == 201 and r.json()["conversion_window_hours"] == 8760
+    r = api.patch(f"{M}/late/", {"conversion_window_hours": 8761}, format="json")
+    assert r.status_code == 400 and "conversion_window_hours" in r.json()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("planned_sample_size", 10**9 + 1), ("mde", 10.5)],
+)
+def test_experiment_numbers_out_of_range_are_a_400_naming_the_field(
+    api, project, metrics, field, value
+):
+    r = api.post(f"{E}/", experiment_payload(**{field: value}), format="json")
+    assert r.status_code == 400 and field in r.json()
+
+
+def test_ramp_stage_hours_beyond_a_year_are_a_400_naming_ramp_stages(api, project, metrics):
+    stages = [{"coverage": 0.1, "min_hours": 10**9}, {"coverage": 1.0}]
+    r = api.post(f"{E}/", experiment_payload(ramp_stages=stages), format="json")
+    assert r.status_code == 400 and "ramp_stages" in r.json()

@@ -134,7 +134,15 @@ def test_layer_range_must_be_ordered_inside_zero_one(project, metrics, start, en
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("coverage", 1.5), ("coverage", -0.1), ("alpha", 0.0), ("alpha", 0.5), ("mde", -0.05)],
+    [
+        ("coverage", 1.5),
+        ("coverage", -0.1),
+        ("alpha", 0.0),
+        ("alpha", 0.5),
+        ("mde", -0.05),
+        ("mde", 10.01),
+        ("planned_sample_size", 1_000_000_001),
+    ],
 )
 def test_ranges_are_checked_with_the_field_named(project, metrics, field, value):
     with pytest.raises(DomainError) as exc:
@@ -498,3 +506,30 @@ def test_api_key_secret_is_stored_hashed_and_revocable(project, admin_user):
         api_key_create(project=project, name="x", scopes=["admin"])
     with pytest.raises(DomainError, match="name"):
         api_key_create(project=project, name=" ", scopes=["read"])
+
+
+@pytest.mark.parametrize("hours", [0, 8761, 2_000_000_000, 1.5])
+def test_metric_conversion_window_must_be_1_to_8760_hours(project, hours):
+    with pytest.raises(DomainError, match="from 1 to 8760") as exc:
+        metric_create(
+            project=project, key="m", name="M", event_name="e", conversion_window_hours=hours
+        )
+    assert exc.value.field == "conversion_window_hours"
+
+
+def test_ramp_stage_hours_beyond_a_year_are_refused_and_a_year_is_accepted(project, metrics):
+    stages = [{"coverage": 0.5, "min_hours": 8761}]
+    with pytest.raises(DomainError, match="min_hours") as exc:
+        experiment_create(project=project, **experiment_payload(ramp_stages=stages))
+    assert exc.value.field == "ramp_stages"
+    # The limits themselves stay valid.
+    metric_create(project=project, key="m", name="M", event_name="e", conversion_window_hours=8760)
+    experiment = experiment_create(
+        project=project,
+        **experiment_payload(
+            planned_sample_size=1_000_000_000,
+            mde=10.0,
+            ramp_stages=[{"coverage": 0.5, "min_hours": 8760}, {"coverage": 1.0}],
+        ),
+    )
+    assert experiment.planned_sample_size == 1_000_000_000 and experiment.mde == 10.0

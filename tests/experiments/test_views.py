@@ -416,6 +416,14 @@ def test_create_metric_and_see_it_in_the_catalog(project, alice):
     assert "Average order value" in alice.get("/p/shop/metrics/").content.decode()
 
 
+def test_conversion_window_beyond_a_year_is_shown_on_its_field(project, alice):
+    r = alice.post("/p/shop/metrics/new/", {**METRIC, "conversion_window_hours": "2000000000"})
+    assert r.status_code == 200 and not Metric.objects.exists()
+    assert r.context["form"].errors["conversion_window_hours"] == [
+        "Ensure this value is less than or equal to 8760."
+    ]
+
+
 def test_ratio_metric_without_denominator_is_refused_inline(project, alice):
     r = alice.post("/p/shop/metrics/new/", {**METRIC, "denominator_event": ""})
     assert r.status_code == 200 and "needs a denominator event" in r.content.decode()

@@ -16,6 +16,7 @@ Decisions recorded here (docs/operations.md "Access policy" says the same):
 - API keys act only on their own project and only within their scopes; they are never a person:
   people's endpoints and pages ignore them.
 - Queueing an analysis needs only "read": it recomputes what a reader may already see.
+- Removing stored events (api/v1/projects/P/events/delete) needs "manage": admins only.
 """
 
 import re
@@ -179,6 +180,11 @@ RULES: tuple[Rule, ...] = (
     Rule(r"api/v1/projects/", AnyUser("user"), "lists my projects; creates one"),
     Rule(r"api/v1/power/?", AnyUser("user"), "the pre-launch calculator touches no project"),
     Rule(rf"{PROJECT}/(members|api-keys)/.*", ProjectPermission("manage"), "admins only"),
+    Rule(
+        rf"{PROJECT}/events/delete/?",
+        ProjectPermission("manage"),
+        "removing stored events changes every result: admins only, audited",
+    ),
     Rule(
         rf"{PROJECT}/(.*/)?(results/)?export/?",
         ProjectPermission("export", key_scope="read"),

@@ -1,6 +1,7 @@
 """Reads on experiment definitions, and who may do what in a project."""
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -228,13 +229,39 @@ ACTIONS_BY_STATUS: dict[str, tuple[str, ...]] = {
 }
 
 
+RAMP_MIN_UNITS_PER_ARM = 100  # a stage never advances before every arm has this many units
+
+
 @dataclass(frozen=True)
 class RampStatus:
     stages: list[dict[str, Any]]
     current_index: int  # the stage reached (meaningless before the start)
     next_coverage: float | None  # the next stage's coverage, None past the last one
     due_at: datetime | None  # when the current stage has run its minimum duration
-    can_advance: bool  # whether a ramp to the next stage would be accepted now
+    can_advance: bool  # whether a ramp to the next stage would be accepted now (time only)
+    min_units: int = RAMP_MIN_UNITS_PER_ARM  # units per arm before the next stage
+    waiting_for: tuple[str, ...] = ()  # what the automatic advance still waits for
+
+    @property
+    def ready(self) -> bool:
+        """The automation may advance: time, sample and a next stage."""
+        return self.can_advance and not self.waiting_for
+
+
+def ramp_min_units(experiment: Experiment, stage_index: int) -> int:
+    """Units per arm before the stage may advance: the stage's own ``min_units``, else the
+    stage's share of the planned sample per arm (coverage x planned / arms), at least
+    RAMP_MIN_UNITS_PER_ARM, so a guardrail has data to judge before more users are exposed."""
+    stages = experiment.ramp_stages or []
+    if not stages:
+        return RAMP_MIN_UNITS_PER_ARM
+    stage = stages[min(stage_index, len(stages) - 1)]
+    if stage.get("min_units"):
+        return max(int(stage["min_units"]), 1)
+    arms = max(experiment.variants.count(), 2)
+    planned = experiment.planned_sample_size or 0
+    share = math.ceil(planned * float(stage.get("coverage", 1.0)) / arms)
+    return max(RAMP_MIN_UNITS_PER_ARM, share)
 
 
 def ramp_stage_due_at(experiment: Experiment) -> datetime | None:
@@ -246,7 +273,13 @@ def ramp_stage_due_at(experiment: Experiment) -> datetime | None:
     return experiment.ramp_stage_started_at + timedelta(hours=float(stage.get("min_hours", 0)))
 
 
-def ramp_status(experiment: Experiment, now: datetime | None = None) -> RampStatus | None:
+def ramp_status(
+    experiment: Experiment,
+    now: datetime | None = None,
+    units: dict[str, int] | None = None,
+) -> RampStatus | None:
+    """Where the ramp plan stands; with ``units`` (per variant key, from the latest snapshot)
+    also what the automatic advance waits for: the stage's minimum duration and sample."""
     stages = list(experiment.ramp_stages or [])
     if not stages:
         return None
@@ -257,10 +290,27 @@ def ramp_status(experiment: Experiment, now: datetime | None = None) -> RampStat
     now = now or timezone.now()
     live = experiment.status in (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED)
     can_advance = live and nxt is not None and (due is None or now >= due)
-    return RampStatus(stages, index, nxt, due, can_advance)
+    min_units = ramp_min_units(experiment, index)
+    waiting: list[str] = []
+    if nxt is not None:
+        if due is not None and now < due:
+            waiting.append(f"the stage's minimum duration (until {due:%Y-%m-%d %H:%M} UTC)")
+        have = min((units or {}).values(), default=0) if units else 0
+        if have < min_units:
+            waiting.append(f"{min_units:,} units in every arm ({have:,} in the smallest so far)")
+    return RampStatus(stages, index, nxt, due, can_advance, min_units, tuple(waiting))
 
 
 # --- planning: the pre-launch power calculator ------------------------------------------------
+
+# power.py's argument names -> the calculator's field names (API query parameters).
+_PLAN_FIELDS = {
+    "baseline_mean": "baseline",
+    "baseline_variance": "variance",
+    "n_per_arm": "sample_size",
+    "ratio": "weights",
+    "stages": "ramp",
+}
 
 
 @dataclass(frozen=True)

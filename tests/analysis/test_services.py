@@ -1,5 +1,6 @@
 """analysis_run: snapshots, idempotency, backfills, failures, error control and auto-rollback."""
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -7,7 +8,7 @@ from django.utils import timezone
 
 from analysis import aggregation
 from analysis.models import AnalysisRun, ResultRow, ResultSnapshot, RunStatus, WebhookDelivery
-from analysis.services import analysis_backfill, analysis_run
+from analysis.services import analysis_backfill, analysis_run, analysis_run_create
 from analysis.stats import benjamini_hochberg
 from experiments.models import AuditLog, Experiment, ExperimentStatus, Project
 from experiments.services import experiment_create, experiment_start, metric_create
@@ -304,9 +305,13 @@ def test_auto_rollback_on_guardrail_harm(catalog, django_capture_on_commit_callb
     assert action["action"] == "rollback" and action["reason"] == " ".join(snapshot.reasons)
     log = AuditLog.objects.get(experiment=experiment, action="experiment.rollback")
     assert log.actor_label == "system" and log.after["reason"] == action["reason"]
-    delivery = WebhookDelivery.objects.get()
-    assert delivery.event == "experiment.rolled_back" and action["webhook_delivery"] == delivery.pk
-    assert len(callbacks) == 1  # the delivery task is queued after commit, not awaited
+    delivery = WebhookDelivery.objects.get(event="experiment.rolled_back")
+    assert action["webhook_delivery"] == delivery.pk
+    # ... and the recommendation change (extend -> rollback) is announced too; each delivery
+    # task is queued after commit, not awaited.
+    changed = WebhookDelivery.objects.get(event="experiment.recommendation_changed")
+    assert changed.snapshot_id == snapshot.pk
+    assert len(callbacks) == 2
 
 
 def test_without_opt_in_harm_is_only_recommended(catalog):
@@ -334,6 +339,69 @@ def test_a_sample_ratio_mismatch_is_unhealthy(catalog):
     assert experiment.status == ExperimentStatus.ROLLED_BACK
 
 
+def _live_run(experiment, through):
+    """A scheduled (live) run at a chosen cut-off, as the worker makes one."""
+    run = analysis_run_create(experiment=experiment, trigger="schedule", through=through)
+    return analysis_run(experiment_id=experiment.pk, run_id=run.pk)
+
+
+def _events(experiment):
+    return list(
+        WebhookDelivery.objects.filter(experiment=experiment)
+        .order_by("id")
+        .values_list("event", flat=True)
+    )
+
+
+def test_a_recommendation_change_sends_a_webhook_once(catalog):
+    experiment = _harmful(catalog, auto_rollback=False, webhook_url="https://hooks.example.com/a")
+    start = experiment.phase_started_at
+    first = _live_run(experiment, start + timedelta(days=1))
+    assert first.recommendation == "rollback"
+    assert _events(experiment) == ["experiment.recommendation_changed"]
+    delivery = WebhookDelivery.objects.get()
+    message = json.loads(delivery.body)
+    assert message["previous_recommendation"] == "extend"
+    assert message["recommendation"] == "rollback" and message["snapshot_id"] == first.pk
+    assert "from extend to rollback" in message["reason"]
+    second = _live_run(experiment, start + timedelta(days=1.5))
+    assert second.recommendation == "rollback" and second.pk != first.pk
+    assert len(_events(experiment)) == 1  # unchanged: nothing new to say
+
+
+def test_a_new_sample_ratio_mismatch_sends_an_alert_once(catalog):
+    Project.objects.filter(pk=catalog.pk).update(webhook_url="https://hooks.example.com/a")
+    experiment = start_experiment(catalog, metrics=METRICS[:1])
+    start = experiment.phase_started_at
+    balanced = {"control": 200, "treatment": 200}
+    simulate(experiment, units=balanced, start=start, rates={"control": SAME, "treatment": SAME})
+    healthy = _live_run(experiment, start + timedelta(hours=6))
+    assert not healthy.health["srm_flagged"]
+    assert "experiment.srm_detected" not in _events(experiment)
+    simulate(
+        experiment,
+        units={"control": 300},
+        start=start + timedelta(hours=7),
+        rates={"control": SAME},
+        prefix="late-",
+    )
+    flagged = _live_run(experiment, start + timedelta(hours=20))
+    assert flagged.health["srm_flagged"]
+    [alert] = WebhookDelivery.objects.filter(event="experiment.srm_detected")
+    message = json.loads(alert.body)
+    assert message["units_by_variant"] == {"control": 500, "treatment": 200}
+    assert message["srm_p_value"] < 0.001 and "Sample-ratio mismatch" in message["reason"]
+    still = _live_run(experiment, start + timedelta(hours=30))
+    assert still.health["srm_flagged"]
+    assert _events(experiment).count("experiment.srm_detected") == 1
+
+
+def test_backfills_send_no_alerts(catalog):
+    experiment = _harmful(catalog, auto_rollback=False, webhook_url="https://hooks.example.com/a")
+    analysis_backfill(experiment_id=experiment.pk, every=timedelta(hours=12))
+    assert _events(experiment) == []
+
+
 def test_no_exposures_is_a_warning_and_extends(catalog):
     experiment = start_experiment(catalog, metrics=METRICS[:1])
     snapshot = analysis_run(experiment_id=experiment.pk)
@@ -342,3 +410,38 @@ def test_no_exposures_is_a_warning_and_extends(catalog):
     assert any("No exposures yet" in w for w in snapshot.health["warnings"])
     assert ResultRow.objects.filter(snapshot=snapshot).count() == 2
     assert snapshot.rows.get(is_control=False).lift_rel is None
+
+
+def test_one_absurd_stored_value_errors_its_metric_and_the_rest_still_decides(catalog):
+    """The measured defect: one stored value of 1e308 (accepted before ingestion bounded
+    values) made every analysis of every experiment using that event fail, for good."""
+    from assignments.models import MetricEvent
+
+    metric_create(project=catalog, key="spend", name="Spend", kind="mean", event_name="spend")
+    guarded = [*METRICS, {"metric": "spend", "role": "guardrail", "non_inferiority_margin": 0.5}]
+    experiment = start_experiment(catalog, metrics=guarded)
+    simulate(
+        experiment,
+        units={"control": 150, "treatment": 150},
+        start=experiment.phase_started_at,
+        rates={"control": {**SAME, "spend": 1.0}, "treatment": {**SAME, "spend": 1.0}},
+    )
+    MetricEvent.objects.create(
+        project_id=experiment.project_id,
+        event_id="poison",
+        name="spend",  # a mean metric, not winsorized
+        unit_id="u3",
+        value=1e308,
+        ts=experiment.phase_started_at + timedelta(minutes=5),
+    )
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    assert AnalysisRun.objects.get().status == RunStatus.SUCCEEDED
+    spend = snapshot.rows.get(metric_key="spend", is_control=False)
+    purchase = snapshot.rows.get(metric_key="purchase", is_control=False)
+    assert spend.status == "error" and spend.details["error"]
+    assert purchase.status != "error" and purchase.p_value is not None
+    assert "spend" in snapshot.health["metric_errors"]
+    assert any(f["check"] == "metric_error" for f in snapshot.health["findings"])
+    # A guardrail that cannot be judged cannot clear the change: no "keep" past it.
+    assert snapshot.recommendation == "extend"
+    assert any("could not be computed" in r for r in snapshot.reasons)

@@ -7,7 +7,7 @@ from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
@@ -25,7 +25,7 @@ from analysis.exports import (
 from analysis.selectors import latest_run, latest_snapshot, snapshot_json, snapshots_for
 from analysis.services import analysis_enqueue
 from experiments.apis import project_for
-from experiments.auth import ApiKeyAuthentication
+from experiments.auth import ApiKeyAuthentication, UserTokenAuthentication
 from experiments.models import ApiKey, Experiment, Project
 from experiments.selectors import experiment_get
 
@@ -43,7 +43,7 @@ def readable_project(request: Request, slug: str, permission: str = "read") -> P
 
 
 class ResultsAuthMixin:
-    authentication_classes = [SessionAuthentication, TokenAuthentication, ApiKeyAuthentication]
+    authentication_classes = [SessionAuthentication, UserTokenAuthentication, ApiKeyAuthentication]
 
 
 class ResultsApi(ResultsAuthMixin, APIView):

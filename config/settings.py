@@ -6,9 +6,12 @@ CELERY_BROKER_URL (see README "Configuration").
 """
 
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("ABACUS_VAR_DIR", BASE_DIR / "var"))
@@ -29,6 +32,8 @@ def env_list(name: str, default: str) -> list[str]:
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = os.environ.get("SECRET_KEY", "abacus-insecure-development-key-change-me")
+# Old keys still accepted for signatures during a rotation (docs/operations.md "Threat model").
+SECRET_KEY_FALLBACKS = env_list("SECRET_KEY_FALLBACKS", "")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
@@ -40,7 +45,10 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    # People's API tokens, stored hashed with an expiry (experiments/auth.py, docs/operations.md).
+    "knox",
+    # Login throttling and lockout (docs/operations.md "Logins").
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "experiments",
@@ -60,6 +68,10 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "config.middleware.DatabaseUnavailableMiddleware",
+    # A NUL character in a query or path parameter: a 400 naming it, not a database error.
+    "config.middleware.NulCharacterMiddleware",
+    # Last, as django-axes asks: turns a locked-out login into a 429 page (config/lockout.py).
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -99,9 +111,34 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_abacus.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# Every password abacus sets goes through these: member invites, the demo seed, createsuperuser,
+# changepassword and the admin.
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 10},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes checks every password login (the login page, the admin, any authenticate() call)
+# before the model backend does: ABACUS_LOGIN_FAILURE_LIMIT failures for one username, or from
+# one client address, lock that username or address out for ABACUS_LOGIN_LOCKOUT_MINUTES.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = int(os.environ.get("ABACUS_LOGIN_FAILURE_LIMIT", 5))
+AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("ABACUS_LOGIN_LOCKOUT_MINUTES", 15)))
+# Each list item is counted on its own: by account, and by client address.
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
+# The client address is REMOTE_ADDR. Behind a proxy set ABACUS_PROXY_COUNT to the number of
+# proxies that append to X-Forwarded-For, so every client is not one address.
+ABACUS_PROXY_COUNT = int(os.environ.get("ABACUS_PROXY_COUNT", 0))
+AXES_CLIENT_IP_CALLABLE = "config.lockout.client_ip"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -126,7 +163,7 @@ ABACUS_MAX_EVENT_VALUE = float(os.environ.get("ABACUS_MAX_EVENT_VALUE", 1e12))
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "experiments.auth.UserTokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -151,6 +188,17 @@ SPECTACULAR_SETTINGS = {
         "MetricRoleEnum": "experiments.models.MetricRole",
     },
 }
+
+# People's API tokens (django-rest-knox): only a SHA-512 digest is stored; the token is shown
+# once, when it is made (`manage.py drf_create_token <user>`). `Authorization: Token <key>`.
+REST_KNOX = {
+    "TOKEN_TTL": timedelta(days=int(os.environ.get("ABACUS_TOKEN_TTL_DAYS", 90))),
+    "AUTH_HEADER_PREFIX": "Token",
+}
+
+# The demo (`make run`: a `demo` login, project and simulated traffic) belongs to the embedded
+# default only, or to an install that asks for it with ABACUS_DEMO=1.
+ABACUS_DEMO = env_bool("ABACUS_DEMO", "DATABASE_URL" not in os.environ)
 
 # Celery: the embedded default needs no server (filesystem transport under var/celery).
 CELERY_BROKER_DIR = VAR_DIR / "celery"
@@ -184,6 +232,32 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # How often beat refreshes every running experiment, in seconds.
 ABACUS_ANALYSIS_INTERVAL = int(os.environ.get("ABACUS_ANALYSIS_INTERVAL", 300))
+# PostgreSQL only: the analysis's aggregation runs with work_mem raised to this (e.g. 64MB, 1GB)
+# and a statement timeout in milliseconds, kept below the analysis task's soft time limit (1500
+# s) so a slow statement fails with a reason instead of the task being killed
+# (analysis/services.py).
+ABACUS_ANALYSIS_WORK_MEM = os.environ.get("ABACUS_ANALYSIS_WORK_MEM", "256MB").strip()
+if not re.fullmatch(r"[0-9]+ ?(kB|MB|GB|TB)?", ABACUS_ANALYSIS_WORK_MEM):
+    raise ImproperlyConfigured(
+        f"ABACUS_ANALYSIS_WORK_MEM={ABACUS_ANALYSIS_WORK_MEM!r}: use a PostgreSQL memory size "
+        "such as 256MB or 1GB."
+    )
+ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS = int(
+    os.environ.get("ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS", 1_400_000)
+)
+if ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS <= 0:
+    raise ImproperlyConfigured("ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS must be a positive number.")
+
+# Webhooks go only to public addresses; these hosts, addresses or CIDRs are allowed besides
+# (deliberate internal receivers). docs/operations.md "Webhooks".
+ABACUS_WEBHOOK_ALLOWED_HOSTS = env_list("ABACUS_WEBHOOK_ALLOWED_HOSTS", "")
+# Who may create projects (and so become their admin): "staff" (is_staff or superuser, the
+# default) or "anyone" signed in. docs/operations.md "Threat model".
+ABACUS_PROJECT_CREATION = os.environ.get("ABACUS_PROJECT_CREATION", "staff").strip().lower()
+if ABACUS_PROJECT_CREATION not in ("anyone", "staff"):
+    raise ImproperlyConfigured(
+        f"ABACUS_PROJECT_CREATION={ABACUS_PROJECT_CREATION!r}: use 'anyone' or 'staff'."
+    )
 
 LOGGING = {
     "version": 1,

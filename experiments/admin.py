@@ -2,6 +2,7 @@
 
 from django.contrib import admin
 from django.http import HttpRequest
+from knox.models import AuthToken
 
 from experiments import models
 
@@ -102,4 +103,21 @@ class AuditLogAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+# People's API tokens: stored as digests; the admin lists who has one and until when, and
+# deleting a row revokes it. It never shows a token (nor its digest) and cannot make one: a
+# token is made by `manage.py drf_create_token <user>`, which prints it once.
+admin.site.unregister(AuthToken)
+
+
+@admin.register(AuthToken)
+class UserTokenAdmin(admin.ModelAdmin):
+    list_display = ("user", "created", "expiry")
+    search_fields = ("user__username",)
+    fields = ("user", "created", "expiry")
+    readonly_fields = ("user", "created")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False

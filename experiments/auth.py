@@ -1,4 +1,5 @@
 """Service authentication: `Authorization: Bearer <api key>`; the key fixes the project.
+People's scripts: `Authorization: Token <key>` (UserTokenAuthentication, django-rest-knox).
 
 Secrets are stored only as SHA-256 hashes and compared in constant time; a revoked key fails
 on the next request (no key is cached); secrets never reach a log line. Every request made with
@@ -16,6 +17,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
@@ -84,6 +86,37 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return self.keyword
+
+
+class UserTokenAuthentication(KnoxTokenAuthentication):
+    """A person's API token: `Authorization: Token <key>`.
+
+    django-rest-knox stores only a SHA-512 digest of each token, with an expiry
+    (REST_KNOX["TOKEN_TTL"]); an expired token is deleted when it is next presented, and a
+    revoked one (deleted: the admin, `manage.py drf_create_token --revoke`) fails on the next
+    request. A header that is not UTF-8 is refused like any other invalid token (401).
+    """
+
+    def authenticate_credentials(self, token: bytes) -> tuple:
+        try:
+            token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        return super().authenticate_credentials(token)
+
+
+class UserTokenAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = UserTokenAuthentication
+    name = "TokenAuth"
+
+    def get_security_definition(self, auto_schema: object) -> dict[str, str]:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "A person's token: `Authorization: Token <key>` "
+            "(`manage.py drf_create_token <user>`).",
+        }
 
 
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):

@@ -8,16 +8,18 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from assignments.conditions import validate_condition
 from assignments.selectors import experiment_spec
 from config.api import DomainError
+from config.egress import url_refusal
 from experiments.models import (
     ApiKey,
     ApiKeyScope,
@@ -31,6 +33,7 @@ from experiments.models import (
     Project,
     Role,
     Variant,
+    new_webhook_secret,
 )
 from experiments.selectors import ramp_stage_due_at
 
@@ -98,17 +101,55 @@ def audit_log_record(
 # --- projects, members, API keys ------------------------------------------------------------
 
 
+SLUG_NOT_AVAILABLE = "The slug '{slug}' is not available; choose another."
+PROJECT_CREATION_REFUSED = (
+    "Only staff may create projects here (ABACUS_PROJECT_CREATION=staff): ask a staff member to "
+    "create it and make you its admin."
+)
+
+
+def project_creation_allowed(user: AbstractBaseUser | None) -> bool:
+    """ABACUS_PROJECT_CREATION: "staff" (the default) lets only staff and superusers create
+    projects; "anyone" lets every signed-in person. The creator becomes the project's admin."""
+    if user is None or not user.is_authenticated:
+        return False
+    if settings.ABACUS_PROJECT_CREATION == "anyone":
+        return True
+    return bool(user.is_staff or user.is_superuser)
+
+
 @transaction.atomic
-def project_create(*, slug: str, name: str, owner: AbstractBaseUser | None = None) -> Project:
+def project_create(
+    *,
+    slug: str,
+    name: str,
+    owner: AbstractBaseUser | None = None,
+    actor: AbstractBaseUser | None = None,
+) -> Project:
+    """``actor`` is the person asking (checked against ABACUS_PROJECT_CREATION); None is the
+    system or the command line. ``owner`` (default: the actor) becomes the admin."""
+    if actor is not None and not project_creation_allowed(actor):
+        raise PermissionDenied(PROJECT_CREATION_REFUSED)
+    owner = owner if owner is not None else actor
     if Project.objects.filter(slug=slug).exists():
-        raise DomainError(f"A project with slug '{slug}' already exists.", field="slug")
+        # The same answer whether or not the asker can see the project: a non-member must not
+        # learn which slugs exist.
+        raise DomainError(SLUG_NOT_AVAILABLE.format(slug=slug), field="slug")
     project = Project(slug=slug, name=name)
     project.full_clean()
     project.save()
     if owner is not None:
         Membership.objects.create(user=owner, project=project, role=Role.ADMIN)
-    audit_log_record(project=project, action="project.create", target=slug, actor=owner)
+    audit_log_record(project=project, action="project.create", target=slug, actor=actor or owner)
     return project
+
+
+def webhook_url_check(url: str) -> None:
+    """Refuse a webhook URL that points inside abacus's own network (config.egress)."""
+    if url:
+        refusal = url_refusal(url)
+        if refusal:
+            raise DomainError(refusal, "webhook_url")
 
 
 @transaction.atomic
@@ -123,7 +164,8 @@ def project_update(
     if name is not None:
         project.name = name
     if webhook_url is not None:
-        project.webhook_url = webhook_url
+        webhook_url_check(webhook_url.strip())
+        project.webhook_url = webhook_url.strip()
     project.full_clean()
     project.save()
     after = {"name": project.name, "webhook_url": project.webhook_url}
@@ -136,6 +178,44 @@ def project_update(
         after=after,
     )
     return project
+
+
+def _secret_fingerprint(secret: str) -> str:
+    """Identifies a signing secret in the audit log without revealing it."""
+    return "sha256:" + hashlib.sha256(secret.encode()).hexdigest()[:12]
+
+
+@transaction.atomic
+def project_webhook_secret_reveal(*, project: Project, actor: AbstractBaseUser | None) -> str:
+    """The webhook signing secret, for a project admin; every reveal is audited."""
+    audit_log_record(
+        project=project,
+        action="project.webhook_secret.reveal",
+        target=project.slug,
+        actor=actor,
+        after={"secret": _secret_fingerprint(project.webhook_secret)},
+    )
+    return project.webhook_secret
+
+
+@transaction.atomic
+def project_webhook_secret_rotate(*, project: Project, actor: AbstractBaseUser | None) -> str:
+    """A new signing secret: deliveries sent from now on are signed with it (retries of earlier
+    messages too). Audited with fingerprints, never the secrets."""
+    locked = Project.objects.select_for_update().get(pk=project.pk)
+    before = _secret_fingerprint(locked.webhook_secret)
+    locked.webhook_secret = new_webhook_secret()
+    locked.save(update_fields=["webhook_secret"])
+    project.webhook_secret = locked.webhook_secret
+    audit_log_record(
+        project=project,
+        action="project.webhook_secret.rotate",
+        target=project.slug,
+        actor=actor,
+        before={"secret": before},
+        after={"secret": _secret_fingerprint(locked.webhook_secret)},
+    )
+    return locked.webhook_secret
 
 
 def _check_keeps_an_admin(project: Project, user: AbstractBaseUser) -> None:
@@ -171,6 +251,26 @@ def membership_set(
     return membership
 
 
+NO_ADDABLE_USER = (
+    "There is no user '{username}' you can add. Give a password to create their account, or "
+    "ask a superuser to add someone who shares none of your projects."
+)
+USERNAME_NOT_AVAILABLE = "The username '{username}' is not available; choose another."
+
+
+def _addable_user(actor: AbstractBaseUser | None, username: str) -> AbstractBaseUser | None:
+    """The active user called `username` whom the actor may add to a project.
+
+    A superuser (or the command line: no actor) may add anyone; a project admin only people who
+    already share a project with them, so the answer for anyone else is the answer for a
+    username that does not exist (membership_add).
+    """
+    users = get_user_model().objects.filter(username=username, is_active=True)
+    if actor is not None and not actor.is_superuser:
+        users = users.filter(memberships__project__memberships__user=actor).distinct()
+    return users.first()
+
+
 @transaction.atomic
 def membership_add(
     *,
@@ -181,22 +281,28 @@ def membership_add(
     email: str = "",
     actor: AbstractBaseUser | None = None,
 ) -> Membership:
-    """Add a person to the project; creates their login when a password is given."""
+    """Add a person to the project; creates their login when a password is given.
+
+    Enumeration: an unknown username and one the actor may not add (see _addable_user) get the
+    same answer. Creating an account necessarily says whether a username is free (usernames
+    are unique), as any sign-up does; the creation is audited (`user.create`).
+    """
     user_model = get_user_model()
-    user = user_model.objects.filter(username=username).first()
+    user = _addable_user(actor, username)
     if user is None:
         if not password:
-            raise DomainError(
-                f"There is no user '{username}'. Give a password to create their account.",
-                "username",
-            )
+            raise DomainError(NO_ADDABLE_USER.format(username=username), "username")
+        if user_model.objects.filter(username=username).exists():
+            raise DomainError(USERNAME_NOT_AVAILABLE.format(username=username), "username")
         user = user_model(username=username, email=email)
         try:
             user_model.username_validator(username)
+        except ValidationError as exc:
+            raise DomainError(" ".join(exc.messages), "username") from exc
+        try:
             validate_password(password, user)
         except ValidationError as exc:
-            field = "password" if password else "username"
-            raise DomainError(" ".join(exc.messages), field) from exc
+            raise DomainError(" ".join(exc.messages), "password") from exc
         user.set_password(password)
         user.save()
         audit_log_record(project=project, action="user.create", target=username, actor=actor)
@@ -219,6 +325,33 @@ def membership_remove(
         before={"role": membership.role},
     )
     membership.delete()
+
+
+@dataclass(frozen=True)
+class CreatedUserToken:
+    auth_token: Any  # knox.models.AuthToken: only the digest is stored
+    token: str  # shown once
+
+    @property
+    def expiry(self) -> Any:
+        return self.auth_token.expiry
+
+
+def user_token_create(*, user: AbstractBaseUser) -> CreatedUserToken:
+    """A new API token for a person (`Authorization: Token <key>`), expiring after
+    REST_KNOX["TOKEN_TTL"]. Only its digest is stored: return the token to show it once."""
+    from knox.models import AuthToken
+
+    auth_token, token = AuthToken.objects.create(user=user)
+    return CreatedUserToken(auth_token=auth_token, token=token)
+
+
+def user_tokens_revoke(*, user: AbstractBaseUser) -> int:
+    """Revoke every API token of a person; the next request with one of them gets a 401."""
+    from knox.models import AuthToken
+
+    deleted, _ = AuthToken.objects.filter(user=user).delete()
+    return deleted
 
 
 def hash_api_secret(secret: str) -> str:
@@ -554,6 +687,13 @@ def _check_ramp(stages: Sequence[dict[str, Any]]) -> None:
             raise DomainError(
                 f"Ramp stage {i + 1}: min_hours must be from 0 to {MAX_RAMP_STAGE_HOURS} "
                 "(one year).",
+                "ramp_stages",
+            )
+        units = stage.get("min_units")
+        if units is not None and not (isinstance(units, int) and 1 <= units <= 10**9):
+            raise DomainError(
+                f"Ramp stage {i + 1}: min_units must be a whole number of units per arm from 1 "
+                "to 1,000,000,000.",
                 "ramp_stages",
             )
         previous = coverage

@@ -6,7 +6,6 @@ checks the numbers against a direct computation on the same data.
 """
 
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -17,10 +16,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 from scipy import stats
 
-from experiments.services import api_key_create, metric_create, project_create
+from config import processes
+from experiments.services import (
+    api_key_create,
+    metric_create,
+    project_create,
+    user_token_create,
+)
 from tests.fault.stack import base_env, free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -35,44 +39,11 @@ def running_stack(*, beat: bool = False, env: dict[str, str] | None = None) -> I
     env = base_env(Path(var), **(env or {}))
     logs = Path(var)
     commands = {
-        "web": [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--workers",
-            "2",
-        ],
-        "worker": [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "worker",
-            "--pool",
-            "solo",
-            "--loglevel",
-            "INFO",
-            "-n",
-            f"e2e-{port}@%h",
-        ],
+        "web": processes.web(bind=f"127.0.0.1:{port}", workers=2, access_log=False),
+        "worker": processes.worker(name=f"e2e-{port}@%h", pool="solo"),
     }
     if beat:
-        commands["beat"] = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "config",
-            "beat",
-            "--loglevel",
-            "INFO",
-            "--schedule",
-            str(logs / "celerybeat-schedule"),
-        ]
+        commands["beat"] = processes.beat(schedule=logs / "celerybeat-schedule")
     procs = [
         subprocess.Popen(
             cmd,
@@ -115,7 +86,7 @@ def test_flow_from_definition_to_worker_snapshot(stack, django_user_model):
     base, logs = stack
     user = django_user_model.objects.create_user("pm", "pm@example.com", "pw-pm-12345")
     project = project_create(slug="e2e", name="E2E", owner=user)
-    token = Token.objects.create(user=user).key
+    token = user_token_create(user=user).token
     secret = api_key_create(project=project, name="svc", scopes=["assign", "ingest"]).secret
     metric_create(
         project=project, key="purchase", name="Purchase", kind="binomial", event_name="purchase"
@@ -138,6 +109,21 @@ def test_flow_from_definition_to_worker_snapshot(stack, django_user_model):
         },
     )
     assert r.status_code == 201, r.text
+    # An A/A companion on the same units: its arms differ in nothing, so it must not decide.
+    r = people.post(
+        f"{base}/api/v1/projects/e2e/experiments/",
+        json={
+            "key": "aa-check",
+            "name": "A/A check",
+            "variants": [
+                {"key": "control", "weight": 0.5, "is_control": True},
+                {"key": "same", "weight": 0.5},
+            ],
+            "metrics": [{"metric": "purchase", "role": "primary"}],
+        },
+    )
+    assert r.status_code == 201, r.text
+    assert people.post(f"{base}/api/v1/projects/e2e/experiments/aa-check/start").ok
     r = people.post(f"{base}/api/v1/projects/e2e/experiments/checkout-v2/start")
     assert r.status_code == 200 and r.json()["status"] == "running", r.text
     started = datetime.fromisoformat(r.json()["started_at"].replace("Z", "+00:00"))
@@ -147,6 +133,9 @@ def test_flow_from_definition_to_worker_snapshot(stack, django_user_model):
     assert r.status_code == 200, r.text
     variant_of = {
         row["unit_id"]: row["assignments"]["checkout-v2"]["variant"] for row in r.json()["results"]
+    }
+    aa_variant_of = {
+        row["unit_id"]: row["assignments"]["aa-check"]["variant"] for row in r.json()["results"]
     }
     again = services.post(f"{base}/api/v1/assign", json={"unit_id": "u7"}).json()
     assert again["assignments"]["checkout-v2"]["variant"] == variant_of["u7"]  # sticky
@@ -165,7 +154,17 @@ def test_flow_from_definition_to_worker_snapshot(stack, django_user_model):
                 "timestamp": exposed_at.isoformat(),
             }
         )
-        p = 0.3 if variant_of[u] == "treatment" else 0.2
+        events.append(
+            {
+                "event_id": f"aa-{u}",
+                "type": "exposure",
+                "experiment": "aa-check",
+                "variant": aa_variant_of[u],
+                "unit_id": u,
+                "timestamp": exposed_at.isoformat(),
+            }
+        )
+        p = 0.4 if variant_of[u] == "treatment" else 0.2  # a clear improvement
         converted[u] = bool(rng.random() < p)
         if converted[u]:
             events.append(
@@ -210,14 +209,35 @@ def test_flow_from_definition_to_worker_snapshot(stack, django_user_model):
     assert row["control_mean"] == pytest.approx(np.mean(c), abs=1e-12)
     assert row["variant_mean"] == pytest.approx(np.mean(t), abs=1e-12)
     assert row["lift_abs"] == pytest.approx(np.mean(t) - np.mean(c), abs=1e-12)
-    # The fixed-horizon p-value is Welch's t-test on the relative lift (delta method), computed
-    # here directly from the per-unit values (proportions' variance p(1 - p), as gbstats does).
+    # The fixed-horizon p-value is Welch's t-test on the absolute difference, computed here
+    # directly from the per-unit values (proportions' variance p(1 - p), as gbstats does).
     mc, mt, nc, nt = np.mean(c), np.mean(t), len(c), len(t)
     vc, vt = mc * (1 - mc), mt * (1 - mt)
-    rel = mt / mc - 1
-    se = np.sqrt(vt / (nt * mc**2) + mt**2 * vc / (nc * mc**4))
+    se = np.sqrt(vt / nt + vc / nc)
     dof = (vc / nc + vt / nt) ** 2 / ((vc / nc) ** 2 / (nc - 1) + (vt / nt) ** 2 / (nt - 1))
-    assert row["lift_rel"] == pytest.approx(rel, rel=1e-9)
-    assert row["fixed_p_value"] == pytest.approx(2 * stats.t.sf(abs(rel / se), dof), rel=1e-6)
-    assert results["recommendation"]["action"] in {"keep", "extend", "rollback"}
+    assert row["lift_rel"] == pytest.approx(mt / mc - 1, rel=1e-9)
+    assert row["fixed_p_value"] == pytest.approx(2 * stats.t.sf(abs((mt - mc) / se), dof), rel=1e-6)
+    # The always-valid p-value (no planned sample: the confidence sequence, tuned to 5,000
+    # units, Waudby-Smith et al. 2023 eq. 155) from the per-unit values directly.
+    n_all, var_diff = nc + nt, vt / nt + vc / nc
+    rho2 = (-2 * np.log(0.05) + np.log(1 - 2 * np.log(0.05))) / 5000
+    s_stat = (mt - mc) ** 2 * n_all / var_diff
+    log_e = rho2 * s_stat / (2 * (n_all * rho2 + 1)) - 0.5 * np.log(n_all * rho2 + 1)
+    assert row["p_value"] == pytest.approx(min(1.0, float(np.exp(-log_e))), rel=1e-6)
+    # A 20% -> 40% conversion change over 600 units is clear even under continuous peeking.
+    assert row["status"] == "improved" and row["ci_low"] > 0
+    assert results["recommendation"]["action"] == "keep", results["recommendation"]
     assert results["health"]["units"] == len(units)
+
+    r = people.post(f"{base}/api/v1/projects/e2e/experiments/aa-check/analyze")
+    assert r.status_code == 202, r.text
+    for _ in range(240):
+        aa = people.get(f"{base}/api/v1/projects/e2e/experiments/aa-check/results").json()
+        if aa.get("computed_at"):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("no A/A snapshot:\n" + (logs / "worker.log").read_text()[-5000:])
+    assert aa["recommendation"]["action"] == "extend", aa["recommendation"]
+    [aa_row] = aa["metrics"]
+    assert aa_row["status"] == "neutral" and aa_row["ci_low"] < 0 < aa_row["ci_high"]

@@ -497,10 +497,26 @@ def test_api_key_needs_a_scope(project, alice):
 # --- home ------------------------------------------------------------------------------------
 
 
-def test_create_a_project_from_home(admin_user, django_user_model):
+def test_create_a_project_from_home(admin_user, django_user_model, settings):
+    settings.ABACUS_PROJECT_CREATION = "anyone"  # alice is no staff
     client = Client()
     client.force_login(admin_user)
     r = client.post("/", {"slug": "growth", "name": "Growth"})
     assert r.status_code == 302 and r["Location"] == "/p/growth/"
     r = client.post("/", {"slug": "growth", "name": "Again"})
-    assert "already exists" in r.content.decode()
+    assert "is not available" in r.content.decode()
+
+
+def test_detail_page_says_when_and_on_what_the_ramp_advances(project, metrics, alice):
+    running_experiment(
+        project,
+        ramp_stages=[
+            {"coverage": 0.1, "min_hours": 24},
+            {"coverage": 0.5, "min_hours": 24, "min_units": 800},
+            {"coverage": 1.0, "min_hours": 0},
+        ],
+    )
+    body = alice.get("/p/shop/experiments/checkout-v2/").content.decode()
+    assert "Stages advance automatically" in body
+    assert "every arm has at least 100 units" in body
+    assert "The next stage (50%) may start after" in body and "once every arm has 100 units" in body

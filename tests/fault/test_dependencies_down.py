@@ -15,10 +15,9 @@ from pathlib import Path
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
-from analysis.models import ResultSnapshot
-from experiments.services import api_key_create
+from analysis.models import AnalysisRun, ResultSnapshot
+from experiments.services import api_key_create, user_token_create
 from tests.factories import running_experiment
 from tests.fault.stack import (
     RedisServer,
@@ -69,7 +68,7 @@ def test_broker_down_keeps_assignment_and_ingestion_up_and_analysis_catches_up(
     service = requests.Session()
     service.headers["Authorization"] = f"Bearer {secret}"
     people = requests.Session()
-    people.headers["Authorization"] = f"Token {Token.objects.create(user=admin_user).key}"
+    people.headers["Authorization"] = f"Token {user_token_create(user=admin_user).token}"
     try:
         wait_healthy(base, var / "web.log")
         assert requests.get(f"{base}/readyz", timeout=10).json()["status"] == "ok"
@@ -88,15 +87,25 @@ def test_broker_down_keeps_assignment_and_ingestion_up_and_analysis_catches_up(
             f"{base}/api/v1/events", json={"events": _exposures(experiment, 50, 150)}, timeout=10
         )
         assert posted.status_code == 202 and posted.json()["accepted"] == 150, posted.text
-        ready = requests.get(f"{base}/readyz", timeout=30)
+        # /readyz serves a broker result at most FRESH_SECONDS (1 s) old, always within 200 ms.
+        wait_for(
+            lambda: requests.get(f"{base}/readyz", timeout=1).json()["status"] == "degraded",
+            5,
+            "readyz degraded",
+        )
+        started = time.perf_counter()
+        ready = requests.get(f"{base}/readyz", timeout=1)
+        assert time.perf_counter() - started < 0.2
         assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
         assert "broker" in ready.json()["failed"] and ready.json()["database"] == "ok"
-        assert requests.get(f"{base}/readyz?strict=1", timeout=30).status_code == 503
+        assert requests.get(f"{base}/readyz?strict=1", timeout=1).status_code == 503
         queued = people.post(
             f"{base}/api/v1/projects/shop/experiments/checkout-v2/analyze", timeout=60
         )
         assert queued.status_code == 503, queued.text
         assert "broker is unavailable" in queued.json()["detail"]
+        run = AnalysisRun.objects.filter(experiment=experiment).order_by("-id").first()
+        assert run.status == "failed" and "broker is unavailable" in run.error, run.error
 
         time.sleep(1)
         redis.proc.start()  # the same port again

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import requests
-from rest_framework.authtoken.models import Token
 
 from analysis.models import AnalysisRun, ResultSnapshot
 from analysis.services import analysis_run
 from assignments.services import events_ingest
+from experiments.services import user_token_create
 from tests.factories import running_experiment
 from tests.fault.stack import (
     RedisServer,
@@ -100,7 +100,7 @@ def test_killed_analysis_is_redelivered_and_snapshots_once(broker, admin_user, p
     procs = [web, first.start()]
     base = f"http://127.0.0.1:{port}"
     people = requests.Session()
-    people.headers["Authorization"] = f"Token {Token.objects.create(user=admin_user).key}"
+    people.headers["Authorization"] = f"Token {user_token_create(user=admin_user).token}"
     results_url = f"{base}/api/v1/projects/shop/experiments/checkout-v2/results"
     try:
         wait_healthy(base, var / "web.log")

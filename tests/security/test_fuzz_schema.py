@@ -13,12 +13,11 @@ import schemathesis
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
-from rest_framework.authtoken.models import Token
 from schemathesis import checks
 
 from config.wsgi import application
 from experiments.models import Role
-from experiments.services import api_key_create, membership_set
+from experiments.services import api_key_create, membership_set, user_token_create
 from tests.factories import running_experiment
 
 pytestmark = [pytest.mark.security]
@@ -54,7 +53,7 @@ def auth(django_user_model, project, metrics, in_process):
     service = api_key_create(project=project, name="fuzz", scopes=["assign", "ingest", "read"])
     victim = api_key_create(project=project, name="victim", scopes=["read"])
     return {
-        "user": {"Authorization": f"Token {Token.objects.create(user=admin).key}"},
+        "user": {"Authorization": f"Token {user_token_create(user=admin).token}"},
         "service": {"Authorization": f"Bearer {service.secret}"},
         "paths": {
             "project": "shop",

@@ -4,7 +4,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from typing import Any
@@ -13,6 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from config import processes
 from experiments.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USER
 
 
@@ -25,54 +25,19 @@ class Command(BaseCommand):
         parser.add_argument("--no-seed", action="store_true")
 
     def handle(self, *args: Any, **o: Any) -> None:
-        if not o["no_seed"]:
+        if not o["no_seed"] and settings.ABACUS_DEMO:
             call_command("seed_demo", stdout=self.stdout)
+        elif not o["no_seed"]:
+            self.stdout.write(
+                "No demo seeded: DATABASE_URL is set (ABACUS_DEMO=1 seeds one). Create people "
+                "with `manage.py createsuperuser`."
+            )
         call_command("collectstatic", interactive=False, verbosity=0)
-        python = sys.executable
-        var = str(settings.VAR_DIR)
+        var = settings.VAR_DIR
         commands = {
-            "web": [
-                python,
-                "-m",
-                "gunicorn",
-                "config.wsgi",
-                "--bind",
-                f"{o['host']}:{o['port']}",
-                "--workers",
-                "2",
-                "--threads",
-                "4",
-                "--access-logfile",
-                "-",
-                "--timeout",
-                "60",
-            ],
-            "worker": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "worker",
-                "--loglevel",
-                "INFO",
-                "--concurrency",
-                "2",
-                "-n",
-                f"worker-{os.getpid()}@%h",
-            ],
-            "beat": [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "config",
-                "beat",
-                "--loglevel",
-                "INFO",
-                "--schedule",
-                os.path.join(var, "celerybeat-schedule"),
-            ],
+            "web": processes.web(bind=f"{o['host']}:{o['port']}", workers=2, threads=4),
+            "worker": processes.worker(name=f"worker-{os.getpid()}@%h", concurrency=2),
+            "beat": processes.beat(schedule=var / "celerybeat-schedule"),
         }
         procs = {
             name: subprocess.Popen(cmd, start_new_session=True) for name, cmd in commands.items()
@@ -103,12 +68,13 @@ class Command(BaseCommand):
         url = f"http://{o['host']}:{o['port']}/"
         self._wait_healthy(url + "healthz")
         self._first_analysis()
+        login = (
+            f"Log in as '{DEMO_USER}' / '{DEMO_PASSWORD}' and open checkout-redesign.\n"
+            if settings.ABACUS_DEMO and not o["no_seed"]
+            else ""
+        )
         self.stdout.write(
-            self.style.SUCCESS(
-                f"\nabacus is running at {url}\n"
-                f"Log in as '{DEMO_USER}' / '{DEMO_PASSWORD}' and open checkout-redesign.\n"
-                "Press Ctrl-C to stop."
-            )
+            self.style.SUCCESS(f"\nabacus is running at {url}\n{login}Press Ctrl-C to stop.")
         )
         try:
             while not stopping:

@@ -1,5 +1,7 @@
 """Real processes for fault and load tests: gunicorn, Celery worker and beat, a private Redis.
 
+The command lines are the product's own (config/processes.py); this module supervises them.
+
 Each process starts in its own session (process group) so a test can SIGKILL it with all its
 children, like a crashed machine, and start it again on the same port.
 """
@@ -9,7 +11,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import suppress
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import requests
 from django.db import connection
+
+from config import processes
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,10 +113,9 @@ class Proc:
 def gunicorn(
     env: dict, port: int, log: Path, workers: int = 2, threads: int = 1, access_log: bool = True
 ) -> Proc:
-    args = [sys.executable, "-m", "gunicorn", "config.wsgi", "--bind", f"127.0.0.1:{port}"]
-    args += ["--workers", str(workers), "--threads", str(threads), "--timeout", "60"]
-    if access_log:
-        args += ["--access-logfile", "-"]
+    args = processes.web(
+        bind=f"127.0.0.1:{port}", workers=workers, threads=threads, access_log=access_log
+    )
     return Proc("web", args, env, log)
 
 
@@ -121,18 +123,18 @@ def celery_worker(
     env: dict, log: Path, name: str, pool: str = "solo", module: str | None = None
 ) -> Proc:
     """A worker; `module` runs a wrapper (e.g. tests.fault.paused_worker) instead of celery."""
-    head = [sys.executable, "-m", module] if module else [sys.executable, "-m", "celery"]
-    args = [*head, "-A", "config", "worker", "--pool", pool, "--loglevel", "INFO"]
-    args += ["-n", f"{name}-{uuid.uuid4().hex[:6]}@%h", "-Q", env["ABACUS_TASK_QUEUE"]]
-    if pool == "prefork":
-        args += ["--concurrency", "1"]
+    args = processes.worker(
+        name=f"{name}-{uuid.uuid4().hex[:6]}@%h",
+        pool=pool,
+        concurrency=1 if pool == "prefork" else None,
+        queue=env["ABACUS_TASK_QUEUE"],
+        module=module or "celery",
+    )
     return Proc(name, args, env, log)
 
 
 def celery_beat(env: dict, log: Path, var: Path) -> Proc:
-    args = [sys.executable, "-m", "celery", "-A", "config", "beat", "--loglevel", "INFO"]
-    args += ["--schedule", str(var / "celerybeat-schedule")]
-    return Proc("beat", args, env, log)
+    return Proc("beat", processes.beat(schedule=var / "celerybeat-schedule"), env, log)
 
 
 class RedisServer:

@@ -1,0 +1,69 @@
+"""The command lines of abacus's three processes, written once: web, worker and beat.
+
+- **web**: gunicorn serving ``config.wsgi``;
+- **worker**: ``celery -A config worker`` (analyses, webhooks);
+- **beat**: ``celery -A config beat`` (queues the scheduled analyses).
+
+`manage.py run_all` (``make run``), the end-to-end, fault and load tests and the benchmarks start
+their processes from these functions, so a change to how abacus runs is made here and every one
+of them runs it. Each returns an argv list for `subprocess.Popen`; the caller chooses the
+environment (``DATABASE_URL``, ``CELERY_BROKER_URL``, ...) and supervises the process.
+"""
+
+import sys
+from os import PathLike
+
+
+def web(
+    *,
+    bind: str,
+    workers: int = 2,
+    threads: int = 1,
+    timeout: int = 60,
+    access_log: bool = True,
+    log_level: str | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """gunicorn serving the Django app on ``bind`` (``host:port``)."""
+    args = [python, "-m", "gunicorn", "config.wsgi", "--bind", bind]
+    args += ["--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout)]
+    if access_log:
+        args += ["--access-logfile", "-"]
+    if log_level:
+        args += ["--log-level", log_level]
+    return args
+
+
+def worker(
+    *,
+    name: str,
+    pool: str | None = None,
+    concurrency: int | None = None,
+    queue: str | None = None,
+    log_level: str = "INFO",
+    module: str = "celery",
+    python: str = sys.executable,
+) -> list[str]:
+    """A Celery worker named ``name`` (e.g. ``worker-1@%h``).
+
+    ``pool``: Celery's default (prefork) unless given (``solo`` runs tasks in the worker process
+    itself); ``queue``: the settings' default queue (``ABACUS_TASK_QUEUE``) unless given;
+    ``module``: what ``python -m`` runs, ``celery`` or a wrapper that ends by calling Celery's
+    command line (the fault tests' paused worker).
+    """
+    args = [python, "-m", module, "-A", "config", "worker", "--loglevel", log_level, "-n", name]
+    if pool:
+        args += ["--pool", pool]
+    if concurrency:
+        args += ["--concurrency", str(concurrency)]
+    if queue:
+        args += ["-Q", queue]
+    return args
+
+
+def beat(
+    *, schedule: str | PathLike[str], log_level: str = "INFO", python: str = sys.executable
+) -> list[str]:
+    """Celery beat, keeping its schedule state in the file ``schedule``."""
+    args = [python, "-m", "celery", "-A", "config", "beat", "--loglevel", log_level]
+    return [*args, "--schedule", str(schedule)]

@@ -162,16 +162,23 @@ def parse_time_bound(value: str, *, end: bool = False) -> datetime:
         day = date.fromisoformat(value)
     except ValueError:
         day = None
+    out_of_range = f"'{value}' is out of range: use a date between 0001-01-02 and 9999-12-30."
     if day is not None:
         moment = datetime.combine(day, time.min, tzinfo=UTC)
-        return moment + timedelta(days=1) if end else moment
+        try:
+            return moment + timedelta(days=1) if end else moment
+        except OverflowError:  # the day after 9999-12-31
+            raise ValueError(out_of_range) from None
     try:
         moment = datetime.fromisoformat(value.replace(" ", "T"))
     except ValueError:
         raise ValueError(
             f"'{value}' is not a date (2026-11-29) or an ISO 8601 date-time (2026-11-29T10:00:00Z)."
         ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    try:  # an offset can carry it past datetime's range once in UTC
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:
+        raise ValueError(out_of_range) from None
 
 
 def _split(values: Iterable[str]) -> tuple[str, ...]:
@@ -353,6 +360,20 @@ def _text(value: Any, kind: str) -> str:
     return str(value)
 
 
+# A spreadsheet reads a cell that begins with one of these as a formula (OWASP, "CSV Injection").
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: Any, kind: str) -> str:
+    """A CSV cell. String cells (names, keys, reasons: text people typed) that a spreadsheet
+    would run as a formula get a leading single quote, OWASP's rule; numbers, booleans,
+    timestamps and JSON cells are left as they are, so a negative lift stays a number."""
+    text = _text(value, kind)
+    if kind == "string" and text.startswith(FORMULA_TRIGGERS):
+        return "'" + text
+    return text
+
+
 def _jsonable(value: Any) -> Any:
     return value.isoformat() if isinstance(value, datetime) else value
 
@@ -380,7 +401,7 @@ def stream_csv(
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([c.name for c in cols])
     for batch in _batches(groups, on_rows):
-        writer.writerows([_text(row[c.name], c.type) for c in cols] for row in batch)
+        writer.writerows([_cell(row[c.name], c.type) for c in cols] for row in batch)
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()

@@ -21,8 +21,10 @@ from django.utils import timezone
 from analysis import aggregation
 from analysis.models import AnalysisRun, ResultRow, ResultSnapshot, RunStatus
 from analysis.policy import (
+    COLLECTING,
     DEFAULT_TUNING_N,
     EMPTY,
+    LOOK,
     Comparison,
     Evaluation,
     MetricDef,
@@ -39,6 +41,7 @@ from analysis.recommendations import (
     check_multi_exposure,
     check_no_exposures,
     check_pre_exposure_imbalance,
+    check_pre_start_exposures,
     estimate_extension,
     harm_reason,
     metric_status,
@@ -69,8 +72,44 @@ def analysis_enqueue(experiment: Experiment, trigger: str, through: datetime | N
     run = analysis_run_create(
         experiment=experiment, trigger="backfill" if through else trigger, through=through
     )
-    transaction.on_commit(lambda: run_analysis.delay(experiment.pk, run.pk))
+
+    def send() -> None:
+        try:
+            run_analysis.delay(experiment.pk, run.pk)
+        except Exception as exc:
+            # The broker is down: the run can never start, so say so on it (the health panel
+            # shows it) instead of leaving it queued; the caller still answers 503.
+            AnalysisRun.objects.filter(pk=run.pk, status=RunStatus.QUEUED).update(
+                status=RunStatus.FAILED,
+                finished_at=timezone.now(),
+                error=f"Could not be queued: the task broker is unavailable "
+                f"({type(exc).__name__}). The next scheduled analysis retries.",
+            )
+            raise
+
+    transaction.on_commit(send)
     return run.pk
+
+
+def analysis_runs_expire(*, older_than: timedelta, now: datetime | None = None) -> int:
+    """Mark failed the runs no worker will finish: ``running`` since before ``older_than`` (the
+    task's hard time limit: its worker died or was killed) or still ``queued`` that long (its
+    message was lost). A redelivered task may still finish such a run later. Returns how many."""
+    cutoff = (now or timezone.now()) - older_than
+    limit = f"{older_than.total_seconds():.0f} s"
+    expired = AnalysisRun.objects.filter(status=RunStatus.RUNNING, started_at__lt=cutoff).update(
+        status=RunStatus.FAILED,
+        finished_at=timezone.now(),
+        error=f"Stale: still running after the task's time limit ({limit}); its worker "
+        "probably died. The next scheduled analysis retries.",
+    )
+    expired += AnalysisRun.objects.filter(status=RunStatus.QUEUED, created_at__lt=cutoff).update(
+        status=RunStatus.FAILED,
+        finished_at=timezone.now(),
+        error=f"Stale: queued for longer than the task's time limit ({limit}) and never "
+        "started; its message was lost. The next scheduled analysis retries.",
+    )
+    return expired
 
 
 # --- one run ----------------------------------------------------------------------------------
@@ -111,9 +150,7 @@ def analysis_run(
     run.attempts += 1
     run.error = ""
     run.note = ""
-    run.save(
-        update_fields=["data_through", "status", "started_at", "attempts", "error", "note"]
-    )
+    run.save(update_fields=["data_through", "status", "started_at", "attempts", "error", "note"])
     try:
         existing = ResultSnapshot.objects.filter(
             experiment=experiment, phase=experiment.phase, data_through=run.data_through
@@ -261,7 +298,7 @@ def _compute(experiment: Experiment, run: AnalysisRun, live: bool) -> ResultSnap
         stats,
         units,
         dict(previous.looks) if previous else {},
-        findings=_db_findings(plan, counts, units, stats, errors),
+        findings=[*_db_findings(plan, counts, units, stats, errors), _pre_start(experiment, since)],
         errors=errors,
         extensions={
             t: _extension(experiment, plan, t, stats, counts.units, elapsed_days)
@@ -294,7 +331,7 @@ def _compute(experiment: Experiment, run: AnalysisRun, live: bool) -> ResultSnap
         rows.append(_row(em, plan.control, stats.get(key, {}).get(plan.control, EMPTY), None, caps))
         for comp in (c for c in evaluation.comparisons if c.metric.key == key):
             t_stats = stats.get(key, {}).get(comp.variant, EMPTY)
-            rows.append(_row(em, comp.variant, t_stats, comp, caps))
+            rows.append(_row(em, comp.variant, t_stats, comp, caps, status.kind))
 
     with transaction.atomic():
         extension = decision.extension if decision.action == "extend" else None
@@ -324,6 +361,8 @@ def _compute(experiment: Experiment, run: AnalysisRun, live: bool) -> ResultSnap
             if actions:
                 snapshot.actions = actions
                 snapshot.save(update_fields=["actions"])
+        if live:
+            _alert(experiment, snapshot)
     return snapshot
 
 
@@ -368,6 +407,15 @@ def _db_findings(
                     )
                 )
     return findings
+
+
+def _pre_start(experiment: Experiment, since: datetime) -> Finding:
+    """Exposures stamped before the phase start: one count per run (the experiment's exposure
+    index, which the aggregation reads anyway), not per dashboard view."""
+    from assignments.models import Exposure
+
+    count = Exposure.objects.filter(experiment_id=experiment.pk, ts__lt=since).count()
+    return check_pre_start_exposures(count, since)
 
 
 def _health_json(
@@ -450,6 +498,7 @@ def _row(
     stats: SampleStats,
     comp: Comparison | None,
     caps: dict[str, float],
+    look_kind: str = LOOK,
 ) -> ResultRow:
     metric = em.metric
     row = ResultRow(
@@ -476,8 +525,9 @@ def _row(
         row.alpha = comp.config.alpha  # the level of the p-values
         row.information_fraction = result.information_fraction
         row.method = result.method
-        row.significant = result.significant and not comp.error
-        row.status = metric_status(comp.outcome)
+        collecting = look_kind == COLLECTING  # too few units: no metric decides yet
+        row.significant = result.significant and not comp.error and not collecting
+        row.status = "collecting" if collecting else metric_status(comp.outcome)
         row.details.update({k: v for k, v in asdict(result).items() if _jsonable(v)})
         # How the comparison was set up, so exports can re-derive it without the pipeline's rules.
         config = comp.config
@@ -531,7 +581,42 @@ def _act(
     return [_notify(experiment, snapshot, outcome.action, outcome.reason, now, outcome.detail)]
 
 
-WEBHOOK_EVENTS = {"rollback": "experiment.rolled_back", "ramp": "experiment.ramped"}
+WEBHOOK_EVENTS = {
+    "rollback": "experiment.rolled_back",
+    "ramp": "experiment.ramped",
+    "recommendation": "experiment.recommendation_changed",
+    "srm": "experiment.srm_detected",
+}
+
+
+def _alert(experiment: Experiment, snapshot: ResultSnapshot) -> None:
+    """Webhooks for what changed since the phase's previous snapshot (live runs only): the
+    recommendation (before the first snapshot it counts as "extend": keep collecting), and a
+    sample-ratio mismatch that the previous snapshot did not flag."""
+    previous = (
+        ResultSnapshot.objects.filter(
+            experiment=experiment, phase=snapshot.phase, data_through__lt=snapshot.data_through
+        )
+        .exclude(pk=snapshot.pk)
+        .order_by("-data_through", "-id")
+        .only("recommendation", "health")
+        .first()
+    )
+    now = timezone.now()
+    before = previous.recommendation if previous else "extend"
+    if snapshot.recommendation != before:
+        reason = f"The recommendation changed from {before} to {snapshot.recommendation}."
+        detail = {"previous_recommendation": before}
+        _notify(experiment, snapshot, "recommendation", reason, now, detail)
+    health = snapshot.health or {}
+    if health.get("srm_flagged") and not (previous and (previous.health or {}).get("srm_flagged")):
+        units = health.get("units_by_variant", {})
+        reason = (
+            f"Sample-ratio mismatch (p = {health.get('srm_p_value')}): the units per variant "
+            f"{units} do not match the weights; the results cannot be trusted until it is fixed."
+        )
+        detail = {"srm_p_value": health.get("srm_p_value"), "units_by_variant": units}
+        _notify(experiment, snapshot, "srm", reason, now, detail)
 
 
 def _notify(

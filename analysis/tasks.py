@@ -6,7 +6,7 @@ experiment's lock while it computes, retries on transient database errors with t
 """
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -14,8 +14,8 @@ from django.db import InterfaceError, OperationalError, connection
 from django.utils.dateparse import parse_datetime
 
 from analysis.locks import experiment_lock
-from analysis.models import AnalysisRun, RunStatus
-from analysis.services import analysis_run, analysis_run_create
+from analysis.models import AnalysisRun, DeliveryStatus, RunStatus
+from analysis.services import analysis_run, analysis_run_create, analysis_runs_expire
 from analysis.webhooks import WebhookError, webhook_deliver, webhook_give_up
 from experiments.models import Experiment, ExperimentStatus
 
@@ -23,12 +23,18 @@ logger = logging.getLogger(__name__)
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
 LOCK_RETRY_SECONDS = 15  # a queued on-demand run waits this long for a run in progress
 MAX_RETRIES = 5
+RUN_TIME_LIMIT = 1800  # seconds: analysis.run's hard limit; a run older than this is stale
 
 
 @shared_task(name="analysis.schedule_running", soft_time_limit=60, time_limit=90)
 def schedule_running() -> int:
     """Fan out one analysis task per running experiment; each expires after one interval so a
-    stalled worker does not build up a backlog of stale runs."""
+    stalled worker does not build up a backlog of stale runs. First, runs no worker will finish
+    (running or queued for longer than analysis.run's hard time limit) are marked failed, so
+    the health panel says so; this fan-out is their retry."""
+    expired = analysis_runs_expire(older_than=timedelta(seconds=RUN_TIME_LIMIT))
+    if expired:
+        logger.warning("marked %s stale analysis run(s) failed", expired)
     interval = float(settings.ABACUS_ANALYSIS_INTERVAL)
     ids = list(
         Experiment.objects.filter(status=ExperimentStatus.RUNNING).values_list("pk", flat=True)
@@ -41,8 +47,8 @@ def schedule_running() -> int:
 @shared_task(
     name="analysis.run",
     bind=True,
-    soft_time_limit=1500,
-    time_limit=1800,
+    soft_time_limit=RUN_TIME_LIMIT - 300,
+    time_limit=RUN_TIME_LIMIT,
     max_retries=MAX_RETRIES,
     acks_late=True,
 )
@@ -117,7 +123,7 @@ def _parse(value: str | None) -> datetime | None:
 def deliver_webhook(self, delivery_id: int) -> bool:  # noqa: ANN001
     """One attempt per execution; retried with exponential backoff, then marked failed."""
     try:
-        webhook_deliver(delivery_id=delivery_id)
+        delivery = webhook_deliver(delivery_id=delivery_id)
     except WebhookError as exc:
         if self.request.retries >= self.max_retries:
             webhook_give_up(delivery_id=delivery_id)
@@ -125,4 +131,4 @@ def deliver_webhook(self, delivery_id: int) -> bool:  # noqa: ANN001
             return False
         base = float(getattr(settings, "ABACUS_WEBHOOK_RETRY_SECONDS", 10))
         raise self.retry(exc=exc, countdown=min(900.0, base * 2**self.request.retries)) from exc
-    return True
+    return delivery.status == DeliveryStatus.DELIVERED  # False: refused (config.egress)

@@ -7,7 +7,12 @@ HMAC-SHA256 of the exact body bytes under the project's ``webhook_secret``; non-
 network errors are retried with exponential backoff, and every attempt is recorded.
 
 Receivers verify with ``hmac.compare_digest(header, webhook_signature(secret, raw_body))`` and
-may de-duplicate on the body's ``id`` (a retry resends the same id).
+may de-duplicate on the body's ``id`` (a retry resends the same id); docs/operations.md
+"Webhooks" has the receiver's code.
+
+Messages go only where ``config.egress`` allows: public addresses, checked after DNS resolution
+by the connection itself, or the receivers listed in ``ABACUS_WEBHOOK_ALLOWED_HOSTS``. A refused
+send is not retried: the delivery ends failed with a ``Refused: ...`` note.
 """
 
 import hashlib
@@ -20,11 +25,22 @@ from django.db import transaction
 from django.utils import timezone
 
 from analysis.models import DeliveryStatus, ResultSnapshot, WebhookDelivery
+from config.egress import BlockedDestination, guarded_session
 from experiments.models import Experiment, Project
 
 SIGNATURE_HEADER = "X-Abacus-Signature"
 EVENT_HEADER = "X-Abacus-Event"
 DELIVERY_HEADER = "X-Abacus-Delivery"
+# What a project's webhook receives (X-Abacus-Event), as the settings page lists it.
+WEBHOOK_EVENT_HELP = (
+    ("experiment.rolled_back", "an experiment was rolled back by the automation"),
+    ("experiment.ramped", "a ramp plan moved an experiment's coverage to its next stage"),
+    (
+        "experiment.recommendation_changed",
+        "an analysis recommends something else than the one before (keep, extend, rollback)",
+    ),
+    ("experiment.srm_detected", "an analysis newly finds a sample-ratio mismatch"),
+)
 TIMEOUT_SECONDS = 10
 MAX_ERROR_CHARS = 2000
 
@@ -85,17 +101,22 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery:
     delivery.attempts += 1
     delivery.last_attempt_at = timezone.now()
     error = ""
+    refused = False
     try:
-        response = requests.post(
-            delivery.url,
-            data=body,
-            headers=headers,
-            timeout=TIMEOUT_SECONDS,
-            allow_redirects=False,
-        )
+        with guarded_session() as session:
+            response = session.post(
+                delivery.url,
+                data=body,
+                headers=headers,
+                timeout=TIMEOUT_SECONDS,
+                allow_redirects=False,
+            )
         delivery.last_status_code = response.status_code
         if not 200 <= response.status_code < 300:
             error = f"HTTP {response.status_code}: {response.text[:200]}"
+    except BlockedDestination as exc:
+        delivery.last_status_code = None
+        error, refused = f"Refused: {exc}", True
     except requests.RequestException as exc:
         delivery.last_status_code = None
         error = f"{type(exc).__name__}: {exc}"
@@ -103,6 +124,8 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery:
     if not error:
         delivery.status = DeliveryStatus.DELIVERED
         delivery.delivered_at = delivery.last_attempt_at
+    if refused:
+        delivery.status = DeliveryStatus.FAILED  # policy, not a transient error: no retry
     delivery.save(
         update_fields=[
             "attempts",
@@ -113,7 +136,7 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery:
             "delivered_at",
         ]
     )
-    if error:
+    if error and not refused:
         raise WebhookError(error)
     return delivery
 

@@ -10,6 +10,12 @@ E = f"{P}/experiments/<slug:key>"
 urlpatterns = [
     path("power", apis.PowerApi.as_view(), name="api-power"),
     path("projects/", apis.ProjectListApi.as_view(), name="projects"),
+    path(f"{P}/settings/", apis.ProjectSettingsApi.as_view(), name="project-settings-api"),
+    re_path(
+        r"^projects/(?P<project>[-\w]+)/webhook-secret/(?P<action>reveal|rotate)/?$",
+        apis.WebhookSecretApi.as_view(),
+        name="webhook-secret-api",
+    ),
     path(f"{P}/members/", apis.MemberListApi.as_view(), name="members"),
     path(f"{P}/members/<str:username>/", apis.MemberDetailApi.as_view(), name="member"),
     path(f"{P}/api-keys/", apis.ApiKeyListApi.as_view(), name="api-keys"),

@@ -12,7 +12,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analysis.stats.power import PIPELINE_LOOKS, InvalidInput
+from analysis.webhooks import SIGNATURE_HEADER, WEBHOOK_EVENT_HELP
 from assignments.conditions import validate_condition
+from config.api import DomainError
 from experiments import services
 from experiments.models import (
     ApiKey,
@@ -75,13 +77,70 @@ class ProjectListApi(APIView):
 
     @extend_schema(request=ProjectSerializer, responses={201: ProjectSerializer})
     def post(self, request: Request) -> Response:
+        if not services.project_creation_allowed(request.user):
+            raise PermissionDenied(services.PROJECT_CREATION_REFUSED)
         serializer = ProjectSerializer(data=request.data, context={"request": request})
         serializer.is_valid(raise_exception=True)
-        project = services.project_create(owner=request.user, **serializer.validated_data)
+        project = services.project_create(actor=request.user, **serializer.validated_data)
         return Response(
             ProjectSerializer(project, context={"request": request}).data,
             status=status.HTTP_201_CREATED,
         )
+
+
+class ProjectSettingsSerializer(serializers.Serializer):
+    slug = serializers.SlugField(read_only=True)
+    name = serializers.CharField(max_length=200, required=False)
+    webhook_url = serializers.URLField(max_length=200, required=False, allow_blank=True)
+    webhook_events = serializers.SerializerMethodField()
+
+    def get_webhook_events(self, project: Project) -> list[str]:
+        return [name for name, _ in WEBHOOK_EVENT_HELP]
+
+
+class ProjectSettingsApi(APIView):
+    """A project's settings (name, webhook URL): admins only, like the settings page."""
+
+    @extend_schema(responses=ProjectSettingsSerializer)
+    def get(self, request: Request, project: str) -> Response:
+        proj = project_for(request, project, "manage")
+        return Response(ProjectSettingsSerializer(proj).data)
+
+    @extend_schema(request=ProjectSettingsSerializer, responses=ProjectSettingsSerializer)
+    def patch(self, request: Request, project: str) -> Response:
+        proj = project_for(request, project, "manage")
+        serializer = ProjectSettingsSerializer(data=request.data, partial=True)
+        serializer.is_valid(raise_exception=True)
+        try:
+            services.project_update(project=proj, actor=request.user, **serializer.validated_data)
+        except DomainError as exc:
+            raise serializers.ValidationError({exc.field or "detail": [exc.message]}) from exc
+        return Response(ProjectSettingsSerializer(proj).data)
+
+
+class WebhookSecretSerializer(serializers.Serializer):
+    webhook_secret = serializers.CharField()
+    signature_header = serializers.CharField()
+    algorithm = serializers.CharField()
+
+
+class WebhookSecretApi(APIView):
+    """Reveal (audited) or rotate the project's webhook signing secret: admins only."""
+
+    @extend_schema(
+        request=None,
+        responses=WebhookSecretSerializer,
+        operation_id="projects_webhook_secret_action",
+    )
+    def post(self, request: Request, project: str, action: str) -> Response:
+        proj = project_for(request, project, "manage")
+        if action == "rotate":
+            secret = services.project_webhook_secret_rotate(project=proj, actor=request.user)
+        else:
+            secret = services.project_webhook_secret_reveal(project=proj, actor=request.user)
+        body = {"webhook_secret": secret, "signature_header": SIGNATURE_HEADER}
+        body["algorithm"] = "HMAC-SHA256 of the raw request body, hex, prefixed 'sha256='"
+        return Response(body, headers={"Cache-Control": "no-store"})
 
 
 class MemberSerializer(serializers.Serializer):
@@ -283,6 +342,8 @@ class RampStageSerializer(serializers.Serializer):
     min_hours = serializers.FloatField(
         min_value=0, max_value=services.MAX_RAMP_STAGE_HOURS, default=24
     )
+    # Units per arm before the stage may advance (default: the stage's share of the plan).
+    min_units = serializers.IntegerField(min_value=1, max_value=10**9, required=False)
 
 
 class ExperimentSerializer(serializers.Serializer):

@@ -607,7 +607,10 @@ class ProjectSettingsForm(forms.Form):
     webhook_url = forms.URLField(
         required=False,
         assume_scheme="https",
-        help_text="Optional: abacus POSTs automatic rollbacks and recommendations here.",
+        help_text=(
+            "Optional: abacus POSTs rollbacks, ramp steps, recommendation changes and "
+            "sample-ratio mismatch alerts here (signed; see the Webhook section)."
+        ),
     )
 
 

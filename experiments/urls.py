@@ -28,6 +28,11 @@ urlpatterns = [
     path(f"{P}/metrics/<slug:key>/delete/", views.metric_delete, name="metric-delete"),
     path(f"{P}/settings/", views.project_settings, name="project-settings"),
     path(f"{P}/settings/project/", views.project_settings_update, name="project-settings-update"),
+    re_path(
+        r"^p/(?P<project>[-\w]+)/settings/webhook-secret/(?P<action>reveal|rotate)/$",
+        views.webhook_secret_action,
+        name="webhook-secret",
+    ),
     path(f"{P}/settings/members/", views.member_add, name="member-add"),
     path(f"{P}/settings/members/<str:username>/role/", views.member_role, name="member-role"),
     path(f"{P}/settings/members/<str:username>/remove/", views.member_remove, name="member-remove"),

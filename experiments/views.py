@@ -19,6 +19,7 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
+from analysis.webhooks import SIGNATURE_HEADER, WEBHOOK_EVENT_HELP
 from config.api import DomainError
 from experiments import forms, services
 from experiments.models import ApiKey, ExperimentStatus, Membership, Project
@@ -111,10 +112,15 @@ def _refusal(exc: DomainError | ValidationError) -> str:
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     projects = list(projects_for_user(request.user))
+    can_create = services.project_creation_allowed(request.user)
     form = forms.ProjectForm(request.POST or None)
+    context = {"projects": projects, "form": form, "can_create": can_create}
+    if request.method == "POST" and not can_create:
+        context["refusal"] = services.PROJECT_CREATION_REFUSED
+        return render(request, "experiments/home.html", context, status=403)
     if request.method == "POST" and form.is_valid():
         try:
-            project = services.project_create(owner=request.user, **form.cleaned_data)
+            project = services.project_create(actor=request.user, **form.cleaned_data)
         except (DomainError, ValidationError) as exc:
             forms.add_error_to_form(form, exc)
         else:
@@ -122,7 +128,7 @@ def home(request: HttpRequest) -> HttpResponse:
             return redirect("experiment-list", project=project.slug)
     elif request.method == "GET" and len(projects) == 1:
         return redirect("experiment-list", project=projects[0].slug)
-    return render(request, "experiments/home.html", {"projects": projects, "form": form})
+    return render(request, "experiments/home.html", context)
 
 
 # --- experiments ----------------------------------------------------------------------------
@@ -340,7 +346,12 @@ def metric_delete(request: HttpRequest, page: Page, key: str) -> HttpResponse:
 
 
 def _settings_page(
-    page: Page, *, status: int = 200, new_secret: str = "", **forms_given: Any
+    page: Page,
+    *,
+    status: int = 200,
+    new_secret: str = "",
+    webhook_secret: str = "",
+    **forms_given: Any,
 ) -> HttpResponse:
     project = page.project
     context = {
@@ -354,6 +365,9 @@ def _settings_page(
         "api_keys": api_keys_for_project(project),
         "audit": audit_log_for_project(project, limit=50),
         "new_secret": new_secret,
+        "webhook_secret": webhook_secret,
+        "webhook_events": WEBHOOK_EVENT_HELP,
+        "signature_header": SIGNATURE_HEADER,
     }
     context.update(forms_given)
     return page.render("experiments/settings.html", context, status=status)
@@ -377,6 +391,20 @@ def project_settings_update(request: HttpRequest, page: Page) -> HttpResponse:
             messages.success(request, "Project settings saved.")
             return redirect("project-settings", project=page.project.slug)
     return _settings_page(page, settings_form=form)
+
+
+@never_cache
+@project_page("manage")
+@require_POST
+def webhook_secret_action(request: HttpRequest, page: Page, action: str) -> HttpResponse:
+    """Reveal (audited) or rotate the signing secret; rendered, not redirected, so the secret
+    is in no URL and in no cached page."""
+    if action == "rotate":
+        secret = services.project_webhook_secret_rotate(project=page.project, actor=request.user)
+        messages.success(request, "New signing secret: deliveries from now on are signed with it.")
+    else:
+        secret = services.project_webhook_secret_reveal(project=page.project, actor=request.user)
+    return _settings_page(page, webhook_secret=secret)
 
 
 @project_page("manage")

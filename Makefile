@@ -1,11 +1,11 @@
-# abacus: two commands for a newcomer: `make run` and `make test`.
+# abacus: two commands for a newcomer: `make run` and `make test` (every target: README "Make targets").
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint migrate seed bench loadtest clean
+.PHONY: run test test-fast install lint migrate seed bench loadtest clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +21,28 @@ install: $(STAMP)
 migrate: install
 	$(BIN)/python manage.py migrate --noinput
 
+# What CI's lint step runs (.ci/run calls this target).
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python manage.py makemigrations --check --dry-run
 
 run: migrate
 	PORT=$(PORT) $(BIN)/python manage.py run_all --port $(PORT)
 
 test: install
 	$(BIN)/python -m pytest
+
+# The unit tests only (about a minute on 2 cores): no real processes, browser, fault injection,
+# load, fuzzing or long simulations. `make test` runs everything.
+FAST_MARKERS := not e2e and not browser and not fault and not load and not slow and not fuzz
+test-fast: install
+	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)"
+
+# The demo login, project and experiment with simulated traffic, in the configured database
+# (the embedded default; with DATABASE_URL set, only with ABACUS_DEMO=1). Idempotent.
+seed: migrate
+	$(BIN)/python manage.py seed_demo
 
 bench: migrate
 	$(BIN)/python manage.py benchmark all
@@ -38,7 +51,7 @@ bench: migrate
 # Meant for PostgreSQL + Redis: set DATABASE_URL and CELERY_BROKER_URL. LOAD_SECONDS=300.
 LOAD_SECONDS ?= 300
 loadtest: migrate
-	$(BIN)/python -m tests.load.loadtest --duration $(LOAD_SECONDS)
+	$(BIN)/python -m bench.load --duration $(LOAD_SECONDS)
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3 var/celery

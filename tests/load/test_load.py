@@ -1,6 +1,7 @@
 """The load test's short form, for CI: about a minute of sustained traffic on the test database.
 
-The long form (several minutes, on PostgreSQL) is `make loadtest`; see docs/benchmarks.md.
+The long form (several minutes, on PostgreSQL) is `make loadtest` (bench/load.py); see
+docs/benchmarks.md.
 """
 
 import json
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.load.loadtest import LoadStack, problems, run_load, table
+from bench.load import LoadStack, problems, run_load, table
 
 pytestmark = [pytest.mark.load, pytest.mark.django_db(transaction=True)]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -1,30 +1,21 @@
-"""`manage.py benchmark <assign|ingest|analyze|all>`: throughput against a same-run baseline.
+"""`manage.py benchmark <assign|ingest|analyze|all>`: the entry point of bench/ (developer
+tooling at the top of the repository, not part of the app). The benchmarks, and what they
+measure, are in bench/; the figures in docs/benchmarks.md."""
 
-Each benchmark prints a table of ratios against its baseline measured in the same run and
-writes JSON under var/bench/ (DESIGN.md section 10).
-"""
-
-import json
-import time
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-
-def _runners() -> dict[str, Any]:
-    from analysis.benchmarks import run_analyze
-    from assignments.benchmarks import run_assign, run_ingest
-
-    return {"assign": run_assign, "ingest": run_ingest, "analyze": run_analyze}
+import bench
 
 
 class Command(BaseCommand):
     help = "Run a benchmark and print ratios against its baseline measured in the same run."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("name", choices=["assign", "ingest", "analyze", "all"])
+        parser.add_argument("name", choices=[*bench.BENCHMARKS, "all"])
         parser.add_argument("--quick", action="store_true", help="small sizes, for CI")
         parser.add_argument(
             "--option",
@@ -35,14 +26,17 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **o: Any) -> None:
-        runners = _runners()
-        names = list(runners) if o["name"] == "all" else [o["name"]]
-        extra = dict(item.split("=", 1) for item in o["option"])
-        out_dir = Path(settings.VAR_DIR) / "bench"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for name in names:
+        bad = [item for item in o["option"] if "=" not in item]
+        if bad:
+            raise CommandError(f"--option takes key=value, not {', '.join(bad)}")
+        options = dict(item.split("=", 1) for item in o["option"])
+        for name in list(bench.BENCHMARKS) if o["name"] == "all" else [o["name"]]:
             self.stdout.write(self.style.MIGRATE_HEADING(f"benchmark {name}"))
-            result = runners[name](quick=o["quick"], options=extra, out=self.stdout)
-            path = out_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"
-            path.write_text(json.dumps(result, indent=2, default=str))
+            path = bench.run(
+                name,
+                quick=o["quick"],
+                options=options,
+                out=self.stdout,
+                out_dir=Path(settings.VAR_DIR) / "bench",
+            )
             self.stdout.write(f"wrote {path}")

@@ -400,7 +400,7 @@ def _database_url() -> str:
 def _measure(*args: str) -> dict[str, Any]:
     env = {**os.environ, "DATABASE_URL": _database_url(), "PYTHONUNBUFFERED": "1"}
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    code = "import sys; from analysis.benchmarks import child_main; child_main(sys.argv[1:])"
+    code = "import sys; from bench.analyze import child_main; child_main(sys.argv[1:])"
     proc = subprocess.run(
         [sys.executable, "-c", code, *args],
         env=env,
@@ -431,29 +431,48 @@ def _max_relative_difference(a: dict[str, list], b: dict[str, list]) -> float:
 
 
 def _explain(experiment_id: int, out: Any) -> None:
-    from analysis import aggregation
-    from analysis.services import _metric_spec
+    """PostgreSQL's plan of the metrics statement, with timings: the statement the public
+    ``experiment_aggregates`` runs, caught on its way to the database and run under
+    ``EXPLAIN (ANALYZE, BUFFERS)`` first (the aggregation then runs as usual)."""
+    from analysis.aggregation import MetricSpec, experiment_aggregates, read_strategy
     from experiments.models import Experiment
 
     experiment = Experiment.objects.get(pk=experiment_id)
-    ems = list(experiment.experiment_metrics.select_related("metric"))
-    specs = [_metric_spec(em) for em in ems]
-    names = aggregation._event_names(specs)
-    codes = {n: i for i, n in enumerate(names)}
-    columns = [aggregation._columns(i, m, codes) for i, m in enumerate(specs)]
-    sql = aggregation._metrics_sql(specs, columns, names)
-    params = {
-        "experiment": experiment.pk,
-        "project": experiment.project_id,
-        "since": experiment.phase_started_at,
-        "through": datetime.now(UTC),
-        "earliest": experiment.phase_started_at - timedelta(hours=WINDOW_HOURS),
-        **{f"name{i}": n for i, n in enumerate(names)},
-    }
+    specs = [
+        MetricSpec(
+            key=m.key,
+            kind=m.kind,
+            event_name=m.event_name,
+            denominator_event=m.denominator_event,
+            window_hours=int(m.conversion_window_hours),
+            winsorize_quantile=m.winsorize_quantile,
+            cuped=m.cuped,
+        )
+        for m in (em.metric for em in experiment.experiment_metrics.select_related("metric"))
+    ]
+    strategy = read_strategy()
+    plans: list[str] = []
+
+    def explain_metrics_statement(execute, sql, params, many, context):  # noqa: ANN001, ANN202
+        reads_events = "assignments_metricevent" in sql and "assignments_exposure" in sql
+        if not many and reads_events and not plans and not sql.startswith("EXPLAIN"):
+            with context["connection"].cursor() as cursor:
+                cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
+                plans.extend(row[0] for row in cursor.fetchall())
+        return execute(sql, params, many, context)
+
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET LOCAL work_mem = '256MB'")
-        cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)
-        out.write("\n".join(row[0] for row in cursor.fetchall()) + "\n")
+        with connection.execute_wrapper(explain_metrics_statement):
+            experiment_aggregates(
+                experiment_id=experiment.pk,
+                project_id=experiment.project_id,
+                metrics=specs,
+                since=experiment.phase_started_at,
+                through=datetime.now(UTC),
+                strategy=strategy,
+            )
+    out.write("\n".join(plans) + "\n")
 
 
 # --- the command ---------------------------------------------------------------------------------

@@ -15,9 +15,10 @@ docs/benchmarks.md):
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/abacus_load \\
     CELERY_BROKER_URL=redis://127.0.0.1:6379/0 \\
-    .venv/bin/python -m tests.load.loadtest --duration 300
+    .venv/bin/python -m bench.load --duration 300   # or: make loadtest
 
-The short form runs in CI as tests/load/test_load.py.
+The short form runs in the test suite as tests/load/test_load.py. The processes are started
+with the product's own command lines (config/processes.py, through tests/fault/stack.py).
 """
 
 import argparse
@@ -397,11 +398,15 @@ class LoadStack:
 
     def __enter__(self):  # noqa: ANN204
         from django.contrib.auth import get_user_model
-        from rest_framework.authtoken.models import Token
 
         from analysis.models import ResultSnapshot
         from assignments.models import Exposure, MetricEvent
-        from experiments.services import api_key_create, metric_create, project_create
+        from experiments.services import (
+            api_key_create,
+            metric_create,
+            project_create,
+            user_token_create,
+        )
         from tests.factories import running_experiment
         from tests.fault.stack import base_env, celery_worker, free_port, gunicorn, wait_healthy
 
@@ -418,7 +423,7 @@ class LoadStack:
             port=free_port(),
             ingest_secret=api_key_create(project=project, name="ingest", scopes=["ingest"]).secret,
             assign_secret=api_key_create(project=project, name="assign", scopes=["assign"]).secret,
-            token=Token.objects.create(user=user).key,
+            token=user_token_create(user=user).token,
             project=slug,
             experiment=experiment.key,
             started_at=experiment.started_at,

@@ -1,0 +1,228 @@
+"""`manage.py benchmark assign`: assignment throughput against the growthbook SDK.
+
+The decision ``assignments_get_or_create`` makes (cached specs, numpy bucketing), single and bulk,
+against the official ``growthbook`` SDK evaluating the payload served by
+``/api/features/<client key>`` for the same experiment and units (the answers must agree); then
+the full sticky path with the database (new units, returning units), and HTTP through gunicorn:
+``/assign/bulk`` units/s and single ``/assign`` p50/p99.
+
+Works in a throwaway project of the configured database (SQLite or PostgreSQL) and deletes it
+afterwards. The rate limiter is off in the benchmark's gunicorn: it measures the app. Options
+(``--option key=value``): ``units``, ``requests``, ``workers``, ``clients``.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import statistics
+import time
+from typing import IO, Any
+
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from assignments.features import evaluate, evaluate_many
+from assignments.selectors import features_payload, project_specs
+from assignments.services import assignments_get_or_create
+from bench.common import (
+    bench_project,
+    delete_projects,
+    gunicorn,
+    in_threads,
+    load_average,
+    percentile,
+    rate,
+    request,
+    table,
+)
+
+
+def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str, Any]:
+    """Assignment throughput: abacus in-process and over HTTP against the growthbook SDK."""
+    from growthbook import GrowthBook
+
+    from experiments.services import api_key_create
+
+    units_n = int(options.get("units", 20_000 if quick else 200_000))
+    requests_n = int(options.get("requests", 1_000 if quick else 5_000))
+    workers = int(options.get("workers", 3))
+    clients = int(options.get("clients", 4))
+    call_command("migrate", verbosity=0)
+    project, experiment = bench_project("assign")
+    secret = api_key_create(project=project, name="bench", scopes=["assign"]).secret
+    rng = random.Random(1)
+    units = [f"{rng.getrandbits(64):016x}" for _ in range(units_n)]
+    try:
+        spec = project_specs(project).specs[experiment.key]
+        out.write(
+            f"{units_n:,} units, experiment {experiment.key} (50/50, hash version 2); "
+            f"{connection.vendor}; load {load_average()}"
+        )
+
+        # The SDK, evaluating the payload the features endpoint serves.
+        payload, _ = features_payload(project)
+        gb = GrowthBook(attributes={}, features=json.loads(json.dumps(payload))["features"])
+        sdk_answers = []
+        started = time.perf_counter()
+        for unit in units:
+            gb.set_attributes({"id": unit})
+            result = gb.eval_feature(experiment.key)
+            sdk_answers.append(result.experimentResult.key if result.experimentResult else None)
+        sdk_s = time.perf_counter() - started
+        out.write(f"  growthbook SDK eval_feature: {rate(units_n, sdk_s):,.0f}/s")
+
+        # The decision assignments_get_or_create makes for a unit with no stored assignment,
+        # without the database: the cached specs, then assignments.features' bucketing (numpy
+        # from 256 units on, one by one below that).
+        pairs = [(u, {}) for u in units]
+        attribute = spec.hash_attribute
+        started = time.perf_counter()
+        bulk_answers: list[str | None] = []
+        for lo in range(0, units_n, 1000):
+            specs = project_specs(project)  # the per-request cache check, as a request does
+            chunk = [{attribute: u} for u in units[lo : lo + 1000]]
+            bulk_answers += evaluate_many(specs.specs[experiment.key], chunk)
+        bulk_s = time.perf_counter() - started
+        single_n = min(units_n, 20_000)
+        started = time.perf_counter()
+        single_answers = [evaluate(spec, {attribute: u}) for u in units[:single_n]]
+        single_s = time.perf_counter() - started
+        mismatches = sum(a != b for a, b in zip(bulk_answers, sdk_answers, strict=True))
+        mismatches += sum(a != b for a, b in zip(single_answers, sdk_answers, strict=False))
+        out.write(f"  abacus decision, bulk: {rate(units_n, bulk_s):,.0f}/s")
+
+        # The full sticky path: new units are stored, returning units are read back.
+        started = time.perf_counter()
+        for lo in range(0, units_n, 1000):
+            assignments_get_or_create(project=project, units=pairs[lo : lo + 1000])
+        store_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for lo in range(0, units_n, 1000):
+            assignments_get_or_create(project=project, units=pairs[lo : lo + 1000])
+        sticky_s = time.perf_counter() - started
+        out.write(f"  assignments_get_or_create, new units: {rate(units_n, store_s):,.0f}/s")
+
+        http = _assign_http(project, secret, units_n, requests_n, workers, clients, out)
+    finally:
+        delete_projects(project)
+
+    rows = {
+        "growthbook SDK eval_feature (local)": (sdk_s, units_n),
+        "abacus decision, bulk (1,000 per call)": (bulk_s, units_n),
+        "abacus decision, one unit per call": (single_s, single_n),
+        "assignments_get_or_create, new units (stores)": (store_s, units_n),
+        "assignments_get_or_create, returning units": (sticky_s, units_n),
+        "HTTP /assign/bulk, new units": (http["bulk_s"], http["bulk_units"]),
+        "HTTP /assign, one new unit per request": (
+            http["single"]["new"]["seconds"],
+            http["single_n"],
+        ),
+        "HTTP /assign, one returning unit per request": (
+            http["single"]["returning"]["seconds"],
+            http["single_n"],
+        ),
+    }
+    sdk_rate = rate(units_n, sdk_s)
+    lines = [("path", "units/s", "x SDK")]
+    results = {}
+    for name, (seconds, count) in rows.items():
+        per_second = rate(count, seconds)
+        results[name] = {
+            "units": count,
+            "seconds": round(seconds, 4),
+            "per_second": round(per_second),
+        }
+        lines.append((name, f"{per_second:,.0f}", f"{per_second / sdk_rate:.2f}"))
+    out.write("")
+    table(out, lines)
+    for phase, timed in http["single"].items():
+        out.write(
+            f"HTTP /assign latency, {phase} units, {http['single_n']:,} requests ({clients} "
+            f"clients, {workers} gunicorn workers): p50 {timed['p50_ms']:.1f} ms, "
+            f"p99 {timed['p99_ms']:.1f} ms"
+        )
+    out.write(f"answers differing from the SDK: {mismatches}")
+    return {
+        "benchmark": "assign",
+        "quick": quick,
+        "database": connection.vendor,
+        "load_after": load_average(),
+        "units": units_n,
+        "rates": results,
+        "decision_vs_sdk": round(rate(units_n, bulk_s) / sdk_rate, 2),
+        "single_decision_vs_sdk": round(rate(single_n, single_s) / sdk_rate, 2),
+        "get_or_create_new_vs_sdk": round(rate(units_n, store_s) / sdk_rate, 2),
+        "get_or_create_returning_vs_sdk": round(rate(units_n, sticky_s) / sdk_rate, 2),
+        "http_single_latency_ms": {
+            phase: {"p50": round(t["p50_ms"], 2), "p99": round(t["p99_ms"], 2)}
+            for phase, t in http["single"].items()
+        },
+        "mismatches_vs_sdk": mismatches,
+        "workers": workers,
+        "clients": clients,
+    }
+
+
+def _assign_http(
+    project: Any,
+    secret: str,
+    units_n: int,
+    requests_n: int,
+    workers: int,
+    clients: int,
+    out: IO[str],
+) -> dict[str, Any]:
+    bulk_units = min(units_n, 50_000)
+    bodies = [
+        json.dumps({"units": [{"unit_id": f"http-{i}"} for i in range(lo, lo + 1000)]}).encode()
+        for lo in range(0, bulk_units, 1000)
+    ]
+    singles = [json.dumps({"unit_id": f"single-{i}"}).encode() for i in range(requests_n)]
+    with gunicorn(workers) as port:
+        for i in range(workers * 2):  # warm every worker: imports, spec cache, connection
+            request(
+                port, "POST", "/api/v1/assign", json.dumps({"unit_id": f"w{i}"}).encode(), secret
+            )
+        work: queue.Queue[bytes] = queue.Queue()
+        for body in bodies:
+            work.put(body)
+
+        def post_all(_: int, path: str = "/api/v1/assign/bulk") -> list[float]:
+            latencies = []
+            while True:
+                try:
+                    body = work.get_nowait()
+                except queue.Empty:
+                    return latencies
+                status, data, seconds = request(port, "POST", path, body, secret)
+                if status != 200:
+                    raise CommandError(f"POST {path} answered {status}: {data[:300]!r}")
+                latencies.append(seconds)
+
+        started = time.perf_counter()
+        in_threads(clients, post_all)
+        bulk_s = time.perf_counter() - started
+        out.write(f"  HTTP /assign/bulk: {rate(bulk_units, bulk_s):,.0f} units/s")
+        singles_timed = {}
+        for phase in ("new", "returning"):  # the same units twice: stored, then read back
+            for body in singles:
+                work.put(body)
+            started = time.perf_counter()
+            latencies = [
+                x
+                for part in in_threads(clients, lambda i: post_all(i, "/api/v1/assign"))
+                for x in part
+            ]
+            singles_timed[phase] = {
+                "seconds": time.perf_counter() - started,
+                "p50_ms": statistics.median(latencies) * 1000,
+                "p99_ms": percentile(latencies, 0.99) * 1000,
+            }
+    return {
+        "bulk_units": bulk_units,
+        "bulk_s": bulk_s,
+        "single_n": requests_n,
+        "single": singles_timed,
+    }

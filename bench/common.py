@@ -1,0 +1,176 @@
+"""What the benchmarks share: a gunicorn of their own, requests, threads, tables, a throwaway
+project, and the machine's load (other work on the machine skews every rate)."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import secrets
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.management import CommandError
+
+from config import processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def gunicorn(workers: int, env: dict[str, str] | None = None) -> Iterator[int]:
+    """A gunicorn serving this project on a free port, stopped (by its pid) on exit."""
+    port = free_port()
+    child_env = {
+        **os.environ,
+        "ABACUS_RATE_LIMIT_PER_MINUTE": "0",
+        "DJANGO_SETTINGS_MODULE": "config.settings",
+        "ABACUS_VAR_DIR": str(settings.VAR_DIR),
+        **(env or {}),
+    }
+    process = subprocess.Popen(
+        processes.web(
+            bind=f"127.0.0.1:{port}",
+            workers=workers,
+            timeout=120,
+            access_log=False,
+            log_level="warning",
+        ),
+        cwd=str(settings.BASE_DIR),
+        env=child_env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise CommandError(f"gunicorn exited with code {process.returncode}")
+            try:
+                status, _, _ = request(port, "GET", "/healthz")
+                if status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise CommandError("gunicorn did not answer /healthz within 60 s")
+            time.sleep(0.2)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def request(
+    port: int, method: str, path: str, body: bytes | None = None, secret: str | None = None
+) -> tuple[int, bytes, float]:
+    """One request on a fresh connection (gunicorn's sync workers close after each answer)."""
+    headers = {"Content-Type": "application/json"}
+    if secret:
+        headers["Authorization"] = f"Bearer {secret}"
+    started = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, data, time.perf_counter() - started
+    finally:
+        conn.close()
+
+
+def in_threads(count: int, work: Callable[[int], Any]) -> list[Any]:
+    results: list[Any] = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = work(i)
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return results
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def table(out: IO[str], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for n, row in enumerate(rows):
+        out.write(
+            "  ".join(
+                cell.ljust(w) if i == 0 else cell.rjust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+        if n == 0:
+            out.write("  ".join("-" * w for w in widths))
+
+
+def bench_project(label: str) -> tuple[Any, Any]:
+    """A throwaway project with one metric and one running 50/50 experiment."""
+    from experiments.services import (
+        experiment_create,
+        experiment_start,
+        metric_create,
+        project_create,
+    )
+
+    slug = f"bench-{label}-{secrets.token_hex(4)}"
+    project = project_create(slug=slug, name=f"benchmark {label}")
+    metric_create(
+        project=project, key="purchase", name="Purchase", kind="binomial", event_name="purchase"
+    )
+    experiment = experiment_create(
+        project=project,
+        key="checkout-v2",
+        name="Checkout v2",
+        seed="bench-seed",
+        variants=[
+            {"key": "control", "weight": 0.5, "is_control": True, "value": {"layout": "old"}},
+            {"key": "treatment", "weight": 0.5, "value": {"layout": "new"}},
+        ],
+        metrics=[{"metric": "purchase", "role": "primary"}],
+    )
+    return project, experiment_start(experiment=experiment)
+
+
+def delete_projects(*projects: Any) -> None:
+    from experiments.models import Experiment, Project
+
+    ids = [p.pk for p in projects]
+    Experiment.objects.filter(project_id__in=ids).delete()  # metrics are protected while used
+    Project.objects.filter(pk__in=ids).delete()
+
+
+def load_average() -> str:
+    """The machine's 1-minute load average and cores: other work skews every rate."""
+    try:
+        return f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except OSError:
+        return "unknown"
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds > 0 else float("inf")

@@ -1,0 +1,335 @@
+"""`manage.py benchmark ingest` (PostgreSQL only): events/s through ``POST /api/v1/events``.
+
+gunicorn (several workers), several concurrent clients and batches of 1,000 mixed events,
+against a raw ``COPY`` of the same rows into the same tables, from one connection in one
+transaction (the practical limit). The two alternate in rounds, so a machine whose load changes
+during the run skews both sides alike.
+
+Works in a throwaway project of the configured database (``DATABASE_URL``, or
+``--option database_url=...``: then the benchmark re-runs itself in a child process on that
+database) and deletes it afterwards. The rate limiter is off in the benchmark's gunicorn.
+Options (``--option key=value``): ``events``, ``batch``, ``rounds``, ``workers``, ``clients``,
+``database_url``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import random
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import IO, Any
+
+from django.conf import settings
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from bench.common import (
+    bench_project,
+    delete_projects,
+    gunicorn,
+    in_threads,
+    load_average,
+    percentile,
+    rate,
+    request,
+    table,
+)
+
+RESULT_MARKER = "BENCHMARK-RESULT "
+
+
+def _is_postgres(url: str) -> bool:
+    return url.startswith(("postgres://", "postgresql://", "pgsql://"))
+
+
+def _same_database(url: str) -> bool:
+    import dj_database_url
+
+    wanted = dj_database_url.parse(url)
+    current = settings.DATABASES["default"]
+    return connection.vendor == "postgresql" and all(
+        str(wanted.get(k) or "") == str(current.get(k) or "") for k in ("NAME", "HOST", "PORT")
+    )
+
+
+def run_ingest(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str, Any]:
+    """HTTP ingestion into PostgreSQL against a raw COPY of the same rows into the same tables."""
+    options = dict(options)
+    url = options.pop("database_url", "") or os.environ.get("DATABASE_URL", "")
+    if not _is_postgres(url):
+        raise CommandError(
+            "benchmark ingest measures PostgreSQL: set DATABASE_URL=postgres://... or pass "
+            "--option database_url=postgres://user@host:5432/dbname"
+        )
+    if not _same_database(url):
+        return _in_subprocess(url, quick, options, out)
+    events_n = int(options.get("events", 50_000 if quick else 500_000))
+    batch = int(options.get("batch", 1000))
+    workers = int(options.get("workers", 3))
+    clients = int(options.get("clients", 4))
+    rounds = max(1, int(options.get("rounds", 2 if quick else 5)))
+    call_command("migrate", verbosity=0)
+
+    from assignments.models import Exposure, MetricEvent
+    from experiments.services import api_key_create
+
+    project, experiment = bench_project("ingest")
+    baseline, _ = bench_project("copy")
+    secret = api_key_create(project=project, name="bench", scopes=["ingest"]).secret
+    copy_s = http_s = 0.0
+    accepted = 0
+    latencies: list[float] = []
+    try:
+        events = _events(events_n, experiment.key, seed=5)
+        bodies = [
+            json.dumps({"events": events[lo : lo + batch]}).encode()
+            for lo in range(0, events_n, batch)
+        ]
+        body_mb = sum(map(len, bodies)) / 1e6
+        out.write(
+            f"{events_n:,} events ({sum(e['type'] == 'exposure' for e in events):,} exposures) "
+            f"in {len(bodies)} batches of {batch:,} ({body_mb:.1f} MB of JSON), {rounds} "
+            f"rounds of COPY then HTTP; load {load_average()}"
+        )
+        per_round = -(-len(bodies) // rounds)
+        with gunicorn(workers) as port:
+            _warm_up(port, project, secret, workers)
+            for r in range(rounds):
+                lo, hi = r * per_round, min(len(bodies), (r + 1) * per_round)
+                # The same load hits both sides: each round copies, then posts, its share.
+                copy_s += _raw_copy(baseline, events[lo * batch : hi * batch])
+                seconds, n, lat = _post_batches(port, secret, bodies[lo:hi], clients)
+                http_s += seconds
+                accepted += n
+                latencies += lat
+                out.write(
+                    f"  round {r + 1}/{rounds}: raw COPY {rate(hi * batch, copy_s):,.0f} rows/s, "
+                    f"HTTP {rate(accepted, http_s):,.0f} events/s (cumulative)"
+                )
+        stored = (
+            Exposure.objects.filter(project=project).count()
+            + MetricEvent.objects.filter(project=project).count()
+        )
+        if stored != events_n or accepted != events_n:
+            raise CommandError(f"stored {stored:,} and accepted {accepted:,} of {events_n:,}")
+    finally:
+        delete_projects(project, baseline)
+
+    http_rate = rate(events_n, http_s)
+    copy_rate = rate(events_n, copy_s)
+    p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
+    out.write("")
+    table(
+        out,
+        [
+            ("path", "events/s", "x COPY"),
+            ("raw COPY, one connection, one transaction per round", f"{copy_rate:,.0f}", "1.00"),
+            (
+                f"POST /api/v1/events ({clients} clients, {workers} workers, batches of {batch})",
+                f"{http_rate:,.0f}",
+                f"{http_rate / copy_rate:.2f}",
+            ),
+        ],
+    )
+    out.write(f"per batch of {batch:,}: p50 {p50:.0f} ms, p99 {p99:.0f} ms; load {load_average()}")
+    return {
+        "benchmark": "ingest",
+        "quick": quick,
+        "load_after": load_average(),
+        "events": events_n,
+        "batch": batch,
+        "workers": workers,
+        "clients": clients,
+        "rounds": rounds,
+        "copy_rows_per_second": round(copy_rate),
+        "http_events_per_second": round(http_rate),
+        "http_vs_copy": round(http_rate / copy_rate, 3),
+        "batch_p50_ms": round(p50, 1),
+        "batch_p99_ms": round(p99, 1),
+    }
+
+
+def _in_subprocess(url: str, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str, Any]:
+    """Run the benchmark in a child process whose settings point at ``url``."""
+    code = (
+        "import json, sys, django; django.setup()\n"
+        "from bench.ingest import run_ingest, RESULT_MARKER\n"
+        "class Out:\n"
+        "    def write(self, s): print(s, flush=True)\n"
+        f"r = run_ingest(quick={quick!r}, options={options!r}, out=Out())\n"
+        "print(RESULT_MARKER + json.dumps(r), flush=True)\n"
+    )
+    env = {**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "config.settings"}
+    process = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=str(settings.BASE_DIR),
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    result = None
+    assert process.stdout is not None
+    for line in process.stdout:
+        line = line.rstrip("\n")
+        if line.startswith(RESULT_MARKER):
+            result = json.loads(line[len(RESULT_MARKER) :])
+        else:
+            out.write(line)
+    if process.wait() != 0 or result is None:
+        raise CommandError(f"the ingest benchmark against {url} failed")
+    return result
+
+
+def _events(count: int, experiment_key: str, seed: int) -> list[dict[str, Any]]:
+    """Mixed traffic: 1 exposure in 5, metric events with values, some with properties, units
+    seen several times, timestamps over the last two days in random order."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    run = secrets.token_hex(4)
+    units = max(1, count // 4)
+    events = []
+    for i in range(count):
+        unit_number = rng.randrange(units)
+        unit = f"user-{unit_number}"
+        ts = (now - timedelta(seconds=rng.uniform(60, 2 * 86400))).isoformat()
+        if i % 5 == 0:
+            events.append(
+                {
+                    "event_id": f"{run}-{i}",
+                    "type": "exposure",
+                    "experiment": experiment_key,
+                    "variant": "treatment" if unit_number % 2 else "control",
+                    "unit_id": unit,
+                    "timestamp": ts,
+                }
+            )
+        else:
+            event = {
+                "event_id": f"{run}-{i}",
+                "type": "metric",
+                "name": "purchase" if rng.random() < 0.3 else "page_view",
+                "unit_id": unit,
+                "value": round(rng.lognormvariate(3, 0.5), 2),
+                "timestamp": ts,
+            }
+            if rng.random() < 0.25:
+                event["properties"] = {"plan": rng.choice(["free", "pro"]), "items": 3}
+            events.append(event)
+    return events
+
+
+def _raw_copy(project: Any, events: list[dict[str, Any]]) -> float:
+    """Seconds to COPY the same rows, as stored, into the same tables (another project, so
+    the event ids do not collide)."""
+    experiment = project.experiments.get()
+    variant_ids = dict(experiment.variants.values_list("key", "pk"))
+    now = datetime.now(UTC)
+    exposures, metrics = [], []
+    for e in events:
+        ts = datetime.fromisoformat(e["timestamp"])
+        if e["type"] == "exposure":
+            exposures.append(
+                (
+                    project.pk,
+                    e["event_id"],
+                    experiment.pk,
+                    variant_ids[e["variant"]],
+                    e["unit_id"],
+                    ts,
+                    False,
+                    now,
+                )
+            )
+        else:
+            properties = e.get("properties")
+            metrics.append(
+                (
+                    project.pk,
+                    e["event_id"],
+                    e["name"],
+                    e["unit_id"],
+                    e["value"],
+                    ts,
+                    None if properties is None else json.dumps(properties),
+                    now,
+                )
+            )
+    import psycopg
+
+    params = settings.DATABASES["default"]
+    with psycopg.connect(
+        dbname=params["NAME"],
+        user=params.get("USER") or None,
+        password=params.get("PASSWORD") or None,
+        host=params.get("HOST") or None,
+        port=params.get("PORT") or None,
+    ) as conn:
+        started = time.perf_counter()
+        with conn.cursor() as cursor:
+            with cursor.copy(
+                "COPY assignments_exposure (project_id, event_id, experiment_id, variant_id, "
+                "unit_id, ts, assignment_mismatch, received_at) FROM STDIN"
+            ) as copy:
+                for row in exposures:
+                    copy.write_row(row)
+            with cursor.copy(
+                "COPY assignments_metricevent (project_id, event_id, name, unit_id, value, ts, "
+                "properties, received_at) FROM STDIN"
+            ) as copy:
+                for row in metrics:
+                    copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def _warm_up(port: int, project: Any, secret: str, workers: int) -> None:
+    """A few tiny batches so every worker has imported, connected and cached the specs."""
+    from assignments.models import MetricEvent
+
+    for i in range(workers * 3):
+        event = {
+            "event_id": f"warm-{i}",
+            "type": "metric",
+            "name": "warm",
+            "unit_id": "w",
+            "timestamp": datetime.now(UTC).isoformat(),
+        }
+        request(port, "POST", "/api/v1/events", json.dumps({"events": [event]}).encode(), secret)
+    MetricEvent.objects.filter(project=project, name="warm").delete()
+
+
+def _post_batches(
+    port: int, secret: str, bodies: list[bytes], clients: int
+) -> tuple[float, int, list[float]]:
+    """Post every body from `clients` threads; (seconds, events accepted, latencies)."""
+    work: queue.Queue[bytes] = queue.Queue()
+    for body in bodies:
+        work.put(body)
+
+    def post_all(_: int) -> tuple[int, list[float]]:
+        accepted, latencies = 0, []
+        while True:
+            try:
+                body = work.get_nowait()
+            except queue.Empty:
+                return accepted, latencies
+            status, data, seconds = request(port, "POST", "/api/v1/events", body, secret)
+            if status != 202:
+                raise CommandError(f"POST /api/v1/events answered {status}: {data[:300]!r}")
+            answer = json.loads(data)
+            if answer["rejected"]:
+                raise CommandError(f"events rejected: {answer['rejected'][:3]}")
+            accepted += answer["accepted"]
+            latencies.append(seconds)
+
+    started = time.perf_counter()
+    parts = in_threads(clients, post_all)
+    seconds = time.perf_counter() - started
+    return seconds, sum(n for n, _ in parts), [x for _, lat in parts for x in lat]

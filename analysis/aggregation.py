@@ -34,7 +34,7 @@ destroy): each per-unit column (value, ratio denominator, covariate) is capped a
 q-quantile over all analysed units of the experiment, arms pooled and zeros included. The
 quantile interpolates linearly between order statistics (Hyndman-Fan definition 7):
 PostgreSQL's ``percentile_cont``, and on SQLite the same formula over ROW_NUMBER(); it equals
-``analysis.stats.winsor_cap`` on the per-unit values.
+``stats.winsor_cap`` on the per-unit values.
 
 Per variant (and unit state) the statement returns n, sum, sum_sq and, for ratio and CUPED,
 den_sum, den_sum_sq, sum_prod, cov_sum, cov_sum_sq, cov_sum_prod: a few small rows.
@@ -44,18 +44,27 @@ window bounds), ``per_unit`` (one row per unit: its metric columns), ``caps`` an
 (winsorization), then the per-variant sums. ``per_unit`` reads events in one of two ways (see
 ``read_strategy``): a hash join of all units with the project's events (any schema, SQLite
 included), or, on PostgreSQL with a covering index, one index-only lookup per unit in unit order.
+
+Where the code is: this module holds the API (specs, results, the per-metric retry) and turns
+metrics into columns; ``analysis/sql/builders.py`` writes the statement, one function per CTE or
+clause; ``analysis/sql/dialects.py`` holds every PostgreSQL/SQLite difference (time arithmetic,
+quantiles, LEAST, planner fences, index lookups, parameter adaptation, savepoints, which errors
+are a metric's fault), one class per engine, picked from ``connection.vendor`` by
+``dialect_for``. Another engine is one more dialect class.
 """
 
-import contextlib
 import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, InterfaceError, OperationalError, connection, transaction
+from django.db import DatabaseError, connection
 
-from analysis.stats import SampleStats
+from analysis.sql import builders
+from analysis.sql.builders import CLEAN, HASH_JOIN, INDEX_LOOKUP, MISMATCH, Column
+from analysis.sql.dialects import Dialect, dialect_for
+from stats import SampleStats
 
 logger = logging.getLogger(__name__)
 
@@ -92,111 +101,12 @@ class MetricAggregate:
     caps: dict[str, float] = field(default_factory=dict)  # "value" | "denominator" | "covariate"
 
 
-# --- dialect: the few pieces that differ between PostgreSQL and SQLite ----------------------
-
-
-def _is_postgres() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _param_ts(value: datetime) -> object:
-    """A datetime parameter comparable with a stored one (SQLite stores naive UTC text)."""
-    if _is_postgres():
-        return value
-    return connection.ops.adapt_datetimefield_value(value)
-
-
-def _instant(column: str) -> str:
-    """A column as a value that supports `+ hours` arithmetic exactly.
-
-    PostgreSQL: the timestamp itself. SQLite: integer microseconds since the epoch, from the
-    stored text 'YYYY-MM-DD HH:MM:SS[.ffffff]' (julianday's float would blur the boundaries).
-    """
-    if _is_postgres():
-        return column
-    return (
-        f"(CAST(strftime('%%s', {column}) AS INTEGER) * 1000000"
-        f" + CAST(substr({column}, 21, 6) AS INTEGER))"
-    )
-
-
-def _shift(instant: str, hours: int) -> str:
-    """`instant + hours` (hours may be negative), in the representation of `_instant`."""
-    hours = int(hours)
-    if _is_postgres():
-        return f"({instant} + INTERVAL '{hours} hours')"
-    return f"({instant} + {hours * 3_600_000_000})"
-
-
-def _least(a: str, b: str) -> str:
-    return f"LEAST({a}, {b})" if _is_postgres() else f"MIN({a}, {b})"
-
-
-def _fence() -> str:
-    """Keeps a subquery's computed columns computed once per row: without it the planner
-    inlines them into every aggregate FILTER that reads them (six CASEs per event, not one)."""
-    return "OFFSET 0" if _is_postgres() else "LIMIT -1 OFFSET 0"
-
-
-def _materialized() -> str:
-    """Compute a CTE once even though two later steps read it."""
-    if _is_postgres() or connection.Database.sqlite_version_info >= (3, 35):
-        return "MATERIALIZED "
-    return ""
-
-
-def _caps_cte(columns: Sequence[tuple[str, float]]) -> str:
-    """SELECT of each column's q-quantile over per_unit, named cap_<column>."""
-    if _is_postgres():
-        parts = [
-            f"percentile_cont({float(q)!r}) WITHIN GROUP (ORDER BY {name}) AS cap_{name}"
-            for name, q in columns
-        ]
-        return f"SELECT {', '.join(parts)} FROM per_unit WHERE state = {CLEAN}"
-    parts = []
-    for name, q in columns:
-        h = f"((n - 1) * {float(q)!r})"  # 0-based position of the quantile
-        parts.append(
-            f"""(SELECT lo + (h - CAST(h AS INTEGER)) * (COALESCE(hi, lo) - lo) FROM (
-                    SELECT MAX(CASE WHEN r = CAST({h} AS INTEGER) THEN x END) AS lo,
-                           MAX(CASE WHEN r = CAST({h} AS INTEGER) + 1 THEN x END) AS hi,
-                           MAX({h}) AS h
-                    FROM (SELECT {name} AS x, ROW_NUMBER() OVER (ORDER BY {name}) - 1 AS r,
-                                 COUNT(*) OVER () AS n FROM per_unit WHERE state = {CLEAN})))
-                    AS cap_{name}"""
-        )
-    return f"SELECT {', '.join(parts)}"
+def _dialect() -> Dialect:
+    """The dialect of the connection the statements run on."""
+    return dialect_for(connection)
 
 
 # --- exposures --------------------------------------------------------------------------------
-
-_MISMATCH = "MAX(CASE WHEN assignment_mismatch THEN 1 ELSE 0 END)"
-
-
-# A unit's state in the window: analysed, or left out for one of two reasons.
-CLEAN, MULTI_VARIANT, MISMATCH = 0, 1, 2
-
-
-def _exposed_cte(windows: Sequence[int] = (), ordered: bool = False) -> str:
-    """Per unit in the window: an integer key (its first exposure row's id), variant, state,
-    first exposure t0 and the bounds of each metric window, computed once per unit here rather
-    than once per joined event.
-
-    Multi-variant units are dropped only after the events are joined: a filter here would make
-    PostgreSQL expect a handful of units (it cannot estimate a HAVING on aggregates) and pick a
-    nested loop over millions of events."""
-    t0 = _instant("MIN(ts)")
-    bounds = "".join(f", {_shift(t0, h)} AS end_{h}, {_shift(t0, -h)} AS pre_{h}" for h in windows)
-    return f"""
-    exposed AS (
-        SELECT unit_id, MIN(id) AS uid, MIN(variant_id) AS variant_id,
-               CASE WHEN MIN(variant_id) <> MAX(variant_id) THEN {MULTI_VARIANT}
-                    WHEN {_MISMATCH} = 1 THEN {MISMATCH} ELSE {CLEAN} END AS state,
-               {t0} AS t0{bounds}
-        FROM assignments_exposure
-        WHERE experiment_id = %(experiment)s AND ts >= %(since)s AND ts <= %(through)s
-        GROUP BY unit_id{" ORDER BY unit_id" if ordered else ""}
-    )"""
 
 
 def _counts(rows: Sequence[tuple[int, int, int]]) -> ExposureCounts:
@@ -216,30 +126,20 @@ def exposure_counts(experiment_id: int, since: datetime, through: datetime) -> E
     """Analysed units per variant in the window, and the multi-variant units left out.
 
     (experiment_aggregates returns the same counts from its metrics query.)"""
-    sql = f"""
-    WITH {_exposed_cte()}
-    SELECT variant_id, state, COUNT(*) FROM exposed GROUP BY variant_id, state
-    """
-    params = {"experiment": experiment_id, "since": _param_ts(since), "through": _param_ts(through)}
+    d = _dialect()
+    params = {
+        "experiment": experiment_id,
+        "since": d.param_ts(since),
+        "through": d.param_ts(through),
+    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(builders.exposure_counts_sql(d), params)
         return _counts(cursor.fetchall())
 
 
 # --- how to read each unit's events -----------------------------------------------------------
 
-HASH_JOIN = "hash_join"  # any schema: one hash join of units and events, then a hash aggregate
-INDEX_LOOKUP = "index_lookup"  # PostgreSQL with COVERING_INDEX: per-unit index-only lookups
 COVERING_INDEX = ("project_id", "unit_id", "ts")  # leading columns; must also hold name, value
-
-_INDEX_COLUMNS = """
-    SELECT array_agg(a.attname::text ORDER BY k.ord)
-    FROM pg_index i
-    CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-    JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-    WHERE i.indrelid = 'assignments_metricevent'::regclass
-    GROUP BY i.indexrelid
-"""
 
 
 def read_strategy() -> str:
@@ -251,11 +151,11 @@ def read_strategy() -> str:
     are visited in unit_id order, so the lookups walk the index sequentially, and no hash table
     of a million units is probed at random. Without such an index the lookups would fetch every
     event's value from the table at random, several times slower than the hash join."""
-    if not _is_postgres():
+    d = _dialect()
+    if not d.supports_index_lookup:
         return HASH_JOIN
     with connection.cursor() as cursor:
-        cursor.execute(_INDEX_COLUMNS)
-        for (columns,) in cursor.fetchall():
+        for columns in d.index_columns(cursor, "assignments_metricevent"):
             if tuple(columns[:3]) == COVERING_INDEX and {"name", "value"} <= set(columns):
                 return INDEX_LOOKUP
     return HASH_JOIN
@@ -264,71 +164,19 @@ def read_strategy() -> str:
 # --- metrics ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Column:
-    name: str  # SQL alias in per_unit
-    expr: str  # aggregate over one unit's joined events
-    cap_quantile: float | None
-
-
-def _condition(code: int, window_hours: int, pre: bool) -> str:
-    """The joined event is of event code ``code`` and inside the unit's window, or its
-    pre-exposure window: one integer comparison per aggregate (see ``_slot``)."""
-    return f"j.s{window_hours} = {2 * code + (2 if pre else 1)}"
-
-
-def _slot(names: int, window_hours: int, widest: bool) -> str:
-    """Per joined event and window: 2 k + 1 inside the window, 2 k + 2 inside the pre-exposure
-    window (k = the event name's code), NULL otherwise. The join already keeps only events
-    inside the widest window pair, so for that one the side of t0 is enough."""
-    t = _instant("e.ts")
-    code = "CASE e.name " + " ".join(f"WHEN %(name{i})s THEN {2 * i}" for i in range(names))
-    if widest:
-        side = f"CASE WHEN {t} >= u.t0 THEN 1 ELSE 2 END"
-    else:
-        h = window_hours
-        side = (
-            f"CASE WHEN {t} >= u.t0 AND {t} < u.end_{h} THEN 1"
-            f" WHEN {t} < u.t0 AND {t} >= u.pre_{h} THEN 2 END"
-        )
-    return f"({code} END) + ({side}) AS s{window_hours}"
-
-
-# Float literals: PostgreSQL would otherwise sum the numeric type, several times slower.
-_ONE = "CAST(1 AS DOUBLE PRECISION)"
-_ZERO = "CAST(0 AS DOUBLE PRECISION)"
-
-
-def _per_unit_value(kind: str, condition: str) -> str:
-    # FILTER skips the aggregate's work for the rows that do not match (most of them).
-    if kind == "binomial":
-        return f"CASE WHEN COUNT(*) FILTER (WHERE {condition}) > 0 THEN {_ONE} ELSE {_ZERO} END"
-    if kind == "count":
-        return f"CAST(COUNT(*) FILTER (WHERE {condition}) AS DOUBLE PRECISION)"
-    return f"COALESCE(SUM(j.value) FILTER (WHERE {condition}), {_ZERO})"
-
-
-def _columns(index: int, metric: MetricSpec, codes: dict[str, int]) -> dict[str, _Column]:
+def _columns(index: int, metric: MetricSpec, codes: dict[str, int]) -> dict[str, Column]:
     """The per-unit columns of one metric: value, and denominator or covariate."""
     q = metric.winsorize_quantile if metric.kind != "binomial" else None
     if q is not None and q >= 1:
         q = None
     hours = int(metric.window_hours)
     code = codes[metric.event_name]
-    cols = {
-        "value": _Column(
-            f"m{index}_v", _per_unit_value(metric.kind, _condition(code, hours, False)), q
-        )
-    }
+    cols = {"value": Column(f"m{index}_v", metric.kind, code, hours, False, q)}
     if metric.kind == "ratio":
         den = codes[metric.denominator_event]
-        cols["denominator"] = _Column(
-            f"m{index}_d", _per_unit_value("mean", _condition(den, hours, False)), q
-        )
+        cols["denominator"] = Column(f"m{index}_d", "mean", den, hours, False, q)
     elif metric.cuped:
-        cols["covariate"] = _Column(
-            f"m{index}_c", _per_unit_value(metric.kind, _condition(code, hours, True)), q
-        )
+        cols["covariate"] = Column(f"m{index}_c", metric.kind, code, hours, True, q)
     return cols
 
 
@@ -343,99 +191,14 @@ def _event_names(metrics: Sequence[MetricSpec]) -> list[str]:
 
 def _metrics_sql(
     metrics: Sequence[MetricSpec],
-    columns: list[dict[str, _Column]],
+    columns: list[dict[str, Column]],
     names: list[str],
     strategy: str = HASH_JOIN,
+    dialect: Dialect | None = None,
 ) -> str:
+    """The statement for a group of metrics (``_columns`` of each, ``_event_names`` of all)."""
     windows = sorted({int(m.window_hours) for m in metrics})
-    t = _instant("e.ts")
-    widest = windows[-1]
-    slots = ", ".join(_slot(len(names), h, h == widest) for h in windows)
-    name_list = ", ".join(f"%(name{i})s" for i in range(len(names)))
-    flat = [c for cols in columns for c in cols.values()]
-    per_unit = ",\n               ".join(f"{c.expr} AS {c.name}" for c in flat)
-    capped = [c for c in flat if c.cap_quantile is not None]
-    if capped:
-        caps = _caps_cte([(c.name, float(c.cap_quantile)) for c in capped])  # type: ignore[arg-type]
-        capped_names = {c.name for c in capped}
-        selected = ", ".join(
-            f"{_least(f'p.{c.name}', f'COALESCE(caps.cap_{c.name}, p.{c.name})')} AS {c.name}"
-            if c.name in capped_names
-            else f"p.{c.name}"
-            for c in flat
-        )
-        cap_values = ", ".join(f"caps.cap_{c.name}" for c in capped)
-        finals = f""",
-    caps AS ({caps}),
-    capped AS (
-        SELECT p.variant_id, p.state, {selected}, {cap_values}
-        FROM per_unit p CROSS JOIN caps
-    )"""
-        source = "capped"
-    else:
-        finals, source = "", "per_unit"
-
-    sums = ["COUNT(*)"]
-    for cols in columns:
-        v = cols["value"].name
-        sums += [f"COALESCE(SUM({v}), 0)", f"COALESCE(SUM({v} * {v}), 0)"]
-        if "denominator" in cols:
-            d = cols["denominator"].name
-            sums += [
-                f"COALESCE(SUM({d}), 0)",
-                f"COALESCE(SUM({d} * {d}), 0)",
-                f"COALESCE(SUM({v} * {d}), 0)",
-            ]
-        if "covariate" in cols:
-            c = cols["covariate"].name
-            sums += [
-                f"COALESCE(SUM({c}), 0)",
-                f"COALESCE(SUM({c} * {c}), 0)",
-                f"COALESCE(SUM({v} * {c}), 0)",
-            ]
-        sums += [f"MAX(cap_{c.name})" for c in cols.values() if c.cap_quantile is not None]
-    if strategy == INDEX_LOOKUP:
-        # Units in unit_id order, each one's events read from the covering index: the probes
-        # walk the index in order, and the aggregate over one unit's few events is one row.
-        units = f"""
-    WITH {_exposed_cte(windows, ordered=True)},
-    per_unit AS MATERIALIZED (
-        SELECT u.variant_id, u.state, s.*
-        FROM exposed u CROSS JOIN LATERAL (
-            SELECT {per_unit}
-            FROM (
-                SELECT e.value, {slots}
-                FROM assignments_metricevent e
-                WHERE e.project_id = %(project)s AND e.unit_id = u.unit_id
-                  AND e.ts >= u.pre_{widest} AND e.ts < u.end_{widest}
-                  AND e.ts <= %(through)s AND e.name IN ({name_list})
-                OFFSET 0
-            ) j
-        ) s
-    )"""
-    else:
-        units = f"""
-    WITH {_exposed_cte(windows)},
-    joined AS (
-        SELECT u.uid, u.variant_id, u.state, e.value, {slots}
-        FROM exposed u
-        LEFT JOIN assignments_metricevent e
-          ON e.project_id = %(project)s AND e.name IN ({name_list}) AND e.unit_id = u.unit_id
-         AND e.ts >= %(earliest)s AND e.ts <= %(through)s
-         AND {t} >= u.pre_{widest} AND {t} < u.end_{widest}
-        {_fence()}
-    ),
-    per_unit AS {_materialized()}(
-        SELECT j.variant_id, j.state,
-               {per_unit}
-        FROM joined j
-        GROUP BY j.uid, j.variant_id, j.state
-    )"""
-    return f"""{units}{finals}
-    SELECT variant_id, state, {", ".join(sums)}
-    FROM {source}
-    GROUP BY variant_id, state
-    """
+    return builders.metrics_statement(dialect or _dialect(), windows, columns, len(names), strategy)
 
 
 def _read_rows(
@@ -486,20 +249,6 @@ OVERFLOW_REASON = (
 )
 
 
-def _is_per_metric(exc: DatabaseError) -> bool:
-    """Whether a failed statement may be the fault of one metric's data or SQL (retry metric
-    by metric), rather than of the database (unreachable, timed out, locked: re-raise)."""
-    if isinstance(exc, InterfaceError):
-        return False
-    message = str(exc).lower()
-    if _is_postgres():
-        # psycopg: DataError (22xxx, e.g. overflow), ProgrammingError (42xxx), ...; an
-        # OperationalError is a lost connection, a statement timeout or a cancelled query.
-        return not isinstance(exc, OperationalError)
-    # SQLite reports SQL errors as OperationalError too; only a busy or broken file is not one.
-    return not any(word in message for word in ("locked", "busy", "disk i/o", "unable to open"))
-
-
 def _reason(exc: BaseException) -> str:
     """A short reason for a metric that cannot be computed, a person can act on."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -534,9 +283,11 @@ def _group_rows(
     since: datetime,
     through: datetime,
     strategy: str,
+    dialect: Dialect,
 ) -> tuple[ExposureCounts, dict[str, MetricAggregate]]:
-    """One statement for ``group``, inside a savepoint: a failure leaves the caller's
-    transaction usable (PostgreSQL aborts a transaction on any failed statement)."""
+    """One statement for ``group``, in the dialect's statement scope (a savepoint on
+    PostgreSQL, which aborts a transaction on any failed statement): a failure leaves the
+    caller's transaction usable."""
     names = _event_names(group)
     codes = {name: i for i, name in enumerate(names)}
     columns = [_columns(i, m, codes) for i, m in enumerate(group)]
@@ -544,16 +295,13 @@ def _group_rows(
     params: dict[str, object] = {
         "experiment": experiment_id,
         "project": project_id,
-        "since": _param_ts(since),
-        "through": _param_ts(through),
-        "earliest": _param_ts(since - timedelta(hours=longest)),
+        "since": dialect.param_ts(since),
+        "through": dialect.param_ts(through),
+        "earliest": dialect.param_ts(since - timedelta(hours=longest)),
         **{f"name{i}": name for i, name in enumerate(names)},
     }
-    # SQLite leaves its transaction usable after a failed statement (and a new atomic block
-    # there would take the write lock): no savepoint needed.
-    savepoint = transaction.atomic() if _is_postgres() else contextlib.nullcontext()
-    with savepoint, connection.cursor() as cursor:
-        cursor.execute(_metrics_sql(group, columns, names, strategy), params)
+    with dialect.statement_scope(), connection.cursor() as cursor:
+        cursor.execute(_metrics_sql(group, columns, names, strategy, dialect=dialect), params)
         rows = cursor.fetchall()
     return _read_rows(rows, group, columns)
 
@@ -580,12 +328,14 @@ def experiment_aggregates(
     if not metrics:
         return ExperimentAggregates(exposure_counts(experiment_id, since, through), {})
     strategy = strategy or read_strategy()
+    dialect = _dialect()
     window = {
         "experiment_id": experiment_id,
         "project_id": project_id,
         "since": since,
         "through": through,
         "strategy": strategy,
+        "dialect": dialect,
     }
     counts: ExposureCounts | None = None
     out: dict[str, MetricAggregate] = {}
@@ -595,7 +345,7 @@ def experiment_aggregates(
         try:
             results = [_group_rows(group, **window)]
         except DatabaseError as exc:
-            if not _is_per_metric(exc):
+            if not dialect.is_per_metric_failure(exc):
                 raise
             logger.warning(
                 "experiment %s: the statement for %d metric(s) failed (%s); retrying one by one",
@@ -608,7 +358,7 @@ def experiment_aggregates(
                 try:
                     results.append(_group_rows([metric], **window))
                 except DatabaseError as one:
-                    if not _is_per_metric(one):
+                    if not dialect.is_per_metric_failure(one):
                         raise
                     errors[metric.key] = _reason(one)
             if len(group) == 1:

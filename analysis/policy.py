@@ -30,7 +30,7 @@ from analysis.recommendations import (
     decide_arm,
     decide_experiment,
 )
-from analysis.stats import (
+from stats import (
     AnalysisConfig,
     MetricResult,
     SampleStats,
@@ -38,7 +38,7 @@ from analysis.stats import (
     benjamini_hochberg,
     ci_alpha,
 )
-from analysis.stats.srm import SRM_P_THRESHOLD
+from stats.srm import SRM_P_THRESHOLD
 
 ALPHA_SRM = SRM_P_THRESHOLD  # the share of the rollback budget spent on sample-ratio checks
 MIN_LOOK_STEP = 0.01  # a new group-sequential look per 1% of the planned information

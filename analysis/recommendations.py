@@ -8,8 +8,9 @@ dataclasses. analysis/services.py feeds them and stores the result in the snapsh
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from analysis.stats import (
+from stats import (
     AnalysisConfig,
     SampleStats,
     analyze_metric,
@@ -46,7 +47,7 @@ class Finding:
 
 def check_srm(observed: Sequence[int], weights: Sequence[float]) -> Finding:
     """Sample ratio mismatch: the always-valid Dirichlet-multinomial test of units per arm
-    against the weights, flagged at p < 0.001 (analysis.stats.srm_test); valid at every
+    against the weights, flagged at p < 0.001 (stats.srm_test); valid at every
     snapshot, so its share of the rollback budget does not grow with peeking."""
     srm = srm_test(list(observed), list(weights))
     if srm.flagged:
@@ -93,6 +94,21 @@ def check_no_exposures(total_units: int) -> Finding:
             0,
         )
     return Finding("no_exposures", "ok", f"{total_units} units exposed.", total_units)
+
+
+def check_pre_start_exposures(count: int, phase_start: datetime | None) -> Finding:
+    """Exposures stamped before the current phase started: stored, never counted (ingestion
+    lists them as ``ignored``). Many of them mean a client clock or a replay is off."""
+    if count <= 0 or phase_start is None:
+        return Finding("pre_start_exposures", "ok", "No exposures before the phase start.", 0)
+    return Finding(
+        "pre_start_exposures",
+        "warning",
+        f"{count} exposure{'s are' if count != 1 else ' is'} stamped before this phase started "
+        f"({phase_start:%Y-%m-%d %H:%M} UTC) and not counted: check the clients' clocks, or "
+        "whether they replay old events.",
+        count,
+    )
 
 
 def check_empty_arms(units_by_arm: dict[str, int], weights: dict[str, float]) -> Finding:

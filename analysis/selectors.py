@@ -10,8 +10,8 @@ from django.db.models import OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.utils import timezone
 
 from analysis.models import AnalysisRun, ResultRow, ResultSnapshot, RunStatus
-from analysis.stats import days_remaining
 from experiments.models import Experiment, ExperimentMetric, ExperimentStatus, Project
+from stats import days_remaining
 
 ROLE_ORDER = ("primary", "guardrail", "secondary")
 ROLE_LABELS = {"primary": "Primary", "guardrail": "Guardrails", "secondary": "Secondary"}
@@ -237,6 +237,12 @@ _CHECKS = {
         "Press Refresh to queue an analysis now.",
     ],
     "run_failed": ["Read the error below; the worker log has the full traceback."],
+    "pre_start_exposures": [
+        "Are the clients' clocks right? Events carry the client's timestamp.",
+        "Does a client replay old events (a queue drained after an outage, a backfill)?",
+        "Was the experiment restarted or its targeting changed (a new phase) while clients "
+        "still sent the earlier phase's events?",
+    ],
     "metric_error": [
         "Is an event value absurdly large? Delete or exclude it (docs/operations.md, "
         "'Removing bad events'); new events are bounded at ingestion.",
@@ -250,6 +256,7 @@ _TITLES = {
     "empty_arm": "A variant is missing data",
     "pre_exposure_imbalance": "Arms differed before exposure",
     "metric_error": "A metric could not be computed",
+    "pre_start_exposures": "Exposures before the phase start are not counted",
 }
 
 

@@ -46,12 +46,12 @@ from analysis.recommendations import (
     harm_reason,
     metric_status,
 )
-from analysis.stats import SampleStats
-from analysis.stats.analyze import inconsistency
-from analysis.stats.estimators import arm_estimate
 from analysis.webhooks import webhook_enqueue
 from experiments.models import Experiment, ExperimentMetric, ExperimentStatus, Variant
 from experiments.services import experiment_rollback
+from stats import SampleStats
+from stats.analyze import inconsistency
+from stats.estimators import arm_estimate
 
 logger = logging.getLogger(__name__)
 

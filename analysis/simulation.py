@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from analysis.policy import MetricDef, Plan, evaluate, look_status
-from analysis.stats import SampleStats
+from stats import SampleStats
 
 SNAPSHOT_MINUTES = 5
 DAYS_TO_PLAN = 14  # traffic reaches the planned sample in two weeks of 5-minute snapshots

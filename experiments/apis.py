@@ -11,7 +11,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analysis.stats.power import PIPELINE_LOOKS, InvalidInput
 from analysis.webhooks import SIGNATURE_HEADER, WEBHOOK_EVENT_HELP
 from assignments.conditions import validate_condition
 from config.api import DomainError
@@ -42,6 +41,7 @@ from experiments.selectors import (
     role_of,
     user_can,
 )
+from stats.power import PIPELINE_LOOKS, InvalidInput
 
 
 def project_for(request: Request, slug: str, permission: str = "read") -> Project:

@@ -12,13 +12,6 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
-from analysis.stats.power import (
-    PIPELINE_LOOKS,
-    InvalidInput,
-    allocation_mde,
-    allocation_sample_size,
-    days_for_sample,
-)
 from experiments.models import (
     ApiKey,
     AuditLog,
@@ -29,6 +22,13 @@ from experiments.models import (
     Metric,
     Project,
     Role,
+)
+from stats.power import (
+    PIPELINE_LOOKS,
+    InvalidInput,
+    allocation_mde,
+    allocation_sample_size,
+    days_for_sample,
 )
 
 # What each role may do; superusers may do everything everywhere.
@@ -523,10 +523,10 @@ def metric_baseline(metric: Metric, days: int = 14, now: datetime | None = None)
     sum of values, ratio the sum over the sum of the denominator event's values. Units without
     events count with 0. Everything is summed in SQL (n, sum, sum of squares and, for ratio,
     the denominator's and the cross sums); the mean and variance are those of
-    ``analysis.stats.estimators.arm_estimate`` (p (1 - p) for binomial, the sample variance
+    ``stats.estimators.arm_estimate`` (p (1 - p) for binomial, the sample variance
     for mean and count, the delta method for ratio). Raises ValueError when ``days`` does not
     exceed the conversion window."""
-    from analysis.stats.estimators import SampleStats, arm_estimate
+    from stats.estimators import SampleStats, arm_estimate
 
     window = int(metric.conversion_window_hours)
     if days * 24 <= window:

@@ -22,10 +22,10 @@ from analysis.exports import COLUMNS, columns, export_filter_build, export_strea
 from analysis.models import ResultSnapshot
 from analysis.selectors import snapshot_json
 from analysis.services import analysis_run
-from analysis.stats import AnalysisConfig, SampleStats, analyze_metric
 from assignments.services import events_ingest
 from experiments.models import Experiment, Metric
 from experiments.services import experiment_conclude, metric_create
+from stats import AnalysisConfig, SampleStats, analyze_metric
 from tests.factories import running_experiment
 
 pytestmark = pytest.mark.django_db

@@ -13,7 +13,7 @@ from analysis.policy import (
     evaluate,
     look_status,
 )
-from analysis.stats import SampleStats
+from stats import SampleStats
 
 GUARDS = [MetricDef(f"g{i}", "binomial", "guardrail", margin=0.05) for i in range(3)]
 PRIMARY = MetricDef("conv", "binomial", "primary")

@@ -20,7 +20,7 @@ from analysis.recommendations import (
     estimate_extension,
     metric_status,
 )
-from analysis.stats import SampleStats, days_remaining, power_sample_size
+from stats import SampleStats, days_remaining, power_sample_size
 
 
 def outcome(role="primary", **kw) -> MetricOutcome:
@@ -364,3 +364,18 @@ def test_extension_uses_the_ratio_of_sums_as_baseline():
     )
     assert ext.units == size.total - 1000
     assert math.isfinite(ext.days)
+
+
+def test_exposures_before_the_phase_start_are_a_warning_with_their_count():
+    from datetime import UTC, datetime
+
+    from analysis.recommendations import check_pre_start_exposures
+
+    start = datetime(2026, 11, 1, 9, 30, tzinfo=UTC)
+    assert check_pre_start_exposures(0, start).severity == "ok"
+    one = check_pre_start_exposures(1, start)
+    assert one.severity == "warning" and one.value == 1 and "1 exposure is stamped" in one.message
+    many = check_pre_start_exposures(12, start)
+    assert "12 exposures are stamped before this phase started (2026-11-01 09:30 UTC)" in (
+        many.message
+    )

@@ -9,9 +9,9 @@ from django.utils import timezone
 from analysis import aggregation
 from analysis.models import AnalysisRun, ResultRow, ResultSnapshot, RunStatus, WebhookDelivery
 from analysis.services import analysis_backfill, analysis_run, analysis_run_create
-from analysis.stats import benjamini_hochberg
 from experiments.models import AuditLog, Experiment, ExperimentStatus, Project
 from experiments.services import experiment_create, experiment_start, metric_create
+from stats import benjamini_hochberg
 from tests.analysis.simulate import simulate
 
 pytestmark = pytest.mark.django_db

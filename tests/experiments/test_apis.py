@@ -180,6 +180,21 @@ def test_bad_weights_are_a_400_naming_the_field(api, project, metrics):
     assert r.status_code == 400 and "sum to 1.8" in str(r.json()["variants"])
 
 
+def test_targeting_regex_re2_cannot_run_is_a_400_naming_targeting(api, project, metrics):
+    """Backreferences, lookaround and over-long patterns are refused when saved, so the server
+    (RE2, linear time) and the SDKs never disagree about a stored pattern."""
+    for pattern in [r"(a)\1", "^(?!admin)", "a" * 501]:
+        r = api.post(
+            f"{E}/", experiment_payload(targeting={"email": {"$regex": pattern}}), format="json"
+        )
+        assert r.status_code == 400, r.content
+        assert "targeting" in r.json(), r.json()
+    r = api.post(
+        f"{E}/", experiment_payload(targeting={"email": {"$regex": "(a+)+$"}}), format="json"
+    )
+    assert r.status_code == 201, r.content
+
+
 def test_bad_targeting_is_a_400_naming_targeting(api, project, metrics):
     r = api.post(f"{E}/", experiment_payload(targeting={"age": {"$gt": []}}), format="json")
     assert r.status_code == 400 and "targeting" in r.json()

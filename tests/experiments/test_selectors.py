@@ -5,7 +5,6 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from analysis.stats import power_sample_size
 from experiments.models import Experiment
 from experiments.selectors import (
     _changes,
@@ -16,6 +15,7 @@ from experiments.selectors import (
     ramp_status,
 )
 from experiments.services import experiment_create, experiment_update
+from stats import power_sample_size
 from tests.factories import experiment_payload, running_experiment
 
 pytestmark = pytest.mark.django_db

@@ -14,9 +14,9 @@ from gbstats.models.statistics import ProportionStatistic
 from scipy import stats
 from statsmodels.stats import proportion as sm_proportion
 
-from analysis.stats import AnalysisConfig, SampleStats, analyze_metric
-from analysis.stats.estimators import absolute_effect, arm_estimate, relative_effect
-from analysis.stats.fixed import t_test
+from stats import AnalysisConfig, SampleStats, analyze_metric
+from stats.estimators import absolute_effect, arm_estimate, relative_effect
+from stats.fixed import t_test
 
 from .test_estimators import gb_cuped, gb_mean, gb_ratio, summarise
 

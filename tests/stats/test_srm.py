@@ -9,8 +9,8 @@ import pytest
 from gbstats.utils import check_srm
 from scipy import special, stats
 
-from analysis.stats import SRM_P_THRESHOLD, srm_test
-from analysis.stats.srm import SRM_PRIOR_STRENGTH, log_bayes_factor
+from stats import SRM_P_THRESHOLD, srm_test
+from stats.srm import SRM_PRIOR_STRENGTH, log_bayes_factor
 
 
 def test_chi2_view_matches_scipy_chisquare_with_expected_counts_from_weights():

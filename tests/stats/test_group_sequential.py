@@ -13,8 +13,8 @@ import pytest
 from scipy import stats
 from scipy.stats import multivariate_normal
 
-from analysis.stats import AnalysisConfig, SampleStats, analyze_metric
-from analysis.stats import group_sequential as gs
+from stats import AnalysisConfig, SampleStats, analyze_metric
+from stats import group_sequential as gs
 
 
 def exit_probability(fractions, bounds, drift=0.0, two_sided=True):

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.stats import winsor_cap, winsorize
+from stats import winsor_cap, winsorize
 
 
 def percentile_cont(values, q):

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from statsmodels.stats.power import NormalIndPower
 
-from analysis.stats import (
+from stats import (
     days_remaining,
     group_sequential,
     mde_for_sample,
     power,
     power_sample_size,
 )
-from analysis.stats.power import (
+from stats.power import (
     LOOK_STEP,
     PIPELINE_LOOKS,
     InvalidInput,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analysis.stats import AnalysisConfig, MetricResult, SampleStats, analyze_metric
+from stats import AnalysisConfig, MetricResult, SampleStats, analyze_metric
 
 from .test_estimators import summarise
 
@@ -188,7 +188,7 @@ def test_never_raises_and_never_returns_nan(data):
 
 
 def test_non_inferiority_under_group_sequential_uses_the_one_sided_design():
-    from analysis.stats import group_sequential as gs
+    from stats import group_sequential as gs
 
     control, treatment = binomial(50000, 5000), binomial(50000, 5005)
     config = AnalysisConfig(

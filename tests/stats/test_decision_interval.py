@@ -9,10 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import optimize, stats
 
-from analysis.stats import AnalysisConfig, SampleStats, analyze_metric
-from analysis.stats.analyze import fieller_interval
-from analysis.stats.estimators import arm_estimate, relative_effect
-from analysis.stats.fixed import t_test
+from stats import AnalysisConfig, SampleStats, analyze_metric
+from stats.analyze import fieller_interval
+from stats.estimators import arm_estimate, relative_effect
+from stats.fixed import t_test
 
 
 def binomial(n, conversions):

@@ -16,7 +16,7 @@ from gbstats.models.statistics import (
     compute_theta,
 )
 
-from analysis.stats.estimators import (
+from stats.estimators import (
     SampleStats,
     absolute_effect,
     arm_estimate,

@@ -4,7 +4,7 @@ import pytest
 from gbstats.bayesian.tests import EffectBayesianABTest, EffectBayesianConfig, GaussianPrior
 from gbstats.models.statistics import ProportionStatistic
 
-from analysis.stats import AnalysisConfig, SampleStats, analyze_metric
+from stats import AnalysisConfig, SampleStats, analyze_metric
 
 CONTROL, TREATMENT = SampleStats(5000, 500, 500), SampleStats(5100, 561, 561)
 

@@ -9,7 +9,7 @@ planned sample. Rules compared, all at two-sided alpha:
 - group_sequential: |z| crosses the Lan-DeMets O'Brien-Fleming bound at any look.
 The power scenario uses a true lift equal to the fixed design's 80%-power MDE.
 
-Reproduce the figures in docs/statistics.md with ``python -m analysis.stats.simulation``.
+Reproduce the figures in docs/statistics.md with ``python -m stats.simulation``.
 """
 
 from __future__ import annotations

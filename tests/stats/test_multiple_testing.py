@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from statsmodels.stats.multitest import multipletests
 
-from analysis.stats import benjamini_hochberg, bonferroni_alpha, ci_alpha, holm
+from stats import benjamini_hochberg, bonferroni_alpha, ci_alpha, holm
 
 PVALUES = [0.001, 0.04, 0.03, 0.2, 0.0125, 0.5, 0.049]
 

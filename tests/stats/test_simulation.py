@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis.stats import AnalysisConfig, SampleStats, analyze_metric
-from analysis.stats.simulation import SimulationConfig, format_report, relative_lift_arrays, run
+from stats import AnalysisConfig, SampleStats, analyze_metric
+from stats.simulation import SimulationConfig, format_report, relative_lift_arrays, run
 
 EXPERIMENTS = 4000
 
@@ -34,7 +34,7 @@ def allowance(share: float) -> float:
     return 4 * math.sqrt(share * (1 - share) / EXPERIMENTS)
 
 
-# docs/statistics.md "Peeking simulation": python -m analysis.stats.simulation, 10,000 runs.
+# docs/statistics.md "Peeking simulation": python -m stats.simulation, 10,000 runs.
 DOCUMENTED_FALSE_POSITIVE = {"sequential": 0.019, "group_sequential": 0.049, "fixed": 0.048}
 DOCUMENTED_POWER = {"fixed": 0.830, "group_sequential": 0.798, "sequential": 0.488}
 

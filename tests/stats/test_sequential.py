@@ -16,8 +16,8 @@ from gbstats.models.statistics import ProportionStatistic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from analysis.stats import AnalysisConfig, SampleStats, analyze_metric, sequential
-from analysis.stats.estimators import arm_estimate, relative_effect
+from stats import AnalysisConfig, SampleStats, analyze_metric, sequential
+from stats.estimators import arm_estimate, relative_effect
 
 from .test_estimators import gb_cuped, gb_mean, gb_ratio, summarise
 

@@ -237,6 +237,7 @@ class EventsApi(ServiceApi):
                 "accepted": result.accepted,
                 "duplicates": result.duplicates,
                 "rejected": result.rejected,
+                "ignored": result.ignored,
             },
             status=status.HTTP_202_ACCEPTED,
         )

@@ -11,6 +11,14 @@ the same errors). Saved groups are not an abacus feature: ``$inGroup`` sees ever
 
 `validate_condition(condition)` lists what is wrong with a condition in words a person can act
 on, for forms and the API; a condition it accepts is one the SDKs understand.
+
+Regular expressions (``$regex`` and friends) run on RE2 (google-re2), whose matching time is linear
+in the pattern and the text: no pattern can backtrack for seconds, as ``(a+)+$`` does in Python's
+``re`` or JavaScript. RE2 has no backreferences or lookaround, so a pattern is accepted at save time
+only when RE2 and Python's ``re`` (the Python SDK's engine) both compile it and it is at most
+``MAX_REGEX_LENGTH`` characters; an attribute longer than ``MAX_REGEX_SUBJECT_LENGTH`` characters
+never matches (``$notRegex`` passes). docs/operations.md "Targeting regular expressions" lists
+the remaining differences between the engines.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ import math
 import re
 from typing import Any
 
+import re2
+
 from assignments.hashing import js_number_to_string
 
 # A branch's result: True, False, or None when it depends on an operator nobody knows.
@@ -26,8 +36,13 @@ _Tri = bool | None
 
 _CONDITION_OPERATORS = ("$or", "$nor", "$and", "$savedGroup")
 _EVAL_ERRORS = (TypeError, ValueError, AttributeError, IndexError, RecursionError)
-_REGEX_CACHE: dict[tuple[Any, int], re.Pattern[str] | None] = {}
+_REGEX_CACHE: dict[tuple[Any, bool], Any] = {}
 _REGEX_CACHE_MAX = 1024
+# Longest pattern accepted at save time, and longest attribute a pattern is applied to: with RE2's
+# linear-time matching these bound every regex evaluation to well under a millisecond.
+MAX_REGEX_LENGTH = 500
+MAX_REGEX_SUBJECT_LENGTH = 8192
+_RE2_MAX_MEM = 1 << 20  # bytes per compiled pattern; larger programs are refused
 
 ORDER_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
 VERSION_OPERATORS = ("$veq", "$vne", "$vgt", "$vgte", "$vlt", "$vlte")
@@ -215,32 +230,55 @@ def _compare(a: Any, b: Any) -> int:
     return (a > b) - (a < b)
 
 
-def _regex(pattern: Any, flags: int) -> re.Pattern[str] | None:
-    key = (pattern, flags)
+def _re2_options(insensitive: bool) -> Any:
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = _RE2_MAX_MEM
+    options.case_sensitive = not insensitive
+    return options
+
+
+def re2_compile(pattern: str, insensitive: bool = False) -> Any:
+    """The RE2 program of ``pattern`` (raises ``re2.error`` when RE2 cannot compile it)."""
+    return re2.compile(pattern, _re2_options(insensitive))
+
+
+def re2_error_text(exc: Exception) -> str:
+    detail = exc.args[0] if exc.args else exc
+    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
+
+
+def _regex(pattern: Any, insensitive: bool) -> Any:
+    key = (pattern, insensitive)
     try:
         return _REGEX_CACHE[key]
     except KeyError:
         pass
     except TypeError:  # an unhashable pattern never compiles
         return None
-    try:
-        compiled: re.Pattern[str] | None = re.compile(pattern, flags)
-    except Exception:
-        compiled = None
+    compiled: Any = None
+    if isinstance(pattern, str) and len(pattern) <= MAX_REGEX_LENGTH:
+        try:
+            compiled = re2_compile(pattern, insensitive)
+        except Exception:
+            compiled = None
     if len(_REGEX_CACHE) >= _REGEX_CACHE_MAX:
         _REGEX_CACHE.clear()
     _REGEX_CACHE[key] = compiled
     return compiled
 
 
-def _regex_search(pattern: Any, flags: int, value: Any) -> bool | None:
-    """Whether ``pattern`` matches in ``value``; None when it cannot be applied."""
-    compiled = _regex(pattern, flags)
+def _regex_search(pattern: Any, insensitive: bool, value: Any) -> bool | None:
+    """Whether ``pattern`` matches in ``value``; None when it cannot be applied (a non-string or
+    over-long attribute, a pattern RE2 cannot compile)."""
+    if not isinstance(value, str) or len(value) > MAX_REGEX_SUBJECT_LENGTH:
+        return None
+    compiled = _regex(pattern, insensitive)
     if compiled is None:
         return None
     try:
-        return bool(compiled.search(value))
-    except Exception:
+        return compiled.search(value) is not None
+    except Exception:  # a lone surrogate cannot be encoded as UTF-8
         return None
 
 
@@ -286,8 +324,7 @@ def _eval_operator(op: str, value: Any, operand: Any) -> _Tri:
             return actual > expected
         return actual >= expected
     if op in REGEX_OPERATORS:
-        flags = re.IGNORECASE if op.endswith("i") else 0
-        found = _regex_search(operand, flags, value)
+        found = _regex_search(operand, op.endswith("i"), value)
         if op.startswith("$notRegex"):
             # A missing or non-string attribute does not match, so $notRegex passes.
             return True if found is None else not found
@@ -524,10 +561,7 @@ def _check_operator(op: str, operand: Any, path: str, errors: list[str], depth: 
         if kind != "string":
             errors.append(f"{op} needs a regular expression string, not {kind}{_where(path)}.")
         else:
-            try:
-                re.compile(operand)
-            except re.error as exc:
-                errors.append(f"{op} has an invalid regular expression ({exc}){_where(path)}.")
+            _check_regex(op, operand, path, errors)
     elif op in LIST_OPERATORS:
         if kind != "array":
             errors.append(f"{op} needs a list of values, not {kind}{_where(path)}.")
@@ -557,3 +591,26 @@ def _check_operator(op: str, operand: Any, path: str, errors: list[str], depth: 
             _check_condition(operand, path, errors, depth + 1)
     elif op == "$not":
         _check_value(operand, path, errors, depth + 1)
+
+
+def _check_regex(op: str, pattern: str, path: str, errors: list[str]) -> None:
+    """A pattern abacus evaluates (RE2) the way the SDKs do (Python's re compiles it too)."""
+    if len(pattern) > MAX_REGEX_LENGTH:
+        errors.append(
+            f"{op} is {len(pattern)} characters long; the limit is {MAX_REGEX_LENGTH}"
+            f"{_where(path)}."
+        )
+        return
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        errors.append(f"{op} has an invalid regular expression ({exc}){_where(path)}.")
+        return
+    try:
+        re2_compile(pattern, op.endswith("i"))
+    except re2.error as exc:
+        errors.append(
+            f"{op} uses syntax abacus does not evaluate ({re2_error_text(exc)}){_where(path)}: "
+            "targeting patterns are RE2 syntax, without backreferences (\\1) or lookaround "
+            "((?=...), (?!...), (?<=...), (?<!...)), so they run in linear time."
+        )

@@ -38,6 +38,8 @@ class ProjectSpecs:
     phases: dict[str, int] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # key -> why it is not served
     updated_at: datetime | None = None  # the latest change of a served experiment
+    # key -> when the current phase started: analyses count exposures from then on.
+    phase_starts: dict[str, datetime] = field(default_factory=dict)
 
 
 _cache: dict[int, ProjectSpecs] = {}
@@ -68,6 +70,7 @@ def project_specs(project: Project) -> ProjectSpecs:
     variant_ids: dict[tuple[str, str], int] = {}
     statuses: dict[str, str] = {}
     phases: dict[str, int] = {}
+    phase_starts: dict[str, datetime] = {}
     broken: dict[str, str] = {}
     updated_at: datetime | None = None
     experiments = (
@@ -80,6 +83,9 @@ def project_specs(project: Project) -> ProjectSpecs:
         experiment_ids[experiment.key] = experiment.pk
         statuses[experiment.key] = experiment.status
         phases[experiment.key] = experiment.phase
+        phase_start = experiment.phase_started_at or experiment.started_at
+        if phase_start is not None:
+            phase_starts[experiment.key] = phase_start
         if updated_at is None or experiment.updated_at > updated_at:
             updated_at = experiment.updated_at
         for v in variants:
@@ -92,7 +98,15 @@ def project_specs(project: Project) -> ProjectSpecs:
                 "Not serving experiment %s of project %s: %s", experiment.key, project.slug, exc
             )
     built = ProjectSpecs(
-        version, specs, experiment_ids, variant_ids, statuses, phases, broken, updated_at
+        version,
+        specs,
+        experiment_ids,
+        variant_ids,
+        statuses,
+        phases,
+        broken,
+        updated_at,
+        phase_starts,
     )
     with _lock:
         _cache[project.pk] = built

@@ -33,6 +33,8 @@ MAX_TIMESTAMP_LENGTH = 64
 # than this far ahead is a bug the client should hear about, not data for a future window.
 MAX_CLOCK_SKEW = timedelta(days=1)
 EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
+# A numeric timestamp is Unix seconds; one past 3000-01-01 is most likely milliseconds.
+LATEST_EPOCH_SECONDS = int(datetime(3000, 1, 1, tzinfo=UTC).timestamp())
 _ROWS_PER_STATEMENT = 1000  # keeps SQLite under its bound-parameter limit
 _VECTOR_MIN = 256  # from this many units on, bucketing runs in numpy
 _RUNNING = ExperimentStatus.RUNNING
@@ -291,6 +293,8 @@ class IngestResult:
     accepted: int = 0
     duplicates: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)
+    # Valid events that are stored but that no analysis will count, with the reason.
+    ignored: list[dict[str, Any]] = field(default_factory=list)
 
     def reject(self, index: int, field_name: str, message: str) -> None:
         self.rejected.append({"index": index, "field": field_name, "message": message})
@@ -331,16 +335,46 @@ def _string_error(value: Any, name: str, limit: int) -> str | None:
     return None
 
 
+def _epoch_seconds(value: int | float) -> datetime | str:
+    """A number as Unix seconds (UTC), or why it is not acceptable."""
+    if value.__class__ is float and not math.isfinite(value):
+        return "'timestamp' must be a finite number of Unix seconds."
+    if value >= LATEST_EPOCH_SECONDS:
+        return (
+            f"'timestamp' {value!r} is after the year 3000 as Unix seconds: numbers are seconds "
+            "since 1970-01-01T00:00:00Z; divide milliseconds by 1000 (or send an ISO 8601 string)."
+        )
+    if value < 0:
+        return "'timestamp' is before 1970."
+    return datetime.fromtimestamp(value, UTC)
+
+
 def _timestamp(value: Any, latest: datetime) -> datetime | str:
-    """The event time, or why it is not acceptable."""
-    if value.__class__ is not str or len(value) > MAX_TIMESTAMP_LENGTH:
-        return "'timestamp' is required, as an ISO 8601 string (e.g. 2026-11-29T10:00:00Z)."
-    try:
-        ts = datetime.fromisoformat(value)
-    except ValueError:
-        return f"'timestamp' {value!r} is not ISO 8601 (e.g. 2026-11-29T10:00:00Z)."
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)  # a timestamp without an offset is UTC
+    """The event time, or why it is not acceptable: an ISO 8601 string (UTC without an offset)
+    or a number of Unix seconds."""
+    if value.__class__ is int or value.__class__ is float:
+        ts = _epoch_seconds(value)
+        if ts.__class__ is str:
+            return ts
+    elif value.__class__ is not str:
+        if value is None:
+            return (
+                "'timestamp' is required: an ISO 8601 string (e.g. 2026-11-29T10:00:00Z) or a "
+                "number of Unix seconds."
+            )
+        return (
+            "'timestamp' must be an ISO 8601 string (e.g. 2026-11-29T10:00:00Z) or a number of "
+            f"Unix seconds (got {type(value).__name__})."
+        )
+    elif len(value) > MAX_TIMESTAMP_LENGTH:
+        return f"'timestamp' is longer than {MAX_TIMESTAMP_LENGTH} characters."
+    else:
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            return f"'timestamp' {value!r} is not ISO 8601 (e.g. 2026-11-29T10:00:00Z)."
+        if ts.tzinfo is None:
+            ts = ts.replace(tzinfo=UTC)  # a timestamp without an offset is UTC
     try:
         if ts < EARLIEST_TIMESTAMP:
             return "'timestamp' is before 1970."
@@ -414,6 +448,7 @@ def events_validate(
     experiment_ids = specs.experiment_ids
     variant_ids = specs.variant_ids
     statuses = specs.statuses
+    phase_starts = specs.phase_starts
     bound = max_event_value()
     for index, event in enumerate(events):
         if event.__class__ is not dict:
@@ -456,6 +491,17 @@ def events_validate(
                 result.duplicates += 1
                 continue
             exposures[event_id] = (event_id, experiment_id, variant_id, unit_id, ts)
+            phase_start = phase_starts.get(key)
+            if phase_start is not None and ts < phase_start:
+                result.ignored.append(
+                    {
+                        "index": index,
+                        "reason": "before_phase_start",
+                        "message": f"Stored, but not counted: the exposure is stamped before "
+                        f"experiment '{key}' started its current phase "
+                        f"({phase_start.isoformat()}), and analyses count exposures from then.",
+                    }
+                )
             if statuses[key] == _RUNNING:
                 batch.running_phases[experiment_id] = specs.phases.get(key, 0)
         else:
@@ -499,7 +545,10 @@ def events_ingest(*, project: Project, events: Sequence[Any]) -> IngestResult:
     batch, result = events_validate(specs=project_specs(project), events=events)
     if batch.exposures or batch.metrics:
         with transaction.atomic():
-            if connection.vendor == "postgresql":
+            result.duplicates += _drop_ids_of_the_other_type(project_id=project.pk, batch=batch)
+            if not (batch.exposures or batch.metrics):
+                inserted = 0
+            elif connection.vendor == "postgresql":
                 from assignments.copy import copy_events
 
                 inserted = copy_events(project_id=project.pk, batch=batch)
@@ -508,6 +557,46 @@ def events_ingest(*, project: Project, events: Sequence[Any]) -> IngestResult:
         result.accepted = inserted
         result.duplicates += len(batch.exposures) + len(batch.metrics) - inserted
     return result
+
+
+def _drop_ids_of_the_other_type(*, project_id: int, batch: EventBatch) -> int:
+    """One event id per project, across both types: drop the exposures whose id a stored metric
+    event has, and the metric events whose id a stored exposure has (each table's unique
+    (project, event_id) constraint covers its own type). Returns how many were dropped.
+
+    Two batches racing with one id as both types could still both store it; a client retry
+    resends the same type, so that needs a client sending one id for two different events."""
+    dropped = 0
+    postgresql = connection.vendor == "postgresql"
+    for ids, other in ((batch.exposures, MetricEvent), (batch.metrics, Exposure)):
+        keys = list(ids)
+        if not keys:
+            continue
+        table = other._meta.db_table
+        # One probe of the other table's unique (project_id, event_id) index per id: a single
+        # array parameter on PostgreSQL, chunks under SQLite's bound-parameter limit.
+        step = len(keys) if postgresql else _ROWS_PER_STATEMENT
+        with connection.cursor() as cursor:
+            for start in range(0, len(keys), step):
+                chunk = keys[start : start + step]
+                if postgresql:
+                    cursor.execute(
+                        f"SELECT event_id FROM {table} WHERE project_id = %s "
+                        "AND event_id = ANY(%s)",
+                        [project_id, chunk],
+                    )
+                else:
+                    cursor.execute(
+                        f"SELECT event_id FROM {table} WHERE project_id = %s "
+                        f"AND event_id IN ({', '.join(['%s'] * len(chunk))})",
+                        [project_id, *chunk],
+                    )
+                for (event_id,) in cursor.fetchall():
+                    if ids.pop(event_id, None) is not None:
+                        dropped += 1
+    if not batch.exposures:
+        batch.running_phases.clear()
+    return dropped
 
 
 def _insert_events(*, project_id: int, batch: EventBatch) -> int:

@@ -90,3 +90,54 @@ def unavailable_response(request: HttpRequest, message: str) -> HttpResponse:
         )
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
+
+
+def bad_parameter_response(request: HttpRequest, name: str, message: str) -> HttpResponse:
+    """A 400 naming the parameter: JSON for the API, a short page for people."""
+    if wants_json(request):
+        return JsonResponse({"detail": message, "field": name}, status=400)
+    return HttpResponse(
+        f"<!doctype html><title>Bad request</title><h1>Bad request</h1><p>{escape(message)}</p>",
+        status=400,
+    )
+
+
+class NulCharacterMiddleware:
+    """A NUL character in a query parameter or a path segment is a 400 naming it.
+
+    PostgreSQL text cannot hold NUL, so such a value would fail the first query that uses it
+    (a 500). Bodies need no check here: every Django form and DRF serializer CharField already
+    refuses NUL with a message naming its field.
+    """
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_view(
+        self,
+        request: HttpRequest,
+        view_func: Callable[..., HttpResponse],
+        view_args: tuple,
+        view_kwargs: dict,
+    ) -> HttpResponse | None:
+        for name, values in request.GET.lists():
+            if "\x00" in name or any("\x00" in v for v in values):
+                shown = name.replace("\x00", "\\x00")
+                return bad_parameter_response(
+                    request,
+                    shown,
+                    f"The query parameter '{shown}' must not contain NUL characters.",
+                )
+        for name, value in view_kwargs.items():
+            if isinstance(value, str) and "\x00" in value:
+                return bad_parameter_response(
+                    request, name, f"The path parameter '{name}' must not contain NUL characters."
+                )
+        if "\x00" in request.path_info:
+            return bad_parameter_response(
+                request, "path", "The path must not contain NUL characters."
+            )
+        return None

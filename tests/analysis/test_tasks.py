@@ -134,3 +134,57 @@ def test_a_deleted_experiment_is_ignored(experiment):
     pk = experiment.pk
     experiment.delete()
     assert tasks.run_analysis.apply(args=[pk]).get() is None
+
+
+def test_the_beat_marks_runs_older_than_the_time_limit_failed_and_retries(experiment, monkeypatch):
+    """A run whose worker died stays `running`; the next fan-out marks it failed with a reason
+    (older than analysis.run's hard time limit), leaves a young run alone, and queues a retry."""
+    from django.utils import timezone
+
+    from analysis.selectors import health_findings
+
+    now = timezone.now()
+    dead = services.analysis_run_create(experiment=experiment, trigger="schedule")
+    AnalysisRun.objects.filter(pk=dead.pk).update(
+        status=RunStatus.RUNNING, started_at=now - timedelta(seconds=tasks.RUN_TIME_LIMIT + 60)
+    )
+    lost = services.analysis_run_create(experiment=experiment, trigger="api")
+    AnalysisRun.objects.filter(pk=lost.pk).update(
+        created_at=now - timedelta(seconds=tasks.RUN_TIME_LIMIT + 60)
+    )
+    young = services.analysis_run_create(experiment=experiment, trigger="schedule")
+    AnalysisRun.objects.filter(pk=young.pk).update(
+        status=RunStatus.RUNNING, started_at=now - timedelta(seconds=60)
+    )
+    sent = []
+    monkeypatch.setattr(tasks.run_analysis, "apply_async", lambda args, expires: sent.append(args))
+    assert tasks.schedule_running.apply().get() == 1
+    dead.refresh_from_db()
+    lost.refresh_from_db()
+    young.refresh_from_db()
+    assert dead.status == RunStatus.FAILED and dead.error.startswith("Stale: still running")
+    assert dead.finished_at is not None
+    assert lost.status == RunStatus.FAILED and "never started" in lost.error
+    assert young.status == RunStatus.RUNNING
+    assert sent == [[experiment.pk]]  # the retry
+    findings = health_findings(experiment, None, dead)
+    assert any(f.title == "The last analysis failed" and "Stale" in f.message for f in findings)
+
+
+def test_analyze_with_the_broker_down_marks_its_run_failed_at_once(
+    experiment, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The broker refuses the task: the run is failed with the reason (not queued forever)
+    and the error still reaches the caller (the API's 503)."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    def refuse(*args, **kwargs):
+        raise BrokerError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(tasks.run_analysis, "delay", refuse)
+    with pytest.raises(BrokerError), django_capture_on_commit_callbacks(execute=True):
+        run_id = services.analysis_enqueue(experiment, "api")
+    run = AnalysisRun.objects.get(experiment=experiment)
+    assert run.status == RunStatus.FAILED and run.finished_at is not None
+    assert run.error.startswith("Could not be queued: the task broker is unavailable")
+    assert "run_id" not in locals() or run.pk == run_id

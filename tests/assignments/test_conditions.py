@@ -2,14 +2,23 @@
 
 import json
 import random
+import re
+import time
 from pathlib import Path
 
 import pytest
+import re2
 from growthbook.core import evalCondition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assignments.conditions import eval_condition, get_path, validate_condition
+from assignments.conditions import (
+    MAX_REGEX_LENGTH,
+    MAX_REGEX_SUBJECT_LENGTH,
+    eval_condition,
+    get_path,
+    validate_condition,
+)
 
 CASES = json.loads((Path(__file__).parent / "growthbook_cases.json").read_text())
 
@@ -91,10 +100,61 @@ def test_published_condition_vectors(name, condition, attrs, expected):
     assert eval_condition(attrs, condition) is expected
 
 
+REGEX_OPS = ("$regex", "$regexi", "$notRegex", "$notRegexi")
+
+
+def _walk(obj):
+    yield obj
+    if isinstance(obj, dict):
+        for v in obj.values():
+            yield from _walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v)
+
+
+def _re2_differs_from_python_re(condition, attrs) -> bool:
+    """Whether the example touches a documented difference between the engines: abacus runs
+    targeting regexes on RE2 (linear time), the Python SDK on ``re``. Patterns RE2 cannot compile
+    (backreferences, lookaround, ``\\Z``...) are refused at save time by design, so no saved
+    condition holds one; and on non-ASCII text or a final newline the engines read ``\\w``,
+    ``\\d``, ``\\s``, case folding and ``$`` differently (RE2 as JavaScript does)."""
+    patterns = [
+        (op, node[op])
+        for node in _walk(condition)
+        if isinstance(node, dict)
+        for op in REGEX_OPS
+        if op in node and isinstance(node[op], str)
+    ]
+    texts = [t for t in _walk(attrs) if isinstance(t, str)]
+    for op, pattern in patterns:
+        flags = re.IGNORECASE if op.endswith("i") else 0
+        try:
+            py = re.compile(pattern, flags)
+        except Exception:
+            continue  # neither engine evaluates it
+        options = re2.Options()
+        options.log_errors = False
+        options.case_sensitive = not flags
+        try:
+            r2 = re2.compile(pattern, options)
+        except re2.error:
+            assert validate_condition({"a": {op: pattern}}), pattern  # refused at save time
+            return True
+        for text in texts:
+            if bool(py.search(text)) != (r2.search(text) is not None):
+                assert not text.isascii() or "\n" in text, (pattern, text)
+                return True
+    return False
+
+
 @settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(condition=conditions(), attrs=attributes)
 def test_random_conditions_match_sdk(condition, attrs):
-    """Any condition tree over any JSON attributes gives the SDK's answer."""
+    """Any condition tree over any JSON attributes gives the SDK's answer (but for the
+    documented differences between RE2 and Python's re, checked to be only those)."""
+    if _re2_differs_from_python_re(condition, attrs):
+        return
     assert eval_condition(attrs, condition) is evalCondition(attrs, condition)
 
 
@@ -245,6 +305,11 @@ def test_valid_conditions_have_no_errors(condition):
         ({"user": {"$eq": "x", "plan": "pro"}}, "mixes operators"),
         ({"id": {"$inGroup": "beta"}}, "Saved groups"),
         ({"$or": [{"a": {"$nope": 1}}]}, "at $or[0].a.$nope"),
+        ({"name": {"$regex": r"(a)\1"}}, "without backreferences"),
+        ({"name": {"$regex": "^(?!admin)"}}, "or lookaround"),
+        ({"name": {"$notRegexi": "(?<=x)y"}}, "RE2 syntax"),
+        ({"name": {"$regex": r"end\Z"}}, "RE2 syntax"),
+        ({"name": {"$regex": "a" * (MAX_REGEX_LENGTH + 1)}}, f"the limit is {MAX_REGEX_LENGTH}"),
     ],
 )
 def test_invalid_conditions_are_explained(condition, fragment):
@@ -252,3 +317,46 @@ def test_invalid_conditions_are_explained(condition, fragment):
     errors = validate_condition(condition)
     assert errors, condition
     assert any(fragment in e for e in errors), errors
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("length", [27, 1000, MAX_REGEX_SUBJECT_LENGTH])
+@pytest.mark.parametrize("op", ["$regex", "$regexi", "$notRegex"])
+def test_catastrophic_backtracking_pattern_finishes_in_milliseconds(op, length):
+    """(a+)+$ on 'aaa...!' took Python's re seconds per call (2^n paths); RE2 is linear."""
+    condition = {"name": {op: "(a+)+$"}}
+    assert validate_condition(condition) == []  # RE2 syntax: accepted, and harmless
+    attrs = {"name": "a" * length + "!"}
+    started = time.perf_counter()
+    result = eval_condition(attrs, condition)
+    elapsed = time.perf_counter() - started
+    assert result is (op == "$notRegex")
+    assert elapsed < 0.05, f"{elapsed * 1000:.1f} ms"
+
+
+def test_overlong_attribute_never_matches_a_regex():
+    """Past MAX_REGEX_SUBJECT_LENGTH characters a pattern is not applied: $regex fails,
+    $notRegex passes (like a missing attribute), and it costs nothing."""
+    long = "x" * (MAX_REGEX_SUBJECT_LENGTH + 1)
+    assert eval_condition({"ua": long}, {"ua": {"$regex": "x"}}) is False
+    assert eval_condition({"ua": long}, {"ua": {"$notRegex": "x"}}) is True
+    assert eval_condition({"ua": long[1:]}, {"ua": {"$regex": "x"}}) is True
+
+
+def test_regex_engine_reads_patterns_like_the_sdks_on_ascii_text():
+    """The common patterns give the SDK's answer under RE2."""
+    cases = [
+        ("^Mozilla/5\\.0 \\(iPhone", "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0)"),
+        ("(Mobile|Tablet)", "Android Mobile Browser"),
+        ("@example\\.(com|org)$", "ann@example.org"),
+        ("^[a-z0-9._%+-]+@[a-z0-9.-]+$", "Bob@Example.com"),
+        ("\\bbeta\\b", "open beta program"),
+        ("^v?\\d+\\.\\d+", "v12.3.4"),
+    ]
+    for pattern, text in cases:
+        for op in REGEX_OPS:
+            condition = {"ua": {op: pattern}}
+            assert validate_condition(condition) == []
+            assert eval_condition({"ua": text}, condition) is evalCondition(
+                {"ua": text}, condition
+            ), (op, pattern, text)

@@ -63,7 +63,12 @@ INVALID = [
     ("unit_id too long", metric(unit_id="u" * 201), "unit_id", "longer than 200"),
     ("timestamp missing", _without(metric(), "timestamp"), "timestamp", "ISO 8601"),
     ("timestamp not a date", metric(timestamp="yesterday"), "timestamp", "ISO 8601"),
-    ("timestamp a number", metric(timestamp=1764410400), "timestamp", "ISO 8601"),
+    ("timestamp in milliseconds", metric(timestamp=1764410400000), "timestamp", "milliseconds"),
+    ("timestamp a negative number", metric(timestamp=-1), "timestamp", "1970"),
+    ("timestamp an infinite number", metric(timestamp=float("inf")), "timestamp", "finite"),
+    ("timestamp a bool", metric(timestamp=True), "timestamp", "Unix seconds (got bool)"),
+    ("timestamp a list", metric(timestamp=[TS]), "timestamp", "Unix seconds (got list)"),
+    ("timestamp too long", metric(timestamp="2" * 65), "timestamp", "longer than 64"),
     ("timestamp in the future", metric(timestamp=FAR_FUTURE), "timestamp", "clock"),
     ("timestamp before 1970", metric(timestamp="1969-12-31T00:00:00Z"), "timestamp", "1970"),
     ("timestamp out of range", metric(timestamp="0001-01-01T00:00:00+05:00"), "timestamp", ""),
@@ -298,3 +303,50 @@ def test_max_event_value_setting_sets_the_bound_on_both_signs(project, experimen
     assert [(r["index"], r["field"]) for r in result.rejected] == [(2, "value"), (3, "value")]
     assert "between -100 and 100" in result.rejected[0]["message"]
     assert sorted(MetricEvent.objects.values_list("value", flat=True)) == [-100.0, 100.0]
+
+
+def test_numeric_timestamps_are_unix_seconds(project, experiment):
+    """Logging pipelines send epoch seconds: an int or a float is seconds since 1970 (UTC)."""
+    result = events_ingest(
+        project=project,
+        events=[metric("s1", timestamp=1764410400), metric("s2", timestamp=1764410400.25)],
+    )
+    assert result.accepted == 2 and result.rejected == []
+    stored = dict(MetricEvent.objects.values_list("event_id", "ts"))
+    assert stored["s1"] == datetime(2025, 11, 29, 10, 0, tzinfo=UTC)
+    assert stored["s2"] == datetime(2025, 11, 29, 10, 0, 0, 250000, tzinfo=UTC)
+
+
+def test_exposures_before_the_phase_start_are_stored_and_listed_as_ignored(project, experiment):
+    """They are kept (a later phase change cannot resurrect them, but nothing is lost) and the
+    sender hears that no analysis will count them; later events are not listed."""
+    start = experiment.phase_started_at or experiment.started_at
+    before = (start - timedelta(minutes=5)).isoformat()
+    after = (start + timedelta(seconds=1)).isoformat()
+    result = events_ingest(
+        project=project,
+        events=[
+            exposure("early", "u1", timestamp=before),
+            exposure("late", "u2", timestamp=after),
+            metric("m-early", timestamp=before),  # metric events may precede (CUPED reads them)
+        ],
+    )
+    assert result.accepted == 3 and result.rejected == []
+    [ignored] = result.ignored
+    assert ignored["index"] == 0 and ignored["reason"] == "before_phase_start"
+    assert "not counted" in ignored["message"] and "checkout-v2" in ignored["message"]
+    assert Exposure.objects.filter(event_id="early").exists()
+
+
+@pytest.mark.parametrize("first,second", [("exposure", "metric"), ("metric", "exposure")])
+def test_one_event_id_per_project_across_both_types(project, experiment, first, second):
+    """(project, event_id) is the idempotency key whatever the type: the same id posted as an
+    exposure and then as a metric event (in two batches) is stored once."""
+    make = {"exposure": exposure, "metric": metric}
+    assert events_ingest(project=project, events=[make[first]("same-id")]).accepted == 1
+    result = events_ingest(project=project, events=[make[second]("same-id"), metric("other")])
+    assert result.accepted == 1 and result.duplicates == 1
+    stored = Exposure.objects.filter(event_id="same-id").count() + (
+        MetricEvent.objects.filter(event_id="same-id").count()
+    )
+    assert stored == 1

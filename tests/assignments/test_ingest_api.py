@@ -140,3 +140,24 @@ def test_value_beyond_max_event_value_is_rejected_naming_the_bound_and_the_rest_
     for x in rejected:
         assert "1e+12" in x["message"] and "ABACUS_MAX_EVENT_VALUE" in x["message"]
     assert sorted(MetricEvent.objects.values_list("value", flat=True)) == [12.5, 1e12]
+
+
+def test_the_answer_lists_ignored_events_and_keeps_its_keys(
+    project, metrics, service_secret, client
+):
+    """accepted, duplicates and rejected are unchanged; "ignored" names each stored event no
+    analysis will count (an exposure before the experiment's phase started)."""
+    experiment = running_experiment(project)
+    before = (experiment.started_at.timestamp()) - 3600  # epoch seconds are accepted too
+    body = {
+        "events": [
+            {"event_id": "x1", "type": "exposure", "experiment": "checkout-v2",
+             "variant": "control", "unit_id": "u1", "timestamp": before},
+            _metric(1),
+        ]
+    }  # fmt: skip
+    r = _post(client, body, service_secret)
+    assert r.status_code == 202, r.content
+    answer = r.json()
+    assert answer["accepted"] == 2 and answer["duplicates"] == 0 and answer["rejected"] == []
+    assert [(i["index"], i["reason"]) for i in answer["ignored"]] == [(0, "before_phase_start")]

@@ -71,7 +71,11 @@ def test_broker_down_keeps_assignment_and_ingestion_up_and_analysis_catches_up(
     people.headers["Authorization"] = f"Token {user_token_create(user=admin_user).token}"
     try:
         wait_healthy(base, var / "web.log")
-        assert requests.get(f"{base}/readyz", timeout=10).json()["status"] == "ok"
+        wait_for(
+            lambda: requests.get(f"{base}/readyz", timeout=1).json()["status"] == "ok",
+            10,
+            "readyz ok",
+        )
         posted = service.post(
             f"{base}/api/v1/events", json={"events": _exposures(experiment, 0, 50)}
         )
@@ -87,18 +91,16 @@ def test_broker_down_keeps_assignment_and_ingestion_up_and_analysis_catches_up(
             f"{base}/api/v1/events", json={"events": _exposures(experiment, 50, 150)}, timeout=10
         )
         assert posted.status_code == 202 and posted.json()["accepted"] == 150, posted.text
-        # /readyz serves a broker result at most FRESH_SECONDS (1 s) old, always within 200 ms.
-        wait_for(
-            lambda: requests.get(f"{base}/readyz", timeout=1).json()["status"] == "degraded",
-            5,
-            "readyz degraded",
-        )
-        started = time.perf_counter()
-        ready = requests.get(f"{base}/readyz", timeout=1)
-        assert time.perf_counter() - started < 0.2
-        assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
-        assert "broker" in ready.json()["failed"] and ready.json()["database"] == "ok"
-        assert requests.get(f"{base}/readyz?strict=1", timeout=1).status_code == 503
+        # Each web process serves a broker result at most FRESH_SECONDS (1 s) old, and answers
+        # within 200 ms: a second after the outage began, every answer says so, at once.
+        time.sleep(max(0.0, 1.2 - (datetime.now(UTC) - down_at).total_seconds()))
+        for _ in range(6):  # both web processes
+            started = time.perf_counter()
+            ready = requests.get(f"{base}/readyz", timeout=1)
+            assert time.perf_counter() - started < 0.2
+            assert ready.status_code == 200 and ready.json()["status"] == "degraded", ready.text
+            assert "broker" in ready.json()["failed"] and ready.json()["database"] == "ok"
+            assert requests.get(f"{base}/readyz?strict=1", timeout=1).status_code == 503
         queued = people.post(
             f"{base}/api/v1/projects/shop/experiments/checkout-v2/analyze", timeout=60
         )

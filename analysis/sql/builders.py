@@ -1,0 +1,245 @@
+"""The metrics statement, one builder per CTE or clause; every engine difference is a dialect call.
+
+The statement (the rules are in ``analysis/aggregation.py``'s docstring)::
+
+    WITH exposed AS (...)          one row per unit in the window: variant, state, t0, windows
+         [joined AS (...)]         hash join: each unit with its events, tagged by slot
+         per_unit AS (...)         one row per unit: its metric columns
+         [caps AS (...),           winsorization: each capped column's quantile
+          capped AS (...)]         and the columns capped at it
+    SELECT variant_id, state, n, sums...   a few rows: per variant and unit state
+
+Builders take the dialect ``d`` (``analysis/sql/dialects.py``) and return SQL text. Values are
+bound parameters (``d.param``); the only literals are identifiers and integers or floats the
+caller generated or checked (column aliases, event-name codes, window hours, quantiles).
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from analysis.sql.dialects import Dialect
+
+HASH_JOIN = "hash_join"  # any schema: one hash join of units and events, then a hash aggregate
+INDEX_LOOKUP = "index_lookup"  # PostgreSQL with COVERING_INDEX: per-unit index-only lookups
+
+# A unit's state in the window: analysed, or left out for one of two reasons.
+CLEAN, MULTI_VARIANT, MISMATCH = 0, 1, 2
+
+_MISMATCH = "MAX(CASE WHEN assignment_mismatch THEN 1 ELSE 0 END)"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One per-unit column of a metric, as an aggregate over the unit's joined events."""
+
+    name: str  # SQL alias in per_unit
+    kind: str  # binomial (0/1: any event) | count (events) | anything else (sum of values)
+    code: int  # the event name's code (its position among the statement's names)
+    window_hours: int
+    pre: bool  # the pre-exposure window (CUPED covariate) rather than the window after t0
+    cap_quantile: float | None
+
+
+def exposed_cte(d: Dialect, windows: Sequence[int] = (), ordered: bool = False) -> str:
+    """Per unit in the window: an integer key (its first exposure row's id), variant, state,
+    first exposure t0 and the bounds of each metric window, computed once per unit here rather
+    than once per joined event.
+
+    Multi-variant units are dropped only after the events are joined: a filter here would make
+    PostgreSQL expect a handful of units (it cannot estimate a HAVING on aggregates) and pick a
+    nested loop over millions of events."""
+    t0 = d.instant("MIN(ts)")
+    bounds = "".join(
+        f", {d.shift(t0, h)} AS end_{h}, {d.shift(t0, -h)} AS pre_{h}" for h in windows
+    )
+    experiment, since, through = d.param("experiment"), d.param("since"), d.param("through")
+    return f"""
+    exposed AS (
+        SELECT unit_id, MIN(id) AS uid, MIN(variant_id) AS variant_id,
+               CASE WHEN MIN(variant_id) <> MAX(variant_id) THEN {MULTI_VARIANT}
+                    WHEN {_MISMATCH} = 1 THEN {MISMATCH} ELSE {CLEAN} END AS state,
+               {t0} AS t0{bounds}
+        FROM assignments_exposure
+        WHERE experiment_id = {experiment} AND ts >= {since} AND ts <= {through}
+        GROUP BY unit_id{" ORDER BY unit_id" if ordered else ""}
+    )"""
+
+
+def exposure_counts_sql(d: Dialect) -> str:
+    """Units per (variant, state) in the window."""
+    return f"""
+    WITH {exposed_cte(d)}
+    SELECT variant_id, state, COUNT(*) FROM exposed GROUP BY variant_id, state
+    """
+
+
+# --- per unit -----------------------------------------------------------------------------------
+
+
+def slot(d: Dialect, names: int, window_hours: int, widest: bool) -> str:
+    """Per joined event and window: 2 k + 1 inside the window, 2 k + 2 inside the pre-exposure
+    window (k = the event name's code), NULL otherwise. The join already keeps only events
+    inside the widest window pair, so for that one the side of t0 is enough."""
+    t = d.instant("e.ts")
+    code = "CASE e.name " + " ".join(
+        f"WHEN {d.param(f'name{i}')} THEN {2 * i}" for i in range(names)
+    )
+    if widest:
+        side = f"CASE WHEN {t} >= u.t0 THEN 1 ELSE 2 END"
+    else:
+        h = window_hours
+        side = (
+            f"CASE WHEN {t} >= u.t0 AND {t} < u.end_{h} THEN 1"
+            f" WHEN {t} < u.t0 AND {t} >= u.pre_{h} THEN 2 END"
+        )
+    return f"({code} END) + ({side}) AS s{window_hours}"
+
+
+def slots(d: Dialect, names: int, windows: Sequence[int]) -> str:
+    return ", ".join(slot(d, names, h, h == windows[-1]) for h in windows)
+
+
+def name_list(d: Dialect, names: int) -> str:
+    return ", ".join(d.param(f"name{i}") for i in range(names))
+
+
+def unit_value(d: Dialect, column: Column) -> str:
+    """The column's aggregate over one unit's joined events: the event is of the column's name
+    and inside its window, one integer comparison on the slot."""
+    condition = f"j.s{column.window_hours} = {2 * column.code + (2 if column.pre else 1)}"
+    if column.kind == "binomial":
+        return (
+            f"CASE WHEN {d.count_if(condition)} > 0 THEN {d.double('1')} ELSE {d.double('0')} END"
+        )
+    if column.kind == "count":
+        return d.double(d.count_if(condition))
+    return f"COALESCE({d.sum_if('j.value', condition)}, {d.double('0')})"
+
+
+def unit_values(d: Dialect, columns: Sequence[Column]) -> str:
+    return ",\n               ".join(f"{unit_value(d, c)} AS {c.name}" for c in columns)
+
+
+def hash_join_ctes(
+    d: Dialect, windows: Sequence[int], columns: Sequence[Column], names: int
+) -> str:
+    """exposed, joined (every unit LEFT JOIN its events in the widest window pair) and per_unit
+    (a hash aggregate by unit)."""
+    t, widest, project, in_names = (
+        d.instant("e.ts"),
+        windows[-1],
+        d.param("project"),
+        name_list(d, names),
+    )
+    return f"""
+    WITH {exposed_cte(d, windows)},
+    joined AS (
+        SELECT u.uid, u.variant_id, u.state, e.value, {slots(d, names, windows)}
+        FROM exposed u
+        LEFT JOIN assignments_metricevent e
+          ON e.project_id = {project} AND e.name IN ({in_names}) AND e.unit_id = u.unit_id
+         AND e.ts >= {d.param("earliest")} AND e.ts <= {d.param("through")}
+         AND {t} >= u.pre_{widest} AND {t} < u.end_{widest}
+        {d.fence()}
+    ),
+    per_unit AS {d.materialized()}(
+        SELECT j.variant_id, j.state,
+               {unit_values(d, columns)}
+        FROM joined j
+        GROUP BY j.uid, j.variant_id, j.state
+    )"""
+
+
+def index_lookup_ctes(
+    d: Dialect, windows: Sequence[int], columns: Sequence[Column], names: int
+) -> str:
+    """exposed in unit_id order, and per_unit: each unit's events read from the covering index
+    by a LATERAL subquery. The probes walk the index in order, and the aggregate over one unit's
+    few events is one row."""
+    widest = windows[-1]
+    return f"""
+    WITH {exposed_cte(d, windows, ordered=True)},
+    per_unit AS {d.materialized()}(
+        SELECT u.variant_id, u.state, s.*
+        FROM exposed u CROSS JOIN LATERAL (
+            SELECT {unit_values(d, columns)}
+            FROM (
+                SELECT e.value, {slots(d, names, windows)}
+                FROM assignments_metricevent e
+                WHERE e.project_id = {d.param("project")} AND e.unit_id = u.unit_id
+                  AND e.ts >= u.pre_{widest} AND e.ts < u.end_{widest}
+                  AND e.ts <= {d.param("through")} AND e.name IN ({name_list(d, names)})
+                {d.fence()}
+            ) j
+        ) s
+    )"""
+
+
+# --- winsorization and the per-variant sums -----------------------------------------------------
+
+
+def capped_ctes(d: Dialect, columns: Sequence[Column]) -> str:
+    """caps (each capped column's quantile over the analysed units) and capped (every column,
+    the capped ones at their cap, and the caps themselves); empty when nothing is capped."""
+    capped = [c for c in columns if c.cap_quantile is not None]
+    if not capped:
+        return ""
+    caps = d.quantiles(
+        [(c.name, float(c.cap_quantile)) for c in capped],  # type: ignore[arg-type]
+        source="per_unit",
+        where=f"state = {CLEAN}",
+    )
+    selected = ", ".join(
+        f"{d.least(f'p.{c.name}', f'COALESCE(caps.cap_{c.name}, p.{c.name})')} AS {c.name}"
+        if c.cap_quantile is not None
+        else f"p.{c.name}"
+        for c in columns
+    )
+    cap_values = ", ".join(f"caps.cap_{c.name}" for c in capped)
+    return f""",
+    caps AS ({caps}),
+    capped AS (
+        SELECT p.variant_id, p.state, {selected}, {cap_values}
+        FROM per_unit p CROSS JOIN caps
+    )"""
+
+
+def variant_sums(metrics: Sequence[dict[str, Column]]) -> list[str]:
+    """COUNT(*), then per metric: sum and sum of squares of the value, of the denominator or
+    covariate and of its product with the value, and the caps used (``_read_rows`` order)."""
+    sums = ["COUNT(*)"]
+    for cols in metrics:
+        v = cols["value"].name
+        sums += [f"COALESCE(SUM({v}), 0)", f"COALESCE(SUM({v} * {v}), 0)"]
+        for role in ("denominator", "covariate"):
+            if role in cols:
+                x = cols[role].name
+                sums += [
+                    f"COALESCE(SUM({x}), 0)",
+                    f"COALESCE(SUM({x} * {x}), 0)",
+                    f"COALESCE(SUM({v} * {x}), 0)",
+                ]
+        sums += [f"MAX(cap_{c.name})" for c in cols.values() if c.cap_quantile is not None]
+    return sums
+
+
+def metrics_statement(
+    d: Dialect,
+    windows: Sequence[int],
+    metrics: Sequence[dict[str, Column]],
+    names: int,
+    strategy: str = HASH_JOIN,
+) -> str:
+    """The whole statement for a group of metrics: ``windows`` are their distinct window hours,
+    ascending; ``metrics`` their columns by role; ``names`` how many event names are bound
+    (``name0``, ``name1``, ...; with ``experiment``, ``project``, ``since``, ``through`` and
+    ``earliest``, the earliest pre-exposure bound)."""
+    windows = sorted(windows)
+    flat = [c for cols in metrics for c in cols.values()]
+    units = index_lookup_ctes if strategy == INDEX_LOOKUP else hash_join_ctes
+    finals = capped_ctes(d, flat)
+    return f"""{units(d, windows, flat, names)}{finals}
+    SELECT variant_id, state, {", ".join(variant_sums(metrics))}
+    FROM {"capped" if finals else "per_unit"}
+    GROUP BY variant_id, state
+    """

@@ -30,9 +30,16 @@ def probes():
 
 @pytest.fixture
 def dead_broker(monkeypatch, probes):
-    monkeypatch.setitem(app.conf, "broker_url", f"redis://127.0.0.1:{_closed_port()}/0")
-    monkeypatch.setitem(app.conf, "broker_write_url", None)
-    monkeypatch.setitem(app.conf, "broker_transport_options", {})
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    monkeypatch.setenv("CELERY_BROKER_URL", url)  # Celery reads the environment first
+    monkeypatch.delenv("CELERY_BROKER_WRITE_URL", raising=False)
+    for key, value in (
+        ("broker_url", url),
+        ("broker_write_url", None),
+        ("broker_transport_options", {}),
+    ):
+        monkeypatch.setitem(app.conf, key, value)
+        monkeypatch.setitem(app.conf, f"CELERY_{key.upper()}", value)
 
 
 def _timed_get(client: Client, path: str = "/readyz") -> tuple[float, dict, int]:

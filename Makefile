@@ -33,8 +33,8 @@ run: migrate
 test: install
 	$(BIN)/python -m pytest
 
-# The unit tests only (about a minute on 2 cores): no real processes, browser, fault injection,
-# load, fuzzing or long simulations. `make test` runs everything.
+# The unit tests only (about 2 CPU-minutes): no real processes, browser, fault injection, load,
+# fuzzing, long simulations or the heaviest checks (marker `slow`). `make test` runs everything.
 FAST_MARKERS := not e2e and not browser and not fault and not load and not slow and not fuzz
 test-fast: install
 	$(BIN)/python -m pytest -q -m "$(FAST_MARKERS)"

@@ -19,7 +19,7 @@ from django.db import models
 
 from analysis.models import ResultRow
 from analysis.selectors import ExportFilter, SnapshotRows, export_snapshots
-from config.api import DomainError
+from core.errors import DomainError
 from experiments.models import Experiment, ExperimentStatus, Project
 
 FORMATS = ("csv", "json", "parquet")

@@ -131,4 +131,4 @@ def deliver_webhook(self, delivery_id: int) -> bool:  # noqa: ANN001
             return False
         base = float(getattr(settings, "ABACUS_WEBHOOK_RETRY_SECONDS", 10))
         raise self.retry(exc=exc, countdown=min(900.0, base * 2**self.request.retries)) from exc
-    return delivery.status == DeliveryStatus.DELIVERED  # False: refused (config.egress)
+    return delivery.status == DeliveryStatus.DELIVERED  # False: refused (core.egress)

@@ -10,13 +10,11 @@ Receivers verify with ``hmac.compare_digest(header, webhook_signature(secret, ra
 may de-duplicate on the body's ``id`` (a retry resends the same id); docs/operations.md
 "Webhooks" has the receiver's code.
 
-Messages go only where ``config.egress`` allows: public addresses, checked after DNS resolution
+Messages go only where ``core.egress`` allows: public addresses, checked after DNS resolution
 by the connection itself, or the receivers listed in ``ABACUS_WEBHOOK_ALLOWED_HOSTS``. A refused
 send is not retried: the delivery ends failed with a ``Refused: ...`` note.
 """
 
-import hashlib
-import hmac
 import json
 from typing import Any
 
@@ -25,32 +23,21 @@ from django.db import transaction
 from django.utils import timezone
 
 from analysis.models import DeliveryStatus, ResultSnapshot, WebhookDelivery
-from config.egress import BlockedDestination, guarded_session
+from core.egress import BlockedDestination, guarded_session
+from core.signing import (
+    DELIVERY_HEADER,
+    EVENT_HEADER,
+    SIGNATURE_HEADER,
+    webhook_signature,
+)
 from experiments.models import Experiment, Project
 
-SIGNATURE_HEADER = "X-Abacus-Signature"
-EVENT_HEADER = "X-Abacus-Event"
-DELIVERY_HEADER = "X-Abacus-Delivery"
-# What a project's webhook receives (X-Abacus-Event), as the settings page lists it.
-WEBHOOK_EVENT_HELP = (
-    ("experiment.rolled_back", "an experiment was rolled back by the automation"),
-    ("experiment.ramped", "a ramp plan moved an experiment's coverage to its next stage"),
-    (
-        "experiment.recommendation_changed",
-        "an analysis recommends something else than the one before (keep, extend, rollback)",
-    ),
-    ("experiment.srm_detected", "an analysis newly finds a sample-ratio mismatch"),
-)
 TIMEOUT_SECONDS = 10
 MAX_ERROR_CHARS = 2000
 
 
 class WebhookError(Exception):
     """A delivery attempt failed (network error or non-2xx answer); the task retries."""
-
-
-def webhook_signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def webhook_enqueue(

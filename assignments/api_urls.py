@@ -1,4 +1,5 @@
-"""Service API routes (Bearer API keys), under /api/v1/; and removing events (project admins)."""
+"""Service API routes (Bearer API keys), under /api/v1/; removing events (project admins) and
+metric baselines from recent events (members)."""
 
 from django.urls import re_path
 
@@ -12,5 +13,11 @@ urlpatterns = [
         r"^projects/(?P<project>[-\w]+)/events/delete/?$",
         apis.EventDeleteApi.as_view(),
         name="events-delete",
+    ),
+    # A metric's recent baseline from its events, to prefill the power calculator.
+    re_path(
+        r"^projects/(?P<project>[-\w]+)/metrics/(?P<key>[-\w]+)/baseline/?$",
+        apis.MetricBaselineApi.as_view(),
+        name="metric-baseline",
     ),
 ]

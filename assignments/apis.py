@@ -21,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from assignments.selectors import features_payload
+from assignments.selectors import features_payload, metric_baseline
 from assignments.services import (
     EVENT_TYPES,
     MAX_BATCH,
@@ -33,7 +33,7 @@ from assignments.services import (
 )
 from experiments.apis import project_for
 from experiments.auth import ApiKeyAuthentication, scope_required
-from experiments.models import Project
+from experiments.models import Metric, Project
 
 MAX_BULK_UNITS = 1000
 
@@ -336,3 +336,37 @@ def features_view(request: HttpRequest, client_key: str) -> HttpResponse:
 def _etags(header: str) -> set[str]:
     """The tags of an If-None-Match header (weak ones compare equal, RFC 9110 13.1.2)."""
     return {t.strip().removeprefix("W/") for t in header.split(",") if t.strip()}
+
+
+class BaselineInput(serializers.Serializer):
+    days = serializers.IntegerField(default=14, min_value=1, max_value=90)
+
+
+class BaselineOutput(serializers.Serializer):
+    metric = serializers.CharField()
+    kind = serializers.CharField()
+    days = serializers.IntegerField()
+    since = serializers.DateTimeField()
+    through = serializers.DateTimeField()
+    window_hours = serializers.IntegerField()
+    units = serializers.IntegerField()
+    daily_units = serializers.FloatField()
+    mean = serializers.FloatField(allow_null=True)
+    variance = serializers.FloatField(allow_null=True)
+
+
+class MetricBaselineApi(APIView):
+    """GET /api/v1/projects/<project>/metrics/<key>/baseline?days=14: the metric's recent
+    per-unit mean and variance and daily units, to prefill the power calculator."""
+
+    @extend_schema(parameters=[BaselineInput], responses=BaselineOutput)
+    def get(self, request: Request, project: str, key: str) -> Response:
+        proj = project_for(request, project)
+        metric = get_object_or_404(Metric, project=proj, key=key)
+        serializer = BaselineInput(data=request.query_params)
+        serializer.is_valid(raise_exception=True)
+        try:
+            baseline = metric_baseline(metric, **serializer.validated_data)
+        except ValueError as exc:
+            return Response({"days": [f"{str(exc)[:1].upper()}{str(exc)[1:]}."]}, status=400)
+        return Response(BaselineOutput(baseline).data)

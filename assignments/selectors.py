@@ -3,13 +3,15 @@
 import logging
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import connection
+from django.utils import timezone
 
-from assignments.features import ExperimentSpec, VariantSpec, build_payload, etag
-from experiments.models import Experiment, ExperimentStatus, Project
+from bucketing.payload import ExperimentSpec, build_payload, etag
+from experiments.models import Experiment, ExperimentStatus, Metric, Project
+from experiments.selectors import experiment_spec
 
 logger = logging.getLogger(__name__)
 
@@ -126,27 +128,146 @@ def features_payload(project: Project) -> tuple[dict[str, Any], str]:
     return payload, tag
 
 
-def experiment_spec(experiment: Experiment, variants: list | None = None) -> ExperimentSpec:
-    """The pure spec of one experiment; raises ValueError when its definition is inconsistent."""
-    variants = variants if variants is not None else list(experiment.variants.all())
-    namespace = None
-    if experiment.layer:
-        namespace = (experiment.layer, experiment.layer_start, experiment.layer_end)
-    shipped = None
-    if experiment.status == ExperimentStatus.CONCLUDED and experiment.decision_variant:
-        shipped = experiment.decision_variant
-    return ExperimentSpec(
-        key=experiment.key,
-        seed=experiment.seed,
-        hash_attribute=experiment.hash_attribute,
-        coverage=experiment.coverage,
-        variants=tuple(
-            VariantSpec(key=v.key, weight=v.weight, value=v.value, is_control=v.is_control)
-            for v in variants
+# --- planning: a metric's recent baseline ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricBaseline:
+    metric: str
+    kind: str
+    days: int  # the window asked for
+    since: datetime
+    through: datetime
+    window_hours: int  # the metric's conversion window, counted from each unit's first activity
+    units: int  # units first active in [since, through - window_hours]
+    daily_units: float  # units / (days - window_hours / 24)
+    mean: float | None  # per-unit mean (binomial: rate; ratio: sum / den_sum); None without units
+    variance: float | None  # per-unit variance as the analysis computes it (delta method: ratio)
+
+
+def _baseline_sql(window_hours: int, kind: str) -> str:
+    """One statement: per-unit values of the metric over the cohort, summed (see
+    ``metric_baseline``). Dialect: timestamps compare exactly on both backends (SQLite stores
+    'YYYY-MM-DD HH:MM:SS[.ffffff]' text, turned into integer microseconds for the arithmetic)."""
+    from assignments.models import Exposure, MetricEvent
+
+    postgres = connection.vendor == "postgresql"
+
+    def instant(column: str) -> str:
+        if postgres:
+            return column
+        return (
+            f"(CAST(strftime('%%s', {column}) AS INTEGER) * 1000000"
+            f" + CAST(substr({column}, 21, 6) AS INTEGER))"
+        )
+
+    hours = int(window_hours)
+    if postgres:
+        end = f"(c.t0 + INTERVAL '{hours} hours')"
+    else:
+        end = f"({instant('c.t0')} + {hours * 3_600_000_000})"
+    value = {
+        "binomial": "CASE WHEN v_count > 0 THEN 1 ELSE 0 END",
+        "count": "v_count",
+    }.get(kind, "v_sum")
+    exposures, events = Exposure._meta.db_table, MetricEvent._meta.db_table
+    return f"""
+        WITH activity AS (
+            SELECT unit_id, ts FROM {exposures}
+            WHERE project_id = %(project)s AND ts >= %(since)s AND ts <= %(through)s
+            UNION ALL
+            SELECT unit_id, ts FROM {events}
+            WHERE project_id = %(project)s AND ts >= %(since)s AND ts <= %(through)s
         ),
-        condition=experiment.targeting or None,
-        namespace=namespace,
-        status=experiment.status,
-        shipped_variant=shipped,
-        phase=experiment.phase,
+        cohort AS (
+            SELECT unit_id, MIN(ts) AS t0 FROM activity
+            GROUP BY unit_id HAVING MIN(ts) <= %(last_start)s
+        ),
+        per_unit AS (
+            SELECT
+                c.unit_id,
+                SUM(CASE WHEN e.name = %(numerator)s THEN e.value ELSE 0 END) AS v_sum,
+                SUM(CASE WHEN e.name = %(numerator)s THEN 1 ELSE 0 END) AS v_count,
+                SUM(CASE WHEN e.name = %(denominator)s THEN e.value ELSE 0 END) AS d_sum
+            FROM cohort c
+            LEFT JOIN {events} e
+                ON e.project_id = %(project)s
+                AND e.unit_id = c.unit_id
+                AND e.name IN (%(numerator)s, %(denominator)s)
+                AND {instant("e.ts")} >= {instant("c.t0")}
+                AND {instant("e.ts")} < {end}
+            GROUP BY c.unit_id
+        ),
+        vals AS (SELECT {value} AS y, d_sum AS d FROM per_unit)
+        SELECT COUNT(*), SUM(y), SUM(y * y), SUM(d), SUM(d * d), SUM(y * d) FROM vals
+    """
+
+
+def metric_baseline(metric: Metric, days: int = 14, now: datetime | None = None) -> MetricBaseline:
+    """The metric's per-unit mean and variance over the last ``days`` days, for the calculator.
+
+    Units: every unit with an exposure (any experiment of the project) or any metric event of
+    the project in [since, through], where through = now and since = now - days. A unit's start
+    t0 is its first such activity; only units with t0 <= through - conversion window are kept,
+    so each has a complete window. Its value, as the analysis computes it, from the metric's
+    events with t0 <= ts < t0 + window: binomial 1 if any (else 0), count the number, mean the
+    sum of values, ratio the sum over the sum of the denominator event's values. Units without
+    events count with 0. Everything is summed in SQL (n, sum, sum of squares and, for ratio,
+    the denominator's and the cross sums); the mean and variance are those of
+    ``stats.estimators.arm_estimate`` (p (1 - p) for binomial, the sample variance
+    for mean and count, the delta method for ratio). Raises ValueError when ``days`` does not
+    exceed the conversion window."""
+    from stats.estimators import SampleStats, arm_estimate
+
+    window = int(metric.conversion_window_hours)
+    if days * 24 <= window:
+        raise ValueError(
+            f"days must exceed the metric's conversion window ({window} hours), so that units "
+            f"first seen in the window have it complete"
+        )
+    through = now or timezone.now()
+    since = through - timedelta(days=days)
+    last_start = through - timedelta(hours=window)
+
+    def ts(value: datetime) -> object:
+        if connection.vendor == "postgresql":
+            return value
+        return connection.ops.adapt_datetimefield_value(value)
+
+    params = {
+        "project": metric.project_id,
+        "since": ts(since),
+        "through": ts(through),
+        "last_start": ts(last_start),
+        "numerator": metric.event_name,
+        "denominator": metric.denominator_event if metric.kind == "ratio" else metric.event_name,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(_baseline_sql(window, metric.kind), params)
+        n, total, total_sq, den, den_sq, prod = cursor.fetchone()
+    n = int(n or 0)
+    mean = variance = None
+    if n:
+        sample = SampleStats(
+            n=n,
+            sum=float(total or 0),
+            sum_sq=float(total_sq or 0),
+            den_sum=float(den or 0),
+            den_sum_sq=float(den_sq or 0),
+            sum_prod=float(prod or 0),
+        )
+        estimate = arm_estimate(sample, metric.kind)
+        mean, variance = estimate.mean, estimate.variance
+    span_days = days - window / 24.0
+    return MetricBaseline(
+        metric=metric.key,
+        kind=metric.kind,
+        days=days,
+        since=since,
+        through=through,
+        window_hours=window,
+        units=n,
+        daily_units=n / span_days,
+        mean=mean,
+        variance=variance,
     )

@@ -16,11 +16,11 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from assignments.conditions import eval_condition
-from assignments.features import ExperimentSpec, evaluate, evaluate_many
 from assignments.models import Exposure, MetricEvent
 from assignments.selectors import ProjectSpecs, project_specs
-from config.api import DomainError
+from bucketing.conditions import eval_condition
+from bucketing.payload import ExperimentSpec, evaluate, evaluate_many
+from core.errors import DomainError
 from experiments.models import ExperimentStatus, Project
 from experiments.services import audit_log_record
 

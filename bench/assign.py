@@ -23,7 +23,6 @@ from typing import IO, Any
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from assignments.features import evaluate, evaluate_many
 from assignments.selectors import features_payload, project_specs
 from assignments.services import assignments_get_or_create
 from bench.common import (
@@ -37,6 +36,7 @@ from bench.common import (
     request,
     table,
 )
+from bucketing.payload import evaluate, evaluate_many
 
 
 def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
         out.write(f"  growthbook SDK eval_feature: {rate(units_n, sdk_s):,.0f}/s")
 
         # The decision assignments_get_or_create makes for a unit with no stored assignment,
-        # without the database: the cached specs, then assignments.features' bucketing (numpy
+        # without the database: the cached specs, then bucketing.payload' bucketing (numpy
         # from 256 units on, one by one below that).
         pairs = [(u, {}) for u in units]
         attribute = spec.hash_attribute

@@ -29,7 +29,7 @@ from typing import Any
 
 import re2
 
-from assignments.hashing import js_number_to_string
+from bucketing.hashing import js_number_to_string
 
 # A branch's result: True, False, or None when it depends on an operator nobody knows.
 _Tri = bool | None

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from assignments.conditions import eval_condition
-from assignments.hashing import (
+from bucketing.conditions import eval_condition
+from bucketing.hashing import (
     choose_variant_many,
     fnv1a32,
     gb_hash_many,

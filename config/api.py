@@ -1,4 +1,4 @@
-"""API plumbing shared by every app: domain errors and the DRF exception handler."""
+"""The DRF exception handler: domain errors (core.errors) and outages as clear HTTP answers."""
 
 from typing import Any
 
@@ -15,15 +15,7 @@ from config.middleware import (
     RETRY_AFTER_SECONDS,
     database_unavailable,
 )
-
-
-class DomainError(Exception):
-    """A state rule was broken; the message says what to fix. Rendered as HTTP 400."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.field = field
+from core.errors import DomainError
 
 
 def _authenticate_header(context: dict[str, Any]) -> str | None:

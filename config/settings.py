@@ -51,9 +51,13 @@ INSTALLED_APPS = [
     "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    # The apps, bottom layer first (docs/architecture.md "Layers"; checked by import-linter).
+    "core",
     "experiments",
     "assignments",
     "analysis",
+    # The project itself, on top: its management commands (run_all, seed_demo) use every app.
+    "config",
 ]
 
 MIDDLEWARE = [

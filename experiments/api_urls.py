@@ -22,11 +22,6 @@ urlpatterns = [
     path(f"{P}/api-keys/<int:key_id>/", apis.ApiKeyDetailApi.as_view(), name="api-key"),
     path(f"{P}/metrics/", apis.MetricListApi.as_view(), name="metrics"),
     path(f"{P}/metrics/<slug:key>/", apis.MetricDetailApi.as_view(), name="metric"),
-    re_path(
-        r"^projects/(?P<project>[-\w]+)/metrics/(?P<key>[-\w]+)/baseline/?$",
-        apis.MetricBaselineApi.as_view(),
-        name="metric-baseline",
-    ),
     path(f"{P}/experiments/", apis.ExperimentListApi.as_view(), name="experiments"),
     path(f"{E}/", apis.ExperimentDetailApi.as_view(), name="experiment"),
     path(f"{E}/audit-log/", apis.ExperimentAuditApi.as_view(), name="experiment-audit-log"),

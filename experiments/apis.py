@@ -11,9 +11,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analysis.webhooks import SIGNATURE_HEADER, WEBHOOK_EVENT_HELP
-from assignments.conditions import validate_condition
-from config.api import DomainError
+from bucketing.conditions import validate_condition
+from core.errors import DomainError
+from core.signing import SIGNATURE_HEADER, WEBHOOK_EVENT_HELP
 from experiments import services
 from experiments.models import (
     ApiKey,
@@ -34,7 +34,6 @@ from experiments.selectors import (
     experiment_get,
     experiments_search,
     members_for_project,
-    metric_baseline,
     power_plan,
     project_get_for_user,
     projects_for_user,
@@ -755,36 +754,3 @@ class PowerApi(APIView):
             )
         return Response(PowerOutput(plan).data)
 
-
-class BaselineInput(serializers.Serializer):
-    days = serializers.IntegerField(default=14, min_value=1, max_value=90)
-
-
-class BaselineOutput(serializers.Serializer):
-    metric = serializers.CharField()
-    kind = serializers.CharField()
-    days = serializers.IntegerField()
-    since = serializers.DateTimeField()
-    through = serializers.DateTimeField()
-    window_hours = serializers.IntegerField()
-    units = serializers.IntegerField()
-    daily_units = serializers.FloatField()
-    mean = serializers.FloatField(allow_null=True)
-    variance = serializers.FloatField(allow_null=True)
-
-
-class MetricBaselineApi(APIView):
-    """GET /api/v1/projects/<project>/metrics/<key>/baseline?days=14: the metric's recent
-    per-unit mean and variance and daily units, to prefill the power calculator."""
-
-    @extend_schema(parameters=[BaselineInput], responses=BaselineOutput)
-    def get(self, request: Request, project: str, key: str) -> Response:
-        proj = project_for(request, project)
-        metric = get_object_or_404(Metric, project=proj, key=key)
-        serializer = BaselineInput(data=request.query_params)
-        serializer.is_valid(raise_exception=True)
-        try:
-            baseline = metric_baseline(metric, **serializer.validated_data)
-        except ValueError as exc:
-            return Response({"days": [f"{str(exc)[:1].upper()}{str(exc)[1:]}."]}, status=400)
-        return Response(BaselineOutput(baseline).data)

@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.forms.formsets import BaseFormSet, formset_factory
 
-from assignments.conditions import validate_condition
-from config.api import DomainError
+from bucketing.conditions import validate_condition
+from core.errors import DomainError
 from experiments.models import (
     ApiKeyScope,
     DecisionPolicy,

@@ -19,8 +19,8 @@ from django.urls import reverse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from analysis.webhooks import SIGNATURE_HEADER, WEBHOOK_EVENT_HELP
-from config.api import DomainError
+from core.errors import DomainError
+from core.signing import SIGNATURE_HEADER, WEBHOOK_EVENT_HELP
 from experiments import forms, services
 from experiments.models import ApiKey, ExperimentStatus, Membership, Project
 from experiments.selectors import (

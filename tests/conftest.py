@@ -7,6 +7,14 @@ from experiments.models import Role
 from experiments.services import api_key_create, membership_set, metric_create, project_create
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """Tests create many users and the production hasher is deliberately slow (PBKDF2, about
+    0.3 s a password on an idle core, over 1 s on a busy one): tests hash with MD5. Processes the
+    tests start (gunicorn, Celery) keep the real hashers; the tests give them tokens and keys."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice-123")
@@ -58,3 +66,11 @@ def metrics(project):
             project=project, key="revenue", name="Revenue", kind="mean", event_name="purchase"
         ),
     ]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test of a fuzzing module (tests/security/test_fuzz_*.py) is marked `fuzz`, so
+    `make test-fast` can leave the fuzzing out (`-m "not fuzz"`)."""
+    for item in items:
+        if item.path.name.startswith("test_fuzz_"):
+            item.add_marker(pytest.mark.fuzz)

@@ -135,7 +135,7 @@ def test_a_delivered_message_is_not_sent_twice(
     assert len(receiver.received) == 1
 
 
-# --- where deliveries may go (config.egress) --------------------------------------------------
+# --- where deliveries may go (core.egress) --------------------------------------------------
 
 
 @pytest.mark.parametrize(

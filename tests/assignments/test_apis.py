@@ -312,6 +312,7 @@ def _sdk_units(count):
     return units
 
 
+@pytest.mark.slow  # 100k units through the API: `make test` and CI run it, test-fast not
 def test_sdk_local_evaluation_equals_assign_bulk_for_100k_units(project, metrics, service):
     """Fetch /api/features/<client key>, evaluate it with the official `growthbook` SDK for
     100,000 random units, and compare with /api/v1/assign/bulk (1,000 units a call) over eight

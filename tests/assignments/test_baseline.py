@@ -9,8 +9,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from assignments.models import Exposure, MetricEvent
+from assignments.selectors import metric_baseline
 from experiments.models import Role
-from experiments.selectors import metric_baseline
 from experiments.services import metric_create, project_create
 from tests.factories import running_experiment
 

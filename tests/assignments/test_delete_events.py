@@ -9,7 +9,7 @@ from rest_framework.test import APIClient
 
 from assignments.models import Exposure, MetricEvent
 from assignments.services import events_delete
-from config.api import DomainError
+from core.errors import DomainError
 from experiments.models import AuditLog, Role
 from experiments.services import project_create
 from tests.factories import running_experiment

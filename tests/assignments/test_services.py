@@ -6,11 +6,11 @@ import pytest
 from django.db.models import Count
 from django.utils import timezone
 
-from assignments.features import evaluate
 from assignments.models import Assignment
 from assignments.selectors import project_specs
 from assignments.services import assignments_get_or_create
-from config.api import DomainError
+from bucketing.payload import evaluate
+from core.errors import DomainError
 from experiments.models import Experiment, ExperimentStatus, Variant
 from experiments.services import (
     experiment_conclude,

@@ -1,7 +1,8 @@
 """Headless Chromium (Debian's package) driven by Playwright, against Django's live server.
 
-The tests skip, saying why, where /usr/bin/chromium is missing. Never `playwright install`:
-no browser downloads here.
+The tests skip, saying why, where /usr/bin/chromium is missing; in CI (`CI` set, as .ci/run does)
+a missing browser fails them instead, so a broken install cannot pass as skipped tests. Never
+`playwright install`: no browser downloads here.
 """
 
 import os
@@ -22,10 +23,23 @@ CHROMIUM_ARGS = [
 ]
 
 
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def require_chromium() -> None:
+    """Skip the calling test where Chromium is missing; fail it in CI."""
+    if os.path.exists(CHROMIUM):
+        return
+    message = f"{CHROMIUM} not found: install Debian's chromium to run the browser tests"
+    if in_ci():
+        pytest.fail(f"{message} (CI is set: browser tests must run)", pytrace=False)
+    pytest.skip(message)
+
+
 @pytest.fixture(scope="session")
 def browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium to run the browser tests")
+    require_chromium()
     # Playwright's sync API runs an event loop; let Django's ORM run beside it in tests.
     os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
     from playwright.sync_api import sync_playwright

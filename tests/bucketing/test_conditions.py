@@ -12,7 +12,7 @@ from growthbook.core import evalCondition
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from assignments.conditions import (
+from bucketing.conditions import (
     MAX_REGEX_LENGTH,
     MAX_REGEX_SUBJECT_LENGTH,
     eval_condition,

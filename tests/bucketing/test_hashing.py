@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from assignments.hashing import (
+from bucketing.hashing import (
     Bucketer,
     assign_many,
     bucket_many,

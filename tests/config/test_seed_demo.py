@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.management import CommandError, call_command
 
-from experiments.management.commands.seed_demo import (
+from config.management.commands.seed_demo import (
     DEMO_PASSWORD,
     DEMO_USER,
     demo_user_ensure,

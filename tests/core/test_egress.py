@@ -9,8 +9,8 @@ import pytest
 import requests
 import trustme
 
-from config import egress
-from config.egress import BlockedDestination, checked_addresses, guarded_session, url_refusal
+from core import egress
+from core.egress import BlockedDestination, checked_addresses, guarded_session, url_refusal
 
 REFUSED = [
     "127.0.0.1",  # loopback

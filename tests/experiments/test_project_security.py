@@ -100,7 +100,7 @@ def test_an_allow_listed_internal_receiver_can_be_saved(project, api, settings):
 
 
 def test_the_service_refuses_an_internal_webhook_url(project):
-    from config.api import DomainError
+    from core.errors import DomainError
 
     with pytest.raises(DomainError) as caught:
         project_update(project=project, webhook_url="http://[::1]:9000/")

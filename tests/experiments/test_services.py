@@ -5,8 +5,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from assignments.selectors import experiment_spec
-from config.api import DomainError
+from core.errors import DomainError
 from experiments.models import (
     ApiKey,
     AuditLog,
@@ -15,6 +14,7 @@ from experiments.models import (
     Membership,
     Role,
 )
+from experiments.selectors import experiment_spec
 from experiments.services import (
     api_key_create,
     api_key_revoke,

@@ -188,6 +188,7 @@ def _check(world: World, who: Principal) -> tuple[int, list[str]]:
     return cells, mismatches
 
 
+@pytest.mark.slow  # about 50 s on a busy 2-core machine: `make test` and CI run it, test-fast not
 def test_matrix(world):
     """Each endpoint and method answers each caller as the policy says: allowed or refused.
 

@@ -4,7 +4,6 @@ The policy forbids inline scripts and styles and anything from another origin, s
 that slips in `<script>...</script>`, a `style=` attribute or a CDN link fails here.
 """
 
-import os
 import threading
 import time
 from datetime import timedelta
@@ -15,7 +14,7 @@ from playwright.sync_api import Error as PlaywrightError
 
 from analysis.services import analysis_run
 from assignments.services import events_ingest
-from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.browser.conftest import CHROMIUM, CHROMIUM_ARGS, require_chromium
 from tests.factories import running_experiment
 from tests.security.endpoints import all_endpoints, concrete_urls
 
@@ -98,8 +97,7 @@ def _browse(base: str, urls: list[str], found: dict) -> None:
 
 def test_pages_satisfy_the_content_security_policy(live_server, project, metrics):
     """No CSP violation on any page a superuser can open (UI, results, API docs, admin)."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium to run the browser tests")
+    require_chromium()  # skips where Chromium is missing, fails in CI
     get_user_model().objects.filter(username="alice").update(is_superuser=True, is_staff=True)
     experiment = running_experiment(project)
     events = [

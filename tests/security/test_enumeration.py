@@ -4,7 +4,7 @@ project admins)."""
 import pytest
 from rest_framework.test import APIClient
 
-from config.api import DomainError
+from core.errors import DomainError
 from experiments.models import Membership, Role
 from experiments.services import membership_add, project_create
 

@@ -7,7 +7,7 @@ from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.test import Client
 
-from config.api import DomainError
+from core.errors import DomainError
 from experiments.models import Role
 from experiments.services import membership_add
 

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from analysis.exports import FORMATS, export_filter_build, export_stream
 from analysis.selectors import export_row_count
-from config.api import DomainError
+from core.errors import DomainError
 from experiments.models import Project
 
 

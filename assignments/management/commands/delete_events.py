@@ -6,7 +6,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from assignments.services import EVENT_TYPES, events_delete
-from config.api import DomainError
+from core.errors import DomainError
 from experiments.models import Project
 
 

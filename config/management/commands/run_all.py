@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
 from config import processes
-from experiments.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USER
+from config.management.commands.seed_demo import DEMO_PASSWORD, DEMO_USER
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from config.api import DomainError
+from core.errors import DomainError
 from experiments.models import Project
 from experiments.services import api_key_create
 

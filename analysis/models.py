@@ -108,7 +108,7 @@ class ResultRow(models.Model):
     role = models.CharField(max_length=16)
     variant = models.CharField(max_length=100)
     is_control = models.BooleanField(default=False)
-    # Sufficient statistics (DESIGN.md section 6).
+    # Sufficient statistics (docs/statistics.md section 1; summed in SQL by analysis/aggregation.py).
     n = models.BigIntegerField(default=0)
     sum = models.FloatField(default=0)
     sum_sq = models.FloatField(default=0)

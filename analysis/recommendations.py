@@ -1,5 +1,5 @@
 """Pure rules: health findings, and keep / extend / rollback per treatment arm and for the
-experiment (DESIGN.md section 7), with reasons a product manager can act on.
+experiment (docs/statistics.md section 12 and docs/architecture.md), with reasons a product manager can act on.
 
 No ORM and no settings: the inputs are numbers the stats engine produced, the outputs frozen
 dataclasses. analysis/services.py feeds them and stores the result in the snapshot.
@@ -20,7 +20,7 @@ from stats import (
 )
 
 MULTI_EXPOSURE_WARNING = 0.01  # share of exposed units seeing more than one variant
-MULTI_EXPOSURE_UNHEALTHY = 0.5  # "most exposures multi-variant" (DESIGN.md section 7)
+MULTI_EXPOSURE_UNHEALTHY = 0.5  # "most exposures multi-variant" makes the experiment unhealthy
 EMPTY_ARM_EXPECTED = 100  # an arm expecting this many units but having none is broken
 IMBALANCE_P = 0.001  # pre-exposure covariate differs between arms beyond chance
 DEFAULT_MDE = 0.05  # relative lift used for "extend" estimates when the experiment has none
@@ -325,7 +325,7 @@ def decide_arm(
     extension: Extension | None = None,
     horizon_reason: str = "",
 ) -> Decision:
-    """DESIGN.md section 7 for one treatment arm, in order: rollback (ill health or harm),
+    """The decision for one treatment arm, in order: rollback (ill health or harm),
     keep, then extend (or rollback for no detectable improvement past the horizon)."""
     variant = outcomes[0].variant if outcomes else ""
     if unhealthy_reasons:

@@ -66,6 +66,8 @@ class ResultSnapshot(models.Model):
     total_units = models.PositiveIntegerField(default=0)
     health = models.JSONField(default=dict)
     recommendation = models.CharField(max_length=16, choices=Recommendation.choices)
+    # Why (analysis.recommendations.Decision.cause): what pages, webhooks and exports read.
+    cause = models.CharField(max_length=16, blank=True, default="")
     reasons = models.JSONField(default=list)
     arms = models.JSONField(default=list)
     # keep: the arm to ship; extend: the estimated extra units (all arms) and days to go.
@@ -108,7 +110,7 @@ class ResultRow(models.Model):
     role = models.CharField(max_length=16)
     variant = models.CharField(max_length=100)
     is_control = models.BooleanField(default=False)
-    # Sufficient statistics (docs/statistics.md section 1; summed in SQL by analysis/aggregation.py).
+    # Sufficient statistics (docs/statistics.md section 1), summed in SQL by aggregation.py.
     n = models.BigIntegerField(default=0)
     sum = models.FloatField(default=0)
     sum_sq = models.FloatField(default=0)

@@ -402,8 +402,9 @@ def evaluate(
             )
     evaluation = Evaluation(status, comparisons, all_findings)
     if status.kind == COLLECTING:
-        evaluation.decision = Decision("extend", [status.message])
-        evaluation.arms = {t: Decision("extend", [status.message]) for t in plan.treatments}
+        collecting = Decision("extend", [status.message], cause=COLLECTING)
+        evaluation.decision = collecting
+        evaluation.arms = dict.fromkeys(plan.treatments, collecting)
         return evaluation
     unhealthy = evaluation.unhealthy
     for t in plan.treatments:

@@ -1,5 +1,5 @@
 """Pure rules: health findings, and keep / extend / rollback per treatment arm and for the
-experiment (docs/statistics.md section 12 and docs/architecture.md), with reasons a product manager can act on.
+experiment (docs/statistics.md section 12), with reasons a product manager can act on.
 
 No ORM and no settings: the inputs are numbers the stats engine produced, the outputs frozen
 dataclasses. analysis/services.py feeds them and stores the result in the snapshot.
@@ -217,6 +217,9 @@ class Decision:
     harm: bool = False  # rollback because of harm or ill health (auto-rollback acts on this)
     variant: str = ""  # keep: the arm to ship
     extension: Extension | None = None
+    # Why, as a code the dashboard, webhooks and exports read instead of re-deriving it:
+    # unhealthy | harm | improvement | non_inferior | no_improvement | inconclusive | collecting
+    cause: str = "inconclusive"
 
 
 def metric_status(outcome: MetricOutcome) -> str:
@@ -329,10 +332,10 @@ def decide_arm(
     keep, then extend (or rollback for no detectable improvement past the horizon)."""
     variant = outcomes[0].variant if outcomes else ""
     if unhealthy_reasons:
-        return Decision("rollback", list(unhealthy_reasons), harm=True)
+        return Decision("rollback", list(unhealthy_reasons), harm=True, cause="unhealthy")
     harms = [o for o in outcomes if o.role in ("guardrail", "primary") and o.harmed]
     if harms:
-        return Decision("rollback", [harm_reason(o) for o in harms], harm=True)
+        return Decision("rollback", [harm_reason(o) for o in harms], harm=True, cause="harm")
     primaries = [o for o in outcomes if o.role == "primary"]
     guardrails = [o for o in outcomes if o.role == "guardrail"]
     guardrails_ok = all(o.non_inferior for o in guardrails)
@@ -345,13 +348,14 @@ def decide_arm(
     if ship:
         reasons = [_win_reason(o) if o.improved else _safe_reason(o) for o in winners]
         reasons += [_safe_reason(o) for o in guardrails]
-        return Decision("keep", reasons, variant=variant)
+        cause = "improvement" if any(o.improved for o in winners) else "non_inferior"
+        return Decision("keep", reasons, variant=variant, cause=cause)
     if past_horizon:
         reasons = [
             horizon_reason or "No detectable improvement by the planned sample size or end date."
         ]
         reasons += [_unsure_reason(o) for o in primaries if not o.improved]
-        return Decision("rollback", reasons)
+        return Decision("rollback", reasons, cause="no_improvement")
     reasons = [_win_reason(o) if o.improved else _unsure_reason(o) for o in primaries]
     reasons += [_guardrail_open_reason(o) for o in guardrails if not o.non_inferior]
     if extension is not None:
@@ -368,14 +372,16 @@ def decide_experiment(arms: dict[str, Decision]) -> Decision:
     harmful = {k: d for k, d in arms.items() if d.action == "rollback" and d.harm}
     if harmful:
         reasons = list(dict.fromkeys(r for d in harmful.values() for r in d.reasons))
-        return Decision("rollback", reasons, harm=True)
+        causes = {d.cause for d in harmful.values()}
+        cause = "unhealthy" if "unhealthy" in causes else "harm"
+        return Decision("rollback", reasons, harm=True, cause=cause)
     keepers = {k: d for k, d in arms.items() if d.action == "keep"}
     if keepers:
         variant = next(iter(keepers))
         reasons = [r for d in keepers.values() for r in d.reasons]
         if len(keepers) > 1:
             reasons.insert(0, f"Several arms may ship; '{variant}' is listed first.")
-        return Decision("keep", reasons, variant=variant)
+        return Decision("keep", reasons, variant=variant, cause=keepers[variant].cause)
     extending = {k: d for k, d in arms.items() if d.action == "extend"}
     if extending:
         extensions = [d.extension for d in extending.values() if d.extension is not None]
@@ -383,7 +389,7 @@ def decide_experiment(arms: dict[str, Decision]) -> Decision:
         reasons = [r for d in extending.values() for r in d.reasons]
         return Decision("extend", list(dict.fromkeys(reasons)), extension=longest)
     reasons = list(dict.fromkeys(r for d in arms.values() for r in d.reasons))
-    return Decision("rollback", reasons)
+    return Decision("rollback", reasons, cause="no_improvement")
 
 
 # --- how much longer -----------------------------------------------------------------------------

@@ -58,6 +58,8 @@ def row_json(row: ResultRow, control: ResultRow | None) -> dict[str, Any]:
         "method": row.method,
         "significant": row.significant,
         "status": row.status,
+        # the margin this comparison was judged against, as the pipeline stored it
+        "margin": details.get("margin"),
         "details": details,
     }
 
@@ -72,12 +74,14 @@ def snapshot_json(snapshot: ResultSnapshot) -> dict[str, Any]:
         "data_through": snapshot.data_through.isoformat(),
         "phase": snapshot.phase,
         "method": snapshot.method,
+        "look_kind": snapshot.look_kind,
         "total_units": snapshot.total_units,
         "metrics": [row_json(r, controls.get(r.metric_key)) for r in rows if not r.is_control],
         "arms": snapshot.arms,
         "health": snapshot.health,
         "recommendation": {
             "action": snapshot.recommendation,
+            "cause": snapshot.cause,
             "reasons": snapshot.reasons,
             "ship_variant": getattr(snapshot, "ship_variant", "") or None,
             "extra_units": getattr(snapshot, "extra_units", None),
@@ -130,13 +134,8 @@ def metric_groups(experiment: Experiment, results: dict[str, Any]) -> list[RoleG
             if not rows or rows[0]["role"] != role:
                 continue
             em = definitions.get(key)
-            # the margin the analysis judged non-inferiority against (services.py's rule)
-            margin = em.non_inferiority_margin if em else None
-            judged = role == "guardrail" or (
-                role == "primary" and experiment.decision_policy == "do_no_harm"
-            )
-            if judged and margin is None:
-                margin = 0.0
+            # the margin the analysis judged non-inferiority against, as it stored it
+            margin = next((r["margin"] for r in rows if r.get("margin") is not None), None)
             blocks.append(
                 MetricBlock(
                     key=key,

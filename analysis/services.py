@@ -346,6 +346,7 @@ def _compute(experiment: Experiment, run: AnalysisRun, live: bool) -> ResultSnap
             total_units=counts.units,
             health=health,
             recommendation=decision.action,
+            cause=decision.cause,
             reasons=decision.reasons,
             arms=[_arm_json(k, d) for k, d in evaluation.arms.items()],
             ship_variant=decision.variant if decision.action == "keep" else "",
@@ -483,6 +484,7 @@ def _arm_json(key: str, d: Decision) -> dict[str, Any]:
         "action": d.action,
         "reasons": d.reasons,
         "harm": d.harm,
+        "cause": d.cause,
         "extra_units": d.extension.units if d.extension else None,
         "extra_days": _finite(d.extension.days) if d.extension else None,
     }

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from analysis.models import LookKind, Recommendation, ResultSnapshot
+from analysis.models import Recommendation, ResultSnapshot
 from analysis.selectors import (
     MetricBlock,
     Progress,
@@ -179,19 +179,20 @@ def _banner(
         )
     elif action == Recommendation.ROLLBACK:
         headline = "Roll back"
-        if (snapshot.health or {}).get("healthy") is False:
+        # The pipeline stored why (ResultSnapshot.cause); the page only reads it.
+        if snapshot.cause == "unhealthy":
             advice = (
                 "The data cannot be trusted: fix the problem named below, then restart the "
                 "experiment. Until then everyone should get the control experience."
             )
-        elif any(m["status"] == "harmed" for m in results["metrics"]):
+        elif snapshot.cause == "harm":
             advice = f"{names.capitalize()} harms a key metric: give everyone the control."
         else:
             advice = (
                 "No detectable improvement by the planned sample size or end date: keep the "
                 "control and conclude the experiment."
             )
-    elif snapshot.look_kind == LookKind.COLLECTING:
+    elif snapshot.cause == "collecting":
         headline = "Collecting data"
         advice = (rec.get("reasons") or ["Collecting data before a first decision."])[0]
         advice += " Until then no metric is judged and nothing acts."

@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python manage.py makemigrations --check --dry-run
+	$(BIN)/lint-imports  # the layer contract (pyproject.toml [tool.importlinter])
 
 run: migrate
 	PORT=$(PORT) $(BIN)/python manage.py run_all --port $(PORT)

@@ -15,6 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from analysis.api_schemas import AnalyzeQueuedSchema, ResultsHistorySchema, ResultsSchema
 from analysis.exports import (
     CONTENT_TYPES,
     FORMATS,
@@ -22,7 +23,8 @@ from analysis.exports import (
     export_filter_build,
     export_stream,
 )
-from analysis.selectors import latest_run, latest_snapshot, snapshot_json, snapshots_for
+from analysis.pagination import HISTORY_PAGE_PARAMETERS, HistoryPageQuery
+from analysis.selectors import latest_run, latest_snapshot, results_history_page, snapshot_json
 from analysis.services import analysis_enqueue
 from experiments.apis import project_for
 from experiments.auth import ApiKeyAuthentication, UserTokenAuthentication
@@ -47,7 +49,7 @@ class ResultsAuthMixin:
 
 
 class ResultsApi(ResultsAuthMixin, APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(responses={200: ResultsSchema})
     def get(self, request: Request, project: str, key: str) -> Response:
         experiment = experiment_get(readable_project(request, project), key)
         snapshot = latest_snapshot(experiment)
@@ -74,15 +76,17 @@ class ResultsApi(ResultsAuthMixin, APIView):
 
 
 class ResultsHistoryApi(ResultsAuthMixin, APIView):
-    @extend_schema(responses={200: dict})
+    @extend_schema(parameters=HISTORY_PAGE_PARAMETERS, responses={200: ResultsHistorySchema})
     def get(self, request: Request, project: str, key: str) -> Response:
         experiment = experiment_get(readable_project(request, project), key)
-        snapshots = snapshots_for(experiment).order_by("data_through", "computed_at", "id")
-        return Response({"experiment": key, "snapshots": [snapshot_json(s) for s in snapshots]})
+        query = HistoryPageQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        page = results_history_page(experiment, **query.validated_data)
+        return Response({"experiment": key, **page})
 
 
 class AnalyzeApi(APIView):
-    @extend_schema(request=None, responses={202: dict})
+    @extend_schema(request=None, responses={202: AnalyzeQueuedSchema})
     def post(self, request: Request, project: str, key: str) -> Response:
         experiment: Experiment = experiment_get(project_for(request, project, "read"), key)
         with transaction.atomic():

@@ -1,0 +1,140 @@
+"""Response shapes of the results API, for the OpenAPI schema only (the views build plain dicts).
+
+They mirror `analysis.selectors.snapshot_json` / `row_json`; `tests/analysis/test_api_schema.py`
+checks the schema names their fields.
+"""
+
+from rest_framework import serializers
+
+from analysis.models import RunStatus
+
+
+class ResultRowSchema(serializers.Serializer):
+    """One treatment arm of one metric, compared with control."""
+
+    metric = serializers.CharField()
+    kind = serializers.CharField(help_text="binomial, count, mean or ratio")
+    role = serializers.CharField(help_text="primary, guardrail or secondary")
+    variant = serializers.CharField()
+    control_n = serializers.IntegerField(allow_null=True)
+    variant_n = serializers.IntegerField()
+    control_mean = serializers.FloatField(allow_null=True)
+    variant_mean = serializers.FloatField(allow_null=True)
+    lift_abs = serializers.FloatField(allow_null=True)
+    lift_rel = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True)
+    ci_high = serializers.FloatField(allow_null=True)
+    p_value = serializers.FloatField(allow_null=True)
+    fixed_p_value = serializers.FloatField(allow_null=True)
+    adjusted_p_value = serializers.FloatField(
+        allow_null=True, help_text="secondary metrics: Benjamini-Hochberg adjusted p-value"
+    )
+    alpha = serializers.FloatField(allow_null=True, help_text="the level this row was tested at")
+    method = serializers.CharField(allow_blank=True)
+    significant = serializers.BooleanField()
+    status = serializers.CharField(
+        allow_blank=True, help_text="error, improved, harmed, non_inferior or neutral"
+    )
+    margin = serializers.FloatField(
+        allow_null=True, help_text="the margin this comparison was judged against"
+    )
+    details = serializers.DictField(help_text="everything else the stats engine reported")
+
+
+class ArmSchema(serializers.Serializer):
+    """The decision on one treatment arm."""
+
+    variant = serializers.CharField()
+    action = serializers.CharField(help_text="keep, extend or rollback")
+    reasons = serializers.ListField(child=serializers.CharField(), required=False)
+    harm = serializers.BooleanField(required=False)
+    cause = serializers.CharField(required=False, allow_blank=True)
+    extra_units = serializers.IntegerField(required=False, allow_null=True)
+    extra_days = serializers.FloatField(required=False, allow_null=True)
+
+
+class HealthSchema(serializers.Serializer):
+    """Health checks of the snapshot (empty before the first analysis)."""
+
+    srm_p_value = serializers.FloatField(required=False, allow_null=True)
+    srm_flagged = serializers.BooleanField(required=False)
+    units = serializers.IntegerField(required=False)
+    units_by_variant = serializers.DictField(child=serializers.IntegerField(), required=False)
+    multi_variant_units = serializers.IntegerField(required=False)
+    multi_variant_share = serializers.FloatField(required=False, allow_null=True)
+    assignment_mismatch_units = serializers.IntegerField(required=False)
+    warnings = serializers.ListField(child=serializers.CharField(), required=False)
+    healthy = serializers.BooleanField(required=False)
+    findings = serializers.ListField(child=serializers.DictField(), required=False)
+    metric_errors = serializers.DictField(child=serializers.CharField(), required=False)
+
+
+class RecommendationSchema(serializers.Serializer):
+    action = serializers.CharField(help_text="keep, extend or rollback")
+    cause = serializers.CharField(
+        allow_blank=True,
+        help_text="unhealthy, harm, improvement, non_inferior, no_improvement, inconclusive "
+        "or collecting",
+    )
+    reasons = serializers.ListField(child=serializers.CharField())
+    ship_variant = serializers.CharField(allow_null=True, help_text="keep: the arm to ship")
+    extra_units = serializers.IntegerField(
+        allow_null=True, help_text="extend: estimated extra units, all arms"
+    )
+    extra_days = serializers.FloatField(allow_null=True, help_text="extend: estimated days to go")
+
+
+class SnapshotSchema(serializers.Serializer):
+    """The analysis of an experiment at one data cut-off."""
+
+    experiment = serializers.CharField()
+    snapshot_id = serializers.IntegerField()
+    computed_at = serializers.DateTimeField()
+    data_through = serializers.DateTimeField()
+    phase = serializers.IntegerField()
+    method = serializers.CharField()
+    look_kind = serializers.CharField(help_text="collecting, look or final")
+    total_units = serializers.IntegerField()
+    metrics = ResultRowSchema(many=True)
+    arms = ArmSchema(many=True)
+    health = HealthSchema()
+    recommendation = RecommendationSchema()
+    actions = serializers.ListField(
+        child=serializers.DictField(),
+        help_text='what the automation did: {"action", "at", "reason", ...}',
+    )
+
+
+class LastRunSchema(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.CharField(help_text=", ".join(RunStatus.values))
+    error = serializers.CharField(allow_blank=True)
+    created_at = serializers.DateTimeField()
+
+
+class ResultsSchema(SnapshotSchema):
+    """The latest snapshot and the latest run. Before the first analysis only `experiment`,
+    `computed_at` (null), `metrics` (empty), `health` (empty), `recommendation` (null) and
+    `last_run` are present."""
+
+    snapshot_id = serializers.IntegerField(required=False)
+    computed_at = serializers.DateTimeField(allow_null=True)
+    data_through = serializers.DateTimeField(required=False)
+    phase = serializers.IntegerField(required=False)
+    method = serializers.CharField(required=False)
+    look_kind = serializers.CharField(required=False, help_text="collecting, look or final")
+    total_units = serializers.IntegerField(required=False)
+    arms = ArmSchema(many=True, required=False)
+    recommendation = RecommendationSchema(allow_null=True)
+    actions = serializers.ListField(child=serializers.DictField(), required=False)
+    last_run = LastRunSchema(allow_null=True)
+
+
+class ResultsHistorySchema(serializers.Serializer):
+    experiment = serializers.CharField()
+    snapshots = SnapshotSchema(many=True, help_text="oldest data cut-off first")
+
+
+class AnalyzeQueuedSchema(serializers.Serializer):
+    run_id = serializers.IntegerField()
+    status = serializers.CharField(help_text="queued")

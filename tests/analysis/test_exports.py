@@ -3,6 +3,7 @@ recomputed from the exported sufficient statistics, filters and the CLI work; CS
 carry spreadsheet formulas."""
 
 import csv
+import importlib
 import io
 import json
 import re
@@ -16,10 +17,11 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from analysis import exports
 from analysis.exports import COLUMNS, columns, export_filter_build, export_stream
-from analysis.models import ResultSnapshot
+from analysis.models import ResultRow, ResultSnapshot
 from analysis.selectors import snapshot_json
 from analysis.services import analysis_run
 from assignments.services import events_ingest
@@ -215,39 +217,148 @@ RECOMPUTED = (
 )
 
 
+def _as_json(value):
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def expected_design(frame: pd.DataFrame) -> dict[tuple, dict]:
+    """How each treatment row's comparison must have been set up, derived from the experiment's
+    definition (alpha, policy, planned sample, variant weights, metric roles and margins) by the
+    rules of docs/statistics.md section 12 and docs/exports.md, and from the earlier snapshots'
+    ``looks``: never from the design columns the export echoes from ``details``.
+
+    - improvement (primary, superiority): one-sided alpha / (2 P K), harm (alpha - 0.001) /
+      ((P + G) K), non-inferiority (guardrails; primaries under do_no_harm) at alpha;
+    - secondaries: both sides at half the Benjamini-Hochberg false-coverage level alpha R / m;
+    - a pair's planned units: round(planned (w_c + w_t) / sum(w)); tuning_n that, else 5000;
+    - margin: the configured margin or 0 where judged (guardrails, primaries under do_no_harm);
+    - previous looks (what the group-sequential analysis counted): this arm's ``looks`` in the
+      phase's previous snapshot, plus this snapshot's information fraction when it is a look.
+    """
+    out: dict[tuple, dict] = {}
+    for (project_slug, key), exp_frame in frame.groupby(["project", "experiment"]):
+        experiment = Experiment.objects.get(project__slug=project_slug, key=key)
+        alpha = experiment.alpha
+        weights = {v.key: v.weight for v in experiment.variants.all()}
+        control = experiment.variants.get(is_control=True).key
+        definitions = {
+            em.metric.key: em for em in experiment.experiment_metrics.select_related("metric")
+        }
+        roles = [em.role for em in definitions.values()]
+        n_primary, n_guard = roles.count("primary"), roles.count("guardrail")
+        n_arms = len(weights) - 1
+        harm = (alpha - 0.001) / ((n_primary + n_guard) * n_arms)
+        do_no_harm = experiment.decision_policy == "do_no_harm"
+        snapshots = exp_frame.drop_duplicates("snapshot_id").sort_values("data_through")
+        for _, snap in snapshots.iterrows():
+            rows = exp_frame[exp_frame.snapshot_id == snap.snapshot_id]
+            earlier = snapshots[
+                (snapshots.phase == snap.phase) & (snapshots.data_through < snap.data_through)
+            ]
+            previous_rows = (
+                exp_frame[exp_frame.snapshot_id == earlier.iloc[-1].snapshot_id]
+                if len(earlier)
+                else exp_frame.iloc[0:0]
+            )
+            treated = rows[~rows.is_control.astype(bool)]
+            secondary = treated[(treated.role == "secondary") & treated.error.isna()]
+            fcr = alpha
+            if len(secondary):
+                adjusted = multipletests(secondary.p_value.tolist(), method="fdr_bh")[1]
+                assert secondary.adjusted_p_value.tolist() == pytest.approx(list(adjusted))
+                rejected = int((adjusted < alpha).sum())
+                fcr = alpha * max(rejected, 1) / len(secondary)
+            for _, row in treated.iterrows():
+                em = definitions[row.metric]
+                configured = em.non_inferiority_margin
+                planned = None
+                if experiment.planned_sample_size:
+                    share = (weights[control] + weights[row.variant]) / sum(weights.values())
+                    planned = round(experiment.planned_sample_size * share)
+                previous = previous_rows[previous_rows.variant == row.variant].looks
+                looks = (
+                    [float(x) for x in _as_json(_none(previous.iloc[0])) or []]
+                    if len(previous)
+                    else []
+                )
+                if planned is None:
+                    looks = []  # no plan: the confidence sequence decides, no looks
+                elif snap.look_kind in ("look", "final"):
+                    # this look counts too: the pair's units (the binomial metric counts every
+                    # exposed unit) over its planned units, stored to 6 decimals
+                    units = rows.groupby("variant").n.max()
+                    now = round((units[control] + units[row.variant]) / planned, 6)
+                    if not looks or (looks[-1] < 1.0 and now > looks[-1]):
+                        looks = [*looks, now]
+                if em.role == "guardrail":
+                    good, bad, margin, level = alpha, harm, configured or 0.0, 2 * harm
+                elif em.role == "primary" and do_no_harm:
+                    good, bad, margin, level = alpha, harm, configured or 0.0, min(2 * alpha, 0.999)
+                elif em.role == "primary":
+                    good = alpha / (2 * n_primary * n_arms)
+                    bad, margin, level = harm, None, 2 * good
+                else:
+                    good = bad = fcr / 2
+                    margin, level = None, fcr
+                out[(row.snapshot_id, row.metric, row.variant)] = {
+                    "alpha": level,
+                    "alpha_good": good,
+                    "alpha_bad": bad,
+                    "margin": margin,
+                    "tuning_n": planned or 5000,
+                    "planned_n": planned,
+                    "previous_looks": looks,
+                }
+    return out
+
+
 def assert_recomputes(frame: pd.DataFrame) -> int:
-    """Feed the statistics engine only the exported columns of each (control, treatment) pair
-    and compare every number it reports with the exported one (secondaries: p-values at the
-    experiment's alpha, intervals at their false-coverage-rate level, as docs/exports.md says)."""
-
-    def as_json(value):
-        return json.loads(value) if isinstance(value, str) else value
-
+    """Derive each treatment row's design from the experiment definition (``expected_design``),
+    check the exported design columns against it, then feed the statistics engine that design
+    and the exported sufficient statistics of the (control, treatment) pair and compare every
+    number it reports with the exported one (secondaries: p-values at the experiment's alpha,
+    intervals at their false-coverage-rate level, as docs/exports.md says)."""
+    designs = expected_design(frame)
     checked = 0
     for _, group in frame.groupby(["snapshot_id", "metric"]):
         control = group[group.is_control.astype(bool)].iloc[0]
         for _, row in group[~group.is_control.astype(bool)].iterrows():
+            design = designs[(row.snapshot_id, row.metric, row.variant)]
+            exported = {
+                "alpha": float(row.alpha),
+                "alpha_good": _none(row.alpha_good),
+                "alpha_bad": _none(row.alpha_bad),
+                "margin": _none(row.margin),
+                "tuning_n": int(row.tuning_n),
+                "planned_n": None if pd.isna(row.planned_n) else int(row.planned_n),
+                "previous_looks": [float(x) for x in _as_json(_none(row.previous_looks)) or []],
+            }
+            for name, value in design.items():
+                if value is None:
+                    assert exported[name] is None, name
+                else:
+                    assert exported[name] == pytest.approx(value, rel=1e-12), name
 
-            def analyze(alpha: float, row=row, control=control):
+            def analyze(alpha: float, own_levels: bool, row=row, control=control, design=design):
                 config = AnalysisConfig(
                     kind=row.metric_kind,
                     alpha=alpha,
                     method=row.method,
-                    tuning_n=int(row.tuning_n),
-                    planned_n=None if pd.isna(row.planned_n) else int(row.planned_n),
-                    previous_fractions=tuple(as_json(_none(row.previous_looks)) or ()),
+                    tuning_n=design["tuning_n"],
+                    planned_n=design["planned_n"],
+                    previous_fractions=tuple(design["previous_looks"]),
                     cuped=bool(row.cuped),
-                    margin=_none(row.margin),
+                    margin=design["margin"],
                     direction=row.direction,
-                    alpha_good=_none(row.alpha_good) if alpha == float(row.alpha) else None,
-                    alpha_bad=_none(row.alpha_bad) if alpha == float(row.alpha) else None,
+                    alpha_good=design["alpha_good"] if own_levels else None,
+                    alpha_bad=design["alpha_bad"] if own_levels else None,
                 )
                 return analyze_metric(_stats(control), _stats(row), config)
 
-            result = analyze(float(row.alpha))
+            result = analyze(design["alpha"], True)
             tested = result
             if row.role == "secondary":
-                tested = analyze(float(row.experiment_alpha))
+                tested = analyze(float(row.experiment_alpha), False)
             for name in RECOMPUTED:
                 source = tested if name.endswith("p_value") else result
                 expected = _none(row[name])
@@ -496,3 +607,52 @@ def test_json_and_parquet_exports_carry_names_unchanged(project):
         frame = read(fmt, export_bytes(project, fmt))
         assert set(frame["experiment_name"]) == {FORMULA_NAMES["experiment"]}
         assert FORMULA_NAMES["purchase"] in set(frame["metric_name"])
+
+
+# --- rows stored before the pipeline kept its design -----------------------------------------
+
+DESIGN_KEYS = ("margin", "tuning_n", "planned_n", "previous_fractions", "alpha_good", "alpha_bad")
+
+
+@pytest.mark.parametrize("policy", ["superiority", "do_no_harm"])
+def test_backfill_fills_the_design_of_old_style_rows(project, policy):
+    """analysis/migrations/0005: a treatment row stored without its design (no ``alpha``, no
+    margin, tuning_n, planned_n, previous_fractions, alpha_good or alpha_bad in ``details``)
+    gets what the pipeline stores for a new row, derived from the experiment definition; the
+    export then has no nulls there; rows that have their design are left alone."""
+    from django.apps import apps
+
+    backfill = importlib.import_module("analysis.migrations.0005_backfill_row_design")
+    experiment = seed_results(
+        project,
+        looks=3,
+        units=240,
+        planned_sample_size=1500,
+        decision_policy=policy,
+    )
+    treated = ResultRow.objects.filter(snapshot__experiment=experiment, is_control=False)
+    stored = {r.pk: (r.alpha, {k: r.details[k] for k in DESIGN_KEYS}) for r in treated}
+    assert backfill.backfill_row_design(apps) == 0  # nothing lacks its design
+
+    for row in treated:  # make them old-style
+        row.alpha = None
+        row.details = {k: v for k, v in row.details.items() if k not in DESIGN_KEYS}
+        row.save(update_fields=["alpha", "details"])
+    before = read("json", export_bytes(project, "json"))
+    before = before[~before.is_control]
+    assert before.tuning_n.isna().all() and before.margin.isna().all()
+
+    assert backfill.backfill_row_design(apps) == len(stored)
+    for row in ResultRow.objects.filter(pk__in=stored):
+        alpha, design = stored[row.pk]
+        assert row.alpha == pytest.approx(alpha, rel=1e-12)
+        for key, value in design.items():
+            if isinstance(value, list):
+                assert row.details[key] == pytest.approx(value), key
+            elif value is None:
+                assert row.details[key] is None, key
+            else:
+                assert row.details[key] == pytest.approx(value, rel=1e-12), key
+    frame = read("json", export_bytes(project, "json"))
+    assert frame[~frame.is_control].tuning_n.notna().all()
+    assert assert_recomputes(frame) == 3 * 3

@@ -1,7 +1,9 @@
 """The results dashboard in headless Chromium: banner, table, every chart drawn, the view
-toggles, a refresh that shows progress and then the new snapshot, the overview, and nothing
-loaded from outside the app."""
+toggles, a refresh that shows progress and then the new snapshot, the overview, nothing
+loaded from outside the app, and the table's numbers against the results API."""
 
+import math
+import re
 import time
 
 import pytest
@@ -170,4 +172,84 @@ def test_download_buttons_fetch_the_tables(page, login, live_server, experiment)
         assert download.suggested_filename.endswith(f".{fmt}")
         assert "-latest-" in download.suggested_filename
         assert download.failure() is None
+    assert page.outside_requests == []
+
+
+# --- the page's numbers against the results API ------------------------------------------------
+
+
+def _number(text: str) -> float:
+    """A number as the page prints it: unicode minus, thousands commas, a unit after it."""
+    text = text.replace("−", "-").replace(",", "").strip()
+    return float(re.match(r"[+-]?[0-9.]+", text).group())
+
+
+def _assert_shown(text: str, value: float | None, *, scale: float, half_unit: float) -> None:
+    """``text`` shows ``value`` x ``scale`` to its printed precision (``half_unit`` of it)."""
+    if value is None:
+        assert text.strip() in {"—", "-∞", "+∞"}, text
+        return
+    assert abs(_number(text) - value * scale) <= half_unit + 1e-9, (text, value)
+
+
+def _assert_percent(text: str, value: float | None) -> None:
+    _assert_shown(text, value, scale=100.0, half_unit=0.005)  # two decimals of a percent
+
+
+def _assert_abs_lift(text: str, value: float | None, kind: str) -> None:
+    if kind == "binomial":  # "+1.23 pp": two decimals of percentage points
+        assert text.strip().endswith("pp"), text
+        _assert_shown(text, value, scale=100.0, half_unit=0.005)
+    elif value is not None and abs(value) >= 1000:  # whole numbers with commas
+        _assert_shown(text, value, scale=1.0, half_unit=0.5)
+    else:  # four significant digits
+        digits = 0 if value in (None, 0) else 3 - math.floor(math.log10(abs(value)))
+        _assert_shown(text, value, scale=1.0, half_unit=0.5 * 10.0**-digits)
+
+
+def test_results_page_numbers_match_the_results_api(page, login, live_server, experiment):
+    """Every lift, interval and p-value the table prints, and the recommendation word, are
+    those of GET /api/v1/projects/P/experiments/K/results for the same snapshot (session auth
+    in the same browser context), to the precision the page prints them."""
+    login("alice", "pw-alice-123")
+    page.goto(f"{live_server.url}/p/shop/experiments/{experiment.key}/results/")
+    response = page.request.get(
+        f"{live_server.url}/api/v1/projects/shop/experiments/{experiment.key}/results"
+    )
+    assert response.status == 200, response.text()
+    api = response.json()
+    # the same snapshot on both sides
+    assert page.locator("#computed-at").get_attribute("datetime") == api["computed_at"]
+    assert api["snapshot_id"] == experiment.snapshots.latest().pk
+
+    word = page.locator("#recommendation .rec-word").inner_text().strip()
+    assert word == api["recommendation"]["action"].upper()
+    assert (
+        page.locator("#recommendation").get_attribute("data-action")
+        == (api["recommendation"]["action"])
+    )
+
+    rows = page.locator("#metrics tr.arm-row")
+    assert rows.count() == len(api["metrics"]) == 3
+    for m in api["metrics"]:
+        row = page.locator(
+            f"#metrics tr.arm-row[data-metric='{m['metric']}'][data-variant='{m['variant']}']"
+        )
+        assert row.count() == 1, (m["metric"], m["variant"])
+        assert f"outcome-{m['status'] or 'none'}" in row.get_attribute("class").split()
+        lift_rel = row.locator("td.lift")
+        _assert_percent(lift_rel.text_content(), m["lift_rel"])
+        lift_abs = row.locator("xpath=td[contains(@class, 'lift')]/preceding-sibling::td[1]")
+        _assert_abs_lift(lift_abs.text_content(), m["lift_abs"], m["kind"])
+        interval = row.locator("xpath=td[contains(@class, 'lift')]/following-sibling::td[1]")
+        low, _, high = interval.locator(".v-seq").text_content().partition(" to ")
+        assert high, interval.text_content()
+        _assert_percent(low, m["ci_low"])
+        _assert_percent(high, m["ci_high"])
+        p_cell = row.locator("xpath=td[contains(@class, 'lift')]/following-sibling::td[2]")
+        p_text = p_cell.locator(".v-seq").text_content().strip()
+        if p_text.startswith("< 0.001"):
+            assert m["p_value"] < 0.001
+        else:
+            _assert_shown(p_text, m["p_value"], scale=1.0, half_unit=0.0005)
     assert page.outside_requests == []

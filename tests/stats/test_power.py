@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from scipy import optimize
+from scipy import stats as scipy_stats
 from statsmodels.stats.power import NormalIndPower
 
 from stats import (
     days_remaining,
     group_sequential,
     mde_for_sample,
-    power,
     power_sample_size,
 )
 from stats.power import (
@@ -89,13 +90,45 @@ def test_group_sequential_size_is_the_fixed_size_times_the_inflation_factor():
     assert mde == pytest.approx(0.03, rel=1e-8)
 
 
+def cs_power_reference(n_c: float, *, mde: float, mean: float, variance: float) -> float:
+    """The power of a two-sided confidence sequence on the relative lift, written out from
+    docs/statistics.md alone (sections 3 and 9), tuned at its own N = 2 n_c: D = mde m,
+    se^2 = (s^2 + s^2 (1 + mde)^2) / n_c, rho^2 = (-2 ln a + ln(1 - 2 ln a)) / N, half-width
+    w = sqrt(se^2 N 2 (N rho^2 + 1) / (N rho)^2 ln(sqrt(N rho^2 + 1) / a)),
+    power = Phi((D - w) / se) + Phi((-D - w) / se)."""
+    a = 0.05
+    big_n = 2.0 * n_c
+    rho2 = (-2 * math.log(a) + math.log(1 - 2 * math.log(a))) / big_n
+    se2 = (variance + variance * (1 + mde) ** 2) / n_c
+    s2 = se2 * big_n
+    w = math.sqrt(
+        s2
+        * 2
+        * (big_n * rho2 + 1)
+        / (big_n * big_n * rho2)
+        * math.log(math.sqrt(big_n * rho2 + 1) / a)
+    )
+    d, se = mde * mean, math.sqrt(se2)
+    return float(scipy_stats.norm.cdf((d - w) / se) + scipy_stats.norm.cdf((-d - w) / se))
+
+
 def test_confidence_sequence_needs_more_units_and_reaches_the_power():
+    """Reference: the sample size solved directly (scipy.optimize.brentq) from the documented
+    half-width and power formulas, not from this module's own power()."""
     kwargs = dict(mde=0.03, baseline_mean=10.0, baseline_variance=25.0)
     cs = power_sample_size(**kwargs, design="sequential")
     gs = power_sample_size(**kwargs, design="group_sequential")
     assert cs.inflation > gs.inflation > 1.0
-    achieved = power(n_per_arm=cs.per_arm_exact, design="sequential", **kwargs)
-    assert achieved == pytest.approx(0.8, abs=1e-8)
+    reference = optimize.brentq(
+        lambda n: cs_power_reference(n, mde=0.03, mean=10.0, variance=25.0) - 0.8,
+        100.0,
+        1e7,
+        xtol=1e-9,
+        rtol=1e-14,
+    )
+    assert cs.per_arm_exact == pytest.approx(reference, rel=1e-6)
+    fixed = power_sample_size(**kwargs)
+    assert cs.inflation == pytest.approx(reference / fixed.per_arm_exact, rel=1e-6)
     assert mde_for_sample(
         n_per_arm=cs.per_arm_exact, baseline_mean=10.0, baseline_variance=25.0, design="sequential"
     ) == pytest.approx(0.03, rel=1e-7)

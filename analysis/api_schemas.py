@@ -133,6 +133,11 @@ class ResultsSchema(SnapshotSchema):
 class ResultsHistorySchema(serializers.Serializer):
     experiment = serializers.CharField()
     snapshots = SnapshotSchema(many=True, help_text="oldest data cut-off first")
+    page = serializers.IntegerField(required=False)
+    limit = serializers.IntegerField(required=False)
+    total = serializers.IntegerField(required=False, help_text="snapshots in all pages")
+    pages = serializers.IntegerField(required=False)
+    next_page = serializers.IntegerField(required=False, allow_null=True)
 
 
 class AnalyzeQueuedSchema(serializers.Serializer):

@@ -181,6 +181,9 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Experiments, assignment, event ingestion and results.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Operation ids and tags without the shared /api/v1 prefix (the SDK features path outside
+    # it would otherwise shorten the common prefix and rename every operation).
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
     # Swagger UI from drf-spectacular-sidecar (served by the app, no CDN): the CSP holds.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -10,7 +10,9 @@ does not know makes the whole condition fail, and so does a malformed condition 
 the same errors). Saved groups are not an abacus feature: ``$inGroup`` sees every group as empty.
 
 `validate_condition(condition)` lists what is wrong with a condition in words a person can act
-on, for forms and the API; a condition it accepts is one the SDKs understand.
+on, for forms and the API; a condition it accepts is one the SDKs understand. It lives in
+`bucketing.condition_rules`, the RE2 engine and its limits in `bucketing.condition_regex`, the
+operator names in `bucketing.condition_syntax`; this module re-exports their public names.
 
 Regular expressions (``$regex`` and friends) run on RE2 (google-re2), whose matching time is linear
 in the pattern and the text: no pattern can backtrack for seconds, as ``(a+)+$`` does in Python's
@@ -27,36 +29,52 @@ import math
 import re
 from typing import Any
 
-import re2
-
+from bucketing.condition_regex import (
+    MAX_REGEX_LENGTH,
+    MAX_REGEX_SUBJECT_LENGTH,
+    _regex_search,
+    re2_compile,
+    re2_error_text,
+)
+from bucketing.condition_rules import validate_condition
+from bucketing.condition_syntax import (
+    _CONDITION_OPERATORS,
+    LIST_OPERATORS,
+    LOGICAL_OPERATORS,
+    ORDER_OPERATORS,
+    REGEX_OPERATORS,
+    TYPE_NAMES,
+    VALUE_OPERATORS,
+    VERSION_OPERATORS,
+    _is_operator_object,
+    json_type,
+)
 from bucketing.hashing import js_number_to_string
+
+__all__ = [
+    "LIST_OPERATORS",
+    "LOGICAL_OPERATORS",
+    "MAX_REGEX_LENGTH",
+    "MAX_REGEX_SUBJECT_LENGTH",
+    "ORDER_OPERATORS",
+    "REGEX_OPERATORS",
+    "TYPE_NAMES",
+    "VALUE_OPERATORS",
+    "VERSION_OPERATORS",
+    "eval_condition",
+    "get_path",
+    "is_in",
+    "json_type",
+    "padded_version",
+    "re2_compile",
+    "re2_error_text",
+    "validate_condition",
+]
 
 # A branch's result: True, False, or None when it depends on an operator nobody knows.
 _Tri = bool | None
 
-_CONDITION_OPERATORS = ("$or", "$nor", "$and", "$savedGroup")
 _EVAL_ERRORS = (TypeError, ValueError, AttributeError, IndexError, RecursionError)
-_REGEX_CACHE: dict[tuple[Any, bool], Any] = {}
-_REGEX_CACHE_MAX = 1024
-# Longest pattern accepted at save time, and longest attribute a pattern is applied to: with RE2's
-# linear-time matching these bound every regex evaluation to well under a millisecond.
-MAX_REGEX_LENGTH = 500
-MAX_REGEX_SUBJECT_LENGTH = 8192
-_RE2_MAX_MEM = 1 << 20  # bytes per compiled pattern; larger programs are refused
-
-ORDER_OPERATORS = ("$gt", "$gte", "$lt", "$lte")
-VERSION_OPERATORS = ("$veq", "$vne", "$vgt", "$vgte", "$vlt", "$vlte")
-REGEX_OPERATORS = ("$regex", "$regexi", "$notRegex", "$notRegexi")
-LIST_OPERATORS = ("$in", "$nin", "$ini", "$nini", "$all", "$alli")
-VALUE_OPERATORS = frozenset(
-    ("$eq", "$ne", "$exists", "$type", "$size", "$elemMatch", "$not")
-    + ORDER_OPERATORS
-    + VERSION_OPERATORS
-    + REGEX_OPERATORS
-    + LIST_OPERATORS
-)
-LOGICAL_OPERATORS = frozenset(("$and", "$or", "$nor", "$not"))
-TYPE_NAMES = ("string", "number", "boolean", "array", "object", "null")
 
 
 def eval_condition(attributes: dict[str, Any], condition: dict[str, Any]) -> bool:
@@ -118,29 +136,8 @@ def _eval_and(attributes: Any, conditions: Any) -> _Tri:
     return result
 
 
-def _is_operator_object(obj: Any) -> bool:
-    return isinstance(obj, dict) and all(key.startswith("$") for key in obj)
-
-
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
-
-
-def json_type(value: Any) -> str:
-    """The JSON type name ``$type`` compares with: null, boolean, number, string, array, object."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | set):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "unknown"
 
 
 def _is_canonical_index(key: str, length: int) -> bool:
@@ -230,99 +227,15 @@ def _compare(a: Any, b: Any) -> int:
     return (a > b) - (a < b)
 
 
-def _re2_options(insensitive: bool) -> Any:
-    options = re2.Options()
-    options.log_errors = False
-    options.max_mem = _RE2_MAX_MEM
-    options.case_sensitive = not insensitive
-    return options
-
-
-def re2_compile(pattern: str, insensitive: bool = False) -> Any:
-    """The RE2 program of ``pattern`` (raises ``re2.error`` when RE2 cannot compile it)."""
-    return re2.compile(pattern, _re2_options(insensitive))
-
-
-def re2_error_text(exc: Exception) -> str:
-    detail = exc.args[0] if exc.args else exc
-    return detail.decode(errors="replace") if isinstance(detail, bytes) else str(detail)
-
-
-def _regex(pattern: Any, insensitive: bool) -> Any:
-    key = (pattern, insensitive)
-    try:
-        return _REGEX_CACHE[key]
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable pattern never compiles
-        return None
-    compiled: Any = None
-    if isinstance(pattern, str) and len(pattern) <= MAX_REGEX_LENGTH:
-        try:
-            compiled = re2_compile(pattern, insensitive)
-        except Exception:
-            compiled = None
-    if len(_REGEX_CACHE) >= _REGEX_CACHE_MAX:
-        _REGEX_CACHE.clear()
-    _REGEX_CACHE[key] = compiled
-    return compiled
-
-
-def _regex_search(pattern: Any, insensitive: bool, value: Any) -> bool | None:
-    """Whether ``pattern`` matches in ``value``; None when it cannot be applied (a non-string or
-    over-long attribute, a pattern RE2 cannot compile)."""
-    if not isinstance(value, str) or len(value) > MAX_REGEX_SUBJECT_LENGTH:
-        return None
-    compiled = _regex(pattern, insensitive)
-    if compiled is None:
-        return None
-    try:
-        return compiled.search(value) is not None
-    except Exception:  # a lone surrogate cannot be encoded as UTF-8
-        return None
-
-
 def _eval_operator(op: str, value: Any, operand: Any) -> _Tri:
     if op == "$eq":
         return _strict_equal(value, operand)
     if op == "$ne":
         return not _strict_equal(value, operand)
     if op in ORDER_OPERATORS:
-        if not (
-            (_is_number(value) and _is_number(operand))
-            or (isinstance(value, str) and isinstance(operand, str))
-        ):
-            return False
-        try:
-            c = _compare(value, operand)
-        except ValueError:
-            return False
-        if op == "$lt":
-            return c < 0
-        if op == "$lte":
-            return c <= 0
-        if op == "$gt":
-            return c > 0
-        return c >= 0
+        return _eval_order(op, value, operand)
     if op in VERSION_OPERATORS:
-        if not (
-            (_is_number(value) and _is_number(operand))
-            or (isinstance(value, str) and isinstance(operand, str))
-        ):
-            return op == "$vne"
-        actual = padded_version(value)
-        expected = padded_version(operand)
-        if op == "$veq":
-            return actual == expected
-        if op == "$vne":
-            return actual != expected
-        if op == "$vlt":
-            return actual < expected
-        if op == "$vlte":
-            return actual <= expected
-        if op == "$vgt":
-            return actual > expected
-        return actual >= expected
+        return _eval_version(op, value, operand)
     if op in REGEX_OPERATORS:
         found = _regex_search(operand, op.endswith("i"), value)
         if op.startswith("$notRegex"):
@@ -358,6 +271,48 @@ def _eval_operator(op: str, value: Any, operand: Any) -> _Tri:
     if op in _CONDITION_OPERATORS:
         return False
     return None
+
+
+def _eval_order(op: str, value: Any, operand: Any) -> bool:
+    """``$gt``, ``$gte``, ``$lt``, ``$lte``: two numbers or two strings, never coerced."""
+    if not (
+        (_is_number(value) and _is_number(operand))
+        or (isinstance(value, str) and isinstance(operand, str))
+    ):
+        return False
+    try:
+        c = _compare(value, operand)
+    except ValueError:
+        return False
+    if op == "$lt":
+        return c < 0
+    if op == "$lte":
+        return c <= 0
+    if op == "$gt":
+        return c > 0
+    return c >= 0
+
+
+def _eval_version(op: str, value: Any, operand: Any) -> bool:
+    """``$veq`` and friends: both sides as padded version strings (`padded_version`)."""
+    if not (
+        (_is_number(value) and _is_number(operand))
+        or (isinstance(value, str) and isinstance(operand, str))
+    ):
+        return op == "$vne"
+    actual = padded_version(value)
+    expected = padded_version(operand)
+    if op == "$veq":
+        return actual == expected
+    if op == "$vne":
+        return actual != expected
+    if op == "$vlt":
+        return actual < expected
+    if op == "$vlte":
+        return actual <= expected
+    if op == "$vgt":
+        return actual > expected
+    return actual >= expected
 
 
 def _elem_match(condition: Any, value: Any) -> _Tri:
@@ -453,164 +408,3 @@ def padded_version(value: Any) -> str:
     if len(parts) == 3:
         parts.append("~")  # "1.0.0" sorts after "1.0.0-beta"
     return "-".join(p.rjust(5, " ") if p.isdigit() else p for p in parts)
-
-
-# --- validation ---------------------------------------------------------------------------------
-
-
-def validate_condition(condition: Any) -> list[str]:
-    """Human-readable problems with a targeting condition; empty when it is valid.
-
-    Checks operator names, operand types, regular expressions and structure, so a condition that
-    passes never fails silently in the SDKs because of a typo.
-    """
-    errors: list[str] = []
-    if condition is None:
-        return errors
-    if not isinstance(condition, dict):
-        return [f"The targeting condition must be an object, not {json_type(condition)}."]
-    _check_condition(condition, "", errors, depth=0)
-    return errors
-
-
-_MAX_DEPTH = 32
-
-
-def _where(path: str) -> str:
-    return f" at {path}" if path else ""
-
-
-def _check_condition(condition: dict[str, Any], path: str, errors: list[str], depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        errors.append(f"The condition is nested too deeply{_where(path)}.")
-        return
-    for key, value in condition.items():
-        here = f"{path}.{key}" if path else key
-        if not isinstance(key, str) or not key:
-            errors.append(f"Attribute names must be non-empty strings{_where(path)}.")
-        elif key in ("$and", "$or", "$nor"):
-            if not isinstance(value, list):
-                errors.append(f"{key} takes a list of conditions{_where(here)}.")
-                continue
-            for i, sub in enumerate(value):
-                if not isinstance(sub, dict):
-                    errors.append(f"{key} item {i} must be an object{_where(here)}.")
-                else:
-                    _check_condition(sub, f"{here}[{i}]", errors, depth + 1)
-        elif key == "$not":
-            if not isinstance(value, dict):
-                errors.append(f"$not takes a condition object{_where(here)}.")
-            else:
-                _check_condition(value, here, errors, depth + 1)
-        elif key.startswith("$"):
-            errors.append(_unknown_operator(key, here, LOGICAL_OPERATORS))
-        else:
-            _check_value(value, here, errors, depth + 1)
-
-
-def _unknown_operator(op: str, path: str, known: frozenset[str]) -> str:
-    if op in ("$savedGroup", "$savedGroups", "$inGroup", "$notInGroup"):
-        return f"Saved groups ({op}) are not supported{_where(path)}."
-    if op in VALUE_OPERATORS and known is LOGICAL_OPERATORS:
-        return (
-            f'{op} compares an attribute\'s value: write {{"<attribute>": {{"{op}": ...}}}}'
-            f"{_where(path)}."
-        )
-    if op in LOGICAL_OPERATORS - {"$not"} and known is VALUE_OPERATORS:
-        return f"{op} combines conditions and cannot be used on an attribute{_where(path)}."
-    return f"Unknown operator {op}{_where(path)}; expected one of {', '.join(sorted(known))}."
-
-
-def _check_value(value: Any, path: str, errors: list[str], depth: int) -> None:
-    if depth > _MAX_DEPTH:
-        errors.append(f"The condition is nested too deeply{_where(path)}.")
-        return
-    if not isinstance(value, dict):
-        if isinstance(value, float) and not math.isfinite(value):
-            errors.append(f"Numbers must be finite{_where(path)}.")
-        return
-    dollar = [k for k in value if isinstance(k, str) and k.startswith("$")]
-    if dollar and len(dollar) != len(value):
-        errors.append(
-            f"An object mixes operators ({', '.join(dollar)}) with plain fields{_where(path)}: "
-            "it would be compared as a literal object, never as operators."
-        )
-        return
-    if not dollar:
-        return  # literal object equality
-    for op, operand in value.items():
-        _check_operator(op, operand, f"{path}.{op}", errors, depth)
-
-
-def _check_operator(op: str, operand: Any, path: str, errors: list[str], depth: int) -> None:
-    kind = json_type(operand)
-    if op not in VALUE_OPERATORS:
-        errors.append(_unknown_operator(op, path, VALUE_OPERATORS))
-    elif op in ("$eq", "$ne"):
-        if kind in ("array", "object"):
-            errors.append(f"{op} compares a single value, not an {kind}{_where(path)}.")
-    elif op in ORDER_OPERATORS:
-        if kind not in ("number", "string"):
-            errors.append(f"{op} needs a number or a string, not {kind}{_where(path)}.")
-        elif kind == "number" and not math.isfinite(operand):
-            errors.append(f"{op} needs a finite number{_where(path)}.")
-    elif op in VERSION_OPERATORS:
-        if kind != "string":
-            errors.append(f'{op} needs a version string such as "1.2.3", not {kind}{_where(path)}.')
-    elif op in REGEX_OPERATORS:
-        if kind != "string":
-            errors.append(f"{op} needs a regular expression string, not {kind}{_where(path)}.")
-        else:
-            _check_regex(op, operand, path, errors)
-    elif op in LIST_OPERATORS:
-        if kind != "array":
-            errors.append(f"{op} needs a list of values, not {kind}{_where(path)}.")
-        elif op in ("$all", "$alli"):
-            for i, item in enumerate(operand):
-                _check_value(item, f"{path}[{i}]", errors, depth + 1)
-    elif op == "$exists":
-        if kind != "boolean":
-            errors.append(f"$exists needs true or false, not {kind}{_where(path)}.")
-    elif op == "$type":
-        if operand not in TYPE_NAMES:
-            errors.append(f"$type must be one of {', '.join(TYPE_NAMES)}{_where(path)}.")
-    elif op == "$size":
-        if kind == "number":
-            if not (float(operand).is_integer() and operand >= 0):
-                errors.append(f"$size needs a non-negative whole number{_where(path)}.")
-        elif kind == "object":
-            _check_value(operand, path, errors, depth + 1)
-        else:
-            errors.append(f"$size needs a number or operators, not {kind}{_where(path)}.")
-    elif op == "$elemMatch":
-        if kind != "object":
-            errors.append(f"$elemMatch needs an object, not {kind}{_where(path)}.")
-        elif _is_operator_object(operand) and not any(k in _CONDITION_OPERATORS for k in operand):
-            _check_value(operand, path, errors, depth + 1)
-        else:
-            _check_condition(operand, path, errors, depth + 1)
-    elif op == "$not":
-        _check_value(operand, path, errors, depth + 1)
-
-
-def _check_regex(op: str, pattern: str, path: str, errors: list[str]) -> None:
-    """A pattern abacus evaluates (RE2) the way the SDKs do (Python's re compiles it too)."""
-    if len(pattern) > MAX_REGEX_LENGTH:
-        errors.append(
-            f"{op} is {len(pattern)} characters long; the limit is {MAX_REGEX_LENGTH}"
-            f"{_where(path)}."
-        )
-        return
-    try:
-        re.compile(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        errors.append(f"{op} has an invalid regular expression ({exc}){_where(path)}.")
-        return
-    try:
-        re2_compile(pattern, op.endswith("i"))
-    except re2.error as exc:
-        errors.append(
-            f"{op} uses syntax abacus does not evaluate ({re2_error_text(exc)}){_where(path)}: "
-            "targeting patterns are RE2 syntax, without backreferences (\\1) or lookaround "
-            "((?=...), (?!...), (?<=...), (?<!...)), so they run in linear time."
-        )

@@ -5,8 +5,8 @@ import threading
 import pytest
 from django.db import connection, connections
 
-from assignments import services
 from assignments.models import Assignment, Exposure, MetricEvent
+from assignments.services import assign as assign_module
 from assignments.services import assignments_get_or_create, events_ingest
 from tests.factories import running_experiment
 
@@ -50,14 +50,14 @@ def test_concurrent_first_assignments_of_one_unit_all_get_the_stored_row(
     running_experiment(project)
     looked_up = threading.Barrier(THREADS)
     proposal = threading.local()
-    real = services._decide
+    real = assign_module._decide
 
     def racing_decide(spec, units, stored):
         real(spec, units, stored)
         looked_up.wait(timeout=30)  # all threads have read "not stored" before anyone inserts
         return [spec.variants[proposal.index % 2].key] * len(units)
 
-    monkeypatch.setattr(services, "_decide", racing_decide)
+    monkeypatch.setattr(assign_module, "_decide", racing_decide)
 
     def assign(i):
         proposal.index = i

@@ -166,77 +166,12 @@ def _banner(
     """The headline and the one sentence of advice a product manager acts on."""
     rec = results["recommendation"]
     action = rec["action"]
-    arms = [a for a in results.get("arms", []) if a.get("action") == action]
-    names = ", ".join(f"'{a['variant']}'" for a in arms) or "the treatment"
-    if action == Recommendation.KEEP and rec.get("ship_variant"):
-        names = f"'{rec['ship_variant']}'"
-    days_left = None
-    if action == Recommendation.KEEP:
-        headline = f"Keep {names}"
-        advice = (
-            f"Ship {names}: it improves the primary metric and no guardrail is harmed. "
-            "Roll it out to everyone and conclude the experiment."
-        )
-    elif action == Recommendation.ROLLBACK:
-        headline = "Roll back"
-        # The pipeline stored why (ResultSnapshot.cause); the page only reads it.
-        if snapshot.cause == "unhealthy":
-            advice = (
-                "The data cannot be trusted: fix the problem named below, then restart the "
-                "experiment. Until then everyone should get the control experience."
-            )
-        elif snapshot.cause == "harm":
-            advice = f"{names.capitalize()} harms a key metric: give everyone the control."
-        else:
-            advice = (
-                "No detectable improvement by the planned sample size or end date: keep the "
-                "control and conclude the experiment."
-            )
-    elif snapshot.cause == "collecting":
-        headline = "Collecting data"
-        advice = (rec.get("reasons") or ["Collecting data before a first decision."])[0]
-        advice += " Until then no metric is judged and nothing acts."
-    else:
-        headline = "Extend"
-        extra_days, extra_units = rec.get("extra_days"), rec.get("extra_units")
-        if extra_days is not None:
-            days_left = _days(extra_days)
-            more = f" ({extra_units:,} more units)" if extra_units is not None else ""
-            advice = (
-                f"Keep the experiment running: the data cannot tell yet. About {days_left} "
-                f"more{more} at the traffic seen so far should settle it."
-            )
-        elif extra_units is not None:
-            advice = (
-                f"Keep the experiment running: about {extra_units:,} more units are needed; "
-                "there is no traffic yet to turn that into days."
-            )
-        elif progress.planned is None:
-            advice = (
-                "Keep the experiment running: the data cannot tell yet. Set a planned sample "
-                "size to get an estimate of the days left."
-            )
-        elif progress.days_left is None:
-            advice = "Keep the experiment running: no traffic has been seen yet."
-        else:
-            days_left = _days(progress.days_left)
-            advice = (
-                f"Keep the experiment running: the data cannot tell yet. About {days_left} "
-                f"left to reach the planned {progress.planned:,} units "
-                f"({progress.units_left:,} more at {progress.units_per_day or 0:,.0f} a day)."
-            )
+    headline, advice, days_left = _headline_and_advice(snapshot, results, progress)
     if experiment.status in (ExperimentStatus.CONCLUDED, ExperimentStatus.ROLLED_BACK):
         advice = (
             f"This experiment is {experiment.get_status_display().lower()}; the recommendation "
             f"was made at its last snapshot. " + advice
         )
-    if progress.planned:
-        progress_text = (
-            f"{progress.units:,} of {progress.planned:,} planned units "
-            f"({(progress.fraction or 0) * 100:.0f}%)"
-        )
-    else:
-        progress_text = f"{progress.units:,} units; no planned sample size"
     return {
         "action": action,
         "headline": headline,
@@ -244,8 +179,100 @@ def _banner(
         "days_left": days_left,
         "units": f"{snapshot.total_units:,}",
         "method": METHOD_LABELS.get(snapshot.method, snapshot.method),
-        "progress": progress_text,
+        "progress": _progress_text(progress),
     }
+
+
+def _headline_and_advice(
+    snapshot: ResultSnapshot, results: dict[str, Any], progress: Progress
+) -> tuple[str, str, str | None]:
+    """(headline, advice, days left as text or None) for the snapshot's recommendation."""
+    rec = results["recommendation"]
+    action = rec["action"]
+    names = _arm_names(results)
+    if action == Recommendation.KEEP:
+        return (
+            f"Keep {names}",
+            f"Ship {names}: it improves the primary metric and no guardrail is harmed. "
+            "Roll it out to everyone and conclude the experiment.",
+            None,
+        )
+    if action == Recommendation.ROLLBACK:
+        return "Roll back", _rollback_advice(snapshot, names), None
+    if snapshot.cause == "collecting":
+        advice = (rec.get("reasons") or ["Collecting data before a first decision."])[0]
+        return "Collecting data", advice + " Until then no metric is judged and nothing acts.", None
+    advice, days_left = _extend_advice(rec, progress)
+    return "Extend", advice, days_left
+
+
+def _arm_names(results: dict[str, Any]) -> str:
+    """The arms the recommendation is about, quoted ('a', 'b'); the shipped one for keep."""
+    rec = results["recommendation"]
+    action = rec["action"]
+    arms = [a for a in results.get("arms", []) if a.get("action") == action]
+    names = ", ".join(f"'{a['variant']}'" for a in arms) or "the treatment"
+    if action == Recommendation.KEEP and rec.get("ship_variant"):
+        names = f"'{rec['ship_variant']}'"
+    return names
+
+
+def _rollback_advice(snapshot: ResultSnapshot, names: str) -> str:
+    # The pipeline stored why (ResultSnapshot.cause); the page only reads it.
+    if snapshot.cause == "unhealthy":
+        return (
+            "The data cannot be trusted: fix the problem named below, then restart the "
+            "experiment. Until then everyone should get the control experience."
+        )
+    if snapshot.cause == "harm":
+        return f"{names.capitalize()} harms a key metric: give everyone the control."
+    return (
+        "No detectable improvement by the planned sample size or end date: keep the "
+        "control and conclude the experiment."
+    )
+
+
+def _extend_advice(rec: dict[str, Any], progress: Progress) -> tuple[str, str | None]:
+    """How much longer to run: the stored extension if any, else the planned sample."""
+    extra_days, extra_units = rec.get("extra_days"), rec.get("extra_units")
+    if extra_days is not None:
+        days_left = _days(extra_days)
+        more = f" ({extra_units:,} more units)" if extra_units is not None else ""
+        return (
+            f"Keep the experiment running: the data cannot tell yet. About {days_left} "
+            f"more{more} at the traffic seen so far should settle it.",
+            days_left,
+        )
+    if extra_units is not None:
+        return (
+            f"Keep the experiment running: about {extra_units:,} more units are needed; "
+            "there is no traffic yet to turn that into days.",
+            None,
+        )
+    if progress.planned is None:
+        return (
+            "Keep the experiment running: the data cannot tell yet. Set a planned sample "
+            "size to get an estimate of the days left.",
+            None,
+        )
+    if progress.days_left is None:
+        return "Keep the experiment running: no traffic has been seen yet.", None
+    days_left = _days(progress.days_left)
+    return (
+        f"Keep the experiment running: the data cannot tell yet. About {days_left} "
+        f"left to reach the planned {progress.planned:,} units "
+        f"({progress.units_left:,} more at {progress.units_per_day or 0:,.0f} a day).",
+        days_left,
+    )
+
+
+def _progress_text(progress: Progress) -> str:
+    if progress.planned:
+        return (
+            f"{progress.units:,} of {progress.planned:,} planned units "
+            f"({(progress.fraction or 0) * 100:.0f}%)"
+        )
+    return f"{progress.units:,} units; no planned sample size"
 
 
 def _chart_data(

@@ -22,6 +22,7 @@ import requests
 from django.db import transaction
 from django.utils import timezone
 
+from analysis.dispatch import enqueue_webhook
 from analysis.models import DeliveryStatus, ResultSnapshot, WebhookDelivery
 from core.egress import BlockedDestination, guarded_session
 from core.signing import (
@@ -65,10 +66,7 @@ def webhook_enqueue(
     message = {"id": delivery.pk, "event": event, "project": project.slug, **payload}
     delivery.body = json.dumps(message, sort_keys=True, separators=(",", ":"), default=str)
     delivery.save(update_fields=["body"])
-
-    from analysis.tasks import deliver_webhook  # tasks import the services that import this
-
-    transaction.on_commit(lambda: deliver_webhook.delay(delivery.pk))
+    transaction.on_commit(lambda: enqueue_webhook(delivery.pk))
     return delivery
 
 
@@ -87,6 +85,30 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery:
     }
     delivery.attempts += 1
     delivery.last_attempt_at = timezone.now()
+    error, refused = _post(delivery, body, headers)
+    delivery.last_error = error[:MAX_ERROR_CHARS]
+    if not error:
+        delivery.status = DeliveryStatus.DELIVERED
+        delivery.delivered_at = delivery.last_attempt_at
+    if refused:
+        delivery.status = DeliveryStatus.FAILED  # policy, not a transient error: no retry
+    delivery.save(
+        update_fields=[
+            "attempts",
+            "last_attempt_at",
+            "last_status_code",
+            "last_error",
+            "status",
+            "delivered_at",
+        ]
+    )
+    if error and not refused:
+        raise WebhookError(error)
+    return delivery
+
+
+def _post(delivery: WebhookDelivery, body: bytes, headers: dict[str, str]) -> tuple[str, bool]:
+    """POST the body once and record the status code: (the error or "", refused by egress)."""
     error = ""
     refused = False
     try:
@@ -107,25 +129,7 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery:
     except requests.RequestException as exc:
         delivery.last_status_code = None
         error = f"{type(exc).__name__}: {exc}"
-    delivery.last_error = error[:MAX_ERROR_CHARS]
-    if not error:
-        delivery.status = DeliveryStatus.DELIVERED
-        delivery.delivered_at = delivery.last_attempt_at
-    if refused:
-        delivery.status = DeliveryStatus.FAILED  # policy, not a transient error: no retry
-    delivery.save(
-        update_fields=[
-            "attempts",
-            "last_attempt_at",
-            "last_status_code",
-            "last_error",
-            "status",
-            "delivered_at",
-        ]
-    )
-    if error and not refused:
-        raise WebhookError(error)
-    return delivery
+    return error, refused
 
 
 def webhook_give_up(*, delivery_id: int) -> None:

@@ -2,13 +2,17 @@
 
 import io
 import json
+from datetime import timedelta
 
 import pandas as pd
 import pytest
+from django.db import connection
 from django.http import StreamingHttpResponse
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from analysis.models import AnalysisRun, ResultSnapshot
+from analysis.models import AnalysisRun, ResultRow, ResultSnapshot
+from analysis.selectors import results_history_page
 from experiments.models import Role
 from experiments.services import api_key_create, project_create
 from tests.analysis.test_exports import seed_results
@@ -198,3 +202,53 @@ def test_analyze_queues_a_run_that_the_results_report(
     results = api.get(f"{BASE}/experiments/{history.key}/results").json()
     assert results["last_run"]["id"] == run.pk and results["last_run"]["status"] == "queued"
     assert ResultSnapshot.objects.count() == before
+
+
+def copy_snapshots(experiment, count: int) -> None:
+    """``count`` more snapshots like the latest (with its rows), one hour apart after it."""
+    latest = ResultSnapshot.objects.filter(experiment=experiment).latest("data_through")
+    rows = list(latest.rows.all())
+    for i in range(1, count + 1):
+        copy = ResultSnapshot.objects.get(pk=latest.pk)
+        copy.pk, copy.run = None, None
+        copy.data_through = latest.data_through + timedelta(hours=i)
+        copy.save()
+        for row in rows:
+            row.pk, row.snapshot = None, copy
+        ResultRow.objects.bulk_create(rows)
+
+
+def test_history_pages_oldest_first_with_the_total(api, history):
+    copy_snapshots(history, 3)  # 5 snapshots
+    url = f"{BASE}/experiments/{history.key}/results/history"
+    first = api.get(url, {"limit": 2}).json()
+    assert (first["page"], first["limit"], first["total"], first["pages"]) == (1, 2, 5, 3)
+    assert first["next_page"] == 2 and first["experiment"] == history.key
+    pages = [first] + [api.get(url, {"limit": 2, "page": p}).json() for p in (2, 3)]
+    assert [len(p["snapshots"]) for p in pages] == [2, 2, 1] and pages[-1]["next_page"] is None
+    cutoffs = [s["data_through"] for p in pages for s in p["snapshots"]]
+    assert cutoffs == sorted(cutoffs) and len(set(cutoffs)) == 5
+    everything = api.get(url).json()  # the default page holds them all here
+    assert [s["data_through"] for s in everything["snapshots"]] == cutoffs
+    assert everything["snapshots"][0]["metrics"] and everything["snapshots"][-1]["metrics"]
+
+
+@pytest.mark.parametrize("params", [{"page": "0"}, {"limit": "0"}, {"limit": "501"}, {"page": "x"}])
+def test_history_refuses_bad_page_parameters(api, history, params):
+    url = f"{BASE}/experiments/{history.key}/results/history"
+    response = api.get(url, params)
+    assert response.status_code == 400 and set(response.json()) <= {"page", "limit"}
+
+
+def test_history_reads_a_constant_number_of_queries(api, history, django_assert_num_queries):
+    """The count, the page's snapshots and the page's rows (plus the request's own lookups),
+    however many snapshots the page holds."""
+    url = f"{BASE}/experiments/{history.key}/results/history"
+    with CaptureQueriesContext(connection) as few:
+        assert len(api.get(url).json()["snapshots"]) == 2
+    copy_snapshots(history, 30)
+    with django_assert_num_queries(len(few.captured_queries)):
+        assert len(api.get(url).json()["snapshots"]) == 32
+    with django_assert_num_queries(3):
+        page = results_history_page(history, page=2, limit=10)
+    assert len(page["snapshots"]) == 10 and page["total"] == 32

@@ -1,0 +1,20 @@
+"""The one place that hands work to the Celery tasks (analysis.tasks).
+
+Services and webhooks call these instead of importing the tasks, so the tasks import the
+services and nothing imports back. The task objects are imported when a message is sent, not
+when this module loads: analysis.tasks imports the services, which import this module.
+"""
+
+
+def enqueue_run(experiment_id: int, run_id: int) -> None:
+    """Send ``analysis.run`` for a recorded run (raises when the broker is unavailable)."""
+    from analysis.tasks import run_analysis
+
+    run_analysis.delay(experiment_id, run_id)
+
+
+def enqueue_webhook(delivery_id: int) -> None:
+    """Send ``analysis.deliver_webhook`` for a stored delivery."""
+    from analysis.tasks import deliver_webhook
+
+    deliver_webhook.delay(delivery_id)

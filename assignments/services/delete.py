@@ -90,11 +90,10 @@ def events_delete(
     querysets = _matching_events(project, kind, filters)
     matched = {"metric": 0, "exposure": 0}
     deleted = {"metric": 0, "exposure": 0}
-    # Note: this loop rebinds ``kind``, so the audit below records the last table's type.
-    for kind, rows in querysets.items():
-        matched[kind] = rows.count()
-        if not dry_run and matched[kind]:
-            deleted[kind] = rows.delete()[0]
+    for table, rows in querysets.items():
+        matched[table] = rows.count()
+        if not dry_run and matched[table]:
+            deleted[table] = rows.delete()[0]
     if not dry_run:
         audit_log_record(
             project=project,

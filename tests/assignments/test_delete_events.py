@@ -97,6 +97,11 @@ def test_a_deletion_is_audited_with_who_the_filters_and_the_counts(stored, admin
     assert log.after["deleted"] == {"metric": 1, "exposure": 0}
 
 
+def test_a_deletion_of_both_types_is_audited_as_all(stored, admin_user):
+    events_delete(project=stored, actor=admin_user, unit_ids=["u1"], kind="all")
+    assert AuditLog.objects.get(action="events.delete").after["filters"]["type"] == "all"
+
+
 @pytest.mark.parametrize(
     ("arguments", "field"),
     [

@@ -18,5 +18,6 @@ WEBHOOK_EVENT_HELP = (
     ("experiment.srm_detected", "an analysis newly finds a sample-ratio mismatch"),
 )
 
+
 def webhook_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()

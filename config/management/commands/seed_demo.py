@@ -47,6 +47,88 @@ def demo_user_ensure(project: Project) -> Any:
     return user
 
 
+DEMO_METRICS = [
+    dict(
+        key="purchase",
+        name="Purchase conversion",
+        kind="binomial",
+        event_name="purchase",
+        direction="increase",
+    ),
+    dict(
+        key="revenue",
+        name="Revenue per user",
+        kind="mean",
+        event_name="purchase",
+        direction="increase",
+        winsorize_quantile=0.99,
+    ),
+    dict(
+        key="checkout-errors",
+        name="Checkout errors per user",
+        kind="count",
+        event_name="checkout_error",
+        direction="decrease",
+    ),
+]
+
+
+def demo_metrics_ensure(project: Project, user: Any) -> None:
+    """The demo's metric catalog; metrics already there are left as they are."""
+    for m in DEMO_METRICS:
+        if not Metric.objects.filter(project=project, key=m["key"]).exists():
+            metric_create(project=project, actor=user, **m)
+
+
+def demo_experiment_start(project: Project, user: Any, days: int) -> Experiment:
+    """Create and start `checkout-redesign`, backdated `days` days (audited)."""
+    experiment = experiment_create(
+        project=project,
+        key="checkout-redesign",
+        name="Checkout redesign",
+        hypothesis="A one-page checkout raises purchase conversion without more errors.",
+        variants=[
+            {
+                "key": "control",
+                "name": "Current checkout",
+                "weight": 0.5,
+                "is_control": True,
+                "value": {"layout": "classic"},
+            },
+            {
+                "key": "treatment",
+                "name": "One-page checkout",
+                "weight": 0.5,
+                "value": {"layout": "one-page"},
+            },
+        ],
+        metrics=[
+            {"metric": "purchase", "role": "primary"},
+            {"metric": "revenue", "role": "secondary"},
+            {
+                "metric": "checkout-errors",
+                "role": "guardrail",
+                "non_inferiority_margin": 0.10,
+            },
+        ],
+        planned_sample_size=10000,
+        mde=0.15,
+        actor=user,
+    )
+    experiment = experiment_start(experiment=experiment, actor=user)
+    # Demo only: pretend it started days ago so the simulated traffic spans real time.
+    started = timezone.now() - timedelta(days=days)
+    Experiment.objects.filter(pk=experiment.pk).update(started_at=started, phase_started_at=started)
+    audit_log_record(
+        project=project,
+        experiment=experiment,
+        action="demo.backdate",
+        target=experiment.key,
+        after={"started_at": started.isoformat()},
+    )
+    return experiment
+
+
 class Command(BaseCommand):
     help = "Seed a demo project with a running experiment and simulated traffic (idempotent)."
 
@@ -64,84 +146,7 @@ class Command(BaseCommand):
             demo_user_ensure(Project.objects.get(slug="demo"))
             self.stdout.write("Demo experiment already seeded.")
             return
-        with transaction.atomic():
-            project = Project.objects.filter(slug="demo").first() or project_create(
-                slug="demo", name="Demo shop"
-            )
-            user = demo_user_ensure(project)
-            metrics = [
-                dict(
-                    key="purchase",
-                    name="Purchase conversion",
-                    kind="binomial",
-                    event_name="purchase",
-                    direction="increase",
-                ),
-                dict(
-                    key="revenue",
-                    name="Revenue per user",
-                    kind="mean",
-                    event_name="purchase",
-                    direction="increase",
-                    winsorize_quantile=0.99,
-                ),
-                dict(
-                    key="checkout-errors",
-                    name="Checkout errors per user",
-                    kind="count",
-                    event_name="checkout_error",
-                    direction="decrease",
-                ),
-            ]
-            for m in metrics:
-                if not Metric.objects.filter(project=project, key=m["key"]).exists():
-                    metric_create(project=project, actor=user, **m)
-            experiment = experiment_create(
-                project=project,
-                key="checkout-redesign",
-                name="Checkout redesign",
-                hypothesis="A one-page checkout raises purchase conversion without more errors.",
-                variants=[
-                    {
-                        "key": "control",
-                        "name": "Current checkout",
-                        "weight": 0.5,
-                        "is_control": True,
-                        "value": {"layout": "classic"},
-                    },
-                    {
-                        "key": "treatment",
-                        "name": "One-page checkout",
-                        "weight": 0.5,
-                        "value": {"layout": "one-page"},
-                    },
-                ],
-                metrics=[
-                    {"metric": "purchase", "role": "primary"},
-                    {"metric": "revenue", "role": "secondary"},
-                    {
-                        "metric": "checkout-errors",
-                        "role": "guardrail",
-                        "non_inferiority_margin": 0.10,
-                    },
-                ],
-                planned_sample_size=10000,
-                mde=0.15,
-                actor=user,
-            )
-            experiment = experiment_start(experiment=experiment, actor=user)
-            # Demo only: pretend it started days ago so the simulated traffic spans real time.
-            started = timezone.now() - timedelta(days=o["days"])
-            Experiment.objects.filter(pk=experiment.pk).update(
-                started_at=started, phase_started_at=started
-            )
-            audit_log_record(
-                project=project,
-                experiment=experiment,
-                action="demo.backdate",
-                target=experiment.key,
-                after={"started_at": started.isoformat()},
-            )
+        experiment = self.seed_definitions(days=o["days"])
         call_command(
             "simulate_traffic",
             project="demo",
@@ -149,8 +154,26 @@ class Command(BaseCommand):
             users=o["users"],
             stdout=self.stdout,
         )
-        # A daily history of snapshots, as if the worker had analysed it every day, so the
-        # dashboard's over-time charts have a story to tell; the worker adds the latest one.
+        self.backfill(experiment)
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo seeded. Log in as '{DEMO_USER}' with password '{DEMO_PASSWORD}'."
+            )
+        )
+
+    @transaction.atomic
+    def seed_definitions(self, *, days: int) -> Experiment:
+        """The demo project, its `demo` login, metrics and the started experiment, at once."""
+        project = Project.objects.filter(slug="demo").first() or project_create(
+            slug="demo", name="Demo shop"
+        )
+        user = demo_user_ensure(project)
+        demo_metrics_ensure(project, user)
+        return demo_experiment_start(project, user, days)
+
+    def backfill(self, experiment: Experiment) -> None:
+        """A daily history of snapshots, as if the worker had analysed it every day, so the
+        dashboard's over-time charts have a story to tell; the worker adds the latest one."""
         from analysis.services import analysis_backfill
 
         try:
@@ -161,8 +184,3 @@ class Command(BaseCommand):
             self.stderr.write(f"The demo's daily history could not be computed: {exc}")
         else:
             self.stdout.write(f"Backfilled {len(snapshots)} daily snapshots.")
-        self.stdout.write(
-            self.style.SUCCESS(
-                f"Demo seeded. Log in as '{DEMO_USER}' with password '{DEMO_PASSWORD}'."
-            )
-        )

@@ -1,0 +1,307 @@
+"""The experiment form, its variant, metric and ramp-stage rows, and the lifecycle actions."""
+
+from typing import Any
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.forms.formsets import BaseFormSet, formset_factory
+
+from bucketing.conditions import validate_condition
+from experiments.forms.fields import JSONTextField, _fraction
+from experiments.models import (
+    DecisionPolicy,
+    Experiment,
+    ExperimentStatus,
+    MetricRole,
+    Project,
+    Role,
+)
+from experiments.services import (
+    FROZEN_WHEN_LIVE,
+    MAX_MDE,
+    MAX_PLANNED_SAMPLE_SIZE,
+    MAX_RAMP_STAGE_HOURS,
+    WEIGHT_TOLERANCE,
+)
+
+# Path segments of the pages that an experiment key would shadow.
+RESERVED_KEYS = ("new",)
+HASH_ATTRIBUTES = ("id", "user_id", "device_id", "anonymous_id", "session_id", "company_id")
+
+
+class ExperimentForm(forms.Form):
+    key = forms.SlugField(
+        max_length=100,
+        help_text="Lowercase letters, digits and dashes; what SDKs and the API call it. "
+        "It cannot change later.",
+    )
+    name = forms.CharField(max_length=200)
+    hypothesis = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="What you change, what you expect to move, and why.",
+    )
+    owner = forms.ChoiceField(required=False)
+    hash_attribute = forms.CharField(
+        max_length=64,
+        initial="id",
+        widget=forms.TextInput(attrs={"list": "hash-attributes"}),
+        help_text="The attribute that identifies a unit: a unit always gets the same variant.",
+    )
+    coverage = _fraction(
+        "Traffic coverage",
+        initial=1.0,
+        help_text="Share of eligible units in the experiment: 0.2 = 20%. "
+        "With a ramp plan, the first stage's coverage applies at the start.",
+    )
+    targeting = JSONTextField(
+        empty={},
+        label="Targeting condition",
+        help_text='Optional, GrowthBook condition syntax, e.g. {"country": {"$in": ["US", "CA"]}}.',
+        widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
+    )
+    layer = forms.CharField(
+        max_length=64,
+        required=False,
+        help_text="Optional: experiments in one layer with disjoint ranges never share a unit.",
+    )
+    layer_start = _fraction("Layer range from", initial=0.0)
+    layer_end = _fraction("to", initial=1.0)
+    alpha = forms.FloatField(
+        min_value=0.0001,
+        max_value=0.49,
+        initial=0.05,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+        help_text="False-positive rate; shared by the primary metrics.",
+    )
+    decision_policy = forms.ChoiceField(
+        choices=DecisionPolicy.choices, initial=DecisionPolicy.SUPERIORITY
+    )
+    planned_sample_size = forms.IntegerField(
+        min_value=2,
+        max_value=MAX_PLANNED_SAMPLE_SIZE,
+        required=False,
+        help_text="Units over all variants; use the calculator below.",
+    )
+    mde = forms.FloatField(
+        label="Minimum detectable effect",
+        min_value=0,
+        max_value=MAX_MDE,
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+        help_text="Relative lift the test should detect: 0.05 = +5%.",
+    )
+    end_date = forms.DateTimeField(
+        required=False,
+        label="Planned end (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+    )
+    auto_rollback = forms.BooleanField(
+        required=False,
+        help_text="Roll back on its own when a guardrail or primary metric shows harm, "
+        "or the experiment is unhealthy.",
+    )
+
+    def __init__(
+        self,
+        *args: Any,
+        project: Project,
+        experiment: Experiment | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.project = project
+        self.experiment = experiment
+        members = (
+            project.memberships.filter(role__in=[Role.ADMIN, Role.EDITOR])
+            .select_related("user")
+            .order_by("user__username")
+        )
+        usernames = [m.user.get_username() for m in members]
+        if experiment is not None and experiment.owner_id:
+            current = experiment.owner.get_username()
+            if current not in usernames:
+                usernames.append(current)
+        self.fields["owner"].choices = [("", "(nobody)")] + [(u, u) for u in usernames]
+        if experiment is not None:
+            self.fields["key"].disabled = True
+            self.fields["key"].help_text = "The key cannot change."
+            if self.is_live:
+                for name in (*FROZEN_WHEN_LIVE, "coverage"):
+                    if name in self.fields:
+                        self.fields[name].disabled = True
+                self.fields[
+                    "coverage"
+                ].help_text = (
+                    "Change coverage with Ramp on the experiment page (it may only go up)."
+                )
+                self.fields[
+                    "targeting"
+                ].help_text += (
+                    " Changing it while live starts a new phase: the analysis window resets."
+                )
+
+    @property
+    def is_live(self) -> bool:
+        return self.experiment is not None and self.experiment.status != ExperimentStatus.DRAFT
+
+    def clean_key(self) -> str:
+        key = self.cleaned_data["key"]
+        if key in RESERVED_KEYS:
+            raise ValidationError(f"'{key}' is reserved by the web pages; choose another key.")
+        return key
+
+    def clean_targeting(self) -> Any:
+        targeting = self.cleaned_data["targeting"]
+        problems = validate_condition(targeting)
+        if problems:
+            raise ValidationError(problems)
+        return targeting
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        start, end = data.get("layer_start"), data.get("layer_end")
+        if start is not None and end is not None and not start < end:
+            self.add_error("layer_end", "The end of the layer range must be above its start.")
+        return data
+
+
+class VariantForm(forms.Form):
+    key = forms.SlugField(max_length=100, widget=forms.TextInput(attrs={"placeholder": "key"}))
+    name = forms.CharField(
+        max_length=200, required=False, widget=forms.TextInput(attrs={"placeholder": "name"})
+    )
+    weight = forms.FloatField(
+        min_value=0,
+        max_value=1,
+        widget=forms.NumberInput(attrs={"step": "any", "min": 0, "max": 1, "class": "weight"}),
+    )
+    is_control = forms.BooleanField(
+        required=False, widget=forms.CheckboxInput(attrs={"class": "is-control"})
+    )
+    value = JSONTextField(
+        empty=None,
+        widget=forms.Textarea(
+            attrs={"rows": 1, "spellcheck": "false", "placeholder": '{"color": "blue"}'}
+        ),
+    )
+
+
+def _rows(formset: BaseFormSet) -> list[dict[str, Any]]:
+    """The cleaned rows a person kept (not removed, not left blank)."""
+    return [
+        form.cleaned_data
+        for form in formset.forms
+        if form.cleaned_data and not form.cleaned_data.get("DELETE")
+    ]
+
+
+class BaseVariantFormSet(BaseFormSet):
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        rows = _rows(self)
+        if len(rows) < 2:
+            raise ValidationError("Add at least two variants: a control and a treatment.")
+        keys = [r["key"] for r in rows]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValidationError(f"Variant keys must be unique: {', '.join(duplicates)}.")
+        controls = sum(1 for r in rows if r["is_control"])
+        if controls != 1:
+            raise ValidationError(
+                f"Tick exactly one variant as the control (now {controls} are ticked)."
+            )
+        total = sum(r["weight"] for r in rows)
+        if abs(total - 1) > WEIGHT_TOLERANCE:
+            raise ValidationError(
+                f"Weights must sum to 1; they sum to {total:g}. "
+                "For an even split of two variants use 0.5 and 0.5."
+            )
+
+
+VariantFormSet = formset_factory(VariantForm, formset=BaseVariantFormSet, extra=0, can_delete=True)
+
+
+class ExperimentMetricForm(forms.Form):
+    metric = forms.ChoiceField()
+    role = forms.ChoiceField(choices=MetricRole.choices, initial=MetricRole.PRIMARY)
+    non_inferiority_margin = forms.FloatField(
+        label="Margin",
+        min_value=0,
+        max_value=0.99,
+        required=False,
+        widget=forms.NumberInput(attrs={"step": "any", "min": 0, "max": 0.99}),
+        help_text="Guardrails: relative harm tolerated, 0.02 = 2%.",
+    )
+
+    def __init__(self, *args: Any, metric_choices: list[tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["metric"].choices = [("", "choose a metric")] + metric_choices
+
+
+class BaseExperimentMetricFormSet(BaseFormSet):
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        keys = [r["metric"] for r in _rows(self)]
+        duplicates = sorted({k for k in keys if keys.count(k) > 1})
+        if duplicates:
+            raise ValidationError(f"Each metric may appear once: {', '.join(duplicates)}.")
+
+
+ExperimentMetricFormSet = formset_factory(
+    ExperimentMetricForm, formset=BaseExperimentMetricFormSet, extra=0, can_delete=True
+)
+
+
+class RampStageForm(forms.Form):
+    coverage = _fraction("Coverage", minimum=0.0001)
+    min_hours = forms.FloatField(
+        label="Minimum hours",
+        min_value=0,
+        max_value=MAX_RAMP_STAGE_HOURS,
+        initial=24,
+        widget=forms.NumberInput(attrs={"step": "any", "min": 0, "max": MAX_RAMP_STAGE_HOURS}),
+    )
+
+
+class BaseRampFormSet(BaseFormSet):
+    def clean(self) -> None:
+        if any(self.errors):
+            return
+        previous = 0.0
+        for i, row in enumerate(_rows(self)):
+            if row["coverage"] <= previous:
+                raise ValidationError(
+                    f"Each ramp stage must raise coverage (stage {i + 1} is {row['coverage']:g}, "
+                    f"after {previous:g})."
+                )
+            previous = row["coverage"]
+
+
+RampFormSet = formset_factory(RampStageForm, formset=BaseRampFormSet, extra=0, can_delete=True)
+
+FORM_FIELDS = tuple(ExperimentForm.base_fields)
+
+
+# --- lifecycle actions ----------------------------------------------------------------------
+
+
+class RampForm(forms.Form):
+    coverage = _fraction("New coverage", minimum=0.0001)
+
+
+class ConcludeForm(forms.Form):
+    decision = forms.ChoiceField(label="Decision")
+
+    def __init__(self, *args: Any, experiment: Experiment, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["decision"].choices = [
+            (v.key, f"Keep control ({v.key})" if v.is_control else f"Ship {v.key}")
+            for v in experiment.variants.all()
+        ]
+
+
+class RollbackForm(forms.Form):
+    reason = forms.CharField(max_length=500, required=False)

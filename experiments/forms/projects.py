@@ -1,0 +1,46 @@
+"""Projects, their settings, members and API keys."""
+
+from django import forms
+
+from experiments.models import ApiKeyScope, Role
+
+
+class ProjectForm(forms.Form):
+    slug = forms.SlugField(max_length=64, help_text="Short identifier used in URLs and the API.")
+    name = forms.CharField(max_length=200)
+
+
+class ProjectSettingsForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    webhook_url = forms.URLField(
+        required=False,
+        assume_scheme="https",
+        help_text=(
+            "Optional: abacus POSTs rollbacks, ramp steps, recommendation changes and "
+            "sample-ratio mismatch alerts here (signed; see the Webhook section)."
+        ),
+    )
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150)
+    role = forms.ChoiceField(choices=Role.choices, initial=Role.EDITOR)
+    email = forms.EmailField(required=False, help_text="For a new account only.")
+    password = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(attrs={"autocomplete": "new-password"}),
+        help_text="Only to create an account for someone who has none yet.",
+    )
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Role.choices)
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="Which service uses it, e.g. checkout-api.")
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKeyScope.choices,
+        widget=forms.CheckboxSelectMultiple,
+        initial=[ApiKeyScope.ASSIGN, ApiKeyScope.INGEST],
+    )

@@ -1,0 +1,206 @@
+"""The lifecycle of a started experiment: start, pause, resume, ramp, conclude, rollback."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import DomainError
+from experiments.models import Experiment, ExperimentStatus, MetricRole
+from experiments.selectors import ramp_stage_due_at
+from experiments.services.audit import audit_log_record
+from experiments.services.rules import _check_spec, _check_variants, _is_number, _stage_index_for
+
+
+def _check_status(experiment: Experiment, action: str, allowed_from: Sequence[str]) -> None:
+    if experiment.status not in allowed_from:
+        allowed = " or ".join(ExperimentStatus(s).label.lower() for s in allowed_from)
+        raise DomainError(
+            f"Cannot {action} an experiment that is "
+            f"{experiment.get_status_display().lower()} (only when {allowed}).",
+            "status",
+        )
+
+
+def _transition(
+    experiment: Experiment,
+    *,
+    allowed_from: Sequence[str],
+    to: str,
+    action: str,
+    actor: AbstractBaseUser | None,
+    extra: dict[str, Any] | None = None,
+    note: dict[str, Any] | None = None,
+) -> Experiment:
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    _check_status(experiment, action, allowed_from)
+    before = {"status": experiment.status, "coverage": experiment.coverage}
+    experiment.status = to
+    for name, value in (extra or {}).items():
+        setattr(experiment, name, value)
+    experiment.save()
+    after: dict[str, Any] = {"status": experiment.status, "coverage": experiment.coverage}
+    if extra:
+        after.update({k: v for k, v in extra.items() if k in ("decision_variant", "coverage")})
+    after.update(note or {})
+    audit_log_record(
+        project=experiment.project,
+        experiment=experiment,
+        action=f"experiment.{action}",
+        target=experiment.key,
+        actor=actor,
+        before=before,
+        after=after,
+    )
+    return experiment
+
+
+@transaction.atomic
+def experiment_start(
+    *, experiment: Experiment, actor: AbstractBaseUser | None = None
+) -> Experiment:
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    _check_status(experiment, "start", [ExperimentStatus.DRAFT])
+    variants = [
+        {"key": v.key, "weight": v.weight, "is_control": v.is_control}
+        for v in experiment.variants.all()
+    ]
+    _check_variants(variants)
+    roles = set(experiment.experiment_metrics.values_list("role", flat=True))
+    if not roles:
+        raise DomainError("Add at least one metric before starting the experiment.", "metrics")
+    if MetricRole.PRIMARY not in roles:
+        raise DomainError(
+            "Mark at least one metric as primary before starting: it decides whether to ship.",
+            "metrics",
+        )
+    _check_spec(experiment)
+    now = timezone.now()
+    extra: dict[str, Any] = {"started_at": now, "phase_started_at": now}
+    if experiment.ramp_stages:
+        extra.update(
+            coverage=float(experiment.ramp_stages[0]["coverage"]),
+            ramp_stage_index=0,
+            ramp_stage_started_at=now,
+        )
+    return _transition(
+        experiment,
+        allowed_from=[ExperimentStatus.DRAFT],
+        to=ExperimentStatus.RUNNING,
+        action="start",
+        actor=actor,
+        extra=extra,
+    )
+
+
+@transaction.atomic
+def experiment_pause(
+    *, experiment: Experiment, actor: AbstractBaseUser | None = None
+) -> Experiment:
+    return _transition(
+        experiment,
+        allowed_from=[ExperimentStatus.RUNNING],
+        to=ExperimentStatus.PAUSED,
+        action="pause",
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def experiment_resume(
+    *, experiment: Experiment, actor: AbstractBaseUser | None = None
+) -> Experiment:
+    return _transition(
+        experiment,
+        allowed_from=[ExperimentStatus.PAUSED],
+        to=ExperimentStatus.RUNNING,
+        action="resume",
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def experiment_ramp(
+    *, experiment: Experiment, coverage: float, actor: AbstractBaseUser | None = None
+) -> Experiment:
+    experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    _check_status(experiment, "ramp", [ExperimentStatus.RUNNING, ExperimentStatus.PAUSED])
+    if not _is_number(coverage) or not 0 < coverage <= 1:
+        raise DomainError("Coverage must be a number in (0, 1] (0.5 = 50% of units).", "coverage")
+    if coverage < experiment.coverage - 1e-12:
+        raise DomainError(
+            f"Coverage may only go up while live (now {experiment.coverage:g}); "
+            "roll back to stop the experiment instead.",
+            "coverage",
+        )
+    if abs(coverage - experiment.coverage) <= 1e-12:
+        raise DomainError(
+            f"Coverage is already {experiment.coverage:g}; choose a higher value.", "coverage"
+        )
+    extra: dict[str, Any] = {"coverage": float(coverage)}
+    stages = experiment.ramp_stages or []
+    if stages:
+        due = ramp_stage_due_at(experiment)
+        now = timezone.now()
+        if due is not None and now < due:
+            index = min(experiment.ramp_stage_index, len(stages) - 1)
+            hours = float(stages[index].get("min_hours", 0))
+            raise DomainError(
+                f"Ramp stage {index + 1} ({float(stages[index]['coverage']):.0%}) must run for "
+                f"at least {hours:g} h before coverage goes up; it can advance after "
+                f"{due:%Y-%m-%d %H:%M} UTC. Edit the ramp plan to change its duration.",
+                "coverage",
+            )
+        index = _stage_index_for(stages, coverage)
+        if index != experiment.ramp_stage_index or coverage > float(stages[-1]["coverage"]):
+            extra.update(ramp_stage_index=index, ramp_stage_started_at=now)
+    return _transition(
+        experiment,
+        allowed_from=[ExperimentStatus.RUNNING, ExperimentStatus.PAUSED],
+        to=experiment.status,
+        action="ramp",
+        actor=actor,
+        extra=extra,
+    )
+
+
+@transaction.atomic
+def experiment_conclude(
+    *, experiment: Experiment, decision: str, actor: AbstractBaseUser | None = None
+) -> Experiment:
+    variants = list(experiment.variants.values_list("key", "is_control"))
+    keys = [k for k, _ in variants]
+    if decision not in keys:
+        control = next((k for k, c in variants if c), keys[0] if keys else "control")
+        raise DomainError(
+            f"Decision must be one of the variant keys: {', '.join(keys)} "
+            f"(choose '{control}' to keep the control).",
+            "decision",
+        )
+    is_control = dict(variants)[decision]
+    return _transition(
+        experiment,
+        allowed_from=[ExperimentStatus.RUNNING, ExperimentStatus.PAUSED],
+        to=ExperimentStatus.CONCLUDED,
+        action="conclude",
+        actor=actor,
+        extra={"decision_variant": decision, "ended_at": timezone.now()},
+        note={"decision": "keep control" if is_control else f"ship {decision}"},
+    )
+
+
+@transaction.atomic
+def experiment_rollback(
+    *, experiment: Experiment, actor: AbstractBaseUser | None = None, reason: str = ""
+) -> Experiment:
+    return _transition(
+        experiment,
+        allowed_from=[ExperimentStatus.RUNNING, ExperimentStatus.PAUSED],
+        to=ExperimentStatus.ROLLED_BACK,
+        action="rollback",
+        actor=actor,
+        extra={"ended_at": timezone.now()},
+        note={"reason": reason} if reason else None,
+    )

@@ -1,0 +1,222 @@
+"""Ranges and validation rules of a definition, shared by the definition, metric and
+lifecycle services; each refusal is a DomainError naming the field to fix."""
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from bucketing.conditions import validate_condition
+from core.errors import DomainError
+from experiments.models import Experiment, ExperimentStatus, Membership, Metric, MetricRole, Project
+from experiments.selectors import experiment_spec
+
+WEIGHT_TOLERANCE = 1e-6
+# Ranges of the numeric settings that are not fractions in [0, 1] (docs/user-guide.md "Ranges
+# of the settings"). Beyond them the analysis breaks (timestamp arithmetic overflows) or the
+# value is a typo: every service, serializer and form enforces them.
+MAX_CONVERSION_WINDOW_HOURS = 8760  # one year, for the window and the pre-exposure window
+MAX_PLANNED_SAMPLE_SIZE = 1_000_000_000
+MAX_MDE = 10.0  # a relative lift of +1000%
+MAX_RAMP_STAGE_HOURS = 8760
+# Fields of a live (started) experiment that would spoil its statistics if they changed: the
+# bucketing (seed, hash attribute, layer slice) and the pre-registered design (alpha, planned
+# sample, MDE, decision policy).
+FROZEN_WHEN_LIVE = (
+    "seed",
+    "hash_attribute",
+    "layer",
+    "layer_start",
+    "layer_end",
+    "alpha",
+    "planned_sample_size",
+    "mde",
+    "decision_policy",
+)
+FINISHED = (ExperimentStatus.CONCLUDED, ExperimentStatus.ROLLED_BACK)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return math.isclose(float(a), float(b), rel_tol=0, abs_tol=1e-12)
+    return a == b
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _check_variants(variants: Sequence[dict[str, Any]]) -> None:
+    if len(variants) < 2:
+        raise DomainError(
+            "An experiment needs at least two variants: a control and a treatment.", "variants"
+        )
+    keys = [v.get("key") or "" for v in variants]
+    if any(not k for k in keys):
+        raise DomainError("Every variant needs a key (e.g. control, treatment).", "variants")
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise DomainError(
+            f"Variant keys must be unique ({', '.join(duplicates)} appears more than once).",
+            "variants",
+        )
+    controls = sum(1 for v in variants if v.get("is_control"))
+    if controls != 1:
+        raise DomainError(
+            f"Exactly one variant must be the control (found {controls}).", "variants"
+        )
+    for v in variants:
+        weight = v.get("weight")
+        if not _is_number(weight) or not 0 <= weight <= 1:
+            raise DomainError(
+                f"The weight of variant '{v['key']}' must be a number between 0 and 1.",
+                "variants",
+            )
+    total = sum(float(v["weight"]) for v in variants)
+    if abs(total - 1.0) > WEIGHT_TOLERANCE:
+        raise DomainError(
+            f"Variant weights must sum to 1 (they sum to {total:g}); "
+            "e.g. 0.5 and 0.5 for an even split.",
+            "variants",
+        )
+
+
+def _check_metrics(project: Project, metrics: Sequence[dict[str, Any]]) -> list[tuple]:
+    resolved = []
+    seen = set()
+    for item in metrics:
+        key = item["metric"]
+        if key in seen:
+            raise DomainError(f"Metric '{key}' is listed twice.", "metrics")
+        seen.add(key)
+        metric = Metric.objects.filter(project=project, key=key).first()
+        if metric is None:
+            raise DomainError(
+                f"Unknown metric '{key}' in this project; add it to the metric catalog first.",
+                "metrics",
+            )
+        role = item.get("role") or MetricRole.PRIMARY
+        if role not in MetricRole.values:
+            raise DomainError(
+                f"Unknown metric role '{role}'; use {', '.join(MetricRole.values)}.", "metrics"
+            )
+        margin = item.get("non_inferiority_margin")
+        if role == MetricRole.GUARDRAIL and margin is None:
+            margin = 0.0
+        if margin is not None and (not _is_number(margin) or not 0 <= float(margin) < 1):
+            raise DomainError(
+                f"Non-inferiority margin of '{key}' must be a relative lift in [0, 1) "
+                "(0.02 tolerates a 2% change in the harmful direction).",
+                "metrics",
+            )
+        resolved.append((metric, role, None if margin is None else float(margin)))
+    return resolved
+
+
+def _check_ramp(stages: Sequence[dict[str, Any]]) -> None:
+    previous = 0.0
+    for i, stage in enumerate(stages):
+        coverage = stage.get("coverage")
+        hours = stage.get("min_hours", 0)
+        if not _is_number(coverage) or not 0 < coverage <= 1:
+            raise DomainError(
+                f"Ramp stage {i + 1}: coverage must be in (0, 1] (0.05 = 5% of units).",
+                "ramp_stages",
+            )
+        if coverage <= previous:
+            raise DomainError(
+                f"Ramp stages must increase coverage (stage {i + 1} is {coverage:g}, "
+                f"after {previous:g}).",
+                "ramp_stages",
+            )
+        if not _is_number(hours) or not 0 <= hours <= MAX_RAMP_STAGE_HOURS:
+            raise DomainError(
+                f"Ramp stage {i + 1}: min_hours must be from 0 to {MAX_RAMP_STAGE_HOURS} "
+                "(one year).",
+                "ramp_stages",
+            )
+        units = stage.get("min_units")
+        if units is not None and not (isinstance(units, int) and 1 <= units <= 10**9):
+            raise DomainError(
+                f"Ramp stage {i + 1}: min_units must be a whole number of units per arm from 1 "
+                "to 1,000,000,000.",
+                "ramp_stages",
+            )
+        previous = coverage
+
+
+def _check_definition(experiment: Experiment) -> None:
+    """Rules on the experiment row itself, phrased for the person who has to fix them."""
+    if not _is_number(experiment.coverage) or not 0 <= experiment.coverage <= 1:
+        raise DomainError("Coverage must be between 0 and 1 (0.2 = 20% of units).", "coverage")
+    if not _is_number(experiment.alpha) or not 0 < experiment.alpha < 0.5:
+        raise DomainError("Alpha must be between 0 and 0.5 (0.05 is usual).", "alpha")
+    if not (experiment.hash_attribute or "").strip():
+        raise DomainError(
+            "Choose the attribute that identifies a unit (e.g. id, user_id, device_id).",
+            "hash_attribute",
+        )
+    if not (experiment.seed or "").strip():
+        raise DomainError("The seed must not be empty.", "seed")
+    if experiment.targeting is None:
+        experiment.targeting = {}
+    problems = validate_condition(experiment.targeting)
+    if problems:
+        raise DomainError("Targeting: " + " ".join(problems), "targeting")
+    start, end = experiment.layer_start, experiment.layer_end
+    if not (_is_number(start) and _is_number(end) and 0 <= start < end <= 1):
+        raise DomainError(
+            "The layer range must satisfy 0 <= start < end <= 1 "
+            "(e.g. 0 to 0.5 for the first half of the layer).",
+            "layer",
+        )
+    planned = experiment.planned_sample_size
+    if planned is not None and (
+        not _is_number(planned)
+        or planned != int(planned)
+        or not 2 <= planned <= MAX_PLANNED_SAMPLE_SIZE
+    ):
+        raise DomainError(
+            "The planned sample size counts units over all variants: a whole number from 2 to "
+            f"{MAX_PLANNED_SAMPLE_SIZE:,}.",
+            "planned_sample_size",
+        )
+    if experiment.mde is not None and (
+        not _is_number(experiment.mde) or not 0 < experiment.mde <= MAX_MDE
+    ):
+        raise DomainError(
+            f"The MDE must be a relative lift above 0 and at most {MAX_MDE:g} "
+            "(0.05 = +5%; 10 = +1000%).",
+            "mde",
+        )
+    if experiment.ramp_stages:
+        _check_ramp(experiment.ramp_stages)
+    experiment.full_clean(exclude=["owner"])
+
+
+def _check_spec(experiment: Experiment) -> None:
+    """The definition must stay servable: assignment builds this spec for every request."""
+    try:
+        experiment_spec(experiment, list(experiment.variants.all()))
+    except ValueError as exc:
+        raise DomainError(f"This definition cannot be served: {exc}.", "variants") from exc
+
+
+def _check_owner(project: Project, owner: AbstractBaseUser | None) -> None:
+    if owner is None or owner.is_superuser:
+        return
+    if not Membership.objects.filter(project=project, user=owner).exists():
+        raise DomainError(
+            f"The owner must be a member of this project ({owner.get_username()} is not).",
+            "owner",
+        )
+
+
+def _stage_index_for(stages: Sequence[dict[str, Any]], coverage: float) -> int:
+    """The last ramp stage whose coverage has been reached (0 before the first)."""
+    index = 0
+    for i, stage in enumerate(stages):
+        if coverage >= float(stage["coverage"]) - 1e-12:
+            index = i
+    return index

@@ -90,7 +90,7 @@ class PowerInput(serializers.Serializer):
         stages = []
         for k, part in enumerate(p for p in value.split(",") if p.strip()):
             pieces = part.split(":")
-            if len(pieces) != 2:
+            if len(pieces) != 2 or not all(piece.strip() for piece in pieces):
                 raise serializers.ValidationError(
                     f"Stage {k + 1}: write coverage:min_hours, e.g. 0.05:24."
                 )

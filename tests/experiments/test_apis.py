@@ -426,6 +426,7 @@ def test_power_duration_through_the_ramp_plan(api):
         ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "ramp": "2:24"}, "ramp"),
         ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "ramp": "0.1"}, "ramp"),
         ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "ramp": "0.1:-1"}, "ramp"),
+        ({"kind": "binomial", "baseline": 0.1, "mde": 0.05, "ramp": ":"}, "ramp"),  # was a 500
         ({"kind": "binomial", "baseline": "nan", "mde": 0.05}, "baseline"),
     ],
 )

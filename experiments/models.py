@@ -152,6 +152,11 @@ def new_seed() -> str:
     return uuid.uuid4().hex[:12]
 
 
+# A ramp stage's minimum duration when none is given: the one default every form, serializer,
+# service and selector uses (docs/user-guide.md, "Ranges of the settings").
+RAMP_STAGE_DEFAULT_HOURS = 24
+
+
 class Experiment(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="experiments")
     key = models.SlugField(max_length=100)

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from bucketing.payload import ExperimentSpec, VariantSpec
 from experiments.models import (
+    RAMP_STAGE_DEFAULT_HOURS,
     ApiKey,
     AuditLog,
     Experiment,
@@ -270,7 +271,9 @@ def ramp_stage_due_at(experiment: Experiment) -> datetime | None:
     if not stages or experiment.ramp_stage_started_at is None:
         return None
     stage = stages[min(experiment.ramp_stage_index, len(stages) - 1)]
-    return experiment.ramp_stage_started_at + timedelta(hours=float(stage.get("min_hours", 0)))
+    return experiment.ramp_stage_started_at + timedelta(
+        hours=float(stage.get("min_hours", RAMP_STAGE_DEFAULT_HOURS))
+    )
 
 
 def ramp_status(

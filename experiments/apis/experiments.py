@@ -11,7 +11,13 @@ from rest_framework.views import APIView
 from bucketing.conditions import validate_condition
 from experiments import services
 from experiments.apis.access import project_for
-from experiments.models import DecisionPolicy, Experiment, ExperimentStatus, MetricRole
+from experiments.models import (
+    RAMP_STAGE_DEFAULT_HOURS,
+    DecisionPolicy,
+    Experiment,
+    ExperimentStatus,
+    MetricRole,
+)
 from experiments.selectors import audit_log_for_experiment, experiment_get, experiments_search
 
 
@@ -34,7 +40,7 @@ class ExperimentMetricSerializer(serializers.Serializer):
 class RampStageSerializer(serializers.Serializer):
     coverage = serializers.FloatField(min_value=0, max_value=1)
     min_hours = serializers.FloatField(
-        min_value=0, max_value=services.MAX_RAMP_STAGE_HOURS, default=24
+        min_value=0, max_value=services.MAX_RAMP_STAGE_HOURS, default=RAMP_STAGE_DEFAULT_HOURS
     )
     # Units per arm before the stage may advance (default: the stage's share of the plan).
     min_units = serializers.IntegerField(min_value=1, max_value=10**9, required=False)
@@ -102,7 +108,7 @@ class ExperimentSerializer(serializers.Serializer):
         for i, stage in enumerate(stages):
             if "coverage" not in stage:
                 raise serializers.ValidationError(f"Ramp stage {i + 1} needs a coverage.")
-            stage.setdefault("min_hours", 24)
+            stage.setdefault("min_hours", RAMP_STAGE_DEFAULT_HOURS)
         return stages
 
     def validate_targeting(self, targeting: Any) -> dict:

@@ -9,6 +9,7 @@ from django.forms.formsets import BaseFormSet, formset_factory
 from bucketing.conditions import validate_condition
 from experiments.forms.fields import JSONTextField, _fraction
 from experiments.models import (
+    RAMP_STAGE_DEFAULT_HOURS,
     DecisionPolicy,
     Experiment,
     ExperimentStatus,
@@ -261,7 +262,7 @@ class RampStageForm(forms.Form):
         label="Minimum hours",
         min_value=0,
         max_value=MAX_RAMP_STAGE_HOURS,
-        initial=24,
+        initial=RAMP_STAGE_DEFAULT_HOURS,
         widget=forms.NumberInput(attrs={"step": "any", "min": 0, "max": MAX_RAMP_STAGE_HOURS}),
     )
 

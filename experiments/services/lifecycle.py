@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import DomainError
-from experiments.models import Experiment, ExperimentStatus, MetricRole
+from experiments.models import RAMP_STAGE_DEFAULT_HOURS, Experiment, ExperimentStatus, MetricRole
 from experiments.selectors import ramp_stage_due_at
 from experiments.services.audit import audit_log_record
 from experiments.services.rules import _check_spec, _check_variants, _is_number, _stage_index_for
@@ -146,7 +146,7 @@ def experiment_ramp(
         now = timezone.now()
         if due is not None and now < due:
             index = min(experiment.ramp_stage_index, len(stages) - 1)
-            hours = float(stages[index].get("min_hours", 0))
+            hours = float(stages[index].get("min_hours", RAMP_STAGE_DEFAULT_HOURS))
             raise DomainError(
                 f"Ramp stage {index + 1} ({float(stages[index]['coverage']):.0%}) must run for "
                 f"at least {hours:g} h before coverage goes up; it can advance after "

@@ -9,7 +9,15 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from bucketing.conditions import validate_condition
 from core.errors import DomainError
-from experiments.models import Experiment, ExperimentStatus, Membership, Metric, MetricRole, Project
+from experiments.models import (
+    RAMP_STAGE_DEFAULT_HOURS,
+    Experiment,
+    ExperimentStatus,
+    Membership,
+    Metric,
+    MetricRole,
+    Project,
+)
 from experiments.selectors import experiment_spec
 
 WEIGHT_TOLERANCE = 1e-6
@@ -118,7 +126,7 @@ def _check_ramp(stages: Sequence[dict[str, Any]]) -> None:
     previous = 0.0
     for i, stage in enumerate(stages):
         coverage = stage.get("coverage")
-        hours = stage.get("min_hours", 0)
+        hours = stage.get("min_hours", RAMP_STAGE_DEFAULT_HOURS)
         if not _is_number(coverage) or not 0 < coverage <= 1:
             raise DomainError(
                 f"Ramp stage {i + 1}: coverage must be in (0, 1] (0.05 = 5% of units).",

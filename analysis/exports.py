@@ -267,10 +267,6 @@ def snapshot_export_rows(item: SnapshotRows, cols: tuple[Column, ...]) -> list[d
     health = snapshot.health or {}
     arm_actions = {a.get("variant"): a.get("action") for a in snapshot.arms or []}
     controls = {r.metric_key: r for r in rows if r.is_control}
-    # The level a row was tested at, when the row does not store it, as services.py sets it:
-    # Bonferroni over the primary metrics and the treatment arms, else the experiment's alpha.
-    n_primary = len({r.metric_key for r in rows if r.role == "primary"}) or 1
-    n_arms = len({r.variant for r in rows if not r.is_control}) or 1
     looks = getattr(snapshot, "looks", None) or {}
     base = {
         "project": experiment.project.slug,
@@ -298,11 +294,9 @@ def snapshot_export_rows(item: SnapshotRows, cols: tuple[Column, ...]) -> list[d
         em = item.definitions.get(r.metric_id) if r.metric_id else None
         metric = em.metric if em else None
         control = controls.get(r.metric_key)
-        alpha = getattr(r, "alpha", None)
-        if alpha is None:  # rows from before the pipeline stored their level
-            alpha = details.get("alpha") or (
-                experiment.alpha / n_primary / n_arms if r.role == "primary" else experiment.alpha
-            )
+        # The level the pipeline tested the row at (rows written before it stored one were
+        # backfilled by migration 0005); control rows have none.
+        alpha = r.alpha
         fraction = getattr(r, "information_fraction", None)
         values = dict(base)
         values.update(

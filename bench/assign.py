@@ -41,14 +41,9 @@ from bucketing.payload import evaluate, evaluate_many
 
 def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str, Any]:
     """Assignment throughput: abacus in-process and over HTTP against the growthbook SDK."""
-    from growthbook import GrowthBook
-
     from experiments.services import api_key_create
 
-    units_n = int(options.get("units", 20_000 if quick else 200_000))
-    requests_n = int(options.get("requests", 1_000 if quick else 5_000))
-    workers = int(options.get("workers", 3))
-    clients = int(options.get("clients", 4))
+    units_n, requests_n, workers, clients = _options(quick, options)
     call_command("migrate", verbosity=0)
     project, experiment = bench_project("assign")
     secret = api_key_create(project=project, name="bench", scopes=["assign"]).secret
@@ -60,58 +55,116 @@ def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
             f"{units_n:,} units, experiment {experiment.key} (50/50, hash version 2); "
             f"{connection.vendor}; load {load_average()}"
         )
-
-        # The SDK, evaluating the payload the features endpoint serves.
-        payload, _ = features_payload(project)
-        gb = GrowthBook(attributes={}, features=json.loads(json.dumps(payload))["features"])
-        sdk_answers = []
-        started = time.perf_counter()
-        for unit in units:
-            gb.set_attributes({"id": unit})
-            result = gb.eval_feature(experiment.key)
-            sdk_answers.append(result.experimentResult.key if result.experimentResult else None)
-        sdk_s = time.perf_counter() - started
+        sdk_answers, sdk_s = _sdk_eval(project, experiment.key, units)
         out.write(f"  growthbook SDK eval_feature: {rate(units_n, sdk_s):,.0f}/s")
-
-        # The decision assignments_get_or_create makes for a unit with no stored assignment,
-        # without the database: the cached specs, then bucketing.payload' bucketing (numpy
-        # from 256 units on, one by one below that).
-        pairs = [(u, {}) for u in units]
-        attribute = spec.hash_attribute
-        started = time.perf_counter()
-        bulk_answers: list[str | None] = []
-        for lo in range(0, units_n, 1000):
-            specs = project_specs(project)  # the per-request cache check, as a request does
-            chunk = [{attribute: u} for u in units[lo : lo + 1000]]
-            bulk_answers += evaluate_many(specs.specs[experiment.key], chunk)
-        bulk_s = time.perf_counter() - started
-        single_n = min(units_n, 20_000)
-        started = time.perf_counter()
-        single_answers = [evaluate(spec, {attribute: u}) for u in units[:single_n]]
-        single_s = time.perf_counter() - started
-        mismatches = sum(a != b for a, b in zip(bulk_answers, sdk_answers, strict=True))
-        mismatches += sum(a != b for a, b in zip(single_answers, sdk_answers, strict=False))
-        out.write(f"  abacus decision, bulk: {rate(units_n, bulk_s):,.0f}/s")
-
-        # The full sticky path: new units are stored, returning units are read back.
-        started = time.perf_counter()
-        for lo in range(0, units_n, 1000):
-            assignments_get_or_create(project=project, units=pairs[lo : lo + 1000])
-        store_s = time.perf_counter() - started
-        started = time.perf_counter()
-        for lo in range(0, units_n, 1000):
-            assignments_get_or_create(project=project, units=pairs[lo : lo + 1000])
-        sticky_s = time.perf_counter() - started
+        local = _decisions(project, experiment.key, spec, units, sdk_answers)
+        out.write(f"  abacus decision, bulk: {rate(units_n, local['bulk_s']):,.0f}/s")
+        store_s, sticky_s = _get_or_create(project, units)
         out.write(f"  assignments_get_or_create, new units: {rate(units_n, store_s):,.0f}/s")
-
         http = _assign_http(project, secret, units_n, requests_n, workers, clients, out)
     finally:
         delete_projects(project)
 
-    rows = {
+    rows = _timings(units_n, sdk_s, local, store_s, sticky_s, http)
+    sdk_rate = rate(units_n, sdk_s)
+    results = _rates_table(out, rows, sdk_rate)
+    _write_latencies(out, http, workers, clients)
+    out.write(f"answers differing from the SDK: {local['mismatches']}")
+    return {
+        "benchmark": "assign",
+        "quick": quick,
+        "database": connection.vendor,
+        "load_after": load_average(),
+        "units": units_n,
+        "rates": results,
+        "decision_vs_sdk": round(rate(units_n, local["bulk_s"]) / sdk_rate, 2),
+        "single_decision_vs_sdk": round(rate(local["single_n"], local["single_s"]) / sdk_rate, 2),
+        "get_or_create_new_vs_sdk": round(rate(units_n, store_s) / sdk_rate, 2),
+        "get_or_create_returning_vs_sdk": round(rate(units_n, sticky_s) / sdk_rate, 2),
+        "http_single_latency_ms": {
+            phase: {"p50": round(t["p50_ms"], 2), "p99": round(t["p99_ms"], 2)}
+            for phase, t in http["single"].items()
+        },
+        "mismatches_vs_sdk": local["mismatches"],
+        "workers": workers,
+        "clients": clients,
+    }
+
+
+def _options(quick: bool, options: dict[str, str]) -> tuple[int, int, int, int]:
+    """(units, requests, workers, clients) from ``--quick`` and ``--option key=value``."""
+    units_n = int(options.get("units", 20_000 if quick else 200_000))
+    requests_n = int(options.get("requests", 1_000 if quick else 5_000))
+    workers = int(options.get("workers", 3))
+    clients = int(options.get("clients", 4))
+    return units_n, requests_n, workers, clients
+
+
+def _sdk_eval(project: Any, key: str, units: list[str]) -> tuple[list[str | None], float]:
+    """The SDK, evaluating the payload the features endpoint serves: (answers, seconds)."""
+    from growthbook import GrowthBook
+
+    payload, _ = features_payload(project)
+    gb = GrowthBook(attributes={}, features=json.loads(json.dumps(payload))["features"])
+    sdk_answers = []
+    started = time.perf_counter()
+    for unit in units:
+        gb.set_attributes({"id": unit})
+        result = gb.eval_feature(key)
+        sdk_answers.append(result.experimentResult.key if result.experimentResult else None)
+    return sdk_answers, time.perf_counter() - started
+
+
+def _decisions(
+    project: Any, key: str, spec: Any, units: list[str], sdk_answers: list[str | None]
+) -> dict[str, Any]:
+    """The decision assignments_get_or_create makes for a unit with no stored assignment,
+    without the database: the cached specs, then bucketing.payload' bucketing (numpy from 256
+    units on, one by one below that). Bulk and single timings, and answers unlike the SDK's."""
+    units_n = len(units)
+    attribute = spec.hash_attribute
+    started = time.perf_counter()
+    bulk_answers: list[str | None] = []
+    for lo in range(0, units_n, 1000):
+        specs = project_specs(project)  # the per-request cache check, as a request does
+        chunk = [{attribute: u} for u in units[lo : lo + 1000]]
+        bulk_answers += evaluate_many(specs.specs[key], chunk)
+    bulk_s = time.perf_counter() - started
+    single_n = min(units_n, 20_000)
+    started = time.perf_counter()
+    single_answers = [evaluate(spec, {attribute: u}) for u in units[:single_n]]
+    single_s = time.perf_counter() - started
+    mismatches = sum(a != b for a, b in zip(bulk_answers, sdk_answers, strict=True))
+    mismatches += sum(a != b for a, b in zip(single_answers, sdk_answers, strict=False))
+    return {"bulk_s": bulk_s, "single_s": single_s, "single_n": single_n, "mismatches": mismatches}
+
+
+def _get_or_create(project: Any, units: list[str]) -> tuple[float, float]:
+    """The full sticky path: new units are stored, returning units are read back (seconds)."""
+    pairs = [(u, {}) for u in units]
+    started = time.perf_counter()
+    for lo in range(0, len(units), 1000):
+        assignments_get_or_create(project=project, units=pairs[lo : lo + 1000])
+    store_s = time.perf_counter() - started
+    started = time.perf_counter()
+    for lo in range(0, len(units), 1000):
+        assignments_get_or_create(project=project, units=pairs[lo : lo + 1000])
+    return store_s, time.perf_counter() - started
+
+
+def _timings(
+    units_n: int,
+    sdk_s: float,
+    local: dict[str, Any],
+    store_s: float,
+    sticky_s: float,
+    http: dict[str, Any],
+) -> dict[str, tuple[float, int]]:
+    """Each path of the table: (seconds, units)."""
+    return {
         "growthbook SDK eval_feature (local)": (sdk_s, units_n),
-        "abacus decision, bulk (1,000 per call)": (bulk_s, units_n),
-        "abacus decision, one unit per call": (single_s, single_n),
+        "abacus decision, bulk (1,000 per call)": (local["bulk_s"], units_n),
+        "abacus decision, one unit per call": (local["single_s"], local["single_n"]),
         "assignments_get_or_create, new units (stores)": (store_s, units_n),
         "assignments_get_or_create, returning units": (sticky_s, units_n),
         "HTTP /assign/bulk, new units": (http["bulk_s"], http["bulk_units"]),
@@ -124,7 +177,12 @@ def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
             http["single_n"],
         ),
     }
-    sdk_rate = rate(units_n, sdk_s)
+
+
+def _rates_table(
+    out: IO[str], rows: dict[str, tuple[float, int]], sdk_rate: float
+) -> dict[str, dict[str, Any]]:
+    """Print the table of rates against the SDK's; return them for the JSON."""
     lines = [("path", "units/s", "x SDK")]
     results = {}
     for name, (seconds, count) in rows.items():
@@ -137,32 +195,16 @@ def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
         lines.append((name, f"{per_second:,.0f}", f"{per_second / sdk_rate:.2f}"))
     out.write("")
     table(out, lines)
+    return results
+
+
+def _write_latencies(out: IO[str], http: dict[str, Any], workers: int, clients: int) -> None:
     for phase, timed in http["single"].items():
         out.write(
             f"HTTP /assign latency, {phase} units, {http['single_n']:,} requests ({clients} "
             f"clients, {workers} gunicorn workers): p50 {timed['p50_ms']:.1f} ms, "
             f"p99 {timed['p99_ms']:.1f} ms"
         )
-    out.write(f"answers differing from the SDK: {mismatches}")
-    return {
-        "benchmark": "assign",
-        "quick": quick,
-        "database": connection.vendor,
-        "load_after": load_average(),
-        "units": units_n,
-        "rates": results,
-        "decision_vs_sdk": round(rate(units_n, bulk_s) / sdk_rate, 2),
-        "single_decision_vs_sdk": round(rate(single_n, single_s) / sdk_rate, 2),
-        "get_or_create_new_vs_sdk": round(rate(units_n, store_s) / sdk_rate, 2),
-        "get_or_create_returning_vs_sdk": round(rate(units_n, sticky_s) / sdk_rate, 2),
-        "http_single_latency_ms": {
-            phase: {"p50": round(t["p50_ms"], 2), "p99": round(t["p99_ms"], 2)}
-            for phase, t in http["single"].items()
-        },
-        "mismatches_vs_sdk": mismatches,
-        "workers": workers,
-        "clients": clients,
-    }
 
 
 def _assign_http(

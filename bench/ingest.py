@@ -70,22 +70,15 @@ def run_ingest(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
         )
     if not _same_database(url):
         return _in_subprocess(url, quick, options, out)
-    events_n = int(options.get("events", 50_000 if quick else 500_000))
-    batch = int(options.get("batch", 1000))
-    workers = int(options.get("workers", 3))
-    clients = int(options.get("clients", 4))
-    rounds = max(1, int(options.get("rounds", 2 if quick else 5)))
+    sizes = _options(quick, options)
+    events_n, batch, workers = sizes["events"], sizes["batch"], sizes["workers"]
     call_command("migrate", verbosity=0)
 
-    from assignments.models import Exposure, MetricEvent
     from experiments.services import api_key_create
 
     project, experiment = bench_project("ingest")
     baseline, _ = bench_project("copy")
     secret = api_key_create(project=project, name="bench", scopes=["ingest"]).secret
-    copy_s = http_s = 0.0
-    accepted = 0
-    latencies: list[float] = []
     try:
         events = _events(events_n, experiment.key, seed=5)
         bodies = [
@@ -95,33 +88,82 @@ def run_ingest(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
         body_mb = sum(map(len, bodies)) / 1e6
         out.write(
             f"{events_n:,} events ({sum(e['type'] == 'exposure' for e in events):,} exposures) "
-            f"in {len(bodies)} batches of {batch:,} ({body_mb:.1f} MB of JSON), {rounds} "
-            f"rounds of COPY then HTTP; load {load_average()}"
+            f"in {len(bodies)} batches of {batch:,} ({body_mb:.1f} MB of JSON), "
+            f"{sizes['rounds']} rounds of COPY then HTTP; load {load_average()}"
         )
-        per_round = -(-len(bodies) // rounds)
         with gunicorn(workers) as port:
             _warm_up(port, project, secret, workers)
-            for r in range(rounds):
-                lo, hi = r * per_round, min(len(bodies), (r + 1) * per_round)
-                # The same load hits both sides: each round copies, then posts, its share.
-                copy_s += _raw_copy(baseline, events[lo * batch : hi * batch])
-                seconds, n, lat = _post_batches(port, secret, bodies[lo:hi], clients)
-                http_s += seconds
-                accepted += n
-                latencies += lat
-                out.write(
-                    f"  round {r + 1}/{rounds}: raw COPY {rate(hi * batch, copy_s):,.0f} rows/s, "
-                    f"HTTP {rate(accepted, http_s):,.0f} events/s (cumulative)"
-                )
-        stored = (
-            Exposure.objects.filter(project=project).count()
-            + MetricEvent.objects.filter(project=project).count()
-        )
-        if stored != events_n or accepted != events_n:
-            raise CommandError(f"stored {stored:,} and accepted {accepted:,} of {events_n:,}")
+            copy_s, http_s, accepted, latencies = _rounds(
+                port, secret, baseline, events, bodies, sizes, out
+            )
+        _check_stored(project, events_n, accepted)
     finally:
         delete_projects(project, baseline)
+    return _report(out, quick, sizes, copy_s, http_s, latencies)
 
+
+def _options(quick: bool, options: dict[str, str]) -> dict[str, int]:
+    """events, batch, workers, clients and rounds from ``--quick`` and ``--option key=value``."""
+    return {
+        "events": int(options.get("events", 50_000 if quick else 500_000)),
+        "batch": int(options.get("batch", 1000)),
+        "workers": int(options.get("workers", 3)),
+        "clients": int(options.get("clients", 4)),
+        "rounds": max(1, int(options.get("rounds", 2 if quick else 5))),
+    }
+
+
+def _rounds(
+    port: int,
+    secret: str,
+    baseline: Any,
+    events: list[dict[str, Any]],
+    bodies: list[bytes],
+    sizes: dict[str, int],
+    out: IO[str],
+) -> tuple[float, float, int, list[float]]:
+    """COPY then HTTP, round after round, each its share of the events: the same load hits
+    both sides. (COPY seconds, HTTP seconds, events accepted, batch latencies)."""
+    batch, rounds = sizes["batch"], sizes["rounds"]
+    copy_s = http_s = 0.0
+    accepted = 0
+    latencies: list[float] = []
+    per_round = -(-len(bodies) // rounds)
+    for r in range(rounds):
+        lo, hi = r * per_round, min(len(bodies), (r + 1) * per_round)
+        copy_s += _raw_copy(baseline, events[lo * batch : hi * batch])
+        seconds, n, lat = _post_batches(port, secret, bodies[lo:hi], sizes["clients"])
+        http_s += seconds
+        accepted += n
+        latencies += lat
+        out.write(
+            f"  round {r + 1}/{rounds}: raw COPY {rate(hi * batch, copy_s):,.0f} rows/s, "
+            f"HTTP {rate(accepted, http_s):,.0f} events/s (cumulative)"
+        )
+    return copy_s, http_s, accepted, latencies
+
+
+def _check_stored(project: Any, events_n: int, accepted: int) -> None:
+    from assignments.models import Exposure, MetricEvent
+
+    stored = (
+        Exposure.objects.filter(project=project).count()
+        + MetricEvent.objects.filter(project=project).count()
+    )
+    if stored != events_n or accepted != events_n:
+        raise CommandError(f"stored {stored:,} and accepted {accepted:,} of {events_n:,}")
+
+
+def _report(
+    out: IO[str],
+    quick: bool,
+    sizes: dict[str, int],
+    copy_s: float,
+    http_s: float,
+    latencies: list[float],
+) -> dict[str, Any]:
+    """Print the table and the batch latencies; the result for the JSON."""
+    events_n, batch = sizes["events"], sizes["batch"]
     http_rate = rate(events_n, http_s)
     copy_rate = rate(events_n, copy_s)
     p50, p99 = statistics.median(latencies) * 1000, percentile(latencies, 0.99) * 1000
@@ -132,7 +174,8 @@ def run_ingest(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
             ("path", "events/s", "x COPY"),
             ("raw COPY, one connection, one transaction per round", f"{copy_rate:,.0f}", "1.00"),
             (
-                f"POST /api/v1/events ({clients} clients, {workers} workers, batches of {batch})",
+                f"POST /api/v1/events ({sizes['clients']} clients, {sizes['workers']} workers, "
+                f"batches of {batch})",
                 f"{http_rate:,.0f}",
                 f"{http_rate / copy_rate:.2f}",
             ),
@@ -143,11 +186,7 @@ def run_ingest(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
         "benchmark": "ingest",
         "quick": quick,
         "load_after": load_average(),
-        "events": events_n,
-        "batch": batch,
-        "workers": workers,
-        "clients": clients,
-        "rounds": rounds,
+        **sizes,
         "copy_rows_per_second": round(copy_rate),
         "http_events_per_second": round(http_rate),
         "http_vs_copy": round(http_rate / copy_rate, 3),
@@ -228,6 +267,40 @@ def _events(count: int, experiment_key: str, seed: int) -> list[dict[str, Any]]:
 def _raw_copy(project: Any, events: list[dict[str, Any]]) -> float:
     """Seconds to COPY the same rows, as stored, into the same tables (another project, so
     the event ids do not collide)."""
+    exposures, metrics = _rows_as_stored(project, events)
+
+    import psycopg
+
+    params = settings.DATABASES["default"]
+    with psycopg.connect(
+        dbname=params["NAME"],
+        user=params.get("USER") or None,
+        password=params.get("PASSWORD") or None,
+        host=params.get("HOST") or None,
+        port=params.get("PORT") or None,
+    ) as conn:
+        started = time.perf_counter()
+        with conn.cursor() as cursor:
+            with cursor.copy(
+                "COPY assignments_exposure (project_id, event_id, experiment_id, variant_id, "
+                "unit_id, ts, assignment_mismatch, received_at) FROM STDIN"
+            ) as copy:
+                for row in exposures:
+                    copy.write_row(row)
+            with cursor.copy(
+                "COPY assignments_metricevent (project_id, event_id, name, unit_id, value, ts, "
+                "properties, received_at) FROM STDIN"
+            ) as copy:
+                for row in metrics:
+                    copy.write_row(row)
+        conn.commit()
+        return time.perf_counter() - started
+
+
+def _rows_as_stored(
+    project: Any, events: list[dict[str, Any]]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """(exposure rows, metric event rows) as the tables store them, in the COPY's columns."""
     experiment = project.experiments.get()
     variant_ids = dict(experiment.variants.values_list("key", "pk"))
     now = datetime.now(UTC)
@@ -261,32 +334,7 @@ def _raw_copy(project: Any, events: list[dict[str, Any]]) -> float:
                     now,
                 )
             )
-    import psycopg
-
-    params = settings.DATABASES["default"]
-    with psycopg.connect(
-        dbname=params["NAME"],
-        user=params.get("USER") or None,
-        password=params.get("PASSWORD") or None,
-        host=params.get("HOST") or None,
-        port=params.get("PORT") or None,
-    ) as conn:
-        started = time.perf_counter()
-        with conn.cursor() as cursor:
-            with cursor.copy(
-                "COPY assignments_exposure (project_id, event_id, experiment_id, variant_id, "
-                "unit_id, ts, assignment_mismatch, received_at) FROM STDIN"
-            ) as copy:
-                for row in exposures:
-                    copy.write_row(row)
-            with cursor.copy(
-                "COPY assignments_metricevent (project_id, event_id, name, unit_id, value, ts, "
-                "properties, received_at) FROM STDIN"
-            ) as copy:
-                for row in metrics:
-                    copy.write_row(row)
-        conn.commit()
-        return time.perf_counter() - started
+    return exposures, metrics
 
 
 def _warm_up(port: int, project: Any, secret: str, workers: int) -> None:

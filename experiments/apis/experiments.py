@@ -1,5 +1,6 @@
 """Experiment definitions, their audit log and lifecycle actions."""
 
+from collections.abc import Callable
 from typing import Any
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -8,7 +9,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from bucketing.conditions import validate_condition
+from core.errors import DomainError
 from experiments import services
 from experiments.apis.access import project_for
 from experiments.models import (
@@ -19,6 +20,29 @@ from experiments.models import (
     MetricRole,
 )
 from experiments.selectors import audit_log_for_experiment, experiment_get, experiments_search
+from experiments.services.rules import (
+    check_layer,
+    check_metric_entries,
+    check_ramp,
+    check_targeting,
+    check_variants,
+)
+
+
+def _service_rule(check: Callable[..., None], *args: Any) -> None:
+    """Apply a rule of the services (their only home): a refusal becomes a 400 on its field."""
+    try:
+        check(*args)
+    except DomainError as exc:
+        raise serializers.ValidationError({exc.field: [exc.message]}) from exc
+
+
+def _field_rule(check: Callable[..., None], *args: Any) -> None:
+    """The same, inside a field's own validate_<field> (DRF files the error under the field)."""
+    try:
+        check(*args)
+    except DomainError as exc:
+        raise serializers.ValidationError(exc.message) from exc
 
 
 class VariantSerializer(serializers.Serializer):
@@ -88,19 +112,12 @@ class ExperimentSerializer(serializers.Serializer):
                     f"Variant {i + 1} needs {' and '.join(missing)} (send the whole list)."
                 )
             v.setdefault("is_control", False)
-        if len(variants) < 2:
-            raise serializers.ValidationError("An experiment needs at least two variants.")
-        total = sum(v["weight"] for v in variants)
-        if abs(total - 1) > services.WEIGHT_TOLERANCE:
-            raise serializers.ValidationError(f"Weights must sum to 1 (they sum to {total:g}).")
-        if sum(1 for v in variants if v["is_control"]) != 1:
-            raise serializers.ValidationError("Exactly one variant must have is_control true.")
+        _field_rule(check_variants, variants)
         return variants
 
     def validate_metrics(self, metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        for i, m in enumerate(metrics):
-            if "metric" not in m:
-                raise serializers.ValidationError(f"Metric {i + 1} needs its metric key.")
+        _field_rule(check_metric_entries, metrics)
+        for m in metrics:
             m.setdefault("role", MetricRole.PRIMARY)
         return metrics
 
@@ -109,24 +126,20 @@ class ExperimentSerializer(serializers.Serializer):
             if "coverage" not in stage:
                 raise serializers.ValidationError(f"Ramp stage {i + 1} needs a coverage.")
             stage.setdefault("min_hours", RAMP_STAGE_DEFAULT_HOURS)
+        _field_rule(check_ramp, stages)
         return stages
 
     def validate_targeting(self, targeting: Any) -> dict:
         if targeting in (None, ""):
             return {}
-        problems = validate_condition(targeting)
-        if problems:
-            raise serializers.ValidationError(problems)
+        _field_rule(check_targeting, targeting)
         return targeting
 
     def validate(self, data: dict[str, Any]) -> dict[str, Any]:
         instance = self.instance if isinstance(self.instance, Experiment) else None
         start = data.get("layer_start", instance.layer_start if instance else 0.0)
         end = data.get("layer_end", instance.layer_end if instance else 1.0)
-        if not 0 <= start < end <= 1:
-            raise serializers.ValidationError(
-                {"layer": ["The layer range must satisfy 0 <= layer_start < layer_end <= 1."]}
-            )
+        _service_rule(check_layer, start, end)
         return data
 
     def to_representation(self, experiment: Experiment) -> dict[str, Any]:

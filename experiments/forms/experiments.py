@@ -1,12 +1,13 @@
 """The experiment form, its variant, metric and ramp-stage rows, and the lifecycle actions."""
 
+from collections.abc import Callable
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.forms.formsets import BaseFormSet, formset_factory
 
-from bucketing.conditions import validate_condition
+from core.errors import DomainError
 from experiments.forms.fields import JSONTextField, _fraction
 from experiments.models import (
     RAMP_STAGE_DEFAULT_HOURS,
@@ -22,12 +23,27 @@ from experiments.services import (
     MAX_MDE,
     MAX_PLANNED_SAMPLE_SIZE,
     MAX_RAMP_STAGE_HOURS,
-    WEIGHT_TOLERANCE,
+)
+from experiments.services.rules import (
+    check_layer,
+    check_metric_entries,
+    check_ramp,
+    check_targeting,
+    check_variants,
 )
 
 # Path segments of the pages that an experiment key would shadow.
 RESERVED_KEYS = ("new",)
 HASH_ATTRIBUTES = ("id", "user_id", "device_id", "anonymous_id", "session_id", "company_id")
+
+
+def _service_rule(check: Callable[..., None], *args: Any) -> None:
+    """Apply a rule of the services (their only home) while the form is cleaned, so every
+    part of the page shows its refusal at once; it becomes a ValidationError of that part."""
+    try:
+        check(*args)
+    except DomainError as exc:
+        raise ValidationError(exc.message) from exc
 
 
 class ExperimentForm(forms.Form):
@@ -154,16 +170,17 @@ class ExperimentForm(forms.Form):
 
     def clean_targeting(self) -> Any:
         targeting = self.cleaned_data["targeting"]
-        problems = validate_condition(targeting)
-        if problems:
-            raise ValidationError(problems)
+        _service_rule(check_targeting, targeting)
         return targeting
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         start, end = data.get("layer_start"), data.get("layer_end")
-        if start is not None and end is not None and not start < end:
-            self.add_error("layer_end", "The end of the layer range must be above its start.")
+        if start is not None and end is not None:
+            try:
+                check_layer(start, end)
+            except DomainError as exc:  # the editor files "layer" under its start, too
+                self.add_error("layer_start", exc.message)
         return data
 
 
@@ -201,24 +218,7 @@ class BaseVariantFormSet(BaseFormSet):
     def clean(self) -> None:
         if any(self.errors):
             return
-        rows = _rows(self)
-        if len(rows) < 2:
-            raise ValidationError("Add at least two variants: a control and a treatment.")
-        keys = [r["key"] for r in rows]
-        duplicates = sorted({k for k in keys if keys.count(k) > 1})
-        if duplicates:
-            raise ValidationError(f"Variant keys must be unique: {', '.join(duplicates)}.")
-        controls = sum(1 for r in rows if r["is_control"])
-        if controls != 1:
-            raise ValidationError(
-                f"Tick exactly one variant as the control (now {controls} are ticked)."
-            )
-        total = sum(r["weight"] for r in rows)
-        if abs(total - 1) > WEIGHT_TOLERANCE:
-            raise ValidationError(
-                f"Weights must sum to 1; they sum to {total:g}. "
-                "For an even split of two variants use 0.5 and 0.5."
-            )
+        _service_rule(check_variants, _rows(self))
 
 
 VariantFormSet = formset_factory(VariantForm, formset=BaseVariantFormSet, extra=0, can_delete=True)
@@ -245,10 +245,7 @@ class BaseExperimentMetricFormSet(BaseFormSet):
     def clean(self) -> None:
         if any(self.errors):
             return
-        keys = [r["metric"] for r in _rows(self)]
-        duplicates = sorted({k for k in keys if keys.count(k) > 1})
-        if duplicates:
-            raise ValidationError(f"Each metric may appear once: {', '.join(duplicates)}.")
+        _service_rule(check_metric_entries, _rows(self))
 
 
 ExperimentMetricFormSet = formset_factory(
@@ -271,14 +268,7 @@ class BaseRampFormSet(BaseFormSet):
     def clean(self) -> None:
         if any(self.errors):
             return
-        previous = 0.0
-        for i, row in enumerate(_rows(self)):
-            if row["coverage"] <= previous:
-                raise ValidationError(
-                    f"Each ramp stage must raise coverage (stage {i + 1} is {row['coverage']:g}, "
-                    f"after {previous:g})."
-                )
-            previous = row["coverage"]
+        _service_rule(check_ramp, _rows(self))
 
 
 RampFormSet = formset_factory(RampStageForm, formset=BaseRampFormSet, extra=0, can_delete=True)

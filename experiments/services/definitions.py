@@ -26,9 +26,9 @@ from experiments.services.rules import (
     _check_metrics,
     _check_owner,
     _check_spec,
-    _check_variants,
     _same,
     _stage_index_for,
+    check_variants,
 )
 
 EXPERIMENT_FIELDS = (
@@ -80,7 +80,7 @@ def _write_children(
     metrics: Sequence[dict[str, Any]] | None,
 ) -> None:
     if variants is not None:
-        _check_variants(variants)
+        check_variants(variants)
         experiment.variants.all().delete()
         for position, v in enumerate(variants):
             variant = Variant(

@@ -55,7 +55,8 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _check_variants(variants: Sequence[dict[str, Any]]) -> None:
+def check_variants(variants: Sequence[dict[str, Any]]) -> None:
+    """The variant list: at least two, keyed uniquely, one control, weights summing to 1."""
     if len(variants) < 2:
         raise DomainError(
             "An experiment needs at least two variants: a control and a treatment.", "variants"
@@ -84,45 +85,61 @@ def _check_variants(variants: Sequence[dict[str, Any]]) -> None:
     total = sum(float(v["weight"]) for v in variants)
     if abs(total - 1.0) > WEIGHT_TOLERANCE:
         raise DomainError(
-            f"Variant weights must sum to 1 (they sum to {total:g}); "
-            "e.g. 0.5 and 0.5 for an even split.",
+            f"Weights must sum to 1; they sum to {total:g}. "
+            "For an even split of two variants use 0.5 and 0.5.",
             "variants",
         )
 
 
-def _check_metrics(project: Project, metrics: Sequence[dict[str, Any]]) -> list[tuple]:
-    resolved = []
+def check_metric_entries(metrics: Sequence[dict[str, Any]]) -> None:
+    """The metric list on its own (no catalog look-up): keys, no repeats, roles, margins."""
     seen = set()
-    for item in metrics:
-        key = item["metric"]
+    for i, item in enumerate(metrics):
+        key = item.get("metric")
+        if not key:
+            raise DomainError(f"Metric {i + 1} needs its metric key.", "metrics")
         if key in seen:
             raise DomainError(f"Metric '{key}' is listed twice.", "metrics")
         seen.add(key)
+        _metric_role_and_margin(item)
+
+
+def _metric_role_and_margin(item: dict[str, Any]) -> tuple[str, float | None]:
+    key = item["metric"]
+    role = item.get("role") or MetricRole.PRIMARY
+    if role not in MetricRole.values:
+        raise DomainError(
+            f"Unknown metric role '{role}'; use {', '.join(MetricRole.values)}.", "metrics"
+        )
+    margin = item.get("non_inferiority_margin")
+    if role == MetricRole.GUARDRAIL and margin is None:
+        margin = 0.0
+    if margin is not None and (not _is_number(margin) or not 0 <= float(margin) < 1):
+        raise DomainError(
+            f"Non-inferiority margin of '{key}' must be a relative lift in [0, 1) "
+            "(0.02 tolerates a 2% change in the harmful direction).",
+            "metrics",
+        )
+    return role, None if margin is None else float(margin)
+
+
+def _check_metrics(project: Project, metrics: Sequence[dict[str, Any]]) -> list[tuple]:
+    check_metric_entries(metrics)
+    resolved = []
+    for item in metrics:
+        key = item["metric"]
         metric = Metric.objects.filter(project=project, key=key).first()
         if metric is None:
             raise DomainError(
                 f"Unknown metric '{key}' in this project; add it to the metric catalog first.",
                 "metrics",
             )
-        role = item.get("role") or MetricRole.PRIMARY
-        if role not in MetricRole.values:
-            raise DomainError(
-                f"Unknown metric role '{role}'; use {', '.join(MetricRole.values)}.", "metrics"
-            )
-        margin = item.get("non_inferiority_margin")
-        if role == MetricRole.GUARDRAIL and margin is None:
-            margin = 0.0
-        if margin is not None and (not _is_number(margin) or not 0 <= float(margin) < 1):
-            raise DomainError(
-                f"Non-inferiority margin of '{key}' must be a relative lift in [0, 1) "
-                "(0.02 tolerates a 2% change in the harmful direction).",
-                "metrics",
-            )
-        resolved.append((metric, role, None if margin is None else float(margin)))
+        resolved.append((metric, *_metric_role_and_margin(item)))
     return resolved
 
 
-def _check_ramp(stages: Sequence[dict[str, Any]]) -> None:
+def check_ramp(stages: Sequence[dict[str, Any]]) -> None:
+    """The ramp plan: coverages in (0, 1] that increase stage by stage, hours and units."""
     previous = 0.0
     for i, stage in enumerate(stages):
         coverage = stage.get("coverage")
@@ -154,6 +171,26 @@ def _check_ramp(stages: Sequence[dict[str, Any]]) -> None:
         previous = coverage
 
 
+def check_targeting(targeting: Any) -> None:
+    problems = validate_condition(targeting)
+    if problems:
+        raise DomainError("Targeting: " + " ".join(problems), "targeting")
+
+
+def check_layer(start: Any, end: Any) -> None:
+    if not (_is_number(start) and _is_number(end) and 0 <= start < end <= 1):
+        raise DomainError(
+            "The layer range must satisfy 0 <= start < end <= 1 "
+            "(e.g. 0 to 0.5 for the first half of the layer).",
+            "layer",
+        )
+
+
+# The names the services used before the checks were shared with the forms and the API.
+_check_variants = check_variants
+_check_ramp = check_ramp
+
+
 def _check_definition(experiment: Experiment) -> None:
     """Rules on the experiment row itself, phrased for the person who has to fix them."""
     if not _is_number(experiment.coverage) or not 0 <= experiment.coverage <= 1:
@@ -169,16 +206,8 @@ def _check_definition(experiment: Experiment) -> None:
         raise DomainError("The seed must not be empty.", "seed")
     if experiment.targeting is None:
         experiment.targeting = {}
-    problems = validate_condition(experiment.targeting)
-    if problems:
-        raise DomainError("Targeting: " + " ".join(problems), "targeting")
-    start, end = experiment.layer_start, experiment.layer_end
-    if not (_is_number(start) and _is_number(end) and 0 <= start < end <= 1):
-        raise DomainError(
-            "The layer range must satisfy 0 <= start < end <= 1 "
-            "(e.g. 0 to 0.5 for the first half of the layer).",
-            "layer",
-        )
+    check_targeting(experiment.targeting)
+    check_layer(experiment.layer_start, experiment.layer_end)
     planned = experiment.planned_sample_size
     if planned is not None and (
         not _is_number(planned)
@@ -199,7 +228,7 @@ def _check_definition(experiment: Experiment) -> None:
             "mde",
         )
     if experiment.ramp_stages:
-        _check_ramp(experiment.ramp_stages)
+        check_ramp(experiment.ramp_stages)
     experiment.full_clean(exclude=["owner"])
 
 

@@ -163,6 +163,13 @@ def test_unknown_metric_and_duplicate_metric_are_refused(project, metrics):
         experiment_create(project=project, **experiment_payload(metrics=twice))
 
 
+def test_a_metric_entry_without_its_key_is_refused_naming_metrics(project, metrics):
+    """The rule the API serializer used to hold alone: the service now checks it too."""
+    with pytest.raises(DomainError, match="Metric 1 needs its metric key") as exc:
+        experiment_create(project=project, **experiment_payload(metrics=[{"role": "primary"}]))
+    assert exc.value.field == "metrics"
+
+
 def test_guardrail_margin_defaults_to_zero_and_must_be_in_range(project, metrics):
     ms = [{"metric": "purchase"}, {"metric": "revenue", "role": "guardrail"}]
     experiment = experiment_create(project=project, **experiment_payload(metrics=ms))

@@ -234,7 +234,7 @@ def test_bad_weights_are_shown_inline_and_nothing_is_saved(project, metrics, ali
     [
         ({"targeting": '{"country": '}, "Not valid JSON"),
         ({"targeting": '{"country": {"$inn": ["US"]}}'}, "$inn"),
-        ({"layer": "l", "layer_start": "0.6", "layer_end": "0.4"}, "above its start"),
+        ({"layer": "l", "layer_start": "0.6", "layer_end": "0.4"}, "The layer range must satisfy"),
         ({"key": "Not a slug!"}, "Enter a valid"),
         ({"key": "new"}, "reserved"),
         ({"coverage": "1.5"}, "less than or equal to 1"),
@@ -261,8 +261,8 @@ def test_two_controls_and_duplicate_metrics_are_refused(project, metrics, alice)
         ),
     )
     body = r.content.decode()
-    assert "Tick exactly one variant as the control (now 2 are ticked)" in body
-    assert "Each metric may appear once: purchase" in body
+    assert "Exactly one variant must be the control (found 2)." in body
+    assert "Metric &#x27;purchase&#x27; is listed twice." in body
 
 
 def test_service_refusal_lands_on_the_field(project, metrics, alice):

@@ -233,7 +233,10 @@ def test_history_pages_oldest_first_with_the_total(api, history):
     assert everything["snapshots"][0]["metrics"] and everything["snapshots"][-1]["metrics"]
 
 
-@pytest.mark.parametrize("params", [{"page": "0"}, {"limit": "0"}, {"limit": "501"}, {"page": "x"}])
+@pytest.mark.parametrize(
+    "params",
+    [{"page": "0"}, {"limit": "0"}, {"limit": "501"}, {"page": "x"}, {"page": str(2**63)}],
+)
 def test_history_refuses_bad_page_parameters(api, history, params):
     url = f"{BASE}/experiments/{history.key}/results/history"
     response = api.get(url, params)

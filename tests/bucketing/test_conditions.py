@@ -148,6 +148,7 @@ def _re2_differs_from_python_re(condition, attrs) -> bool:
     return False
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the whole suite and CI run it, test-fast does not
 @settings(max_examples=700, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(condition=conditions(), attrs=attributes)
 def test_random_conditions_match_sdk(condition, attrs):

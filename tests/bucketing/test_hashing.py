@@ -131,6 +131,7 @@ def test_raising_coverage_never_moves_a_unit():
     assert (previous >= 0).all()
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the whole suite and CI run it, test-fast does not
 def test_million_units_split_matches_weights():
     """Chi-square goodness of fit: 1,000,000 ids land in variants in proportion to the weights,
     and buckets are uniform over [0, 1)."""

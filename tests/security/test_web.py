@@ -120,6 +120,7 @@ def _manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the whole suite and CI run it, test-fast does not
 def test_check_deploy_is_clean_under_production_settings(tmp_path):
     """`manage.py check --deploy --fail-level WARNING` passes with production settings."""
     env = {
@@ -143,6 +144,7 @@ def test_check_deploy_is_clean_under_production_settings(tmp_path):
     assert "no issues" in result.stdout
 
 
+@pytest.mark.slow  # seconds, not milliseconds: the whole suite and CI run it, test-fast does not
 def test_check_deploy_flags_the_development_defaults(tmp_path):
     """Without production settings the same check fails (it is not vacuous)."""
     env = {

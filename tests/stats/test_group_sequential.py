@@ -236,6 +236,7 @@ def look_sequences(draw):
     return tuple(out)
 
 
+@pytest.mark.slow  # a property test: the whole suite and CI run it, test-fast does not
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     fractions=look_sequences(),
@@ -272,6 +273,7 @@ def test_last_bound_is_non_increasing_in_alpha(fractions, two_sided):
 HUNDRED = tuple(round(0.01 * i, 6) for i in range(1, 101))
 
 
+@pytest.mark.slow  # a property test: the whole suite and CI run it, test-fast does not
 def test_repeated_p_value_is_the_level_whose_bound_is_crossed_down_to_1e_15():
     """Against the direct computation: the level L such that efficacy_bounds(L)[-1] = z."""
     for level in (1e-15, 1e-10, 1e-6, 0.004, 0.05, 0.3, 0.5):

@@ -17,6 +17,7 @@ def test_adjusted_p_values_match_statsmodels(ours, method):
     assert ours(PVALUES) == pytest.approx(list(multipletests(PVALUES, method=method)[1]), abs=1e-12)
 
 
+@pytest.mark.slow  # a property test: the whole suite and CI run it, test-fast does not
 @settings(max_examples=12, deadline=None)  # multipletests itself takes ~20 ms a call
 @given(st.lists(st.floats(0, 1), min_size=1, max_size=30))
 def test_adjusted_p_values_match_statsmodels_for_any_input(pvalues):

@@ -82,7 +82,9 @@ class ExperimentSerializer(serializers.Serializer):
     layer = serializers.CharField(max_length=64, required=False, allow_blank=True)
     layer_start = serializers.FloatField(min_value=0, max_value=1, required=False)
     layer_end = serializers.FloatField(min_value=0, max_value=1, required=False)
-    alpha = serializers.FloatField(min_value=0.0001, max_value=0.49, required=False)
+    alpha = serializers.FloatField(
+        min_value=services.ALPHA_MIN, max_value=services.ALPHA_MAX, required=False
+    )
     planned_sample_size = serializers.IntegerField(
         min_value=2, max_value=services.MAX_PLANNED_SAMPLE_SIZE, required=False, allow_null=True
     )

@@ -11,6 +11,7 @@ from rest_framework.views import APIView
 
 from experiments.models import MetricKind
 from experiments.selectors import power_plan
+from experiments.services import ALPHA_MAX, ALPHA_MIN
 from stats.power import PIPELINE_LOOKS, InvalidInput
 
 
@@ -38,7 +39,7 @@ class PowerInput(serializers.Serializer):
     sample_size = serializers.IntegerField(
         required=False, allow_null=True, min_value=4, help_text="Planned units over all variants."
     )
-    alpha = serializers.FloatField(default=0.05, min_value=0.0001, max_value=0.49)
+    alpha = serializers.FloatField(default=0.05, min_value=ALPHA_MIN, max_value=ALPHA_MAX)
     power = serializers.FloatField(default=0.8, min_value=0.5, max_value=0.99)
     variants = serializers.IntegerField(default=2, min_value=2, max_value=20)
     weights = serializers.CharField(

@@ -19,7 +19,10 @@ from experiments.models import (
     Role,
 )
 from experiments.services import (
+    ALPHA_MAX,
+    ALPHA_MIN,
     FROZEN_WHEN_LIVE,
+    MARGIN_MAX,
     MAX_MDE,
     MAX_PLANNED_SAMPLE_SIZE,
     MAX_RAMP_STAGE_HOURS,
@@ -85,8 +88,8 @@ class ExperimentForm(forms.Form):
     layer_start = _fraction("Layer range from", initial=0.0)
     layer_end = _fraction("to", initial=1.0)
     alpha = forms.FloatField(
-        min_value=0.0001,
-        max_value=0.49,
+        min_value=ALPHA_MIN,
+        max_value=ALPHA_MAX,
         initial=0.05,
         widget=forms.NumberInput(attrs={"step": "any"}),
         help_text="False-positive rate; shared by the primary metrics.",
@@ -230,9 +233,9 @@ class ExperimentMetricForm(forms.Form):
     non_inferiority_margin = forms.FloatField(
         label="Margin",
         min_value=0,
-        max_value=0.99,
+        max_value=MARGIN_MAX,
         required=False,
-        widget=forms.NumberInput(attrs={"step": "any", "min": 0, "max": 0.99}),
+        widget=forms.NumberInput(attrs={"step": "any", "min": 0, "max": MARGIN_MAX}),
         help_text="Guardrails: relative harm tolerated, 0.02 = 2%.",
     )
 

@@ -58,8 +58,11 @@ from experiments.services.projects import (
     webhook_url_check,
 )
 from experiments.services.rules import (
+    ALPHA_MAX,
+    ALPHA_MIN,
     FINISHED,
     FROZEN_WHEN_LIVE,
+    MARGIN_MAX,
     MAX_CONVERSION_WINDOW_HOURS,
     MAX_MDE,
     MAX_PLANNED_SAMPLE_SIZE,
@@ -68,6 +71,8 @@ from experiments.services.rules import (
 )
 
 __all__ = [
+    "ALPHA_MAX",
+    "ALPHA_MIN",
     "EXPERIMENT_FIELDS",
     "FINISHED",
     "FROZEN_WHEN_LIVE",
@@ -76,6 +81,7 @@ __all__ = [
     "MAX_MDE",
     "MAX_PLANNED_SAMPLE_SIZE",
     "MAX_RAMP_STAGE_HOURS",
+    "MARGIN_MAX",
     "METRIC_DEFINITION_FIELDS",
     "METRIC_FIELDS",
     "NO_ADDABLE_USER",

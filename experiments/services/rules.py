@@ -28,6 +28,10 @@ MAX_CONVERSION_WINDOW_HOURS = 8760  # one year, for the window and the pre-expos
 MAX_PLANNED_SAMPLE_SIZE = 1_000_000_000
 MAX_MDE = 10.0  # a relative lift of +1000%
 MAX_RAMP_STAGE_HOURS = 8760
+# The experiment's alpha and a metric's non-inferiority margin: the service's rule, and the
+# bounds the form and the serializer show on their fields.
+ALPHA_MIN, ALPHA_MAX = 0.0001, 0.49
+MARGIN_MAX = 0.99
 # Fields of a live (started) experiment that would spoil its statistics if they changed: the
 # bucketing (seed, hash attribute, layer slice) and the pre-registered design (alpha, planned
 # sample, MDE, decision policy).
@@ -114,9 +118,9 @@ def _metric_role_and_margin(item: dict[str, Any]) -> tuple[str, float | None]:
     margin = item.get("non_inferiority_margin")
     if role == MetricRole.GUARDRAIL and margin is None:
         margin = 0.0
-    if margin is not None and (not _is_number(margin) or not 0 <= float(margin) < 1):
+    if margin is not None and (not _is_number(margin) or not 0 <= float(margin) <= MARGIN_MAX):
         raise DomainError(
-            f"Non-inferiority margin of '{key}' must be a relative lift in [0, 1) "
+            f"Non-inferiority margin of '{key}' must be a relative lift from 0 to {MARGIN_MAX:g} "
             "(0.02 tolerates a 2% change in the harmful direction).",
             "metrics",
         )
@@ -195,8 +199,10 @@ def _check_definition(experiment: Experiment) -> None:
     """Rules on the experiment row itself, phrased for the person who has to fix them."""
     if not _is_number(experiment.coverage) or not 0 <= experiment.coverage <= 1:
         raise DomainError("Coverage must be between 0 and 1 (0.2 = 20% of units).", "coverage")
-    if not _is_number(experiment.alpha) or not 0 < experiment.alpha < 0.5:
-        raise DomainError("Alpha must be between 0 and 0.5 (0.05 is usual).", "alpha")
+    if not _is_number(experiment.alpha) or not ALPHA_MIN <= experiment.alpha <= ALPHA_MAX:
+        raise DomainError(
+            f"Alpha must be from {ALPHA_MIN:g} to {ALPHA_MAX:g} (0.05 is usual).", "alpha"
+        )
     if not (experiment.hash_attribute or "").strip():
         raise DomainError(
             "Choose the attribute that identifies a unit (e.g. id, user_id, device_id).",

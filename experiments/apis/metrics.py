@@ -24,19 +24,8 @@ class MetricSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Metric
-        fields = [
-            "key",
-            "name",
-            "description",
-            "kind",
-            "event_name",
-            "denominator_event",
-            "direction",
-            "winsorize_quantile",
-            "conversion_window_hours",
-            "cuped",
-            "created_at",
-        ]
+        # The fields metric_create and metric_update take, listed once in the service.
+        fields = ["key", *services.METRIC_FIELDS, "created_at"]
         read_only_fields = ["created_at"]
         extra_kwargs = {"key": {"validators": []}}
 

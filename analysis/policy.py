@@ -381,9 +381,9 @@ def evaluate(
     snapshots between looks and after the final analysis are evaluated no further (the caller
     stores nothing for them)."""
     status = look_status(plan, units, previous_looks)
+    if not status.stored:  # nothing is stored or acted on: no statistics, no health checks
+        return Evaluation(status, [], list(findings))
     all_findings = health(plan, units, findings)
-    if not status.stored:
-        return Evaluation(status, [], all_findings)
     looks = status.looks if plan.planned else {}
     comparisons = compare(plan, stats, looks, errors=errors, p_values=p_values)
     for metric in plan.metrics:  # statistics the engine found impossible (the database's

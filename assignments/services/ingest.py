@@ -55,6 +55,18 @@ def events_ingest(*, project: Project, events: Sequence[Any]) -> IngestResult:
     return result
 
 
+def probe_other_type_sql(table: str) -> str:
+    """PostgreSQL: which of the ids (an array parameter) the table holds for the project.
+
+    A LATERAL subquery with LIMIT 1 is a nested loop by construction, one unique-index lookup
+    per id. ``event_id = ANY(%s)`` let the planner read every event of the project (a bitmap
+    scan on project_id, then a filter), a cost that grew with the project's history."""
+    return (
+        "SELECT k.id FROM unnest(%s::varchar[]) AS k(id) CROSS JOIN LATERAL "
+        f"(SELECT 1 FROM {table} o WHERE o.project_id = %s AND o.event_id = k.id LIMIT 1) AS hit"
+    )
+
+
 def _drop_ids_of_the_other_type(*, project_id: int, batch: EventBatch) -> int:
     """One event id per project, across both types: drop the exposures whose id a stored metric
     event has, and the metric events whose id a stored exposure has (each table's unique
@@ -70,17 +82,14 @@ def _drop_ids_of_the_other_type(*, project_id: int, batch: EventBatch) -> int:
             continue
         table = other._meta.db_table
         # One probe of the other table's unique (project_id, event_id) index per id: a single
-        # array parameter on PostgreSQL, chunks under SQLite's bound-parameter limit.
+        # array parameter on PostgreSQL, chunks under SQLite's bound-parameter limit (its IN
+        # list on the index's two columns is one index lookup per id).
         step = len(keys) if postgresql else _ROWS_PER_STATEMENT
         with connection.cursor() as cursor:
             for start in range(0, len(keys), step):
                 chunk = keys[start : start + step]
                 if postgresql:
-                    cursor.execute(
-                        f"SELECT event_id FROM {table} WHERE project_id = %s "
-                        "AND event_id = ANY(%s)",
-                        [project_id, chunk],
-                    )
+                    cursor.execute(probe_other_type_sql(table), [chunk, project_id])
                 else:
                     cursor.execute(
                         f"SELECT event_id FROM {table} WHERE project_id = %s "

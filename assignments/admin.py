@@ -51,3 +51,11 @@ class MetricEventAdmin(ReadOnlyAdmin):
     list_display = ("event_id", "name", "unit_id", "value", "ts", "received_at")
     search_fields = ("=unit_id", "=event_id", "=name")
     raw_id_fields = ("project",)
+
+
+@admin.register(models.FlagExposure)
+class FlagExposureAdmin(ReadOnlyAdmin):
+    list_display = ("event_id", "flag", "environment", "variation", "unit_id", "ts")
+    list_select_related = ("flag", "environment")
+    search_fields = ("=unit_id", "=event_id")
+    raw_id_fields = ("flag", "environment")

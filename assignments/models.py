@@ -71,6 +71,41 @@ class Exposure(models.Model):
         return self.event_id
 
 
+class FlagExposure(models.Model):
+    """A unit was served a flag's variation in an environment (an SDK's feature-usage event,
+    or ``POST /evaluate`` with ``"track": true``). (project, event_id) is the idempotency key,
+    shared with exposures and metric events: one event id is one event across all types.
+    Guarded releases analyse these with the metric events."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
+    event_id = models.CharField(max_length=200)
+    environment = models.ForeignKey(
+        "experiments.Environment", on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    flag = models.ForeignKey("flags.Flag", on_delete=models.CASCADE, related_name="exposures")
+    variation = models.CharField(max_length=100)
+    unit_id = models.CharField(max_length=200)
+    ts = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "event_id"], name="flag_exposure_unique_event"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["environment", "flag", "unit_id", "ts"],
+                include=["variation"],
+                name="flag_exposure_env_unit_ts",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.event_id
+
+
 class MetricEvent(models.Model):
     """Something a unit did, with a value. (project, event_id) is the idempotency key."""
 

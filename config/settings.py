@@ -54,6 +54,7 @@ INSTALLED_APPS = [
     # The apps, bottom layer first (docs/architecture.md "Layers"; checked by import-linter).
     "core",
     "experiments",
+    "flags",
     "assignments",
     "analysis",
     # The project itself, on top: its management commands (run_all, seed_demo) use every app.

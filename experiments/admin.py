@@ -32,6 +32,14 @@ class ProjectAdmin(admin.ModelAdmin):
     inlines = [MembershipInline]
 
 
+@admin.register(models.Environment)
+class EnvironmentAdmin(admin.ModelAdmin):
+    list_display = ("key", "project", "name", "client_key", "production")
+    list_filter = ("project",)
+    search_fields = ("key", "name", "project__slug")
+    readonly_fields = ("client_key", "created_at")
+
+
 @admin.register(models.Membership)
 class MembershipAdmin(admin.ModelAdmin):
     list_display = ("user", "project", "role")

@@ -24,6 +24,8 @@ class Project(models.Model):
     client_key = models.CharField(max_length=64, unique=True, default=new_client_key)
     webhook_url = models.URLField(blank=True, default="")
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
+    # Changes to production flags go through a change request a second member approves.
+    require_approval = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -31,6 +33,39 @@ class Project(models.Model):
 
     def __str__(self) -> str:
         return self.slug
+
+
+# Every project has these, created with it (and by migration for older projects); more may be
+# added. Production keeps the project's own client key.
+DEFAULT_ENVIRONMENTS = (
+    ("production", "Production"),
+    ("staging", "Staging"),
+    ("development", "Development"),
+)
+PRODUCTION = "production"
+
+
+class Environment(models.Model):
+    """Where a project's flags are served: its own client key (SDKs), service API keys and
+    per-flag rules. Changes to a ``production`` environment need an admin, or an approved
+    change request when the project requires approval."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="environments")
+    key = models.SlugField(max_length=64)
+    name = models.CharField(max_length=100)
+    client_key = models.CharField(max_length=64, unique=True, default=new_client_key)
+    production = models.BooleanField(default=False)
+    position = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["position", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="environment_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.key}"
 
 
 class Role(models.TextChoices):
@@ -61,12 +96,18 @@ class ApiKeyScope(models.TextChoices):
     ASSIGN = "assign", "Assign units to variants"
     INGEST = "ingest", "Post events"
     READ = "read", "Read results and exports"
+    EVALUATE = "evaluate", "Evaluate flags (POST /evaluate)"
 
 
 class ApiKey(models.Model):
     """A service credential. The secret is shown once; only its SHA-256 is stored."""
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    # The environment whose flags /evaluate serves and whose flag exposures /events records;
+    # null only for keys made before environments existed (migrated to production).
+    environment = models.ForeignKey(
+        "Environment", null=True, blank=True, on_delete=models.CASCADE, related_name="api_keys"
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)
     hashed_secret = models.CharField(max_length=64)

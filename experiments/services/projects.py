@@ -16,7 +16,17 @@ from django.utils import timezone
 
 from core.egress import url_refusal
 from core.errors import DomainError
-from experiments.models import ApiKey, ApiKeyScope, Membership, Project, Role, new_webhook_secret
+from experiments.models import (
+    DEFAULT_ENVIRONMENTS,
+    PRODUCTION,
+    ApiKey,
+    ApiKeyScope,
+    Environment,
+    Membership,
+    Project,
+    Role,
+    new_webhook_secret,
+)
 from experiments.services.audit import _user, audit_log_record
 
 SLUG_NOT_AVAILABLE = "The slug '{slug}' is not available; choose another."
@@ -24,6 +34,21 @@ PROJECT_CREATION_REFUSED = (
     "Only staff may create projects here (ABACUS_PROJECT_CREATION=staff): ask a staff member to "
     "create it and make you its admin."
 )
+
+
+def environments_create_defaults(project: Project) -> None:
+    """production (with the project's client key), staging and development."""
+    for position, (key, name) in enumerate(DEFAULT_ENVIRONMENTS):
+        Environment.objects.get_or_create(
+            project=project,
+            key=key,
+            defaults={
+                "name": name,
+                "production": key == PRODUCTION,
+                "position": position,
+                **({"client_key": project.client_key} if key == PRODUCTION else {}),
+            },
+        )
 
 
 def project_creation_allowed(user: AbstractBaseUser | None) -> bool:
@@ -56,6 +81,7 @@ def project_create(
     project = Project(slug=slug, name=name)
     project.full_clean()
     project.save()
+    environments_create_defaults(project)
     if owner is not None:
         Membership.objects.create(user=owner, project=project, role=Role.ADMIN)
     audit_log_record(project=project, action="project.create", target=slug, actor=actor or owner)
@@ -290,7 +316,10 @@ def api_key_create(
     name: str,
     scopes: Iterable[str],
     actor: AbstractBaseUser | None = None,
+    environment: str | None = None,
 ) -> CreatedApiKey:
+    """``environment``: the key of the project environment the key belongs to (production when
+    not given)."""
     scopes = sorted(set(scopes))
     unknown = [s for s in scopes if s not in ApiKeyScope.values]
     if unknown or not scopes:
@@ -300,10 +329,14 @@ def api_key_create(
     name = (name or "").strip()
     if not name:
         raise DomainError("Give the key a name that says which service uses it.", "name")
+    env = Environment.objects.filter(project=project, key=environment or PRODUCTION).first()
+    if env is None:
+        raise DomainError(f"The project has no environment {environment!r}.", "environment")
     prefix = secrets.token_hex(6)
     secret = f"abk_{prefix}_{secrets.token_urlsafe(32)}"
     api_key = ApiKey.objects.create(
         project=project,
+        environment=env,
         name=name,
         prefix=prefix,
         hashed_secret=hash_api_secret(secret),
@@ -311,7 +344,11 @@ def api_key_create(
         created_by=_user(actor),
     )
     audit_log_record(
-        project=project, action="api_key.create", target=name, actor=actor, after={"scopes": scopes}
+        project=project,
+        action="api_key.create",
+        target=name,
+        actor=actor,
+        after={"scopes": scopes, "environment": env.key},
     )
     return CreatedApiKey(api_key=api_key, secret=secret)
 

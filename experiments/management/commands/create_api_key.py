@@ -14,6 +14,9 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True, help="project slug")
         parser.add_argument("--scopes", default="assign,ingest,read", help="comma-separated")
         parser.add_argument("--name", default="cli")
+        parser.add_argument(
+            "--environment", default="production", help="environment key (default production)"
+        )
 
     def handle(self, *args: object, **options: str) -> None:
         project = Project.objects.filter(slug=options["project"]).first()
@@ -21,7 +24,12 @@ class Command(BaseCommand):
             raise CommandError(f"No project '{options['project']}'.")
         scopes = [s.strip() for s in options["scopes"].split(",") if s.strip()]
         try:
-            created = api_key_create(project=project, name=options["name"], scopes=scopes)
+            created = api_key_create(
+                project=project,
+                name=options["name"],
+                scopes=scopes,
+                environment=options["environment"],
+            )
         except DomainError as exc:
             raise CommandError(exc.message) from exc
         self.stdout.write(created.secret)

@@ -40,6 +40,13 @@ class EnvironmentAdmin(admin.ModelAdmin):
     readonly_fields = ("client_key", "created_at")
 
 
+@admin.register(models.Segment)
+class SegmentAdmin(admin.ModelAdmin):
+    list_display = ("key", "project", "name", "updated_at")
+    list_filter = ("project",)
+    search_fields = ("key", "name")
+
+
 @admin.register(models.Membership)
 class MembershipAdmin(admin.ModelAdmin):
     list_display = ("user", "project", "role")

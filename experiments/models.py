@@ -176,6 +176,31 @@ class Metric(models.Model):
         return self.key
 
 
+class Segment(models.Model):
+    """A saved audience, reused by flag rules and experiments' targeting: units matching
+    ``condition`` (a GrowthBook condition on attributes) or listed in ``include``, minus those
+    in ``exclude`` (unit ids, matched on the ``id`` attribute)."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="segments")
+    key = models.SlugField(max_length=100)
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    condition = models.JSONField(default=dict, blank=True)
+    include = models.JSONField(default=list, blank=True)
+    exclude = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "key"], name="segment_unique_key"),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+
 class ExperimentStatus(models.TextChoices):
     DRAFT = "draft", "Draft"
     RUNNING = "running", "Running"
@@ -217,6 +242,10 @@ class Experiment(models.Model):
     hash_attribute = models.CharField(max_length=64, default="id")
     coverage = models.FloatField(default=1.0)
     targeting = models.JSONField(default=dict, blank=True)
+    # A saved segment AND-ed with the targeting condition (docs/flags.md "Segments").
+    segment = models.ForeignKey(
+        "Segment", null=True, blank=True, on_delete=models.PROTECT, related_name="experiments"
+    )
     layer = models.CharField(max_length=64, blank=True, default="")
     layer_start = models.FloatField(default=0.0)
     layer_end = models.FloatField(default=1.0)

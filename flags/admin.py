@@ -1,4 +1,4 @@
-"""Django admin for flags, segments and their schedules; definitions are edited in the app (the
+"""Django admin for flags and their schedules; definitions are edited in the app (the
 services validate and audit them), so these views are for looking and for emergencies."""
 
 from django.contrib import admin
@@ -25,13 +25,6 @@ class FlagEnvironmentAdmin(admin.ModelAdmin):
     list_display = ("flag", "environment", "enabled", "default_variation", "updated_at")
     list_filter = ("enabled",)
     raw_id_fields = ("flag", "environment")
-
-
-@admin.register(models.Segment)
-class SegmentAdmin(admin.ModelAdmin):
-    list_display = ("key", "project", "name", "updated_at")
-    list_filter = ("project",)
-    search_fields = ("key", "name")
 
 
 @admin.register(models.ScheduledChange)

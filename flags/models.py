@@ -86,30 +86,6 @@ class FlagEnvironment(models.Model):
         return f"{self.flag.key}@{self.environment.key}"
 
 
-class Segment(models.Model):
-    """A saved audience: units matching ``condition`` (a GrowthBook condition on attributes)
-    or listed in ``include``, minus those in ``exclude`` (unit ids, matched on ``id``)."""
-
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="segments")
-    key = models.SlugField(max_length=100)
-    name = models.CharField(max_length=200)
-    description = models.TextField(blank=True, default="")
-    condition = models.JSONField(default=dict, blank=True)
-    include = models.JSONField(default=list, blank=True)
-    exclude = models.JSONField(default=list, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["key"]
-        constraints = [
-            models.UniqueConstraint(fields=["project", "key"], name="segment_unique_key"),
-        ]
-
-    def __str__(self) -> str:
-        return self.key
-
-
 class ScheduledChangeStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     APPLIED = "applied", "Applied"

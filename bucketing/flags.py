@@ -10,39 +10,54 @@ Semantics (docs/flags.md):
 
 - **off** (the flag is disabled in the environment): the off variation, for everyone.
 - **prerequisite**: when a prerequisite flag does not serve one of the listed variations to the
-  unit (or is off, archived, missing), the off variation.
+  unit (or is off, archived, missing), the off variation. "Serves" compares values, as the SDKs
+  can only see values: a parent serving another variation with the same value passes too.
+  Prerequisites on a cycle (services refuse them) can never pass: every flag on the cycle is off.
 - **rules**, in order, first match wins:
   - ``force``: units matching the condition (and/or the segment) get the variation;
   - ``rollout``: units matching get a variation by hash (GrowthBook hash v2, the flag's seed,
     the rule's hash attribute): variation i owns the slice ``[sum of the weights before it,
     that sum + its weight)`` of ``[0, 1)``, in the order of the flag's variations, so a unit in
     a variation's slice stays in it as that variation's share grows (when it is first or the
-    others shrink from the end). A unit without the hash attribute skips the rule;
+    others shrink from the end). A unit without the hash attribute (missing, empty, zero, a
+    boolean: whatever the SDKs do not hash) skips the rule;
   - ``experiment``: an abacus experiment whose variant keys are flag variation keys; a unit the
     experiment includes gets its variant's flag value; units it excludes (coverage, targeting,
     namespace) fall through to the next rule. A concluded experiment with a shipped variant
-    forces that variation on the units its targeting matches; otherwise (paused, rolled back,
-    concluded without a decision) the rule is skipped.
+    forces that variation (reason ``rule``) on the units its targeting matches; otherwise
+    (draft, paused, rolled back, concluded without a decision) the rule is skipped.
 - **default**: no rule matched: the environment's default variation.
 
 Segments: units whose ``id`` attribute is in ``include``, or (when the segment has a
 non-empty condition) that match the condition; minus those whose ``id`` is in ``exclude``. A
-segment with an empty condition is exactly its include list.
+segment with an empty condition is exactly its include list. Ids compare as strings: a numeric
+``id`` attribute never matches an include entry.
 
 In the payload each rule becomes one or more GrowthBook rules whose ``id`` starts with the rule
 id (``"<rule id>"`` or ``"<rule id>:<variation key>"``); prerequisites become force rules of the
-off value gated by ``parentConditions`` on the parent flag's value.
+off value, first, gated by ``parentConditions`` on the parent flag's value
+(``"<flag>:prerequisite:<parent>"``). The server evaluates the very conditions, ranges and
+seeds the payload carries, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bucketing.payload import ExperimentSpec
+from bucketing.conditions import eval_condition
+from bucketing.hashing import hash_string, hash_v2_from_state, seed_state
+from bucketing.payload import HASH_VERSION, ExperimentSpec, evaluate, feature_definition
 
 REASONS = ("off", "prerequisite", "rule", "rollout", "experiment", "default")
+FLAG_TYPES = ("boolean", "string", "number", "json")
+RULE_TYPES = ("force", "rollout", "experiment")
+WEIGHT_TOLERANCE = 1e-9  # rollout shares must sum to 1 within this
+# Prerequisite chains deeper than this count as unmet on the server (services keep them short;
+# the SDKs have no limit, so this only guards against runaway recursion).
+MAX_PREREQUISITE_DEPTH = 32
 
 
 @dataclass(frozen=True)
@@ -58,10 +73,18 @@ class SegmentSpec:
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "include", tuple(self.include))
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
 
 @dataclass(frozen=True)
 class RuleSpec:
-    """One rule, resolved: its segment and experiment are given as specs, not keys."""
+    """One rule, resolved: its segment and experiment are given as specs, not keys.
+
+    ``weights`` may also be given as a mapping; it is stored as ``(key, share)`` pairs. Raises
+    ``ValueError`` when the rule is inconsistent on its own (see `FlagSpec` for the rest).
+    """
 
     id: str
     type: str  # "force" | "rollout" | "experiment"
@@ -72,16 +95,60 @@ class RuleSpec:
     weights: tuple[tuple[str, float], ...] = ()  # rollout: (variation key, share), summing to 1
     experiment: ExperimentSpec | None = None  # experiment
 
+    def __post_init__(self) -> None:
+        weights = self.weights.items() if isinstance(self.weights, Mapping) else self.weights
+        object.__setattr__(self, "weights", tuple((k, s) for k, s in weights))
+        problems = _rule_problems(self)
+        if problems:
+            raise ValueError(f"rule {self.id!r}: " + "; ".join(problems))
+
+
+def _rule_problems(rule: RuleSpec) -> list[str]:
+    problems = []
+    if not rule.id:
+        problems.append("the id must not be empty")
+    if rule.type not in RULE_TYPES:
+        problems.append(f"unknown type {rule.type!r}; expected one of {', '.join(RULE_TYPES)}")
+    if rule.condition is not None and not isinstance(rule.condition, dict):
+        problems.append("the condition must be an object")
+    if rule.type == "force" and not rule.variation:
+        problems.append("a force rule needs a variation")
+    if rule.type == "experiment" and rule.experiment is None:
+        problems.append("an experiment rule needs an experiment")
+    if rule.type == "rollout":
+        if not rule.hash_attribute:
+            problems.append("the hash attribute must not be empty")
+        keys = [k for k, _ in rule.weights]
+        shares = [s for _, s in rule.weights]
+        if len(set(keys)) != len(keys):
+            problems.append("each variation may have one share only")
+        if any(
+            isinstance(s, bool) or not isinstance(s, int | float) or not math.isfinite(s) or s < 0
+            for s in shares
+        ):
+            problems.append("shares must be finite numbers between 0 and 1")
+        elif abs(sum(shares) - 1) > WEIGHT_TOLERANCE:
+            problems.append(f"shares must sum to 1 (they sum to {sum(shares):g})")
+    return problems
+
 
 @dataclass(frozen=True)
 class Prerequisite:
     flag: str
     variations: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variations", tuple(self.variations))
+
 
 @dataclass(frozen=True)
 class FlagSpec:
-    """A flag as served in one environment (plain data, no ORM)."""
+    """A flag as served in one environment (plain data, no ORM).
+
+    Raises ``ValueError`` when the spec is inconsistent: unknown type, duplicate or missing
+    variation keys, a value of the wrong type (or None), a rule naming a variation the flag does
+    not have, an experiment whose variant keys are not all flag variation keys.
+    """
 
     key: str
     type: str  # "boolean" | "string" | "number" | "json"
@@ -92,12 +159,70 @@ class FlagSpec:
     default_variation: str
     rules: tuple[RuleSpec, ...] = ()
     prerequisites: tuple[Prerequisite, ...] = ()
+    if TYPE_CHECKING:  # set in __post_init__, deliberately not a dataclass field
+        _plan: _FlagPlan
+
+    def __post_init__(self) -> None:
+        for name in ("variations", "rules", "prerequisites"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        problems = _flag_problems(self)
+        if problems:
+            raise ValueError(f"flag {self.key!r}: " + "; ".join(problems))
+        object.__setattr__(self, "_plan", _FlagPlan(self))
 
     def value_of(self, variation: str) -> Any:
         for v in self.variations:
             if v.key == variation:
                 return v.value
         raise KeyError(variation)
+
+
+def _type_ok(flag_type: str, value: Any) -> bool:
+    if value is None:
+        return False
+    if flag_type == "boolean":
+        return isinstance(value, bool)
+    if flag_type == "string":
+        return isinstance(value, str)
+    if flag_type == "number":
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+    return True  # json: any JSON value but null
+
+
+def _flag_problems(spec: FlagSpec) -> list[str]:
+    problems = []
+    if not spec.key:
+        problems.append("the key must not be empty")
+    if spec.type not in FLAG_TYPES:
+        problems.append(f"unknown type {spec.type!r}; expected one of {', '.join(FLAG_TYPES)}")
+    keys = [v.key for v in spec.variations]
+    if not keys or len(set(keys)) != len(keys):
+        problems.append("variation keys must be present and unique")
+    problems += [
+        f"the value of {v.key!r} is not a {spec.type} value"
+        for v in spec.variations
+        if not _type_ok(spec.type, v.value)
+    ]
+    for name in ("off_variation", "default_variation"):
+        if getattr(spec, name) not in keys:
+            problems.append(
+                f"the {name.replace('_', ' ')} {getattr(spec, name)!r} is not a variation"
+            )
+    for rule in spec.rules:
+        named = [rule.variation] if rule.type == "force" else [k for k, _ in rule.weights]
+        if rule.type == "experiment" and rule.experiment is not None:
+            named = [v.key for v in rule.experiment.variants]
+        unknown = [k for k in named if k not in keys]
+        if unknown:
+            problems.append(f"rule {rule.id!r} names unknown variations {unknown}")
+    ids = [r.id for r in spec.rules]
+    if len(set(ids)) != len(ids):
+        problems.append("rule ids must be unique")
+    if any(p.flag == spec.key for p in spec.prerequisites):
+        problems.append("a flag cannot be its own prerequisite")
+    return problems
 
 
 @dataclass(frozen=True)
@@ -112,13 +237,194 @@ class FlagResult:
 
 
 def segment_condition(segment: SegmentSpec) -> dict[str, Any]:
-    """The segment as one GrowthBook condition (see the module docstring)."""
-    raise NotImplementedError
+    """The segment as one GrowthBook condition: ``{"id": {"$in": include}}``, OR-ed with the
+    segment's condition when it has one, AND-ed with ``{"id": {"$nin": exclude}}`` when it
+    excludes anyone (see the module docstring)."""
+    included: dict[str, Any] = {"id": {"$in": list(segment.include)}}
+    if segment.condition:
+        included = {"$or": [included, segment.condition]} if segment.include else segment.condition
+    if segment.exclude:
+        return {"$and": [included, {"id": {"$nin": list(segment.exclude)}}]}
+    return included
 
 
-def flag_feature(spec: FlagSpec) -> dict[str, Any]:
-    """The flag as a GrowthBook feature: ``{"defaultValue": ..., "rules": [...]}``."""
-    raise NotImplementedError
+def _rule_condition(rule: RuleSpec) -> dict[str, Any] | None:
+    """The rule's own condition AND its segment's, or None when it has neither."""
+    return _and(rule.condition, segment_condition(rule.segment) if rule.segment else None)
+
+
+def _and(*conditions: dict[str, Any] | None) -> dict[str, Any] | None:
+    parts = [c for c in conditions if c]
+    if len(parts) > 1:
+        return {"$and": parts}
+    return parts[0] if parts else None
+
+
+class _Rule:
+    """One flag rule compiled for serving: what the payload carries and the server checks."""
+
+    __slots__ = ("id", "kind", "condition", "variation", "value", "hash_attribute", "state")
+    __slots__ += ("slices", "experiment", "values")
+
+    def __init__(self, rule_id: str, kind: str, condition: dict[str, Any] | None) -> None:
+        self.id = rule_id
+        self.kind = kind  # "force" | "rollout" | "experiment"
+        self.condition = condition
+        self.variation: str = ""
+        self.value: Any = None
+        self.hash_attribute = "id"
+        self.state = 0
+        self.slices: tuple[tuple[float, float, str, Any], ...] = ()  # (lo, hi, key, value)
+        self.experiment: ExperimentSpec | None = None
+        self.values: dict[str, Any] = {}
+
+
+class _FlagPlan:
+    """Everything the payload and the server need, computed once per spec."""
+
+    __slots__ = ("seed", "values", "rules")
+
+    def __init__(self, spec: FlagSpec) -> None:
+        self.seed = spec.seed or spec.key  # the SDKs fall back to the feature key
+        self.values = {v.key: v.value for v in spec.variations}
+        self.rules = tuple(r for rule in spec.rules if (r := self._compile(spec, rule)))
+
+    def _compile(self, spec: FlagSpec, rule: RuleSpec) -> _Rule | None:
+        condition = _rule_condition(rule)
+        if rule.type == "force":
+            return self._force(rule.id, condition, rule.variation or "")
+        if rule.type == "rollout":
+            out = _Rule(rule.id, "rollout", condition)
+            out.hash_attribute = rule.hash_attribute
+            out.state = seed_state(self.seed)
+            out.slices = _slices(spec, dict(rule.weights))
+            return out
+        exp = rule.experiment
+        assert exp is not None  # checked by RuleSpec
+        if exp.status == "concluded" and exp.shipped_variant is not None:
+            return self._force(rule.id, _and(condition, exp.condition), exp.shipped_variant)
+        if exp.status != "running":
+            return None
+        out = _Rule(rule.id, "experiment", condition)
+        out.experiment = exp
+        out.values = {v.key: self.values[v.key] for v in exp.variants}
+        return out
+
+    def _force(self, rule_id: str, condition: dict[str, Any] | None, variation: str) -> _Rule:
+        out = _Rule(rule_id, "force", condition)
+        out.variation = variation
+        out.value = self.values[variation]
+        return out
+
+
+def _slices(spec: FlagSpec, shares: dict[str, float]) -> tuple[tuple[float, float, str, Any], ...]:
+    """Cumulative ``[lo, hi)`` per variation with a share, in the flag's variation order."""
+    slices = []
+    total = 0.0
+    for v in spec.variations:
+        share = shares.get(v.key, 0)
+        lo, total = total, total + share
+        if share > 0:
+            slices.append([lo, total, v.key, v.value])
+    if slices and abs(total - 1) <= WEIGHT_TOLERANCE:
+        slices[-1][1] = 1.0  # rounding must never leave the top of [0, 1) to nobody
+    return tuple((lo, hi, key, value) for lo, hi, key, value in slices)
+
+
+# --- prerequisites -------------------------------------------------------------------------
+
+
+def _depends_on(start: str, target: str, flags: Mapping[str, FlagSpec]) -> bool:
+    """Whether ``start`` has ``target`` among its prerequisites, directly or through others
+    (only enabled flags count: a disabled flag serves its off value without asking anyone)."""
+    seen: set[str] = set()
+    stack = [start]
+    while stack:
+        key = stack.pop()
+        if key == target:
+            return True
+        if key in seen:
+            continue
+        seen.add(key)
+        spec = flags.get(key)
+        if spec is not None and spec.enabled:
+            stack.extend(p.flag for p in spec.prerequisites)
+    return False
+
+
+def _parent_condition(
+    spec: FlagSpec, prerequisite: Prerequisite, flags: Mapping[str, FlagSpec]
+) -> dict[str, Any] | None:
+    """The condition on the parent's value that makes the prerequisite fail, or None when it
+    can never pass (the parent is missing, archived, off, or depends on this flag)."""
+    parent = flags.get(prerequisite.flag)
+    if parent is None or not parent.enabled or _depends_on(parent.key, spec.key, flags):
+        return None
+    allowed = [parent._plan.values[k] for k in prerequisite.variations if k in parent._plan.values]
+    return {"value": {"$nin": allowed}}
+
+
+def _prerequisite_rule(
+    spec: FlagSpec, prerequisite: Prerequisite, flags: Mapping[str, FlagSpec]
+) -> dict[str, Any]:
+    rule: dict[str, Any] = {"id": f"{spec.key}:prerequisite:{prerequisite.flag}"}
+    condition = _parent_condition(spec, prerequisite, flags)
+    if condition is not None:
+        rule["parentConditions"] = [{"id": prerequisite.flag, "condition": condition}]
+    rule["force"] = spec._plan.values[spec.off_variation]
+    return rule
+
+
+# --- the payload ---------------------------------------------------------------------------
+
+
+def flag_feature(spec: FlagSpec, flags: Mapping[str, FlagSpec] | None = None) -> dict[str, Any]:
+    """The flag as a GrowthBook feature: ``{"defaultValue": ..., "rules": [...]}``.
+
+    ``flags``: every flag served in the environment by key, as for `evaluate_flag`; needed (and
+    only read) when the flag has prerequisites. `bucketing.payload.build_payload` passes it.
+    """
+    plan = spec._plan
+    if not spec.enabled:
+        return {"defaultValue": plan.values[spec.off_variation], "rules": []}
+    if spec.prerequisites and flags is None:
+        raise ValueError(f"flag {spec.key!r} has prerequisites: pass every served flag")
+    rules = [_prerequisite_rule(spec, p, flags or {}) for p in spec.prerequisites]
+    for rule in plan.rules:
+        rules += _payload_rules(spec, rule)
+    return {"defaultValue": plan.values[spec.default_variation], "rules": rules}
+
+
+def _payload_rules(spec: FlagSpec, rule: _Rule) -> list[dict[str, Any]]:
+    condition = {"condition": rule.condition} if rule.condition else {}
+    if rule.kind == "force":
+        return [{"id": rule.id, **condition, "force": rule.value}]
+    if rule.kind == "rollout":
+        return [
+            {
+                "id": f"{rule.id}:{key}",
+                **condition,
+                "force": value,
+                "hashAttribute": rule.hash_attribute,
+                "seed": spec._plan.seed,
+                "hashVersion": HASH_VERSION,
+                "range": [lo, hi],
+            }
+            for lo, hi, key, value in rule.slices
+        ]
+    exp = rule.experiment
+    assert exp is not None
+    # The experiment's own rule, as served under its key, with the flag's values.
+    out = dict(feature_definition(exp)["rules"][0])
+    out["id"] = rule.id
+    out["variations"] = [rule.values[v.key] for v in exp.variants]
+    both = _and(rule.condition, exp.condition)
+    if both:
+        out["condition"] = both
+    return [out]
+
+
+# --- the server's decision -----------------------------------------------------------------
 
 
 def evaluate_flag(
@@ -126,7 +432,59 @@ def evaluate_flag(
 ) -> FlagResult:
     """What the SDK would serve this unit, and why. ``flags``: every flag served in the
     environment by key (for prerequisites)."""
-    raise NotImplementedError
+    return _evaluate(spec, attributes, flags, 0)
+
+
+def _evaluate(
+    spec: FlagSpec, attributes: Mapping[str, Any], flags: Mapping[str, FlagSpec], depth: int
+) -> FlagResult:
+    plan = spec._plan
+    if not spec.enabled:
+        return FlagResult(plan.values[spec.off_variation], spec.off_variation, "off")
+    for prerequisite in spec.prerequisites:
+        if not _prerequisite_met(spec, prerequisite, attributes, flags, depth):
+            off = spec.off_variation
+            extra = {"prerequisite": prerequisite.flag}
+            return FlagResult(plan.values[off], off, "prerequisite", extra=extra)
+    attrs = attributes if isinstance(attributes, dict) else dict(attributes)
+    for rule in plan.rules:
+        if rule.condition is not None and not eval_condition(attrs, rule.condition):
+            continue
+        if rule.kind == "force":
+            return FlagResult(rule.value, rule.variation, "rule", rule.id)
+        if rule.kind == "rollout":
+            unit = attrs.get(rule.hash_attribute)
+            if unit.__class__ is not str:
+                unit = hash_string(unit)
+            if not unit:
+                continue
+            n = hash_v2_from_state(rule.state, unit)
+            for lo, hi, key, value in rule.slices:
+                if lo <= n < hi:
+                    return FlagResult(value, key, "rollout", rule.id)
+            continue
+        exp = rule.experiment
+        assert exp is not None
+        variant = evaluate(exp, attrs)
+        if variant is not None:
+            value = rule.values[variant]
+            return FlagResult(value, variant, "experiment", rule.id, experiment=exp.key)
+    default = spec.default_variation
+    return FlagResult(plan.values[default], default, "default")
+
+
+def _prerequisite_met(
+    spec: FlagSpec,
+    prerequisite: Prerequisite,
+    attributes: Mapping[str, Any],
+    flags: Mapping[str, FlagSpec],
+    depth: int,
+) -> bool:
+    condition = _parent_condition(spec, prerequisite, flags)
+    if condition is None or depth >= MAX_PREREQUISITE_DEPTH:
+        return False
+    parent = _evaluate(flags[prerequisite.flag], attributes, flags, depth + 1)
+    return not eval_condition({"value": parent.value}, condition)
 
 
 def evaluate_flags(
@@ -135,4 +493,5 @@ def evaluate_flags(
     keys: Iterable[str] | None = None,
 ) -> dict[str, FlagResult]:
     """`evaluate_flag` for the given keys (every flag when None); unknown keys are left out."""
-    raise NotImplementedError
+    wanted = flags.keys() if keys is None else keys
+    return {key: evaluate_flag(flags[key], attributes, flags) for key in wanted if key in flags}

@@ -42,6 +42,9 @@ from bucketing.hashing import (
     seed_state,
 )
 
+if TYPE_CHECKING:
+    from bucketing.flags import FlagSpec
+
 STATUSES = ("draft", "running", "paused", "rolled_back", "concluded")
 HASH_VERSION = 2
 _VECTOR_MIN = 256  # below this many units numpy's fixed costs outweigh its speed
@@ -297,13 +300,23 @@ def feature_definition(spec: ExperimentSpec) -> dict[str, Any]:
 
 
 def build_payload(
-    specs: Iterable[ExperimentSpec], *, date_updated: datetime | str | None = None
+    specs: Iterable[ExperimentSpec],
+    *,
+    flags: Iterable[FlagSpec] | Mapping[str, FlagSpec] = (),
+    date_updated: datetime | str | None = None,
 ) -> dict[str, Any]:
-    """The body of ``GET /api/features/<client key>``: every non-draft experiment as a feature.
+    """The body of ``GET /api/features/<client key>``: every non-draft experiment as a feature,
+    and every flag given (`bucketing.flags.flag_feature`; pass only the served ones, as specs or
+    a mapping of key to spec).
 
-    Pass the latest change time of the experiments as ``date_updated`` (not the current time) so
-    the payload, and its `etag`, only change when an experiment does.
+    Pass the latest change time of the experiments and flags as ``date_updated`` (not the
+    current time) so the payload, and its `etag`, only change when one of them does. Raises
+    ``ValueError`` when two served experiments, two flags, or a served experiment and a flag share
+    a key (both are feature keys).
     """
+    # Imported here: bucketing.flags builds on this module's ExperimentSpec.
+    from bucketing.flags import flag_feature
+
     features: dict[str, Any] = {}
     for spec in sorted(specs, key=lambda s: s.key):
         if spec.status == "draft":
@@ -311,6 +324,15 @@ def build_payload(
         if spec.key in features:
             raise ValueError(f"two experiments share the key {spec.key!r}")
         features[spec.key] = feature_definition(spec)
+    served: dict[str, FlagSpec] = {}
+    for flag in flags.values() if isinstance(flags, Mapping) else flags:
+        if flag.key in features:
+            raise ValueError(f"the flag {flag.key!r} has the key of an experiment")
+        if flag.key in served:
+            raise ValueError(f"two flags share the key {flag.key!r}")
+        served[flag.key] = flag
+    for key in sorted(served):
+        features[key] = flag_feature(served[key], served)
     if isinstance(date_updated, datetime):
         date_updated = date_updated.isoformat().replace("+00:00", "Z")
     return {"status": 200, "features": features, "dateUpdated": date_updated}

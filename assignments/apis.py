@@ -27,7 +27,7 @@ from assignments.api_schemas import (
     EventsResponseSchema,
     FeaturesSchemaView,
 )
-from assignments.selectors import features_payload, metric_baseline
+from assignments.selectors import features_payload_for, metric_baseline
 from assignments.services import (
     EVENT_TYPES,
     MAX_BATCH,
@@ -39,7 +39,7 @@ from assignments.services import (
 )
 from experiments.apis import project_for
 from experiments.auth import ApiKeyAuthentication, scope_required
-from experiments.models import Metric, Project
+from experiments.models import Environment, Metric
 
 MAX_BULK_UNITS = 1000
 
@@ -237,7 +237,11 @@ class EventsApi(ServiceApi):
                     "field": "events",
                 }
             )
-        result = events_ingest(project=request.auth.project, events=events)
+        result = events_ingest(
+            project=request.auth.project,
+            events=events,
+            environment_id=request.auth.environment_id,
+        )
         return Response(
             {
                 "accepted": result.accepted,
@@ -328,8 +332,10 @@ class EventDeleteApi(APIView):
 @require_GET
 def features_view(request: HttpRequest, client_key: str) -> HttpResponse:
     """GrowthBook-compatible features payload; the client key is public, not a secret."""
-    project = get_object_or_404(Project, client_key=client_key)
-    payload, tag = features_payload(project)
+    environment = get_object_or_404(
+        Environment.objects.select_related("project"), client_key=client_key
+    )
+    payload, tag = features_payload_for(environment)
     wanted = _etags(request.headers.get("If-None-Match", ""))
     fresh = tag in wanted or "*" in wanted
     response = HttpResponse(status=304) if fresh else JsonResponse(payload)

@@ -4,7 +4,8 @@ Per batch: one round trip makes sure the session's staging tables exist and are 
 per event kind streams the validated rows, and one ``INSERT ... SELECT ... ON CONFLICT (project_id,
 event_id) DO NOTHING`` per kind moves the new ones into the event tables (its row count is the
 number accepted). Exposures are checked against stored assignments in the same statement, and
-the first exposure of an unassigned unit becomes its assignment in one more statement.
+the first exposure of an unassigned unit becomes its assignment in one more statement. Flag
+exposures count their flags' usage in the statement that moves them.
 
 Every INSERT takes its rows in key order: two requests storing overlapping rows (a client
 retrying a batch while the first attempt is still running) then wait for each other in the same
@@ -19,6 +20,8 @@ from typing import Any
 from django.db import connection
 from django.utils import timezone
 
+from assignments.services.flag_usage import USAGE_FROM_MOVED_PG
+
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS abacus_staging_exposure (
     event_id varchar(200), experiment_id bigint, variant_id bigint, unit_id varchar(200),
@@ -28,8 +31,13 @@ CREATE TEMP TABLE IF NOT EXISTS abacus_staging_metricevent (
     event_id varchar(200), name varchar(200), unit_id varchar(200), value double precision,
     ts timestamptz, properties jsonb
 ) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS abacus_staging_flagexposure (
+    event_id varchar(200), environment_id bigint, flag_id bigint, variation varchar(100),
+    unit_id varchar(200), ts timestamptz
+) ON COMMIT DELETE ROWS;
 DELETE FROM abacus_staging_exposure;
 DELETE FROM abacus_staging_metricevent;
+DELETE FROM abacus_staging_flagexposure;
 """
 
 # The correlated EXISTS probes the (experiment_id, unit_id) unique index once per exposure,
@@ -69,6 +77,25 @@ ORDER BY event_id COLLATE "C"
 ON CONFLICT (project_id, event_id) DO NOTHING
 """
 
+# New flag exposures, and their count per flag, variation and day added to the usage rows: the
+# answer is the number of new exposures.
+_MOVE_FLAG_EXPOSURES = (
+    """
+WITH moved AS (
+    INSERT INTO assignments_flagexposure
+        (project_id, event_id, environment_id, flag_id, variation, unit_id, ts, received_at)
+    SELECT %s, event_id, environment_id, flag_id, variation, unit_id, ts, %s
+    FROM abacus_staging_flagexposure
+    ORDER BY event_id COLLATE "C"
+    ON CONFLICT (project_id, event_id) DO NOTHING
+    RETURNING flag_id, environment_id, variation, ts
+), counted AS ("""
+    + USAGE_FROM_MOVED_PG
+    + """)
+SELECT count(*) FROM moved
+"""
+)
+
 
 def copy_events(*, project_id: int, batch: Any) -> int:
     """Store a validated `assignments.services.EventBatch`; return how many events were new.
@@ -101,4 +128,11 @@ def copy_events(*, project_id: int, batch: Any) -> int:
                     write(row)
             cursor.execute(_MOVE_METRICS, [project_id, now])
             inserted += cursor.rowcount
+        if batch.flag_exposures:
+            with raw.copy("COPY abacus_staging_flagexposure FROM STDIN") as copy:
+                write = copy.write_row
+                for row in batch.flag_exposures.values():
+                    write(row)
+            cursor.execute(_MOVE_FLAG_EXPOSURES, [project_id, now])
+            inserted += cursor.fetchone()[0]
     return inserted

@@ -1,5 +1,6 @@
 """Batch event ingestion: validate, then store every valid event in one statement per table
-(COPY on PostgreSQL, ``INSERT OR IGNORE`` elsewhere), idempotently by (project, event_id)."""
+(COPY on PostgreSQL, ``INSERT OR IGNORE`` elsewhere), idempotently by (project, event_id): one
+event id is one event across experiment exposures, flag exposures and metric events."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -7,22 +8,32 @@ from typing import Any
 from django.db import connection, transaction
 from django.utils import timezone
 
-from assignments.models import Exposure, MetricEvent
+from assignments.models import Exposure, FlagExposure, MetricEvent
 from assignments.selectors import project_specs
 from assignments.services.assignment_rows import (
     _ROWS_PER_STATEMENT,
     _assignment_rows,
     _assignments_insert,
 )
-from assignments.services.validate import EventBatch, IngestResult, events_validate
+from assignments.services.flag_usage import flag_usage_add, usage_counts
+from assignments.services.validate import (
+    EventBatch,
+    FlagTargets,
+    IngestResult,
+    events_validate,
+)
 from core.errors import DomainError
 from experiments.models import Project
 
 MAX_BATCH = 10_000
 
 
-def events_ingest(*, project: Project, events: Sequence[Any]) -> IngestResult:
+def events_ingest(
+    *, project: Project, events: Sequence[Any], environment_id: int | None = None
+) -> IngestResult:
     """Validate each event; store the valid ones idempotently by (project, event_id).
+    ``environment_id``: where flag exposures are recorded (the API key's environment;
+    production when None). Each new flag exposure counts one evaluation of its flag.
 
     Valid events are committed (before this returns) even when others in the batch are
     rejected. Duplicates (an event_id seen before, or twice in the batch) are counted, not
@@ -38,11 +49,16 @@ def events_ingest(*, project: Project, events: Sequence[Any]) -> IngestResult:
         raise DomainError(
             f"A batch holds at most {MAX_BATCH} events (got {len(events)}).", "events"
         )
-    batch, result = events_validate(specs=project_specs(project), events=events)
-    if batch.exposures or batch.metrics:
+    batch, result = events_validate(
+        specs=project_specs(project),
+        events=events,
+        flags=FlagTargets(project.pk, environment_id),
+    )
+    valid = len(batch.exposures) + len(batch.metrics) + len(batch.flag_exposures)
+    if valid:
         with transaction.atomic():
-            result.duplicates += _drop_ids_of_the_other_type(project_id=project.pk, batch=batch)
-            if not (batch.exposures or batch.metrics):
+            dropped = _drop_ids_of_the_other_type(project_id=project.pk, batch=batch)
+            if dropped == valid:
                 inserted = 0
             elif connection.vendor == "postgresql":
                 from assignments.copy import copy_events
@@ -51,7 +67,7 @@ def events_ingest(*, project: Project, events: Sequence[Any]) -> IngestResult:
             else:
                 inserted = _insert_events(project_id=project.pk, batch=batch)
         result.accepted = inserted
-        result.duplicates += len(batch.exposures) + len(batch.metrics) - inserted
+        result.duplicates += valid - inserted
     return result
 
 
@@ -68,22 +84,29 @@ def probe_other_type_sql(table: str) -> str:
 
 
 def _drop_ids_of_the_other_type(*, project_id: int, batch: EventBatch) -> int:
-    """One event id per project, across both types: drop the exposures whose id a stored metric
-    event has, and the metric events whose id a stored exposure has (each table's unique
-    (project, event_id) constraint covers its own type). Returns how many were dropped.
+    """One event id per project, across the three types: drop the batch's events whose id is
+    stored in another type's table (each table's unique (project, event_id) constraint covers
+    its own type). Each table is probed once, for the ids of the other types. Returns how many
+    were dropped.
 
-    Two batches racing with one id as both types could still both store it; a client retry
+    Two batches racing with one id as two types could still both store it; a client retry
     resends the same type, so that needs a client sending one id for two different events."""
     dropped = 0
     postgresql = connection.vendor == "postgresql"
-    for ids, other in ((batch.exposures, MetricEvent), (batch.metrics, Exposure)):
-        keys = list(ids)
+    kinds = (
+        (batch.exposures, Exposure),
+        (batch.metrics, MetricEvent),
+        (batch.flag_exposures, FlagExposure),
+    )
+    for _, model in kinds:
+        others = [ids for ids, other in kinds if other is not model and ids]
+        keys = [key for ids in others for key in ids]
         if not keys:
             continue
-        table = other._meta.db_table
-        # One probe of the other table's unique (project_id, event_id) index per id: a single
-        # array parameter on PostgreSQL, chunks under SQLite's bound-parameter limit (its IN
-        # list on the index's two columns is one index lookup per id).
+        table = model._meta.db_table
+        # One probe of the table's unique (project_id, event_id) index per id: a single array
+        # parameter on PostgreSQL, chunks under SQLite's bound-parameter limit (its IN list on
+        # the index's two columns is one index lookup per id).
         step = len(keys) if postgresql else _ROWS_PER_STATEMENT
         with connection.cursor() as cursor:
             for start in range(0, len(keys), step):
@@ -97,8 +120,10 @@ def _drop_ids_of_the_other_type(*, project_id: int, batch: EventBatch) -> int:
                         [project_id, *chunk],
                     )
                 for (event_id,) in cursor.fetchall():
-                    if ids.pop(event_id, None) is not None:
-                        dropped += 1
+                    for ids in others:
+                        if ids.pop(event_id, None) is not None:
+                            dropped += 1
+                            break
     if not batch.exposures:
         batch.running_phases.clear()
     return dropped
@@ -152,7 +177,39 @@ def _insert_events(*, project_id: int, batch: EventBatch) -> int:
         inserted = raw.total_changes - before
         if batch.running_phases and exposures_inserted:
             _assign_from_exposures(batch, pairs)
-    return inserted
+    return inserted + _insert_flag_exposures(project_id=project_id, batch=batch, now=now)
+
+
+def _insert_flag_exposures(*, project_id: int, batch: EventBatch, now: str) -> int:
+    """The portable path for flag exposures: ``INSERT ... ON CONFLICT DO NOTHING RETURNING``
+    in chunks, then one usage upsert per environment for the new ones. Returns how many were
+    new."""
+    rows = list(batch.flag_exposures.values())
+    adapt = connection.ops.adapt_datetimefield_value
+    new: list[tuple[int, int, str, Any]] = []
+    with connection.cursor() as cursor:
+        for lo in range(0, len(rows), _ROWS_PER_STATEMENT):
+            chunk = rows[lo : lo + _ROWS_PER_STATEMENT]
+            cursor.execute(
+                "INSERT INTO assignments_flagexposure (project_id, event_id, environment_id, "
+                "flag_id, variation, unit_id, ts, received_at) VALUES "
+                + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+                + " ON CONFLICT (project_id, event_id) DO NOTHING RETURNING event_id",
+                [
+                    x
+                    for event_id, env, flag, variation, unit, ts in chunk
+                    for x in (project_id, event_id, env, flag, variation, unit, adapt(ts), now)
+                ],
+            )
+            for (event_id,) in cursor.fetchall():
+                _, env, flag, variation, _, ts = batch.flag_exposures[event_id]
+                new.append((env, flag, variation, ts))
+    for env in {row[0] for row in new}:
+        flag_usage_add(
+            environment_id=env,
+            counts=usage_counts((f, v, ts) for e, f, v, ts in new if e == env),
+        )
+    return len(new)
 
 
 def _assign_from_exposures(batch: EventBatch, pairs: dict[tuple[int, str], int]) -> None:

@@ -1,6 +1,9 @@
 """Event validation, row by row, without model instances or ``full_clean``: the API checks the
 request's shape, `events_validate` every rule of every event, and the result is a batch of plain
-tuples that the storage paths (`assignments.services.ingest`) take as is."""
+tuples that the storage paths (`assignments.services.ingest`) take as is.
+
+Three kinds of event: experiment exposures (``"type": "exposure"`` with ``"experiment"``), flag
+exposures (``"type": "exposure"`` with ``"flag"`` and no ``"experiment"``) and metric events."""
 
 import json
 import math
@@ -13,7 +16,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from assignments.selectors import ProjectSpecs
-from experiments.models import ExperimentStatus
+from experiments.models import PRODUCTION, Environment, ExperimentStatus
+from flags.models import Flag
 
 MAX_ID_LENGTH = 200
 MAX_NAME_LENGTH = 200
@@ -44,6 +48,42 @@ class IngestResult:
 ExposureRow = tuple[str, int, int, str, datetime]  # event_id, experiment, variant, unit, ts
 MetricRow = tuple[str, str, str, float, datetime, str | None]  # event_id, name, unit, value, ts,
 # properties as JSON text
+FlagExposureRow = tuple[str, int, int, str, str, datetime]  # event_id, environment, flag,
+# variation key, unit, ts
+
+
+class FlagTargets:
+    """What flag exposures name: the project's flags (archived ones too: late events of a flag
+    archived since are still accepted) and their variation keys, and the environment the events
+    are recorded in. Loaded on the first flag exposure of a batch (one query each), so batches
+    without any cost nothing."""
+
+    def __init__(self, project_id: int, environment_id: int | None) -> None:
+        self.project_id = project_id
+        self._environment_id = environment_id
+        self._flags: dict[str, tuple[int, frozenset[str]]] | None = None
+
+    @property
+    def environment_id(self) -> int:
+        """The events' environment: the API key's; production for keys without one."""
+        if self._environment_id is None:
+            self._environment_id = (
+                Environment.objects.filter(project_id=self.project_id, key=PRODUCTION)
+                .values_list("pk", flat=True)
+                .get()
+            )
+        return self._environment_id
+
+    def flag(self, key: str) -> tuple[int, frozenset[str]] | None:
+        """The flag's id and variation keys, or None when the project has no such flag."""
+        if self._flags is None:
+            self._flags = {
+                key: (pk, frozenset(v.get("key") for v in variations if isinstance(v, dict)))
+                for key, pk, variations in Flag.objects.filter(
+                    project_id=self.project_id
+                ).values_list("key", "pk", "variations")
+            }
+        return self._flags.get(key)
 
 
 @dataclass
@@ -52,6 +92,7 @@ class EventBatch:
 
     exposures: dict[str, ExposureRow] = field(default_factory=dict)
     metrics: dict[str, MetricRow] = field(default_factory=dict)
+    flag_exposures: dict[str, FlagExposureRow] = field(default_factory=dict)
     running_phases: dict[int, int] = field(default_factory=dict)  # experiment id -> phase
 
 
@@ -184,31 +225,40 @@ class _Rejected(Exception):
 
 
 def events_validate(
-    *, specs: ProjectSpecs, events: Sequence[Any]
+    *, specs: ProjectSpecs, events: Sequence[Any], flags: FlagTargets | None = None
 ) -> tuple[EventBatch, IngestResult]:
     """Check every event; return the rows to store and the result so far (rejections and
-    in-batch duplicates). The first problem of an event names its field."""
+    in-batch duplicates). The first problem of an event names its field. ``flags``: what flag
+    exposures may name (without it, a flag exposure is rejected as an unknown flag)."""
     batch = EventBatch()
     result = IngestResult()
     latest = timezone.now() + MAX_CLOCK_SKEW
     bound = max_event_value()
     exposures = batch.exposures
     metrics = batch.metrics
+    flag_exposures = batch.flag_exposures
     for index, event in enumerate(events):
         try:
             event_id, kind, unit_id, ts = _event_envelope(event, latest)
             if kind == "exposure":
-                key, experiment_id, variant_id = _exposure_target(event, specs)
+                if "experiment" not in event and "flag" in event:
+                    kind = "flag"
+                    flag_id, variation = _flag_exposure_target(event, flags)
+                else:
+                    key, experiment_id, variant_id = _exposure_target(event, specs)
             else:
                 name, value, properties = _metric_fields(event, bound)
         except _Rejected as rejected:
             result.reject(index, rejected.field_name, rejected.message)
             continue
-        if event_id in exposures or event_id in metrics:
+        if event_id in exposures or event_id in metrics or event_id in flag_exposures:
             result.duplicates += 1
         elif kind == "exposure":
             exposures[event_id] = (event_id, experiment_id, variant_id, unit_id, ts)
             _note_exposure(specs, batch, result, index, key, experiment_id, ts)
+        elif kind == "flag":
+            row = (event_id, flags.environment_id, flag_id, variation, unit_id, ts)
+            flag_exposures[event_id] = row
         else:
             metrics[event_id] = (event_id, name, unit_id, value, ts, properties)
     return batch, result
@@ -236,6 +286,8 @@ def _event_envelope(event: Any, latest: datetime) -> tuple[str, str, str, dateti
 def _exposure_target(event: dict[str, Any], specs: ProjectSpecs) -> tuple[str, int, int]:
     """An exposure's experiment key, experiment id and variant id."""
     key = event.get("experiment")
+    if key is None:
+        raise _Rejected("experiment", "'experiment' is required ('flag' for a flag exposure).")
     if error := _string_error(key, "experiment", MAX_NAME_LENGTH):
         raise _Rejected("experiment", error)
     experiment_id = specs.experiment_ids.get(key)
@@ -248,6 +300,23 @@ def _exposure_target(event: dict[str, Any], specs: ProjectSpecs) -> tuple[str, i
             raise _Rejected("variant", error)
         raise _Rejected("variant", f"Experiment '{key}' has no variant '{variant}'.")
     return key, experiment_id, variant_id
+
+
+def _flag_exposure_target(event: dict[str, Any], flags: FlagTargets | None) -> tuple[int, str]:
+    """A flag exposure's flag id and variation key."""
+    key = event.get("flag")
+    if error := _string_error(key, "flag", MAX_NAME_LENGTH):
+        raise _Rejected("flag", error)
+    target = flags.flag(key) if flags is not None else None
+    if target is None:
+        raise _Rejected("flag", f"Unknown flag '{key}'.")
+    flag_id, variations = target
+    variation = event.get("variation")
+    if variation.__class__ is not str or variation not in variations:
+        if error := _string_error(variation, "variation", MAX_NAME_LENGTH):
+            raise _Rejected("variation", error)
+        raise _Rejected("variation", f"Flag '{key}' has no variation '{variation}'.")
+    return flag_id, variation
 
 
 def _note_exposure(

@@ -265,7 +265,9 @@ def test_postgresql_ingests_through_copy(project, experiment):
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's plan")
-@pytest.mark.parametrize("table", ["assignments_metricevent", "assignments_exposure"])
+@pytest.mark.parametrize(
+    "table", ["assignments_metricevent", "assignments_exposure", "assignments_flagexposure"]
+)
 def test_the_cross_type_id_probe_looks_ids_up_without_reading_the_project(project, table):
     """One index lookup per id of the batch, whatever the project's history: the plan is a
     nested loop over the ids, never a scan of the project's events (the earlier `= ANY`

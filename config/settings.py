@@ -315,6 +315,9 @@ ABACUS_CSP_OVERRIDES = {
 # Requests per minute per API key (all endpoints a key may call); 0 turns the limit off.
 # Generous by default so benchmarks and load tests measure the app, not the limiter.
 ABACUS_RATE_LIMIT_PER_MINUTE = int(os.environ.get("ABACUS_RATE_LIMIT_PER_MINUTE", 6000))
+# Flag hygiene: a temporary flag serving one variation to everyone for this many days is stale
+# (flags.selectors.stale_flags).
+ABACUS_STALE_FLAG_DAYS = int(os.environ.get("ABACUS_STALE_FLAG_DAYS", 14))
 
 
 def _cache_config() -> dict:

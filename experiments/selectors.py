@@ -11,6 +11,7 @@ from django.db.models import Count, Prefetch, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from bucketing.flags import SegmentSpec, segment_condition
 from bucketing.payload import ExperimentSpec, VariantSpec
 from experiments.models import (
     RAMP_STAGE_DEFAULT_HOURS,
@@ -23,6 +24,7 @@ from experiments.models import (
     Metric,
     Project,
     Role,
+    Segment,
 )
 from stats.power import (
     PIPELINE_LOOKS,
@@ -443,8 +445,19 @@ def _power_plan(
 # --- serving: the pure spec that assignment evaluates -------------------------------------------
 
 
+def segment_spec(segment: Segment) -> SegmentSpec:
+    """The pure spec of a saved segment (flag rules and experiments' targeting use it)."""
+    return SegmentSpec(
+        key=segment.key,
+        condition=segment.condition or None,
+        include=tuple(str(u) for u in segment.include or ()),
+        exclude=tuple(str(u) for u in segment.exclude or ()),
+    )
+
+
 def experiment_spec(experiment: Experiment, variants: list | None = None) -> ExperimentSpec:
-    """The pure spec of one experiment; raises ValueError when its definition is inconsistent."""
+    """The pure spec of one experiment; raises ValueError when its definition is inconsistent.
+    A saved segment is AND-ed with the targeting condition."""
     variants = variants if variants is not None else list(experiment.variants.all())
     namespace = None
     if experiment.layer:
@@ -452,6 +465,10 @@ def experiment_spec(experiment: Experiment, variants: list | None = None) -> Exp
     shipped = None
     if experiment.status == ExperimentStatus.CONCLUDED and experiment.decision_variant:
         shipped = experiment.decision_variant
+    condition = experiment.targeting or None
+    if experiment.segment_id is not None:
+        audience = segment_condition(segment_spec(experiment.segment))
+        condition = {"$and": [condition, audience]} if condition else audience
     return ExperimentSpec(
         key=experiment.key,
         seed=experiment.seed,
@@ -461,7 +478,7 @@ def experiment_spec(experiment: Experiment, variants: list | None = None) -> Exp
             VariantSpec(key=v.key, weight=v.weight, value=v.value, is_control=v.is_control)
             for v in variants
         ),
-        condition=experiment.targeting or None,
+        condition=condition,
         namespace=namespace,
         status=experiment.status,
         shipped_variant=shipped,

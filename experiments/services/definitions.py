@@ -122,6 +122,14 @@ def experiment_create(
 ) -> Experiment:
     if Experiment.objects.filter(project=project, key=key).exists():
         raise DomainError(f"An experiment with key '{key}' already exists in this project.", "key")
+    # Flags and experiments share one key space (both are SDK features). The reverse relation
+    # reads the flags table without importing the flags app, which sits above this layer.
+    if project.flags.filter(key=key).exists():
+        raise DomainError(
+            f"'{key}' is the key of a flag of this project; flags and experiments share one key "
+            "space (both are features of the SDK payload).",
+            "key",
+        )
     fields = {k: v for k, v in fields.items() if v is not None or k in ("planned_sample_size",)}
     unknown = sorted(set(fields) - set(EXPERIMENT_FIELDS))
     if unknown:

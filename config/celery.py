@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("abacus")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["analysis"])
+app.autodiscover_tasks(["analysis", "flags"])
 
 
 @app.on_after_finalize.connect
@@ -20,4 +20,11 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
         sender.signature("analysis.schedule_running"),
         name="analysis: refresh every running experiment",
         expires=float(settings.ABACUS_ANALYSIS_INTERVAL),
+    )
+    # Scheduled flag changes (turn on, move a rollout) land within this many seconds of their time.
+    sender.add_periodic_task(
+        15.0,
+        sender.signature("flags.apply_scheduled_changes"),
+        name="flags: apply due scheduled changes",
+        expires=15.0,
     )

@@ -39,9 +39,13 @@ def rollout_move(
         moved = {k: (1 - share) / len(others) for k in others}
     moved[variation] = share
     result = {k: moved[k] for k in keys if moved.get(k, 0.0) > 0 or k in weights or k == variation}
-    # Rounding: the largest share absorbs the last bits so the sum is exactly 1.
-    largest = max(result, key=lambda k: result[k])
-    result[largest] += 1.0 - sum(result.values())
+    # Shares are rounded to 12 places; the largest other share absorbs the rounding, so the
+    # moved variation gets exactly percent / 100 and the sum is 1 well within the tolerance.
+    result = {k: round(v, 12) for k, v in result.items()}
+    rest = [k for k in result if k != variation]
+    if rest:
+        largest = max(rest, key=lambda k: result[k])
+        result[largest] = round(result[largest] + 1.0 - sum(result.values()), 12)
     return result
 
 

@@ -20,6 +20,12 @@ class ProjectSettingsForm(forms.Form):
             "sample-ratio mismatch alerts here (signed; see the Webhook section)."
         ),
     )
+    require_approval = forms.BooleanField(
+        required=False,
+        label="Production flag changes need approval",
+        help_text="A second admin reviews each production change (a change request); turning "
+        "a flag off stays immediate for admins.",
+    )
 
 
 class MemberAddForm(forms.Form):

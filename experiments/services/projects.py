@@ -103,16 +103,28 @@ def project_update(
     actor: AbstractBaseUser | None = None,
     name: str | None = None,
     webhook_url: str | None = None,
+    require_approval: bool | None = None,
 ) -> Project:
-    before = {"name": project.name, "webhook_url": project.webhook_url}
+    """``require_approval``: production flag changes need a second admin's approval."""
+    before = {
+        "name": project.name,
+        "webhook_url": project.webhook_url,
+        "require_approval": project.require_approval,
+    }
     if name is not None:
         project.name = name
+    if require_approval is not None:
+        project.require_approval = bool(require_approval)
     if webhook_url is not None:
         webhook_url_check(webhook_url.strip())
         project.webhook_url = webhook_url.strip()
     project.full_clean()
     project.save()
-    after = {"name": project.name, "webhook_url": project.webhook_url}
+    after = {
+        "name": project.name,
+        "webhook_url": project.webhook_url,
+        "require_approval": project.require_approval,
+    }
     audit_log_record(
         project=project,
         action="project.update",

@@ -56,7 +56,11 @@ def _settings_page(
     project = page.project
     context = {
         "settings_form": forms.ProjectSettingsForm(
-            initial={"name": project.name, "webhook_url": project.webhook_url}
+            initial={
+                "name": project.name,
+                "webhook_url": project.webhook_url,
+                "require_approval": project.require_approval,
+            }
         ),
         "member_form": forms.MemberAddForm(),
         "api_key_form": forms.ApiKeyForm(),

@@ -11,7 +11,9 @@ Semantics (docs/flags.md):
 - **off** (the flag is disabled in the environment): the off variation, for everyone.
 - **prerequisite**: when a prerequisite flag does not serve one of the listed variations to the
   unit (or is off, archived, missing), the off variation. "Serves" compares values, as the SDKs
-  can only see values: a parent serving another variation with the same value passes too.
+  can only see values: a parent serving another variation with the same value passes too (JSON
+  values compare as JSON, keys in order; ``{}`` and objects with only ``$`` keys read as
+  conditions, so they make poor prerequisite values).
   Prerequisites on a cycle (services refuse them) can never pass: every flag on the cycle is off.
 - **rules**, in order, first match wins:
   - ``force``: units matching the condition (and/or the segment) get the variation;
@@ -248,11 +250,6 @@ def segment_condition(segment: SegmentSpec) -> dict[str, Any]:
     return included
 
 
-def _rule_condition(rule: RuleSpec) -> dict[str, Any] | None:
-    """The rule's own condition AND its segment's, or None when it has neither."""
-    return _and(rule.condition, segment_condition(rule.segment) if rule.segment else None)
-
-
 def _and(*conditions: dict[str, Any] | None) -> dict[str, Any] | None:
     parts = [c for c in conditions if c]
     if len(parts) > 1:
@@ -264,7 +261,7 @@ class _Rule:
     """One flag rule compiled for serving: what the payload carries and the server checks."""
 
     __slots__ = ("id", "kind", "condition", "variation", "value", "hash_attribute", "state")
-    __slots__ += ("slices", "experiment", "values")
+    __slots__ += ("slices", "experiment")
 
     def __init__(self, rule_id: str, kind: str, condition: dict[str, Any] | None) -> None:
         self.id = rule_id
@@ -276,7 +273,6 @@ class _Rule:
         self.state = 0
         self.slices: tuple[tuple[float, float, str, Any], ...] = ()  # (lo, hi, key, value)
         self.experiment: ExperimentSpec | None = None
-        self.values: dict[str, Any] = {}
 
 
 class _FlagPlan:
@@ -290,7 +286,8 @@ class _FlagPlan:
         self.rules = tuple(r for rule in spec.rules if (r := self._compile(spec, rule)))
 
     def _compile(self, spec: FlagSpec, rule: RuleSpec) -> _Rule | None:
-        condition = _rule_condition(rule)
+        # The rule's own condition AND its segment's.
+        condition = _and(rule.condition, segment_condition(rule.segment) if rule.segment else None)
         if rule.type == "force":
             return self._force(rule.id, condition, rule.variation or "")
         if rule.type == "rollout":
@@ -307,7 +304,6 @@ class _FlagPlan:
             return None
         out = _Rule(rule.id, "experiment", condition)
         out.experiment = exp
-        out.values = {v.key: self.values[v.key] for v in exp.variants}
         return out
 
     def _force(self, rule_id: str, condition: dict[str, Any] | None, variation: str) -> _Rule:
@@ -361,6 +357,10 @@ def _parent_condition(
     if parent is None or not parent.enabled or _depends_on(parent.key, spec.key, flags):
         return None
     allowed = [parent._plan.values[k] for k in prerequisite.variations if k in parent._plan.values]
+    if any(isinstance(v, list | dict) for v in allowed):
+        # $nin never matches an array or object (it tests their elements); a plain value is a
+        # deep equality. Objects that read as operators ({} or only "$" keys) cannot be told apart.
+        return {"$nor": [{"value": v} for v in allowed]}
     return {"value": {"$nin": allowed}}
 
 
@@ -417,7 +417,7 @@ def _payload_rules(spec: FlagSpec, rule: _Rule) -> list[dict[str, Any]]:
     # The experiment's own rule, as served under its key, with the flag's values.
     out = dict(feature_definition(exp)["rules"][0])
     out["id"] = rule.id
-    out["variations"] = [rule.values[v.key] for v in exp.variants]
+    out["variations"] = [spec._plan.values[v.key] for v in exp.variants]
     both = _and(rule.condition, exp.condition)
     if both:
         out["condition"] = both
@@ -467,7 +467,7 @@ def _evaluate(
         assert exp is not None
         variant = evaluate(exp, attrs)
         if variant is not None:
-            value = rule.values[variant]
+            value = plan.values[variant]
             return FlagResult(value, variant, "experiment", rule.id, experiment=exp.key)
     default = spec.default_variation
     return FlagResult(plan.values[default], default, "default")

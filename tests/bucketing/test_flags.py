@@ -362,6 +362,30 @@ def test_prerequisite_met_lets_the_rules_decide_and_unmet_serves_off():
     }
 
 
+def test_prerequisite_on_json_values_compares_whole_values():
+    """$nin never matches an array or object, so JSON values are compared by equality."""
+    layouts = (Variation("old", {"cols": [1, 2]}), Variation("new", [{"cols": 3}]))
+    parent = _flag(
+        RuleSpec("pro", "force", condition={"plan": "pro"}, variation="new"),
+        key="parent",
+        type="json",
+        variations=layouts,
+        off_variation="old",
+        default="old",
+    )
+    child = _flag(
+        RuleSpec("all", "force", variation="on"),
+        key="child",
+        prerequisites=(Prerequisite("parent", ("new",)),),
+    )
+    flags = {"parent": parent, "child": child}
+    assert _eval(child, {"plan": "pro"}, flags).reason == "rule"
+    assert _eval(child, {"plan": "free"}, flags).reason == "prerequisite"
+    assert flag_feature(child, flags)["rules"][0]["parentConditions"][0]["condition"] == {
+        "$nor": [{"value": [{"cols": 3}]}]
+    }
+
+
 @pytest.mark.parametrize("case", ["off", "missing"])
 def test_prerequisite_on_an_off_or_missing_parent_is_never_met(case):
     child = _child("parent")

@@ -4,10 +4,11 @@ server's `evaluate_flags` serves: the SDK (growthbook 4.x) is the oracle.
 One payload holds flags of every rule kind (force on a condition, force on a segment with include
 and exclude lists, rollouts over two and three variations behind a condition, hashed by a string
 and by a numeric attribute, a running experiment with coverage < 1, targeting and a namespace,
-a concluded experiment's shipped variant, prerequisites met, unmet, on an off flag, on an archived
-flag, on a cycle, an off flag, a default-only flag; boolean, string, number and JSON values),
-next to the experiments themselves. For each unit the value, the reason (mapped onto the SDK's
-``source`` and rule id) and, for experiment rules, the variant key must agree.
+a paused one, a concluded experiment's shipped variant, prerequisites met, unmet, on a JSON flag,
+on an off flag, on an archived flag, on a cycle, an off flag, a default-only flag; boolean,
+string, number and JSON values), next to the experiments themselves. For each unit the value,
+the reason (mapped onto the SDK's ``source`` and rule id) and, for experiment rules, the variant
+key must agree.
 """
 
 import json
@@ -182,6 +183,11 @@ FLAGS = [
         prerequisites=(Prerequisite("banner-extra", ("on",)), Prerequisite("rollout-2", ("on",))),
     ),
     _flag(
+        "needs-new-checkout",  # a JSON parent: compared by equality, not $nin
+        RuleSpec("all", "force", variation="on"),
+        prerequisites=_prerequisite("checkout-ui", "treatment"),
+    ),
+    _flag(
         "needs-killed",
         RuleSpec("all", "force", variation="on"),
         prerequisites=_prerequisite("kill-switch", "on"),
@@ -218,6 +224,7 @@ EXPECTED_REASONS = {
     "price": {"rule:shipped", "default"},
     "banner-extra": {"prerequisite", "rule:all"},
     "deep": {"prerequisite", "rollout:r"},  # a unit without an id fails rollout-2 first
+    "needs-new-checkout": {"prerequisite", "rule:all"},
     "needs-killed": {"prerequisite"},
     "needs-archived": {"prerequisite"},
     "loop-a": {"prerequisite"},
@@ -318,7 +325,7 @@ def test_the_units_exercise_both_segment_lists():
     assert by_include > 0 and by_exclude > 0
 
 
-@pytest.mark.slow  # 100k units x 15 flags against the SDK: `make test` and CI run it
+@pytest.mark.slow  # 100k units x 16 flags against the SDK: `make test` and CI run it
 def test_sdk_serves_what_the_server_serves_for_100k_units():
     logging.getLogger("growthbook").setLevel(logging.ERROR)
     _assert_every_rule_fires(_run(100_000))

@@ -4,6 +4,7 @@ import pytest
 
 from bucketing.flags import (
     MAX_PREREQUISITE_DEPTH,
+    FlagResult,
     FlagSpec,
     Prerequisite,
     RuleSpec,
@@ -93,8 +94,6 @@ def test_force_rule_serves_its_variation_to_matching_units_with_the_rule_id():
 
 
 def _result(value, variation, reason, rule_id=None, experiment=None):
-    from bucketing.flags import FlagResult
-
     return FlagResult(value, variation, reason, rule_id, experiment)
 
 

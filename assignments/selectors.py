@@ -10,8 +10,9 @@ from django.db import connection
 from django.utils import timezone
 
 from bucketing.payload import ExperimentSpec, build_payload, etag
-from experiments.models import Experiment, ExperimentStatus, Metric, Project
+from experiments.models import Environment, Experiment, ExperimentStatus, Metric, Project
 from experiments.selectors import experiment_spec
+from flags.selectors import environment_flags
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class ProjectSpecs:
 
 _cache: dict[int, ProjectSpecs] = {}
 _payloads: dict[int, tuple[tuple, dict[str, Any], str]] = {}
+_environment_payloads: dict[int, tuple[tuple, dict[str, Any], str]] = {}
 _lock = threading.Lock()
 
 
@@ -125,6 +127,32 @@ def features_payload(project: Project) -> tuple[dict[str, Any], str]:
     tag = etag(payload)
     with _lock:
         _payloads[project.pk] = (specs.version, payload, tag)
+    return payload, tag
+
+
+def features_payload_for(environment: Environment) -> tuple[dict[str, Any], str]:
+    """The GrowthBook payload served to an environment's client key, and its ETag.
+
+    Production serves the project's experiments and the environment's flags; other environments
+    serve their flags only. Rebuilt only when the experiments' or the flags' version changed
+    (one or two cheap queries otherwise), so the SDK endpoints and the streams' watcher
+    (assignments/streaming.py) can ask as often as they like. ``dateUpdated`` is the latest
+    change of what is served."""
+    flags = environment_flags(environment)
+    experiments = project_specs(environment.project) if environment.production else None
+    version = (experiments.version if experiments else None, flags.version)
+    cached = _environment_payloads.get(environment.pk)
+    if cached is not None and cached[0] == version:
+        return cached[1], cached[2]
+    changes = [flags.updated_at, experiments.updated_at if experiments else None]
+    payload = build_payload(
+        experiments.specs.values() if experiments else (),
+        flags=flags.specs.values(),
+        date_updated=max((c for c in changes if c is not None), default=None),
+    )
+    tag = etag(payload)
+    with _lock:
+        _environment_payloads[environment.pk] = (version, payload, tag)
     return payload, tag
 
 

@@ -1,6 +1,7 @@
 """The command lines of abacus's three processes, written once: web, worker and beat.
 
-- **web**: gunicorn serving ``config.wsgi``;
+- **web**: gunicorn serving ``config.wsgi`` with threaded workers (``gthread``: an SDK stream
+  holds one thread for minutes, not a whole worker; hooks in config/gunicorn_hooks.py);
 - **worker**: ``celery -A config worker`` (analyses, webhooks);
 - **beat**: ``celery -A config beat`` (queues the scheduled analyses).
 
@@ -18,14 +19,20 @@ def web(
     *,
     bind: str,
     workers: int = 2,
-    threads: int = 1,
+    threads: int = 32,
     timeout: int = 60,
     access_log: bool = True,
     log_level: str | None = None,
     python: str = sys.executable,
 ) -> list[str]:
-    """gunicorn serving the Django app on ``bind`` (``host:port``)."""
+    """gunicorn serving the Django app on ``bind`` (``host:port``).
+
+    ``threads`` per worker process: requests and open SDK streams (``/sub/<client key>``) each
+    take one; keep ``ABACUS_STREAMS_PER_PROCESS`` (default 24) below it so streams never take
+    them all.
+    """
     args = [python, "-m", "gunicorn", "config.wsgi", "--bind", bind]
+    args += ["--worker-class", "gthread", "--config", "python:config.gunicorn_hooks"]
     args += ["--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout)]
     if access_log:
         args += ["--access-logfile", "-"]

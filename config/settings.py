@@ -319,6 +319,20 @@ ABACUS_RATE_LIMIT_PER_MINUTE = int(os.environ.get("ABACUS_RATE_LIMIT_PER_MINUTE"
 # (flags.selectors.stale_flags).
 ABACUS_STALE_FLAG_DAYS = int(os.environ.get("ABACUS_STALE_FLAG_DAYS", 14))
 
+# SDK streaming (GET /sub/<client key>, assignments/streaming.py). Each open stream holds one
+# of a web process's gunicorn threads, so the cap stays below the threads (config/processes.py):
+# past it a stream is refused with 503 and Retry-After. Streams end after the maximum lifetime
+# (SDKs reconnect at once) so workers recycle; heartbeats keep proxies from closing idle ones;
+# one watcher thread per process polls the subscribed environments' versions this often.
+ABACUS_STREAMS_PER_PROCESS = int(os.environ.get("ABACUS_STREAMS_PER_PROCESS", 24))
+ABACUS_STREAM_MAX_SECONDS = float(os.environ.get("ABACUS_STREAM_MAX_SECONDS", 600))
+ABACUS_STREAM_HEARTBEAT_SECONDS = float(os.environ.get("ABACUS_STREAM_HEARTBEAT_SECONDS", 20))
+ABACUS_STREAM_POLL_SECONDS = float(os.environ.get("ABACUS_STREAM_POLL_SECONDS", 0.2))
+if ABACUS_STREAM_POLL_SECONDS <= 0 or ABACUS_STREAM_HEARTBEAT_SECONDS <= 0:
+    raise ImproperlyConfigured(
+        "ABACUS_STREAM_POLL_SECONDS and ABACUS_STREAM_HEARTBEAT_SECONDS must be positive."
+    )
+
 
 def _cache_config() -> dict:
     """The shared cache that counts rate limits across processes.

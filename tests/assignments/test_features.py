@@ -260,3 +260,68 @@ def test_weights_are_normalised_for_sdk_and_server():
     )
     assert spec.weights == (0.25, 0.25, 0.5)
     assert feature_definition(spec)["rules"][0]["weights"] == [0.25, 0.25, 0.5]
+
+
+# --- /api/features/<client key>: one payload per environment ----------------------------------
+
+
+@pytest.fixture
+def served(project, metrics):
+    """A running experiment and a boolean flag on (serving true) in production and staging."""
+    from experiments.models import Environment
+    from flags.services import flag_create, flag_toggle
+    from tests.factories import running_experiment
+
+    running_experiment(project)
+    flag = flag_create(project=project, key="new-checkout", name="New", default_variation="on")
+    environments = {e.key: e for e in Environment.objects.filter(project=project)}
+    for key in ("production", "staging"):
+        flag_toggle(flag=flag, environment=environments[key], enabled=True)
+    return flag, environments
+
+
+@pytest.mark.django_db
+def test_production_serves_experiments_and_flags_under_the_old_project_key(client, project, served):
+    """Production's client key is the project's old one: existing SDKs keep working and now
+    also get the flags."""
+    _, environments = served
+    assert environments["production"].client_key == project.client_key
+    payload = client.get(f"/api/features/{project.client_key}").json()
+    assert set(payload["features"]) == {"checkout-v2", "new-checkout"}
+    gb = _sdk(payload)
+    gb.set_attributes({"id": "u1"})
+    assert gb.eval_feature("new-checkout").value is True
+    assert payload["features"]["checkout-v2"]["rules"][0]["key"] == "checkout-v2"
+    assert gb.eval_feature("checkout-v2").value is not None
+
+
+@pytest.mark.django_db
+def test_other_environments_serve_their_flags_only(client, served):
+    flag, environments = served
+    staging = client.get(f"/api/features/{environments['staging'].client_key}").json()
+    assert set(staging["features"]) == {"new-checkout"}
+    assert staging["features"]["new-checkout"]["defaultValue"] is True
+    development = client.get(f"/api/features/{environments['development'].client_key}").json()
+    # Off in development: the off variation for everyone.
+    assert development["features"] == {"new-checkout": {"defaultValue": False, "rules": []}}
+    assert client.get("/api/features/sdk-no-such-key").status_code == 404
+
+
+@pytest.mark.django_db
+def test_etag_follows_the_environment_and_date_updated_the_latest_change(client, served):
+    from flags.models import FlagEnvironment
+    from flags.services import flag_toggle
+
+    flag, environments = served
+    url = f"/api/features/{environments['staging'].client_key}"
+    first = client.get(url)
+    assert first["Access-Control-Allow-Origin"] == "*"
+    assert client.get(url, headers={"If-None-Match": first["ETag"]}).status_code == 304
+    flag_toggle(flag=flag, environment=environments["staging"], enabled=False)
+    second = client.get(url, headers={"If-None-Match": first["ETag"]})
+    assert second.status_code == 200 and second["ETag"] != first["ETag"]
+    assert second.json()["features"]["new-checkout"]["defaultValue"] is False
+    config = FlagEnvironment.objects.get(flag=flag, environment=environments["staging"])
+    stamp = config.updated_at.isoformat().replace("+00:00", "Z")
+    assert second.json()["dateUpdated"] >= stamp
+    assert client.get(url, headers={"If-None-Match": second["ETag"]}).status_code == 304

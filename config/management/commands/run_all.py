@@ -35,7 +35,7 @@ class Command(BaseCommand):
         call_command("collectstatic", interactive=False, verbosity=0)
         var = settings.VAR_DIR
         commands = {
-            "web": processes.web(bind=f"{o['host']}:{o['port']}", workers=2, threads=4),
+            "web": processes.web(bind=f"{o['host']}:{o['port']}", workers=2),
             "worker": processes.worker(name=f"worker-{os.getpid()}@%h", concurrency=2),
             "beat": processes.beat(schedule=var / "celerybeat-schedule"),
         }

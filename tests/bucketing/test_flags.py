@@ -114,6 +114,7 @@ def test_segment_without_condition_is_exactly_its_include_list():
     segment = SegmentSpec("beta", include=("u1", "u2"))
     spec = _flag(RuleSpec("r", "force", segment=segment, variation="on"))
     assert segment_condition(segment) == {"id": {"$in": ["u1", "u2"]}}
+    assert segment_condition(SegmentSpec("s", condition={"plan": "pro"})) == {"plan": "pro"}
     assert _eval(spec, {"id": "u1"}).variation == "on"
     assert _eval(spec, {"id": "u3"}).variation == "off"
     assert _eval(spec, {}).variation == "off"
@@ -150,10 +151,6 @@ def test_exclude_list_wins_over_include_list():
         _eval(_flag(RuleSpec("r", "force", segment=segment, variation="on")), {"id": "u1"}).reason
         == "default"
     )
-
-
-def test_segment_with_condition_only_is_the_condition():
-    assert segment_condition(SegmentSpec("s", condition={"plan": "pro"})) == {"plan": "pro"}
 
 
 def test_rule_condition_and_segment_must_both_match():

@@ -14,6 +14,7 @@ from config import health
 api_v1 = [
     path("", include("assignments.api_urls")),
     path("", include("experiments.api_urls")),
+    path("", include("flags.api_urls")),
     path("", include("analysis.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),

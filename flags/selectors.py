@@ -278,7 +278,12 @@ def change_requests_for_project(
     return requests.filter(status=status) if status else requests
 
 
-def change_request_get(project: Project, request_id: int) -> ChangeRequest:
+MAX_ID = 2**63 - 1  # larger ids cannot exist (and overflow the database's bigint)
+
+
+def change_request_get(project: Project, request_id: int | str) -> ChangeRequest:
+    if int(request_id) > MAX_ID:
+        raise Http404("No such change request in this project.")
     found = change_requests_for_project(project).filter(pk=request_id).first()
     if found is None:
         raise Http404("No such change request in this project.")
@@ -290,6 +295,8 @@ def scheduled_changes_for_flag(flag: Flag) -> QuerySet[ScheduledChange]:
 
 
 def scheduled_change_get(flag: Flag, schedule_id: int) -> ScheduledChange:
+    if int(schedule_id) > MAX_ID:
+        raise Http404("No such scheduled change for this flag.")
     found = scheduled_changes_for_flag(flag).filter(pk=schedule_id).first()
     if found is None:
         raise Http404("No such scheduled change for this flag.")

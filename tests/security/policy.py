@@ -226,6 +226,17 @@ RULES: tuple[Rule, ...] = (
         ProjectPermission("read"),
         "a metric's recent baseline (read-only, for the calculator): every member, like the metric",
     ),
+    Rule(
+        rf"{PROJECT}/environments/",
+        SafeOrUnsafe(ProjectPermission("read"), ProjectPermission("manage")),
+        "environments: members read; admins add one (it gets its own client key)",
+    ),
+    Rule(
+        rf"{PROJECT}/change-requests/\{{request_id\}}/\{{action\}}/?",
+        ProjectPermission("manage"),
+        "reviewing a production change: another admin (cancel: the requester or an admin; the "
+        "fixture's request is someone else's)",
+    ),
     Rule(rf"{PROJECT}/.*", READ_EDIT, "definitions: members read, editors write"),
     # --- pages ------------------------------------------------------------------------------
     Rule(

@@ -8,6 +8,7 @@ that is rolled back, so a DELETE or a lifecycle action in one cell does not chan
 
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
@@ -15,6 +16,7 @@ from django.db import connection, transaction
 from django.http import HttpResponse
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from experiments.models import Role
 from experiments.services import (
@@ -23,6 +25,12 @@ from experiments.services import (
     membership_set,
     metric_create,
     project_create,
+)
+from flags.services import (
+    change_request_create,
+    flag_create,
+    scheduled_change_create,
+    segment_create,
 )
 from tests.factories import running_experiment
 from tests.security.endpoints import MissingFixture, all_endpoints, concrete_urls
@@ -82,7 +90,9 @@ def world(django_user_model) -> World:
             first_key_id = first_key_id or created.api_key.pk
             client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {created.secret}"
         clients[who.name] = client
+    flag_values = _flag_fixtures(shop, owner)
     values = {
+        **flag_values,
         "project": "shop",
         "key": "checkout-v2",
         "metric_key": "purchase",
@@ -96,6 +106,29 @@ def world(django_user_model) -> World:
         "url": "no-such-admin-page/",
     }
     return World(values=values, clients=clients)
+
+
+def _flag_fixtures(shop, owner) -> dict[str, str]:
+    """A flag, a segment, a scheduled change (staging) and a pending change request of
+    production made by someone other than the callers."""
+    flag = flag_create(project=shop, key="new-checkout", name="New checkout")
+    segment_create(project=shop, key="staff", name="Staff", include=["u1"])
+    staging = shop.environments.get(key="staging")
+    production = shop.environments.get(key="production")
+    at = timezone.now() + timedelta(days=1)
+    scheduled = scheduled_change_create(
+        flag=flag, environment=staging, at=at, change={"enabled": True}
+    )
+    request = change_request_create(
+        flag=flag, environment=production, change={"enabled": True}, actor=owner
+    )
+    return {
+        "flag": flag.key,
+        "segment": "staff",
+        "environment": "staging",
+        "schedule_id": str(scheduled.pk),
+        "request_id": str(request.pk),
+    }
 
 
 def _refused(response: HttpResponse) -> bool:

@@ -191,7 +191,11 @@ def _check_archivable(flag: Flag) -> None:
 @transaction.atomic
 def flag_update(*, flag: Flag, actor: AbstractBaseUser | None = None, **fields: Any) -> Flag:
     """Change the definition (not the key). Archiving needs the flag off in production."""
-    flag = Flag.objects.select_for_update().select_related("project", "owner").get(pk=flag.pk)
+    flag = (
+        Flag.objects.select_for_update(of=("self",))  # owner is nullable: lock the flag only
+        .select_related("project", "owner")
+        .get(pk=flag.pk)
+    )
     require(flag.project, actor, "edit")
     if "key" in fields and fields.pop("key") != flag.key:
         raise DomainError("A flag's key cannot change once created.", "key")

@@ -1,4 +1,5 @@
-"""Create the demo login, project, metrics and the running `checkout-redesign` experiment.
+"""Create the demo login, project, metrics, the running `checkout-redesign` experiment and
+two feature flags.
 
 Only on a demo install: the embedded default (no DATABASE_URL) or ABACUS_DEMO=1. The `demo`
 login's password is published in the README, so it is an admin of the demo project only, never
@@ -16,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 from django.utils import timezone
 
-from experiments.models import Experiment, Metric, Project, Role
+from experiments.models import Environment, Experiment, Metric, Project, Role, Segment
 from experiments.services import (
     audit_log_record,
     experiment_create,
@@ -25,6 +26,8 @@ from experiments.services import (
     metric_create,
     project_create,
 )
+from flags.models import Flag
+from flags.services import flag_create, flag_environment_update, segment_create
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "abacus-demo"
@@ -129,6 +132,68 @@ def demo_experiment_start(project: Project, user: Any, days: int) -> Experiment:
     return experiment
 
 
+def demo_flags_ensure(project: Project, user: Any) -> None:
+    """Two demo flags (skipped when there): `new-search`, on in production for the
+    `beta-testers` segment and a 10% rollout, on for everyone in staging; and `checkout-layout`,
+    whose production rule is the `checkout-redesign` experiment (an A/B test as a flag rule)."""
+    if Flag.objects.filter(project=project, key="new-search").exists():
+        return
+    if not Segment.objects.filter(project=project, key="beta-testers").exists():
+        segment_create(
+            project=project,
+            actor=user,
+            key="beta-testers",
+            name="Beta testers",
+            description="Staff in the Benelux, plus two named testers.",
+            condition={"country": {"$in": ["NL", "BE", "LU"]}, "staff": True},
+            include=["user-1", "user-2"],
+        )
+    envs = {e.key: e for e in Environment.objects.filter(project=project)}
+    search = flag_create(
+        project=project,
+        actor=user,
+        key="new-search",
+        name="New search",
+        description="The rewritten search page.",
+        tags=["search", "web"],
+    )
+    flag_environment_update(
+        flag=search,
+        environment=envs["production"],
+        actor=user,
+        enabled=True,
+        default_variation="off",
+        rules=[
+            {"type": "force", "segment": "beta-testers", "variation": "on"},
+            {"type": "rollout", "hash_attribute": "id", "weights": {"on": 0.1, "off": 0.9}},
+        ],
+    )
+    flag_environment_update(
+        flag=search, environment=envs["staging"], actor=user, enabled=True, default_variation="on"
+    )
+    layout = flag_create(
+        project=project,
+        actor=user,
+        key="checkout-layout",
+        name="Checkout layout",
+        type="json",
+        variations=[
+            {"key": "control", "value": {"layout": "classic"}},
+            {"key": "treatment", "value": {"layout": "one-page"}},
+        ],
+        off_variation="control",
+        tags=["checkout"],
+    )
+    flag_environment_update(
+        flag=layout,
+        environment=envs["production"],
+        actor=user,
+        enabled=True,
+        default_variation="control",
+        rules=[{"type": "experiment", "experiment": "checkout-redesign"}],
+    )
+
+
 class Command(BaseCommand):
     help = "Seed a demo project with a running experiment and simulated traffic (idempotent)."
 
@@ -143,7 +208,8 @@ class Command(BaseCommand):
                 "default (no DATABASE_URL) or with ABACUS_DEMO=1."
             )
         if Experiment.objects.filter(project__slug="demo", key="checkout-redesign").exists():
-            demo_user_ensure(Project.objects.get(slug="demo"))
+            project = Project.objects.get(slug="demo")
+            demo_flags_ensure(project, demo_user_ensure(project))
             self.stdout.write("Demo experiment already seeded.")
             return
         experiment = self.seed_definitions(days=o["days"])
@@ -169,7 +235,9 @@ class Command(BaseCommand):
         )
         user = demo_user_ensure(project)
         demo_metrics_ensure(project, user)
-        return demo_experiment_start(project, user, days)
+        experiment = demo_experiment_start(project, user, days)
+        demo_flags_ensure(project, user)
+        return experiment
 
     def backfill(self, experiment: Experiment) -> None:
         """A daily history of snapshots, as if the worker had analysed it every day, so the

@@ -188,3 +188,20 @@ def test_a_rollout_or_condition_is_not_stale_unless_usage_shows_one_variation(pr
         last_at=today,
     )
     assert stale_flags(project) == []
+
+
+def test_an_experiments_segment_is_anded_with_its_targeting(project, metrics):
+    from experiments.selectors import experiment_spec
+
+    segment = segment_create(project=project, key="beta", name="Beta", include=["u1"])
+    experiment = experiment_create(
+        project=project, **experiment_payload("exp-seg", targeting={"country": "NL"})
+    )
+    assert experiment_spec(experiment).condition == {"country": "NL"}
+    experiment.segment = segment
+    experiment.save()
+    assert experiment_spec(experiment).condition == {
+        "$and": [{"country": "NL"}, {"id": {"$in": ["u1"]}}]
+    }
+    experiment.targeting = {}
+    assert experiment_spec(experiment).condition == {"id": {"$in": ["u1"]}}

@@ -5,7 +5,7 @@ from django.urls import path, re_path
 from flags import views
 
 P = "p/<slug:project>"
-F = f"{P}/flags/<slug:flag_key>"
+F = f"{P}/flags/<slug:flag>"
 
 urlpatterns = [
     path(f"{P}/flags/", views.flag_list, name="flag-list"),
@@ -23,8 +23,8 @@ urlpatterns = [
     ),
     path(f"{P}/segments/", views.segment_list, name="segment-list"),
     path(f"{P}/segments/new/", views.segment_new, name="segment-new"),
-    path(f"{P}/segments/<slug:segment_key>/", views.segment_edit, name="segment-edit"),
-    path(f"{P}/segments/<slug:segment_key>/delete/", views.segment_delete, name="segment-delete"),
+    path(f"{P}/segments/<slug:segment>/", views.segment_edit, name="segment-edit"),
+    path(f"{P}/segments/<slug:segment>/delete/", views.segment_delete, name="segment-delete"),
     path(f"{P}/change-requests/", views.change_request_list, name="change-request-list"),
     re_path(
         r"^p/(?P<project>[-\w]+)/change-requests/(?P<request_id>\d+)/"

@@ -36,9 +36,9 @@ def _rule_rows(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def _flag_page(page: Page, flag_key: str, **extra: Any) -> HttpResponse:
+def _flag_page(page: Page, key: str, **extra: Any) -> HttpResponse:
     request = page.request
-    flag = flag_get(page.project, flag_key)
+    flag = flag_get(page.project, key)
     environments = environments_of(page.project)
     configs = configs_of(flag)
     chosen = request.GET.get("env") or (environments[0].key if environments else "")
@@ -76,20 +76,20 @@ def _flag_page(page: Page, flag_key: str, **extra: Any) -> HttpResponse:
 
 
 @project_page("read")
-def flag_detail(request: HttpRequest, page: Page, flag_key: str) -> HttpResponse:
-    return _flag_page(page, flag_key)
+def flag_detail(request: HttpRequest, page: Page, flag: str) -> HttpResponse:
+    return _flag_page(page, flag)
 
 
 @project_page("edit")
 @require_POST
-def scheduled_change_create(request: HttpRequest, page: Page, flag_key: str) -> HttpResponse:
-    flag = flag_get(page.project, flag_key)
+def scheduled_change_create(request: HttpRequest, page: Page, flag: str) -> HttpResponse:
+    flag_key, flag = flag, flag_get(page.project, flag)
     form = forms.ScheduleForm(request.POST, environments=environments_of(page.project))
     if not form.is_valid():
         for name, errors in form.errors.items():
             label = form.fields[name].label or name if name in form.fields else "Schedule"
             messages.error(request, f"{str(label).capitalize()}: {' '.join(errors)}")
-        return redirect("flag-detail", project=page.project.slug, flag_key=flag_key)
+        return redirect("flag-detail", project=page.project.slug, flag=flag_key)
     environment = environment_get(page.project, form.cleaned_data["environment"])
     scheduled, done = call(
         request,
@@ -109,9 +109,9 @@ def scheduled_change_create(request: HttpRequest, page: Page, flag_key: str) -> 
 @project_page("edit")
 @require_POST
 def scheduled_change_cancel(
-    request: HttpRequest, page: Page, flag_key: str, schedule_id: int
+    request: HttpRequest, page: Page, flag: str, schedule_id: int
 ) -> HttpResponse:
-    flag = flag_get(page.project, flag_key)
+    flag_key, flag = flag, flag_get(page.project, flag)
     scheduled = scheduled_change_get(flag, schedule_id)
     _, done = call(
         request, services.scheduled_change_cancel, scheduled_change=scheduled, actor=request.user

@@ -61,13 +61,13 @@ def flag_new(request: HttpRequest, page: Page) -> HttpResponse:
             messages.success(
                 request, f"Flag {flag.key} created, off in every environment. Add rules below."
             )
-            return redirect("flag-detail", project=page.project.slug, flag_key=flag.key)
+            return redirect("flag-detail", project=page.project.slug, flag=flag.key)
     return page.render("flags/flag_form.html", {"editor": editor, "flag": None})
 
 
 @project_page("edit")
-def flag_edit(request: HttpRequest, page: Page, flag_key: str) -> HttpResponse:
-    flag = flag_get(page.project, flag_key)
+def flag_edit(request: HttpRequest, page: Page, flag: str) -> HttpResponse:
+    flag = flag_get(page.project, flag)
     editor = forms.FlagEditor(page.project, flag, data=request.POST or None)
     if request.method == "POST" and editor.is_valid():
         try:
@@ -76,14 +76,14 @@ def flag_edit(request: HttpRequest, page: Page, flag_key: str) -> HttpResponse:
             editor.add_error(exc)
         else:
             messages.success(request, f"Flag {flag.key} saved.")
-            return redirect("flag-detail", project=page.project.slug, flag_key=flag.key)
+            return redirect("flag-detail", project=page.project.slug, flag=flag.key)
     return page.render("flags/flag_form.html", {"editor": editor, "flag": flag})
 
 
 @project_page("edit")
 @require_POST
-def flag_archive(request: HttpRequest, page: Page, flag_key: str) -> HttpResponse:
-    flag = flag_get(page.project, flag_key)
+def flag_archive(request: HttpRequest, page: Page, flag: str) -> HttpResponse:
+    flag_key, flag = flag, flag_get(page.project, flag)
     archived = request.POST.get("archived") == "1"
     _, done = call(request, services.flag_update, flag=flag, actor=request.user, archived=archived)
     if done:
@@ -93,7 +93,7 @@ def flag_archive(request: HttpRequest, page: Page, flag_key: str) -> HttpRespons
             if archived
             else f"Flag {flag_key} restored.",
         )
-    return redirect("flag-detail", project=page.project.slug, flag_key=flag_key)
+    return redirect("flag-detail", project=page.project.slug, flag=flag_key)
 
 
 def _back(request: HttpRequest, page: Page, flag_key: str) -> str:
@@ -105,10 +105,10 @@ def _back(request: HttpRequest, page: Page, flag_key: str) -> str:
 
 @project_page("edit")
 @require_POST
-def flag_toggle(request: HttpRequest, page: Page, flag_key: str, environment: str) -> HttpResponse:
+def flag_toggle(request: HttpRequest, page: Page, flag: str, environment: str) -> HttpResponse:
     """On or off in one environment. Production asks first: without `confirmed` the page
     answers with the question (flags.js asks on the page itself)."""
-    flag = flag_get(page.project, flag_key)
+    flag = flag_get(page.project, flag)
     env = environment_get(page.project, environment)
     enabled = request.POST.get("enabled") == "on"
     if env.production and request.POST.get("confirmed") != "yes":
@@ -118,7 +118,7 @@ def flag_toggle(request: HttpRequest, page: Page, flag_key: str, environment: st
                 "flag": flag,
                 "environment": env,
                 "enabled": enabled,
-                "next": _back(request, page, flag_key),
+                "next": _back(request, page, flag.key),
             },
         )
     result, done = call(
@@ -132,4 +132,4 @@ def flag_toggle(request: HttpRequest, page: Page, flag_key: str, environment: st
     if done:
         state = "on" if enabled else "off"
         report_change(request, result, f"{flag.key} is {state} in {env.name}.")
-    return redirect(_back(request, page, flag_key))
+    return redirect(_back(request, page, flag.key))

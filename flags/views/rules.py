@@ -76,8 +76,8 @@ class RulesEditor:
 
 
 @project_page("edit")
-def flag_rules(request: HttpRequest, page: Page, flag_key: str, environment: str) -> HttpResponse:
-    flag = flag_get(page.project, flag_key)
+def flag_rules(request: HttpRequest, page: Page, flag: str, environment: str) -> HttpResponse:
+    flag = flag_get(page.project, flag)
     env = environment_get(page.project, environment)
     config = FlagEnvironment.objects.filter(flag=flag, environment=env).first()
     editor = RulesEditor(flag, config, data=request.POST or None)

@@ -70,20 +70,20 @@ def segment_new(request: HttpRequest, page: Page) -> HttpResponse:
 
 
 @project_page("read")
-def segment_edit(request: HttpRequest, page: Page, segment_key: str) -> HttpResponse:
-    segment = segment_get(page.project, segment_key)
+def segment_edit(request: HttpRequest, page: Page, segment: str) -> HttpResponse:
+    segment_key, segment = segment, segment_get(page.project, segment)
     if request.method == "POST" and not page.can("edit"):
         messages.error(request, "Your role may only read segments.")
-        return redirect("segment-edit", project=page.project.slug, segment_key=segment_key)
+        return redirect("segment-edit", project=page.project.slug, segment=segment_key)
     return _form_page(request, page, segment)
 
 
 @project_page("edit")
 @require_POST
-def segment_delete(request: HttpRequest, page: Page, segment_key: str) -> HttpResponse:
-    segment = segment_get(page.project, segment_key)
+def segment_delete(request: HttpRequest, page: Page, segment: str) -> HttpResponse:
+    segment_key, segment = segment, segment_get(page.project, segment)
     _, done = call(request, services.segment_delete, segment=segment, actor=request.user)
     if done:
         messages.success(request, f"Segment {segment_key} deleted.")
         return redirect("segment-list", project=page.project.slug)
-    return redirect("segment-edit", project=page.project.slug, segment_key=segment_key)
+    return redirect("segment-edit", project=page.project.slug, segment=segment_key)

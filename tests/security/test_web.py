@@ -5,13 +5,21 @@ import re
 import secrets
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 from django.test import Client
+from django.utils import timezone
 
 from experiments.services import metric_create
+from flags.services import (
+    change_request_create,
+    flag_create,
+    scheduled_change_create,
+    segment_create,
+)
 from tests.factories import running_experiment
 from tests.security.endpoints import all_endpoints, concrete_urls
 
@@ -26,7 +34,23 @@ def site(admin_user, project):
         project=project, key="purchase", name="Purchase", kind="binomial", event_name="purchase"
     )
     running_experiment(project)
+    flag = flag_create(project=project, key="new-checkout", name="New checkout")
+    segment_create(project=project, key="staff", name="Staff", include=["u1"])
+    scheduled = scheduled_change_create(
+        flag=flag,
+        environment=project.environments.get(key="staging"),
+        at=timezone.now() + timedelta(days=1),
+        change={"enabled": True},
+    )
+    request = change_request_create(
+        flag=flag, environment=project.environments.get(key="production"), change={"enabled": True}
+    )
     values = {
+        "flag": flag.key,
+        "segment": "staff",
+        "environment": "staging",
+        "schedule_id": str(scheduled.pk),
+        "request_id": str(request.pk),
         "project": "shop",
         "key": "checkout-v2",
         "metric_key": "purchase",

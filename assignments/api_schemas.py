@@ -58,6 +58,34 @@ class EventsResponseSchema(serializers.Serializer):
     ignored = IgnoredEventSchema(many=True, help_text="valid events that were not stored")
 
 
+class FlagResultSchema(serializers.Serializer):
+    value = serializers.JSONField(help_text="the served variation's value (the flag's type)")
+    variation = serializers.CharField(help_text="the served variation's key")
+    reason = serializers.ChoiceField(
+        choices=["off", "prerequisite", "rule", "rollout", "experiment", "default"],
+        help_text="off: the flag is off in the environment; prerequisite: a prerequisite flag "
+        "does not serve what it needs; rule: a force rule matched; rollout: a rollout rule "
+        "bucketed the unit; experiment: an experiment rule; default: no rule matched",
+    )
+    rule_id = serializers.CharField(
+        allow_null=True, help_text="the rule that decided (null for off, prerequisite, default)"
+    )
+    experiment = serializers.CharField(
+        required=False, help_text="experiment rules only: the experiment's key"
+    )
+
+
+class EvaluateResponseSchema(serializers.Serializer):
+    environment = serializers.CharField(help_text="the environment evaluated")
+    flags = serializers.DictField(
+        child=FlagResultSchema(), help_text="per flag key, for every flag served (or asked for)"
+    )
+    unknown = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="flag keys asked for that the environment does not serve (unknown or archived)",
+    )
+
+
 class FeatureSchema(serializers.Serializer):
     defaultValue = serializers.JSONField(allow_null=True)  # noqa: N815 (GrowthBook's name)
     rules = serializers.ListField(

@@ -32,7 +32,10 @@ def web(
     them all.
     """
     args = [python, "-m", "gunicorn", "config.wsgi", "--bind", bind]
-    args += ["--worker-class", "gthread", "--config", "python:config.gunicorn_hooks"]
+    # Threads: gunicorn's gthread worker. One thread: the sync worker, as before (the fault
+    # tests' servers, which never stream).
+    args += ["--worker-class", "gthread" if threads > 1 else "sync"]
+    args += ["--config", "python:config.gunicorn_hooks"]
     args += ["--workers", str(workers), "--threads", str(threads), "--timeout", str(timeout)]
     if access_log:
         args += ["--access-logfile", "-"]

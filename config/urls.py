@@ -9,6 +9,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from assignments import apis as assignment_apis
+from assignments import streaming
 from config import health
 
 api_v1 = [
@@ -25,9 +26,11 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("api/v1/", include(api_v1)),
     path("api/features/<str:client_key>", assignment_apis.features_view, name="features"),
+    path("sub/<str:client_key>", streaming.subscribe_view, name="features-stream"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("", include("experiments.urls")),
+    path("", include("flags.urls")),
     path("", include("analysis.urls")),
 ]

@@ -14,6 +14,7 @@ from django.test import Client
 
 from experiments.models import Role
 from experiments.services import api_key_create, membership_set, user_token_create
+from flags.services import flag_create, segment_create
 from tests.factories import running_experiment
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
@@ -42,6 +43,8 @@ def site(django_user_model, project, metrics):
     admin = project.memberships.get(role=Role.ADMIN).user
     service = api_key_create(project=project, name="fuzz", scopes=["assign", "ingest", "read"])
     victim = api_key_create(project=project, name="victim", scopes=["read"])
+    flag_create(project=project, key="new-checkout", name="New checkout")
+    segment_create(project=project, key="staff", name="Staff", include=["u1"])
     return {
         "user": f"Token {user_token_create(user=admin).token}",
         "service": f"Bearer {service.secret}",
@@ -49,6 +52,9 @@ def site(django_user_model, project, metrics):
             "project": "shop",
             "key": "checkout-v2",
             "username": "vic",
+            "flag": "new-checkout",
+            "segment": "staff",
+            "environment": "staging",
             "key_id": str(victim.api_key.pk),
             "action": "pause",
             "client_key": project.client_key,

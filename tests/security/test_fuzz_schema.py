@@ -18,6 +18,7 @@ from schemathesis import checks
 from config.wsgi import application
 from experiments.models import Role
 from experiments.services import api_key_create, membership_set, user_token_create
+from flags.services import flag_create, segment_create
 from tests.factories import running_experiment
 
 pytestmark = [pytest.mark.security]
@@ -52,6 +53,8 @@ def auth(django_user_model, project, metrics, in_process):
     admin = project.memberships.get(role=Role.ADMIN).user
     service = api_key_create(project=project, name="fuzz", scopes=["assign", "ingest", "read"])
     victim = api_key_create(project=project, name="victim", scopes=["read"])
+    flag_create(project=project, key="new-checkout", name="New checkout")
+    segment_create(project=project, key="staff", name="Staff", include=["u1"])
     return {
         "user": {"Authorization": f"Token {user_token_create(user=admin).token}"},
         "service": {"Authorization": f"Bearer {service.secret}"},
@@ -59,6 +62,9 @@ def auth(django_user_model, project, metrics, in_process):
             "project": "shop",
             "key": "checkout-v2",
             "username": "vic",
+            "flag": "new-checkout",
+            "segment": "staff",
+            "environment": "staging",
             "key_id": victim.api_key.pk,
             "action": None,  # keep the generated lifecycle action
         },

@@ -94,7 +94,7 @@ def experiment_get(project: Project, key: str) -> Experiment:
 
 def api_key_active_by_prefix(prefix: str) -> ApiKey | None:
     return (
-        ApiKey.objects.select_related("project")
+        ApiKey.objects.select_related("project", "environment")
         .filter(prefix=prefix, revoked_at__isnull=True)
         .first()
     )
@@ -214,6 +214,17 @@ def _changes(before: Any, after: Any) -> list[Change]:
 
 def audit_log_for_experiment(experiment: Experiment, limit: int = 200) -> list[AuditEntry]:
     logs = AuditLog.objects.filter(experiment=experiment).select_related("actor")[:limit]
+    return [AuditEntry(log, _changes(log.before, log.after)) for log in logs]
+
+
+def audit_log_for_target(project: Project, target: str, limit: int = 200) -> list[AuditEntry]:
+    """Entries about one target ("flag:<key>", "segment:<key>"), or a part of it written
+    "<target>@<part>" (a flag in one environment)."""
+    logs = (
+        AuditLog.objects.filter(project=project)
+        .filter(Q(target=target) | Q(target__startswith=f"{target}@"))
+        .select_related("actor")[:limit]
+    )
     return [AuditEntry(log, _changes(log.before, log.after)) for log in logs]
 
 

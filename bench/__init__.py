@@ -4,6 +4,8 @@
   growthbook SDK;
 - ``ingest`` (bench/ingest.py, PostgreSQL only): ``POST /api/v1/events`` against a raw ``COPY``;
 - ``analyze`` (bench/analyze.py): one snapshot computed in SQL against the same in pandas;
+- ``evaluate`` (bench/evaluate.py): ``POST /api/v1/evaluate`` and the flag decision in-process
+  against the growthbook SDK evaluating the same payload;
 - ``propagation`` (bench/propagation.py): a kill switch reaching growthbook SDKs in streaming
   mode (``/sub/<client key>``), p50 / p99 against 1 s;
 - the load test (bench/load.py): ``make loadtest``, short form in tests/load/test_load.py.
@@ -25,6 +27,7 @@ BENCHMARKS = {
     "assign": "bench.assign:run_assign",
     "ingest": "bench.ingest:run_ingest",
     "analyze": "bench.analyze:run_analyze",
+    "evaluate": "bench.evaluate:run_evaluate",
     "propagation": "bench.propagation:run_propagation",
 }
 

@@ -90,7 +90,7 @@ def _record(
     served = [(flag_ids[key], key, result.variation) for key, result in results.items()]
     counts = {(flag_id, variation, day): (1, now) for flag_id, _, variation in served}
     if not track:
-        flag_usage_add(environment_id=environment.pk, counts=counts)
+        flag_usage_add(environment_id=environment.pk, counts=counts, wait_for_disk=False)
         return
     with transaction.atomic():
         _flag_exposures_insert(environment, unit_id, served, now)

@@ -5,12 +5,19 @@ exposure events count once each (a duplicate is not counted again).
 One set-based upsert per request (``INSERT ... ON CONFLICT DO UPDATE SET count = count +
 excluded.count``, on PostgreSQL and SQLite alike), its rows in key order: two requests counting
 the same flags wait for each other in the same order and cannot deadlock.
+
+An untracked ``/evaluate`` writes nothing but its counts, and on PostgreSQL waiting for their
+commit to reach the disk was most of the request's database time (1.9 ms of a 2.1 ms upsert on
+the benchmark's machine): those commits skip the wait (``synchronous_commit = off`` for that
+transaction only). A database crash may then lose the last fraction of a second of counts, never
+corrupt them; exposures and everything else stay durable.
 """
 
 from collections.abc import Iterable, Mapping
+from contextlib import nullcontext
 from datetime import UTC, date, datetime
 
-from django.db import connection
+from django.db import connection, transaction
 
 from assignments.services.assignment_rows import _ROWS_PER_STATEMENT
 
@@ -58,16 +65,24 @@ def usage_counts(rows: Iterable[tuple[int, str, datetime]]) -> UsageCounts:
     return counts
 
 
-def flag_usage_add(*, environment_id: int, counts: Mapping[tuple[int, str, date], tuple]) -> None:
+def flag_usage_add(
+    *,
+    environment_id: int,
+    counts: Mapping[tuple[int, str, date], tuple],
+    wait_for_disk: bool = True,
+) -> None:
     """Add ``counts`` to the environment's usage rows (created on first use): one statement
-    (SQLite: one per 1,000 rows)."""
+    (SQLite: one per 1,000 rows). ``wait_for_disk=False``: on PostgreSQL, its own transaction
+    commits without waiting for the disk (see the module docstring)."""
     if not counts:
         return
     keys = sorted(counts)
     if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
+        # Only a transaction of its own: a caller's would commit its other writes unwaited too.
+        quick = not wait_for_disk and not connection.in_atomic_block
+        with transaction.atomic() if quick else nullcontext(), connection.cursor() as cursor:
             cursor.execute(
-                _UPSERT_PG,
+                ("SET LOCAL synchronous_commit TO OFF; " if quick else "") + _UPSERT_PG,
                 [
                     environment_id,
                     [k[0] for k in keys],

@@ -298,3 +298,13 @@ def test_the_schema_types_the_answer(tmp_path):
     assert {"environment", "flags", "unknown"} <= set(body["properties"])
     per_flag = resolve(schema, body["properties"]["flags"]["additionalProperties"])
     assert {"value", "variation", "reason", "rule_id"} <= set(per_flag["properties"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_counts_outside_a_transaction_are_committed(project, flags):
+    """Untracked evaluations commit their counts in a transaction of their own (on PostgreSQL
+    without waiting for the disk): they are there for the next reader."""
+    client = client_for(project)
+    for _ in range(2):
+        evaluate(client, {"unit_id": "u1", "attributes": {"country": "US"}, "flags": ["nav"]})
+    assert FlagUsage.objects.get(flag__key="nav", environment__key="production").count == 2

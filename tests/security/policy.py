@@ -180,6 +180,7 @@ RULES: tuple[Rule, ...] = (
     # --- public -----------------------------------------------------------------------------
     Rule(r"healthz|readyz", Public("public"), "load balancers and monitoring"),
     Rule(r"api/features/\{client_key\}", Public("public"), "SDKs; the client key is public"),
+    Rule(r"sub/\{client_key\}", Public("public"), "SDK streams; the client key is public"),
     Rule(r"accounts/(login|logout)/", Public("public"), "signing in and out"),
     Rule(r"api/v1/(schema|docs)/", Public("public"), "describes the API; holds no data"),
     Rule(r"admin/(login|logout)/", Public("public"), "the admin's own sign in and out"),
@@ -188,6 +189,8 @@ RULES: tuple[Rule, ...] = (
     # --- services (API keys) ----------------------------------------------------------------
     Rule(r"api/v1/assign(/bulk)?/?", Service("assign"), "assignment"),
     Rule(r"api/v1/events/?", Service("ingest"), "event ingestion"),
+    # The 'evaluate' scope also opens it (tests/assignments/test_evaluate.py); no key here has it.
+    Rule(r"api/v1/evaluate/?", Service("assign"), "flag evaluation: 'evaluate' or 'assign'"),
     # --- people's API -----------------------------------------------------------------------
     Rule(
         r"api/v1/projects/",
@@ -251,6 +254,14 @@ RULES: tuple[Rule, ...] = (
         rf"{PAGE}/(experiments|metrics)/(new|\{{key\}}/(edit|delete|\{{action\}}))/",
         ProjectPermission("edit"),
         "forms and actions that change definitions: editors and admins",
+    ),
+    Rule(
+        rf"{PAGE}/(flags|segments)/(new|\{{(flag|segment)\}}/(edit|archive|delete|schedule"
+        rf"|schedule/\{{schedule_id\}}/cancel|environments/\{{environment\}}/(toggle|rules)))/"
+        rf"|{PAGE}/change-requests/\{{request_id\}}/\{{action\}}/",
+        ProjectPermission("edit"),
+        "flag and segment forms and actions: editors and admins (production and reviews: the "
+        "services refuse with a message)",
     ),
     Rule(rf"{PAGE}/(.*)?", READ_EDIT, "pages: members read, editors write"),
 )

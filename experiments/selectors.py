@@ -164,7 +164,7 @@ def members_for_project(project: Project) -> QuerySet[Membership]:
 def api_keys_for_project(project: Project) -> QuerySet[ApiKey]:
     return (
         ApiKey.objects.filter(project=project)
-        .select_related("created_by")
+        .select_related("created_by", "environment")
         .order_by("revoked_at", "-created_at")
     )
 

@@ -1,8 +1,10 @@
 """Projects, their settings, members and API keys."""
 
+from typing import Any
+
 from django import forms
 
-from experiments.models import ApiKeyScope, Role
+from experiments.models import PRODUCTION, ApiKeyScope, Project, Role
 
 
 class ProjectForm(forms.Form):
@@ -45,8 +47,21 @@ class MemberRoleForm(forms.Form):
 
 class ApiKeyForm(forms.Form):
     name = forms.CharField(max_length=100, help_text="Which service uses it, e.g. checkout-api.")
+    environment = forms.ChoiceField(
+        choices=[(PRODUCTION, "Production")],
+        initial=PRODUCTION,
+        required=False,  # production when not given
+        help_text="Whose flag rules /evaluate applies, and where its flag exposures count.",
+    )
     scopes = forms.MultipleChoiceField(
         choices=ApiKeyScope.choices,
         widget=forms.CheckboxSelectMultiple,
         initial=[ApiKeyScope.ASSIGN, ApiKeyScope.INGEST],
     )
+
+    def __init__(self, *args: Any, project: Project | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if project is not None:
+            self.fields["environment"].choices = [
+                (e.key, e.name) for e in project.environments.all()
+            ]

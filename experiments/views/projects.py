@@ -63,7 +63,8 @@ def _settings_page(
             }
         ),
         "member_form": forms.MemberAddForm(),
-        "api_key_form": forms.ApiKeyForm(),
+        "api_key_form": forms.ApiKeyForm(project=project),
+        "environments": list(project.environments.all()),
         "members": members_for_project(project),
         "roles": forms.Role.choices,
         "api_keys": api_keys_for_project(project),
@@ -174,7 +175,7 @@ def member_remove(request: HttpRequest, page: Page, username: str) -> HttpRespon
 @project_page("manage")
 @require_POST
 def api_key_create(request: HttpRequest, page: Page) -> HttpResponse:
-    form = forms.ApiKeyForm(request.POST)
+    form = forms.ApiKeyForm(request.POST, project=page.project)
     if form.is_valid():
         try:
             created = services.api_key_create(

@@ -488,6 +488,26 @@ def test_api_key_secret_is_shown_once(project, alice):
     assert key.revoked_at is not None
 
 
+def test_settings_list_environments_and_make_a_key_for_one(project, alice):
+    page = alice.get("/p/shop/settings/").content.decode()
+    for environment in project.environments.all():
+        assert environment.client_key in page
+    r = alice.post(
+        "/p/shop/settings/api-keys/",
+        {"name": "staging-api", "scopes": ["evaluate"], "environment": "staging"},
+    )
+    assert r.status_code == 200
+    key = ApiKey.objects.get(name="staging-api")
+    assert (key.environment.key, key.scopes) == ("staging", ["evaluate"])
+    r = alice.post(
+        "/p/shop/settings/api-keys/", {"name": "x", "scopes": ["read"], "environment": "moon"}
+    )
+    assert "Select a valid choice" in r.content.decode()
+    assert not ApiKey.objects.filter(name="x").exists()
+    alice.post("/p/shop/settings/api-keys/", {"name": "default-env", "scopes": ["read"]})
+    assert ApiKey.objects.get(name="default-env").environment.key == "production"
+
+
 def test_api_key_needs_a_scope(project, alice):
     r = alice.post("/p/shop/settings/api-keys/", {"name": "x"})
     assert r.status_code == 200 and "This field is required" in r.content.decode()

@@ -167,18 +167,38 @@ class MemberDetailApi(APIView):
 
 class ApiKeySerializer(serializers.ModelSerializer):
     scopes = serializers.ListField(child=serializers.ChoiceField(choices=ApiKeyScope.choices))
+    environment = serializers.SlugField(
+        required=False,
+        max_length=64,
+        help_text="The environment key the key belongs to (default production).",
+    )
 
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "prefix", "scopes", "created_at", "last_used_at", "revoked_at"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "environment",
+            "scopes",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        ]
         read_only_fields = ["id", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+    def to_representation(self, instance: ApiKey) -> dict:
+        data = super().to_representation(instance)
+        data["environment"] = instance.environment.key if instance.environment else "production"
+        return data
 
 
 class ApiKeyListApi(APIView):
     @extend_schema(responses=ApiKeySerializer(many=True))
     def get(self, request: Request, project: str) -> Response:
         proj = project_for(request, project, "manage")
-        return Response(ApiKeySerializer(proj.api_keys.order_by("-created_at"), many=True).data)
+        keys = proj.api_keys.select_related("environment").order_by("-created_at")
+        return Response(ApiKeySerializer(keys, many=True).data)
 
     @extend_schema(request=ApiKeySerializer, responses={201: ApiKeySerializer})
     def post(self, request: Request, project: str) -> Response:

@@ -286,6 +286,29 @@ def test_api_key_secret_is_returned_once(api, project):
     assert AuditLog.objects.filter(action="api_key.create", target="c").exists()
 
 
+def test_api_keys_belong_to_an_environment(api, project):
+    r = api.post(
+        "/api/v1/projects/shop/api-keys/",
+        {"name": "s", "scopes": ["evaluate"], "environment": "staging"},
+        format="json",
+    )
+    assert r.status_code == 201 and r.json()["environment"] == "staging"
+    r = api.post(
+        "/api/v1/projects/shop/api-keys/", {"name": "p", "scopes": ["read"]}, format="json"
+    )
+    assert r.json()["environment"] == "production"
+    r = api.post(
+        "/api/v1/projects/shop/api-keys/",
+        {"name": "m", "scopes": ["read"], "environment": "moon"},
+        format="json",
+    )
+    assert r.status_code == 400 and r.json()["field"] == "environment"
+    listed = {
+        k["name"]: k["environment"] for k in api.get("/api/v1/projects/shop/api-keys/").json()
+    }
+    assert listed == {"s": "staging", "p": "production"}
+
+
 # --- power calculator ----------------------------------------------------------------------
 
 

@@ -16,12 +16,13 @@ from rest_framework.response import Response
 
 from assignments.api_schemas import EvaluateResponseSchema
 from assignments.apis import ServiceApi, _attributes, _unit_id
-from assignments.services.evaluate import (
+from assignments.services import (
     MAX_EVALUATE_FLAGS,
+    MAX_ID_LENGTH,
+    MAX_NAME_LENGTH,
     evaluation_environment,
     flags_evaluate,
 )
-from assignments.services.validate import MAX_ID_LENGTH, MAX_NAME_LENGTH
 from experiments.models import ApiKey
 
 EVALUATE_SCOPES = ("evaluate", "assign")

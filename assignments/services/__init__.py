@@ -11,6 +11,8 @@ batch.
 - `ingest`: ``events_ingest``, storing a validated batch (COPY on PostgreSQL, ``INSERT OR
   IGNORE`` elsewhere);
 - `delete`: ``events_delete``;
+- `evaluate`: ``flags_evaluate``, server-side flag evaluation (``POST /evaluate``);
+- `flag_usage`: ``flag_usage_add``, the flags' evaluation counts;
 - `assignment_rows`: the raw SQL that reads and inserts assignments, shared by the first two.
 
 Callers import from this package; the names below are its public interface.
@@ -23,6 +25,13 @@ from assignments.services.delete import (
     EventDeletion,
     events_delete,
 )
+from assignments.services.evaluate import (
+    MAX_EVALUATE_FLAGS,
+    Evaluation,
+    evaluation_environment,
+    flags_evaluate,
+)
+from assignments.services.flag_usage import flag_usage_add
 from assignments.services.ingest import MAX_BATCH, events_ingest
 from assignments.services.validate import (
     EARLIEST_TIMESTAMP,
@@ -34,6 +43,8 @@ from assignments.services.validate import (
     MAX_TIMESTAMP_LENGTH,
     EventBatch,
     ExposureRow,
+    FlagExposureRow,
+    FlagTargets,
     IngestResult,
     MetricRow,
     events_validate,
@@ -47,6 +58,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_CLOCK_SKEW",
     "MAX_DELETE_FILTER_ITEMS",
+    "MAX_EVALUATE_FLAGS",
     "MAX_ID_LENGTH",
     "MAX_NAME_LENGTH",
     "MAX_PROPERTIES_BYTES",
@@ -54,13 +66,19 @@ __all__ = [
     "Answer",
     "EventBatch",
     "EventDeletion",
+    "Evaluation",
     "ExposureRow",
+    "FlagExposureRow",
+    "FlagTargets",
     "IngestResult",
     "MetricRow",
     "Unit",
     "assignments_get_or_create",
     "events_delete",
     "events_ingest",
+    "evaluation_environment",
     "events_validate",
+    "flag_usage_add",
+    "flags_evaluate",
     "max_event_value",
 ]

@@ -21,6 +21,7 @@ urlpatterns = [
         views.scheduled_change_cancel,
         name="scheduled-change-cancel",
     ),
+    path(f"{P}/environments/new/", views.environment_create, name="environment-create"),
     path(f"{P}/segments/", views.segment_list, name="segment-list"),
     path(f"{P}/segments/new/", views.segment_new, name="segment-new"),
     path(f"{P}/segments/<slug:segment>/", views.segment_edit, name="segment-edit"),

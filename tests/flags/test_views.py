@@ -515,3 +515,21 @@ def test_json_fields_in_pages_are_rendered_as_json(admin, admin_user, flag, envs
     flag_environment_update(flag=flag, environment=envs["staging"], actor=admin_user, rules=[rule])
     page = admin.get(f"{FLAGS}new-checkout/?env=staging").content.decode()
     assert json.dumps({"country": "US"}).replace('"', "&quot;") in page
+
+
+def test_an_admin_adds_an_environment_from_the_settings_page(project, admin, flag):
+    from experiments.models import Environment
+    from flags.models import FlagEnvironment
+
+    client = admin
+    page = client.get(f"/p/{project.slug}/settings/").content.decode()
+    assert 'id="environment-create"' in page
+    r = client.post(f"/p/{project.slug}/environments/new/", {"key": "qa", "name": "QA"})
+    assert r.status_code == 302
+    qa = Environment.objects.get(project=project, key="qa")
+    assert qa.client_key in client.get(f"/p/{project.slug}/settings/").content.decode()
+    configs = FlagEnvironment.objects.filter(environment=qa)
+    assert configs.count() == 1 and not configs.get().enabled
+    r = client.post(f"/p/{project.slug}/environments/new/", {"key": "qa"}, follow=True)
+    assert "already" in r.content.decode()
+    assert Environment.objects.filter(project=project, key="qa").count() == 1

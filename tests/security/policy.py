@@ -248,6 +248,11 @@ RULES: tuple[Rule, ...] = (
         "home: my projects; staff create one",
     ),
     Rule(rf"{PAGE}/settings/.*", ProjectPermission("manage"), "members, API keys: admins only"),
+    Rule(
+        rf"{PAGE}/environments/new/",
+        ProjectPermission("manage"),
+        "adding an environment (from the settings page): admins only",
+    ),
     Rule(rf"{PAGE}/(.*/)?export/?", ProjectPermission("export"), "exports: analysts and up"),
     Rule(rf"{PAGE}/experiments/\{{key\}}/analyze/", ProjectPermission("read"), "as the API"),
     Rule(

@@ -74,7 +74,7 @@ def project_get_for_user(user: AbstractBaseUser | AnonymousUser, slug: str) -> P
 def experiments_for_project(project: Project) -> QuerySet[Experiment]:
     return (
         Experiment.objects.filter(project=project)
-        .select_related("project", "owner")
+        .select_related("project", "owner", "segment")
         .prefetch_related(
             "variants",
             Prefetch(

@@ -79,6 +79,14 @@ class ExperimentSerializer(serializers.Serializer):
     hash_attribute = serializers.CharField(max_length=64, required=False)
     coverage = serializers.FloatField(min_value=0, max_value=1, required=False)
     targeting = serializers.JSONField(required=False)
+    segment = serializers.SlugField(
+        max_length=100,
+        required=False,
+        allow_null=True,
+        allow_blank=True,
+        help_text="The key of a saved segment of the project, AND-ed with the targeting "
+        "condition; null (or empty) for none.",
+    )
     layer = serializers.CharField(max_length=64, required=False, allow_blank=True)
     layer_start = serializers.FloatField(min_value=0, max_value=1, required=False)
     layer_end = serializers.FloatField(min_value=0, max_value=1, required=False)

@@ -78,6 +78,7 @@ class ExperimentEditor:
             )
         initial = {name: getattr(experiment, name) for name in FORM_FIELDS if name != "owner"}
         initial["owner"] = experiment.owner.get_username() if experiment.owner_id else ""
+        initial["segment"] = experiment.segment.key if experiment.segment_id else ""
         variants = [
             {
                 "key": v.key,

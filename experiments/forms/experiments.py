@@ -80,6 +80,12 @@ class ExperimentForm(forms.Form):
         help_text='Optional, GrowthBook condition syntax, e.g. {"country": {"$in": ["US", "CA"]}}.',
         widget=forms.Textarea(attrs={"rows": 3, "spellcheck": "false"}),
     )
+    segment = forms.ChoiceField(
+        required=False,
+        label="Segment",
+        help_text="Optional: a saved segment of this project. It is AND-ed with the targeting "
+        "condition: a unit must be in the segment and match the condition.",
+    )
     layer = forms.CharField(
         max_length=64,
         required=False,
@@ -143,6 +149,10 @@ class ExperimentForm(forms.Form):
             if current not in usernames:
                 usernames.append(current)
         self.fields["owner"].choices = [("", "(nobody)")] + [(u, u) for u in usernames]
+        self.fields["segment"].choices = [("", "(none)")] + [
+            (key, f"{name} ({key})")
+            for key, name in project.segments.order_by("key").values_list("key", "name")
+        ]
         if experiment is not None:
             self.fields["key"].disabled = True
             self.fields["key"].help_text = "The key cannot change."
@@ -155,11 +165,11 @@ class ExperimentForm(forms.Form):
                 ].help_text = (
                     "Change coverage with Ramp on the experiment page (it may only go up)."
                 )
-                self.fields[
-                    "targeting"
-                ].help_text += (
+                new_phase = (
                     " Changing it while live starts a new phase: the analysis window resets."
                 )
+                for name in ("targeting", "segment"):
+                    self.fields[name].help_text += new_phase
 
     @property
     def is_live(self) -> bool:

@@ -29,7 +29,11 @@ from experiments.services.rules import (
     _same,
     _stage_index_for,
     check_variants,
+    resolve_segment,
 )
+
+# "Not given" for the segment of an update (None means: target no segment).
+_UNCHANGED: Any = object()
 
 EXPERIMENT_FIELDS = (
     "name",
@@ -57,6 +61,7 @@ def experiment_snapshot(experiment: Experiment) -> dict[str, Any]:
     if data.get("end_date") is not None:
         data["end_date"] = data["end_date"].isoformat()
     data["owner"] = experiment.owner.get_username() if experiment.owner_id else None
+    data["segment"] = experiment.segment.key if experiment.segment_id else None
     data["variants"] = [
         {
             "key": v.key,
@@ -118,8 +123,11 @@ def experiment_create(
     metrics: Sequence[dict[str, Any]] = (),
     actor: AbstractBaseUser | None = None,
     owner: AbstractBaseUser | None = None,
+    segment: str | None = None,
     **fields: Any,
 ) -> Experiment:
+    """A draft. ``segment`` is the key of a saved segment of the project (AND-ed with the
+    targeting condition), or None / "" for none."""
     if Experiment.objects.filter(project=project, key=key).exists():
         raise DomainError(f"An experiment with key '{key}' already exists in this project.", "key")
     # Flags and experiments share one key space (both are SDK features). The reverse relation
@@ -136,7 +144,14 @@ def experiment_create(
         raise DomainError(f"Unknown field '{unknown[0]}'.", unknown[0])
     owner = owner if owner is not None else _user(actor)
     _check_owner(project, owner)
-    experiment = Experiment(project=project, key=key, name=name, owner=owner, **fields)
+    experiment = Experiment(
+        project=project,
+        key=key,
+        name=name,
+        owner=owner,
+        segment=resolve_segment(project, segment),
+        **fields,
+    )
     _check_definition(experiment)
     try:
         with transaction.atomic():
@@ -208,7 +223,8 @@ def _check_live_update(
     metrics: Sequence[dict[str, Any]] | None,
 ) -> None:
     """What a started experiment may still change: refuse the frozen design, rename variants
-    in place (the caller writes no variant rows), start a new phase when targeting changes."""
+    in place (the caller writes no variant rows), start a new phase when the audience (the
+    targeting condition or the segment) changes."""
     for name in FROZEN_WHEN_LIVE:
         if name in fields and not _same(fields[name], getattr(experiment, name)):
             raise DomainError(
@@ -235,8 +251,15 @@ def _check_live_update(
         )
     if metrics is not None:
         _check_live_metrics(before["metrics"], metrics)
-    if "targeting" in fields and (fields["targeting"] or {}) != (experiment.targeting or {}):
-        # A targeting change starts a new phase: the analysis window resets.
+    targeting_changed = "targeting" in fields and (fields["targeting"] or {}) != (
+        experiment.targeting or {}
+    )
+    segment_changed = (
+        "segment" in fields
+        and (fields["segment"].pk if fields["segment"] else None) != experiment.segment_id
+    )
+    if targeting_changed or segment_changed:
+        # A change of audience starts a new phase: the analysis window resets.
         experiment.phase += 1
         experiment.phase_started_at = timezone.now()
 
@@ -248,8 +271,10 @@ def experiment_update(
     actor: AbstractBaseUser | None = None,
     variants: Sequence[dict[str, Any]] | None = None,
     metrics: Sequence[dict[str, Any]] | None = None,
+    segment: Any = _UNCHANGED,
     **fields: Any,
 ) -> Experiment:
+    """``segment``: a segment key of the project, or None / "" for none; left out: unchanged."""
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     if "key" in fields and fields["key"] != experiment.key:
         raise DomainError("An experiment's key cannot change once created.", "key")
@@ -268,6 +293,8 @@ def experiment_update(
     unknown = sorted(set(fields) - set(EXPERIMENT_FIELDS))
     if unknown:
         raise DomainError(f"Unknown field '{unknown[0]}'.", unknown[0])
+    if segment is not _UNCHANGED:
+        fields["segment"] = resolve_segment(experiment.project, segment)
     if live:
         _check_live_update(experiment, before, fields, variants, metrics)
         variants = None

@@ -17,6 +17,7 @@ from experiments.models import (
     Metric,
     MetricRole,
     Project,
+    Segment,
 )
 from experiments.selectors import experiment_spec
 
@@ -179,6 +180,26 @@ def check_targeting(targeting: Any) -> None:
     problems = validate_condition(targeting)
     if problems:
         raise DomainError("Targeting: " + " ".join(problems), "targeting")
+
+
+def resolve_segment(project: Project, segment: Any) -> Segment | None:
+    """The saved segment an experiment targets, given by its key ("" or None: no segment)."""
+    if isinstance(segment, Segment):
+        segment = segment.key  # looked up again: it must belong to this project
+    if segment in (None, ""):
+        return None
+    found = None
+    if isinstance(segment, str):
+        # Locked until the experiment is saved: a concurrent segment_delete either waits and
+        # then sees this experiment among the segment's users, or has already deleted it.
+        found = Segment.objects.select_for_update().filter(project=project, key=segment).first()
+    if found is None:
+        raise DomainError(
+            f"Unknown segment '{segment}' in this project; create it on the segments page "
+            "first, or choose none.",
+            "segment",
+        )
+    return found
 
 
 def check_layer(start: Any, end: Any) -> None:

@@ -5,6 +5,8 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import ProtectedError
+from django.utils import timezone
 
 from core.errors import DomainError
 from experiments.models import Project, Segment
@@ -106,6 +108,9 @@ def segment_update(
         setattr(segment, name, value)
     _check(segment)
     segment.save()  # bumps updated_at: every flag using it is served anew
+    # The experiments targeting it are served anew too: their served version is their
+    # updated_at (assignments.selectors.project_specs).
+    segment.experiments.update(updated_at=timezone.now())
     audit_log_record(
         project=segment.project,
         action="segment.update",
@@ -117,12 +122,7 @@ def segment_update(
     return segment
 
 
-@transaction.atomic
-def segment_delete(*, segment: Segment, actor: AbstractBaseUser | None = None) -> None:
-    """Refused while a flag rule or an experiment uses the segment."""
-    segment = Segment.objects.select_for_update().select_related("project").get(pk=segment.pk)
-    require(segment.project, actor, "edit")
-    used = segment_users(segment)
+def _refuse_in_use(used: list[str]) -> None:
     if used:
         raise DomainError(
             f"The segment is used by {', '.join(used[:5])}"
@@ -130,6 +130,14 @@ def segment_delete(*, segment: Segment, actor: AbstractBaseUser | None = None) -
             + ": remove it there first.",
             "key",
         )
+
+
+@transaction.atomic
+def segment_delete(*, segment: Segment, actor: AbstractBaseUser | None = None) -> None:
+    """Refused while a flag rule or an experiment uses the segment."""
+    segment = Segment.objects.select_for_update().select_related("project").get(pk=segment.pk)
+    require(segment.project, actor, "edit")
+    _refuse_in_use(segment_users(segment))
     audit_log_record(
         project=segment.project,
         action="segment.delete",
@@ -137,4 +145,9 @@ def segment_delete(*, segment: Segment, actor: AbstractBaseUser | None = None) -
         actor=actor,
         before=segment_snapshot(segment),
     )
-    segment.delete()
+    try:
+        with transaction.atomic():
+            segment.delete()
+    except ProtectedError as exc:  # an experiment took it up since the check above
+        _refuse_in_use(segment_users(segment))
+        raise DomainError("The segment is in use: remove it there first.", "key") from exc

@@ -8,10 +8,13 @@ and ``eval_feature`` for each flag): flag evaluations per second. Against it:
 
 - the pure decision (`bucketing.flags.evaluate_flags` over the cached specs), checked to serve
   every unit exactly what the SDK serves;
-- the service ``flags_evaluate`` (cache check, decision, the usage upsert), untracked and
-  tracked (one flag exposure per flag stored);
+- the service ``flags_evaluate`` (cache check, decision, counts into the process's usage
+  buffer), untracked and tracked (one flag exposure per flag stored);
 - HTTP ``POST /api/v1/evaluate`` through gunicorn (rate limiter off): every flag for one unit
   per request, untracked and tracked, with p50 / p99 latency.
+
+Then the evaluation counts: the in-process ones flushed (``flag_usage_flush``, timed), the
+gunicorn workers' written when they stop; every evaluation made must be counted.
 
 Options (``--option key=value``): ``units`` (in-process), ``requests`` (HTTP, per phase),
 ``workers`` (gunicorn), ``clients`` (threads).
@@ -68,13 +71,14 @@ def run_evaluate(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[
         local = _decisions(environment, units, sdk_answers)
         service = _service(environment, units)
         http = _evaluate_http(secret, units, requests_n, workers, clients, out)
+        counted = _counted(environment)
     finally:
         delete_projects(project)
 
     rows = {
         "growthbook SDK eval_feature (local)": (sdk_s, evaluations),
         "abacus evaluate_flags (pure, cached specs)": (local["seconds"], evaluations),
-        "abacus flags_evaluate (+ usage upsert)": (service["untracked"], evaluations),
+        "abacus flags_evaluate (+ usage buffer)": (service["untracked"], evaluations),
         "abacus flags_evaluate, tracked (+ exposures)": (service["tracked"], evaluations),
     }
     for phase, timed in http["phases"].items():
@@ -88,9 +92,11 @@ def run_evaluate(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[
             f"{rate(http['requests'], timed['seconds']):,.0f} requests/s, "
             f"p50 {timed['p50_ms']:.1f} ms, p99 {timed['p99_ms']:.1f} ms"
         )
+    expected = (2 * units_n + http["counted_requests"]) * flags_n
     out.write(
-        f"usage upsert per request (in-process): {service['usage_ms']:.3f} ms as /evaluate "
-        f"commits it, {service['usage_durable_ms']:.3f} ms waiting for the disk; "
+        f"usage: {service['buffer_us']:.1f} us a request to buffer its counts; one flush of "
+        f"{service['flush_keys']} keys ({2 * evaluations:,} evaluations) "
+        f"{service['flush_ms']:.1f} ms; evaluations counted {counted:,} of {expected:,}; "
         f"answers differing from the SDK: {local['mismatches']}"
     )
     return {
@@ -111,8 +117,11 @@ def run_evaluate(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[
             phase: {"p50": round(t["p50_ms"], 2), "p99": round(t["p99_ms"], 2)}
             for phase, t in http["phases"].items()
         },
-        "usage_upsert_ms": round(service["usage_ms"], 3),
-        "usage_upsert_durable_ms": round(service["usage_durable_ms"], 3),
+        "usage_buffer_us": round(service["buffer_us"], 2),
+        "usage_flush_ms": round(service["flush_ms"], 2),
+        "usage_flush_keys": service["flush_keys"],
+        "evaluations_counted": counted,
+        "evaluations_expected": expected,
         "mismatches_vs_sdk": local["mismatches"],
         "workers": workers,
         "clients": clients,
@@ -229,14 +238,16 @@ def _decisions(environment: Any, units: list[dict], sdk_answers: list[dict]) -> 
 
 def _service(environment: Any, units: list[dict]) -> dict[str, float]:
     """``flags_evaluate`` one unit per call (a request's work without HTTP): untracked,
-    tracked; and the usage upsert alone, as /evaluate commits it and waiting for the disk."""
+    tracked; then one flush of their counts, and the cost of buffering a request's counts."""
     from django.utils import timezone
 
     from assignments.services.evaluate import flags_evaluate
-    from assignments.services.flag_usage import flag_usage_add, usage_day
+    from assignments.services.flag_usage import usage_day
+    from assignments.services.usage_buffer import UsageBuffer, flag_usage_flush
     from flags.selectors import environment_flags
 
-    timed = {}
+    timed: dict[str, float] = {}
+    flag_usage_flush()  # nothing of earlier work in the timed flush
     for phase, track in (("untracked", False), ("tracked", True)):
         started = time.perf_counter()
         for attrs in units:
@@ -244,16 +255,31 @@ def _service(environment: Any, units: list[dict]) -> dict[str, float]:
                 environment=environment, unit_id=attrs["id"], attributes=attrs, track=track
             )
         timed[phase] = time.perf_counter() - started
+    started = time.perf_counter()
+    timed["flush_keys"] = flag_usage_flush()
+    timed["flush_ms"] = (time.perf_counter() - started) * 1000
     served = environment_flags(environment)
     now = timezone.now()
     counts = {(pk, "on", usage_day(now)): (1, now) for pk in served.flag_ids.values()}
-    rounds = min(len(units), 1_000)
-    for name, wait in (("usage_ms", False), ("usage_durable_ms", True)):
-        started = time.perf_counter()
-        for _ in range(rounds):
-            flag_usage_add(environment_id=environment.pk, counts=counts, wait_for_disk=wait)
-        timed[name] = (time.perf_counter() - started) / rounds * 1000
+    scratch = UsageBuffer()  # never flushed: only the in-memory cost
+    scratch.background = False
+    rounds = min(len(units), 10_000)
+    started = time.perf_counter()
+    for _ in range(rounds):
+        scratch.add(environment.pk, counts)
+    timed["buffer_us"] = (time.perf_counter() - started) / rounds * 1e6
     return timed
+
+
+def _counted(environment: Any) -> int:
+    """The evaluations counted in the environment's usage rows (this process's flushed)."""
+    from django.db.models import Sum
+
+    from assignments.services.usage_buffer import flag_usage_flush
+    from flags.models import FlagUsage
+
+    flag_usage_flush()
+    return FlagUsage.objects.filter(environment=environment).aggregate(n=Sum("count"))["n"] or 0
 
 
 def _rates_table(
@@ -299,7 +325,12 @@ def _evaluate_http(
                 f"  HTTP /evaluate {phase}: "
                 f"{rate(requests_n, phases[phase]['seconds']):,.0f} requests/s"
             )
-    return {"requests": requests_n, "phases": phases}
+    # gunicorn has stopped: its workers wrote their buffered counts as they exited.
+    return {
+        "requests": requests_n,
+        "phases": phases,
+        "counted_requests": 2 * (requests_n + workers),
+    }
 
 
 def _post_phase(port: int, secret: str, bodies: list[bytes], clients: int) -> dict[str, float]:

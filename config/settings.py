@@ -318,6 +318,11 @@ ABACUS_RATE_LIMIT_PER_MINUTE = int(os.environ.get("ABACUS_RATE_LIMIT_PER_MINUTE"
 # Flag hygiene: a temporary flag serving one variation to everyone for this many days is stale
 # (flags.selectors.stale_flags).
 ABACUS_STALE_FLAG_DAYS = int(os.environ.get("ABACUS_STALE_FLAG_DAYS", 14))
+# POST /evaluate's counts wait in each process's memory and one thread per process writes them
+# this often (assignments/services/usage_buffer.py): "last evaluated" is at most this late.
+ABACUS_USAGE_FLUSH_SECONDS = float(os.environ.get("ABACUS_USAGE_FLUSH_SECONDS", 5))
+if ABACUS_USAGE_FLUSH_SECONDS <= 0:
+    raise ImproperlyConfigured("ABACUS_USAGE_FLUSH_SECONDS must be a positive number.")
 
 # SDK streaming (GET /sub/<client key>, assignments/streaming.py). Each open stream holds one
 # of a web process's gunicorn threads, so the cap stays below the threads (config/processes.py):

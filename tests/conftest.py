@@ -15,6 +15,22 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def usage_counts_buffer():
+    """/evaluate's counts wait in a per-process buffer (assignments/services/usage_buffer.py):
+    each test starts with it empty and without its flusher thread (which would write on a
+    connection of its own, outside the test's transaction); tests flush it explicitly
+    (`flag_usage_flush`), or turn the thread on (`buffer.background = True`)."""
+    from assignments.services.usage_buffer import buffer
+
+    buffer.stop()
+    buffer.discard()
+    buffer.background = False
+    yield buffer
+    buffer.stop()
+    buffer.discard()
+
+
 @pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice-123")

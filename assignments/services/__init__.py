@@ -13,6 +13,7 @@ batch.
 - `delete`: ``events_delete``;
 - `evaluate`: ``flags_evaluate``, server-side flag evaluation (``POST /evaluate``);
 - `flag_usage`: ``flag_usage_add``, the flags' evaluation counts;
+- `usage_buffer`: ``flag_usage_flush``, the per-process buffer of ``/evaluate``'s counts;
 - `assignment_rows`: the raw SQL that reads and inserts assignments, shared by the first two.
 
 Callers import from this package; the names below are its public interface.
@@ -33,6 +34,7 @@ from assignments.services.evaluate import (
 )
 from assignments.services.flag_usage import flag_usage_add
 from assignments.services.ingest import MAX_BATCH, events_ingest
+from assignments.services.usage_buffer import flag_usage_flush
 from assignments.services.validate import (
     EARLIEST_TIMESTAMP,
     LATEST_EPOCH_SECONDS,
@@ -79,6 +81,7 @@ __all__ = [
     "evaluation_environment",
     "events_validate",
     "flag_usage_add",
+    "flag_usage_flush",
     "flags_evaluate",
     "max_event_value",
 ]

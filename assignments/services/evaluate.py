@@ -1,7 +1,9 @@
 """Server-side flag evaluation (``POST /api/v1/evaluate``): the environment's served flags
 (cached per process, one version query per request) evaluated by `bucketing.flags`, the same
 decision the GrowthBook SDKs make on that environment's payload; every evaluation counted in the
-flags' usage and, when asked, recorded as flag exposures.
+flags' usage (buffered in the process and written every few seconds, `usage_buffer`: an
+untracked evaluation writes nothing) and, when asked, recorded as flag exposures (stored in
+the request, one statement).
 
 A tracked evaluation's exposure has a derived event id: the SHA-256 of the environment, flag,
 unit, variation and the minute, so a client retrying a request (or evaluating the same unit
@@ -15,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from django.db import connection, transaction
+from django.db import connection
 from django.utils import timezone
 
-from assignments.services.flag_usage import flag_usage_add, usage_day
+from assignments.services.flag_usage import usage_day
+from assignments.services.usage_buffer import flag_usage_buffer
 from bucketing.flags import FlagResult, evaluate_flags
 from core.errors import DomainError
 from experiments.models import PRODUCTION, ApiKey, Environment
@@ -88,13 +91,10 @@ def _record(
     now = timezone.now()
     day = usage_day(now)
     served = [(flag_ids[key], key, result.variation) for key, result in results.items()]
-    counts = {(flag_id, variation, day): (1, now) for flag_id, _, variation in served}
-    if not track:
-        flag_usage_add(environment_id=environment.pk, counts=counts, wait_for_disk=False)
-        return
-    with transaction.atomic():
+    if track:  # events: stored (and committed) before the answer
         _flag_exposures_insert(environment, unit_id, served, now)
-        flag_usage_add(environment_id=environment.pk, counts=counts)
+    counts = {(flag_id, variation, day): (1, now) for flag_id, _, variation in served}
+    flag_usage_buffer(environment.pk, counts)
 
 
 def tracked_event_id(

@@ -4,12 +4,14 @@ counted, exposures stored when tracked."""
 
 import json
 import random
+import time
 
 import pytest
 from growthbook import GrowthBook
 from rest_framework.test import APIClient
 
 from assignments.models import FlagExposure
+from assignments.services import flag_usage_flush
 from assignments.services.evaluate import MAX_EVALUATE_FLAGS
 from experiments.models import Environment
 from experiments.services import api_key_create, project_create
@@ -218,6 +220,8 @@ def test_every_evaluation_is_counted_per_flag_variation_and_environment(project,
     for _ in range(3):
         evaluate(client, {"unit_id": "u1", "attributes": {"country": "US"}, "flags": ["nav"]})
     evaluate(client_for(project, "staging"), {"unit_id": "u1", "flags": ["nav", "theme"]})
+    assert not FlagUsage.objects.exists()  # buffered in the process until the next flush
+    assert flag_usage_flush() == 3
     usage = {
         (u.flag.key, u.environment.key, u.variation): u.count
         for u in FlagUsage.objects.select_related("flag", "environment")
@@ -238,6 +242,7 @@ def test_tracked_evaluations_store_one_exposure_per_flag_once(project, flags):
     stored = sorted(FlagExposure.objects.values_list("flag__key", "variation", "unit_id"))
     assert stored == [("kill", "off", "u1"), ("nav", "on", "u1")]
     assert {e.environment.key for e in FlagExposure.objects.all()} == {"production"}
+    flag_usage_flush()
     assert FlagUsage.objects.get(flag__key="nav").count == 2  # every evaluation counts
 
 
@@ -257,11 +262,16 @@ def test_a_tracked_exposure_id_is_not_reused_by_events(project, flags):
     assert (r.json()["accepted"], r.json()["duplicates"]) == (0, 1)
 
 
-def test_constant_number_of_queries(project, flags, django_assert_max_num_queries):
+def test_constant_number_of_queries_and_no_write_untracked(
+    project, flags, django_assert_num_queries
+):
     client = client_for(project)
     evaluate(client, {"unit_id": "warm"})  # builds the cached specs, touches the key
-    with django_assert_max_num_queries(3):  # key, version, usage
+    with django_assert_num_queries(2) as context:  # key, version: the counts are buffered
         assert evaluate(client, {"unit_id": "u1"}).status_code == 200
+    assert all(q["sql"].lstrip().upper().startswith("SELECT") for q in context.captured_queries)
+    with django_assert_num_queries(3):  # key, version, the exposures (one INSERT)
+        assert evaluate(client, {"unit_id": "u2", "track": True}).status_code == 200
 
 
 def test_the_sdk_on_the_same_payload_serves_what_evaluate_serves(project, flags):
@@ -301,10 +311,18 @@ def test_the_schema_types_the_answer(tmp_path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_counts_outside_a_transaction_are_committed(project, flags):
-    """Untracked evaluations commit their counts in a transaction of their own (on PostgreSQL
-    without waiting for the disk): they are there for the next reader."""
+def test_the_flusher_thread_writes_the_counts_within_the_interval(
+    project, flags, settings, usage_counts_buffer
+):
+    """With its thread on (as in every server process), the buffer is written on its own
+    connection every ABACUS_USAGE_FLUSH_SECONDS, committed for the next reader."""
+    settings.ABACUS_USAGE_FLUSH_SECONDS = 0.2
+    usage_counts_buffer.background = True
     client = client_for(project)
     for _ in range(2):
         evaluate(client, {"unit_id": "u1", "attributes": {"country": "US"}, "flags": ["nav"]})
+    deadline = time.monotonic() + 10
+    while not FlagUsage.objects.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert FlagUsage.objects.get(flag__key="nav", environment__key="production").count == 2
+    assert usage_counts_buffer.pending() == {}

@@ -265,9 +265,13 @@ def _id_list(help_text: str) -> serializers.ListField:
 class EventDeleteInput(serializers.Serializer):
     event_ids = _id_list("Delete the events with these ids.")
     unit_ids = _id_list("Delete the events of these units.")
-    names = _id_list("Delete the metric events with these names (exposures have none).")
+    names = _id_list(
+        "Delete the metric events with these names (exposures and flag exposures have none)."
+    )
     type = serializers.ChoiceField(
-        choices=EVENT_TYPES, default="all", help_text="Which table: metric, exposure or all."
+        choices=EVENT_TYPES,
+        default="all",
+        help_text="Which events: metric, exposure (of experiments), flag_exposure or all.",
     )
     since = serializers.DateTimeField(required=False, help_text="Event timestamp >= since.")
     until = serializers.DateTimeField(required=False, help_text="Event timestamp < until.")
@@ -286,6 +290,7 @@ class EventDeleteInput(serializers.Serializer):
 class EventCounts(serializers.Serializer):
     metric = serializers.IntegerField()
     exposure = serializers.IntegerField()
+    flag_exposure = serializers.IntegerField()
 
 
 class EventDeleteOutput(serializers.Serializer):

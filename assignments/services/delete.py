@@ -7,13 +7,15 @@ from typing import Any
 
 from django.db import transaction
 
-from assignments.models import Exposure, MetricEvent
+from assignments.models import Exposure, FlagExposure, MetricEvent
 from assignments.services.validate import MAX_ID_LENGTH, _string_error
 from core.errors import DomainError
 from experiments.models import Project
 from experiments.services import audit_log_record
 
-EVENT_TYPES = ("metric", "exposure", "all")
+# The tables a deletion covers, by the ``type`` that selects them ("all": every one).
+EVENT_TABLES = {"metric": MetricEvent, "exposure": Exposure, "flag_exposure": FlagExposure}
+EVENT_TYPES = (*EVENT_TABLES, "all")
 MAX_DELETE_FILTER_ITEMS = 1000  # per list: keeps each IN (...) under SQLite's parameter limit
 
 
@@ -78,9 +80,11 @@ def events_delete(
 ) -> EventDeletion:
     """Delete the project's stored events that match every given filter, and audit it.
 
-    ``kind``: metric, exposure or all. Filters combine with AND; a list matches any of its
-    items. ``since`` <= event timestamp < ``until``. ``names`` are metric event names: exposures
-    have none, so a names filter matches no exposure (and is refused with ``kind="exposure"``).
+    ``kind``: metric, exposure (of experiments), flag_exposure or all. Filters combine with AND;
+    a list matches any of its items. ``since`` <= event timestamp < ``until``. ``names`` are
+    metric event names: exposures and flag exposures have none, so a names filter matches
+    neither (and is refused with ``kind="exposure"`` or ``"flag_exposure"``). Flags' evaluation
+    counts (`flags.models.FlagUsage`) are not reduced: they count evaluations, not stored events.
     At least one filter is required, so that no call deletes everything by accident.
     Assignments stay: they are sticky state, not events. A dry run counts the matches and
     changes nothing (and is not audited); a deletion writes one AuditLog row ("events.delete":
@@ -88,8 +92,8 @@ def events_delete(
     """
     filters = _delete_filters(kind, event_ids, unit_ids, names, since, until)
     querysets = _matching_events(project, kind, filters)
-    matched = {"metric": 0, "exposure": 0}
-    deleted = {"metric": 0, "exposure": 0}
+    matched = dict.fromkeys(EVENT_TABLES, 0)
+    deleted = dict.fromkeys(EVENT_TABLES, 0)
     for table, rows in querysets.items():
         matched[table] = rows.count()
         if not dry_run and matched[table]:
@@ -134,16 +138,17 @@ def _delete_filters(
         )
     if since is not None and until is not None and since >= until:
         raise DomainError("'since' must be before 'until'.", "until")
-    if names and kind == "exposure":
+    if names and kind in ("exposure", "flag_exposure"):
         raise DomainError(
-            "'names' are metric event names; exposures have none. Use type 'metric' or 'all'.",
+            "'names' are metric event names; exposures and flag exposures have none. "
+            "Use type 'metric' or 'all'.",
             "names",
         )
     return _DeleteFilters(event_ids, unit_ids, names, since, until)
 
 
 def _matching_events(project: Project, kind: str, filters: _DeleteFilters) -> dict[str, Any]:
-    """The querysets of matching events, by type (no exposure matches a names filter)."""
+    """The querysets of matching events, by type (only metric events match a names filter)."""
 
     def matching(model: Any) -> Any:
         rows = model.objects.filter(project=project)
@@ -158,12 +163,14 @@ def _matching_events(project: Project, kind: str, filters: _DeleteFilters) -> di
         return rows
 
     querysets: dict[str, Any] = {}
-    if kind in ("metric", "all"):
-        metric_rows = matching(MetricEvent)
-        names = filters.names
-        querysets["metric"] = metric_rows.filter(name__in=names) if names else metric_rows
-    if kind in ("exposure", "all") and not filters.names:
-        querysets["exposure"] = matching(Exposure)
+    for table, model in EVENT_TABLES.items():
+        if kind not in (table, "all"):
+            continue
+        if table == "metric":
+            rows = matching(model)
+            querysets[table] = rows.filter(name__in=filters.names) if filters.names else rows
+        elif not filters.names:
+            querysets[table] = matching(model)
     return querysets
 
 

@@ -1,4 +1,5 @@
-"""Delete a project's bad events by id, unit, name and time range; audited as "cli"."""
+"""Delete a project's bad events (metric events, exposures, flag exposures) by id, unit, name
+and time range; audited as "cli"."""
 
 from datetime import UTC, datetime
 from typing import Any
@@ -58,8 +59,11 @@ class Command(BaseCommand):
             raise CommandError(f"{exc.field}: {exc.message}" if exc.field else exc.message) from exc
         verb = "would delete" if deletion.dry_run else "deleted"
         counts = deletion.matched if deletion.dry_run else deletion.deleted
-        self.stdout.write(
-            f"matched: {deletion.matched['metric']} metric events, "
-            f"{deletion.matched['exposure']} exposures; {verb}: {counts['metric']} metric "
-            f"events, {counts['exposure']} exposures"
-        )
+        self.stdout.write(f"matched: {_counts(deletion.matched)}; {verb}: {_counts(counts)}")
+
+
+def _counts(counts: dict[str, int]) -> str:
+    return (
+        f"{counts['metric']} metric events, {counts['exposure']} exposures, "
+        f"{counts['flag_exposure']} flag exposures"
+    )

@@ -80,6 +80,7 @@ def project_specs(project: Project) -> ProjectSpecs:
     experiments = (
         Experiment.objects.filter(project=project)
         .exclude(status=ExperimentStatus.DRAFT)
+        .select_related("segment")
         .prefetch_related("variants")
     )
     for experiment in experiments:

@@ -4,6 +4,7 @@ reused by flag rules and experiments; a segment in use cannot be deleted."""
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
@@ -12,7 +13,7 @@ from core.errors import DomainError
 from experiments.models import Project, Segment
 from experiments.services import audit_log_record
 from flags.models import FlagEnvironment
-from flags.services.access import require
+from flags.services.access import is_admin, require
 from flags.services.rules import check_condition, check_key, check_name, check_unit_ids
 
 SEGMENT_FIELDS = ("name", "description", "condition", "include", "exclude")
@@ -103,6 +104,14 @@ def segment_update(
     unknown = sorted(set(fields) - set(SEGMENT_FIELDS))
     if unknown:
         raise DomainError(f"Unknown field '{unknown[0]}'.", unknown[0])
+    in_production = _production_users(segment)
+    if in_production and not is_admin(segment.project, actor):
+        # Editing the audience of a production rule changes production: the production rule
+        # (admins only) applies to it as to the rule itself.
+        raise PermissionDenied(
+            f"The segment is used in production ({', '.join(in_production[:3])}): "
+            "only an admin may change it."
+        )
     before = segment_snapshot(segment)
     for name, value in fields.items():
         setattr(segment, name, value)
@@ -120,6 +129,18 @@ def segment_update(
         after=segment_snapshot(segment),
     )
     return segment
+
+
+def _production_users(segment: Segment) -> list[str]:
+    """The production flag configurations whose rules use the segment."""
+    configs = FlagEnvironment.objects.filter(
+        flag__project_id=segment.project_id, environment__production=True
+    ).values_list("flag__key", "environment__key", "rules")
+    return [
+        f"flag:{flag_key}@{env_key}"
+        for flag_key, env_key, rules in configs
+        if any(r.get("segment") == segment.key for r in rules or [])
+    ]
 
 
 def _refuse_in_use(used: list[str]) -> None:

@@ -416,6 +416,31 @@ def test_segments_in_use_are_not_deleted(project, flag, envs, metrics):
     assert AuditLog.objects.filter(action="segment.update", target="segment:nl").exists()
 
 
+def test_a_segment_used_in_production_is_changed_by_admins_only(
+    project, flag, envs, editor, admin_user
+):
+    segment = segment_create(project=project, key="nl", name="NL", condition={"country": "NL"})
+    flag_environment_update(
+        flag=flag,
+        environment=envs["staging"],
+        rules=[{"type": "force", "segment": "nl", "variation": "on"}],
+    )
+    segment_update(segment=segment, include=["u1"], actor=editor)  # staging only: editors may
+    flag_environment_update(
+        flag=flag,
+        environment=envs["production"],
+        rules=[{"type": "force", "segment": "nl", "variation": "on"}],
+    )
+    with pytest.raises(PermissionDenied) as exc:
+        segment_update(segment=segment, include=["u2"], actor=editor)
+    assert "flag:new-checkout@production" in str(exc.value)
+    segment.refresh_from_db()
+    assert segment.include == ["u1"]
+    segment_update(segment=segment, include=["u2"], actor=admin_user)
+    segment.refresh_from_db()
+    assert segment.include == ["u2"]
+
+
 def test_new_environments_get_a_config_of_every_flag(project, flag, admin_user, editor):
     with pytest.raises(PermissionDenied):
         environment_create(project=project, key="qa", name="QA", actor=editor)

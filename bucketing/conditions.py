@@ -389,7 +389,29 @@ def is_in(candidates: list[Any], value: Any, insensitive: bool = False) -> bool:
         return False
     if value == 0 or value == 1:
         return _contains_exact(candidates, value)
+    if isinstance(value, str) and len(candidates) > _SET_MIN:
+        return value in _as_set(candidates)
     return value in candidates
+
+
+# Long `$in` lists (a segment's include list of thousands of unit ids) are looked up in a set
+# made once per list: a string equals only an equal string, in Python as in the SDKs' strict
+# equality, so membership is the same. Conditions are built once per served definition and
+# not mutated; the cache holds the list itself and re-checks identity and length.
+_SET_MIN = 32
+_SET_CACHE_MAX = 512
+_sets: dict[int, tuple[list[Any], int, frozenset[str]]] = {}
+
+
+def _as_set(candidates: list[Any]) -> frozenset[str]:
+    entry = _sets.get(id(candidates))
+    if entry is not None and entry[0] is candidates and entry[1] == len(candidates):
+        return entry[2]
+    members = frozenset(c for c in candidates if isinstance(c, str))
+    if len(_sets) >= _SET_CACHE_MAX:
+        _sets.clear()
+    _sets[id(candidates)] = (candidates, len(candidates), members)
+    return members
 
 
 # --- version strings ----------------------------------------------------------------------------

@@ -361,3 +361,16 @@ def test_regex_engine_reads_patterns_like_the_sdks_on_ascii_text():
             assert eval_condition({"ua": text}, condition) is evalCondition(
                 {"ua": text}, condition
             ), (op, pattern, text)
+
+
+def test_long_in_lists_are_looked_up_as_sets_with_the_same_answers():
+    ids = [f"u{i}" for i in range(5000)] + [7, True, None]
+    values = ["u0", "u4999", "u5000", "7", 7, 1, True, None, "", ["u3", "x"], ["x"]]
+    for op in ("$in", "$nin"):
+        condition = {"id": {op: ids}}
+        for value in values:
+            attributes = {"id": value}
+            expected = evalCondition(attributes, condition)
+            assert eval_condition(attributes, condition) == expected, (op, value)
+    ids.append("late")  # a list changed after its first use is read afresh
+    assert eval_condition({"id": "late"}, {"id": {"$in": ids}})

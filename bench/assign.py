@@ -33,8 +33,8 @@ from bench.common import (
     load_average,
     percentile,
     rate,
+    rates_table,
     request,
-    table,
 )
 from bucketing.payload import evaluate, evaluate_many
 
@@ -67,7 +67,7 @@ def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
 
     rows = _timings(units_n, sdk_s, local, store_s, sticky_s, http)
     sdk_rate = rate(units_n, sdk_s)
-    results = _rates_table(out, rows, sdk_rate)
+    results = rates_table(out, rows, sdk_rate, unit="units", digits=2)
     _write_latencies(out, http, workers, clients)
     out.write(f"answers differing from the SDK: {local['mismatches']}")
     return {
@@ -177,25 +177,6 @@ def _timings(
             http["single_n"],
         ),
     }
-
-
-def _rates_table(
-    out: IO[str], rows: dict[str, tuple[float, int]], sdk_rate: float
-) -> dict[str, dict[str, Any]]:
-    """Print the table of rates against the SDK's; return them for the JSON."""
-    lines = [("path", "units/s", "x SDK")]
-    results = {}
-    for name, (seconds, count) in rows.items():
-        per_second = rate(count, seconds)
-        results[name] = {
-            "units": count,
-            "seconds": round(seconds, 4),
-            "per_second": round(per_second),
-        }
-        lines.append((name, f"{per_second:,.0f}", f"{per_second / sdk_rate:.2f}"))
-    out.write("")
-    table(out, lines)
-    return results
 
 
 def _write_latencies(out: IO[str], http: dict[str, Any], workers: int, clients: int) -> None:

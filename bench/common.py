@@ -174,3 +174,25 @@ def load_average() -> str:
 
 def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
+
+
+def rates_table(
+    out: IO[str],
+    rows: dict[str, tuple[float, int]],
+    baseline_rate: float,
+    *,
+    unit: str,
+    baseline: str = "SDK",
+    digits: int = 2,
+) -> dict[str, dict[str, Any]]:
+    """Print rows of (seconds, count) as rates against ``baseline_rate``; return them for the
+    JSON result (``{name: {unit: count, "seconds", "per_second"}}``)."""
+    lines = [("path", f"{unit}/s", f"x {baseline}")]
+    results = {}
+    for name, (seconds, count) in rows.items():
+        per_second = rate(count, seconds)
+        results[name] = {unit: count, "seconds": round(seconds, 4), "per_second": round(per_second)}
+        lines.append((name, f"{per_second:,.0f}", f"{per_second / baseline_rate:.{digits}f}"))
+    out.write("")
+    table(out, lines)
+    return results

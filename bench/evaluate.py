@@ -40,8 +40,8 @@ from bench.common import (
     load_average,
     percentile,
     rate,
+    rates_table,
     request,
-    table,
 )
 
 COUNTRIES = ["US", "CA", "DE", "FR", "BR", None]
@@ -84,7 +84,7 @@ def run_evaluate(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[
     for phase, timed in http["phases"].items():
         rows[f"HTTP /evaluate, {phase}"] = (timed["seconds"], http["requests"] * flags_n)
     sdk_rate = rate(evaluations, sdk_s)
-    results = _rates_table(out, rows, sdk_rate)
+    results = rates_table(out, rows, sdk_rate, unit="evaluations", digits=3)
     for phase, timed in http["phases"].items():
         out.write(
             f"HTTP /evaluate {phase}, {http['requests']:,} requests of {flags_n} flags "
@@ -280,24 +280,6 @@ def _counted(environment: Any) -> int:
 
     flag_usage_flush()
     return FlagUsage.objects.filter(environment=environment).aggregate(n=Sum("count"))["n"] or 0
-
-
-def _rates_table(
-    out: IO[str], rows: dict[str, tuple[float, int]], sdk_rate: float
-) -> dict[str, dict[str, Any]]:
-    lines = [("path", "evaluations/s", "x SDK")]
-    results = {}
-    for name, (seconds, count) in rows.items():
-        per_second = rate(count, seconds)
-        results[name] = {
-            "evaluations": count,
-            "seconds": round(seconds, 4),
-            "per_second": round(per_second),
-        }
-        lines.append((name, f"{per_second:,.0f}", f"{per_second / sdk_rate:.3f}"))
-    out.write("")
-    table(out, lines)
-    return results
 
 
 def _evaluate_http(

@@ -16,6 +16,13 @@ from .group_sequential import (
 )
 from .multiple_testing import benjamini_hochberg, bonferroni_alpha, ci_alpha, holm
 from .power import Remaining, SampleSize, days_remaining, mde_for_sample, power, power_sample_size
+from .quantiles import (
+    QuantileDifference,
+    QuantileHarmBound,
+    quantile_difference,
+    quantile_difference_from_histograms,
+    quantile_harm_bound,
+)
 from .srm import SRM_P_THRESHOLD, SrmResult, srm_test
 from .winsorize import winsor_cap, winsorize
 
@@ -25,6 +32,8 @@ __all__ = [
     "AnalysisConfig",
     "BayesianResult",
     "MetricResult",
+    "QuantileDifference",
+    "QuantileHarmBound",
     "Remaining",
     "SampleSize",
     "SRM_P_THRESHOLD",
@@ -44,6 +53,9 @@ __all__ = [
     "mde_for_sample",
     "power",
     "power_sample_size",
+    "quantile_difference",
+    "quantile_difference_from_histograms",
+    "quantile_harm_bound",
     "repeated_p_value",
     "spent_alpha",
     "srm_test",

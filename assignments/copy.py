@@ -15,6 +15,7 @@ WAL-logged, emptied at commit; they are also emptied before use because a caller
 transaction (tests, a management command) may hold several batches.
 """
 
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import connection
@@ -97,6 +98,14 @@ SELECT count(*) FROM moved
 )
 
 
+def _copy_rows(raw: Any, table: str, rows: Iterable[tuple]) -> None:
+    """Stream rows (tuples in the table's column order) into a staging table with COPY."""
+    with raw.copy(f"COPY {table} FROM STDIN") as copy:
+        write = copy.write_row
+        for row in rows:
+            write(row)
+
+
 def copy_events(*, project_id: int, batch: Any) -> int:
     """Store a validated `assignments.services.EventBatch`; return how many events were new.
 
@@ -109,10 +118,7 @@ def copy_events(*, project_id: int, batch: Any) -> int:
         cursor.execute(_STAGING)
         raw = cursor.cursor  # the psycopg 3 cursor: COPY needs it
         if batch.exposures:
-            with raw.copy("COPY abacus_staging_exposure FROM STDIN") as copy:
-                write = copy.write_row
-                for row in batch.exposures.values():
-                    write(row)
+            _copy_rows(raw, "abacus_staging_exposure", batch.exposures.values())
             cursor.execute(_MOVE_EXPOSURES, [project_id, now])
             new_exposures = cursor.rowcount
             inserted += new_exposures
@@ -122,17 +128,11 @@ def copy_events(*, project_id: int, batch: Any) -> int:
                     [now, list(batch.running_phases), list(batch.running_phases.values())],
                 )
         if batch.metrics:
-            with raw.copy("COPY abacus_staging_metricevent FROM STDIN") as copy:
-                write = copy.write_row
-                for row in batch.metrics.values():
-                    write(row)
+            _copy_rows(raw, "abacus_staging_metricevent", batch.metrics.values())
             cursor.execute(_MOVE_METRICS, [project_id, now])
             inserted += cursor.rowcount
         if batch.flag_exposures:
-            with raw.copy("COPY abacus_staging_flagexposure FROM STDIN") as copy:
-                write = copy.write_row
-                for row in batch.flag_exposures.values():
-                    write(row)
+            _copy_rows(raw, "abacus_staging_flagexposure", batch.flag_exposures.values())
             cursor.execute(_MOVE_FLAG_EXPOSURES, [project_id, now])
             inserted += cursor.fetchone()[0]
     return inserted

@@ -136,15 +136,16 @@ def features_payload_for(environment: Environment) -> tuple[dict[str, Any], str]
 
     Production serves the project's experiments and the environment's flags; other environments
     serve their flags only. Rebuilt only when the experiments' or the flags' version changed
-    (one or two cheap queries otherwise), so the SDK endpoints and the streams' watcher
+    (one cheap query otherwise: the flags' version covers the project's experiments too, since
+    experiment rules serve them), so the SDK endpoints and the streams' watcher
     (assignments/streaming.py) can ask as often as they like. ``dateUpdated`` is the latest
     change of what is served."""
     flags = environment_flags(environment)
-    experiments = project_specs(environment.project) if environment.production else None
-    version = (experiments.version if experiments else None, flags.version)
+    version = flags.version
     cached = _environment_payloads.get(environment.pk)
     if cached is not None and cached[0] == version:
         return cached[1], cached[2]
+    experiments = project_specs(environment.project) if environment.production else None
     changes = [flags.updated_at, experiments.updated_at if experiments else None]
     payload = build_payload(
         experiments.specs.values() if experiments else (),

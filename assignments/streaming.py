@@ -12,8 +12,8 @@ keep idle streams open through proxies; a stream ends after ``ABACUS_STREAM_MAX_
 (a little less, at random, so reconnections spread out) and the SDKs reconnect at once.
 
 Change detection: one watcher thread per web process polls the payload version of every
-environment that has a stream open in that process (`features_payload_for`: one or two cheap
-queries per environment, the payload rebuilt only on change) every
+environment that has a stream open in that process (`features_payload_for`: one cheap
+query per environment, the payload rebuilt only on change) every
 ``ABACUS_STREAM_POLL_SECONDS`` and wakes that environment's streams. Polling rather than a
 publish from every writer: whatever changes a flag or an experiment (services in any process,
 scheduled changes in the worker, the admin) bumps the version the watcher reads, on the embedded

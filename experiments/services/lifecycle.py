@@ -11,7 +11,7 @@ from core.errors import DomainError
 from experiments.models import RAMP_STAGE_DEFAULT_HOURS, Experiment, ExperimentStatus, MetricRole
 from experiments.selectors import ramp_stage_due_at
 from experiments.services.audit import audit_log_record
-from experiments.services.rules import _check_spec, _check_variants, _is_number, _stage_index_for
+from experiments.services.rules import _check_spec, _check_variants, _stage_index_for, is_number
 
 
 def _check_status(experiment: Experiment, action: str, allowed_from: Sequence[str]) -> None:
@@ -127,7 +127,7 @@ def experiment_ramp(
 ) -> Experiment:
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     _check_status(experiment, "ramp", [ExperimentStatus.RUNNING, ExperimentStatus.PAUSED])
-    if not _is_number(coverage) or not 0 < coverage <= 1:
+    if not is_number(coverage) or not 0 < coverage <= 1:
         raise DomainError("Coverage must be a number in (0, 1] (0.5 = 50% of units).", "coverage")
     if coverage < experiment.coverage - 1e-12:
         raise DomainError(

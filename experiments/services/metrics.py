@@ -8,7 +8,7 @@ from django.db import transaction
 from core.errors import DomainError
 from experiments.models import ExperimentStatus, Metric, Project
 from experiments.services.audit import audit_log_record
-from experiments.services.rules import MAX_CONVERSION_WINDOW_HOURS, _is_number, _same
+from experiments.services.rules import MAX_CONVERSION_WINDOW_HOURS, _same, is_number
 
 METRIC_FIELDS = (
     "name",
@@ -51,9 +51,7 @@ def _metric_check(metric: Metric) -> None:
         )
     hours = metric.conversion_window_hours
     if hours is not None and (
-        not _is_number(hours)
-        or hours != int(hours)
-        or not 1 <= hours <= MAX_CONVERSION_WINDOW_HOURS
+        not is_number(hours) or hours != int(hours) or not 1 <= hours <= MAX_CONVERSION_WINDOW_HOURS
     ):
         raise DomainError(
             f"The conversion window must be a whole number of hours from 1 to "

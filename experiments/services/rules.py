@@ -56,7 +56,8 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _is_number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
+    """A finite int or float, not a bool."""
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
@@ -82,7 +83,7 @@ def check_variants(variants: Sequence[dict[str, Any]]) -> None:
         )
     for v in variants:
         weight = v.get("weight")
-        if not _is_number(weight) or not 0 <= weight <= 1:
+        if not is_number(weight) or not 0 <= weight <= 1:
             raise DomainError(
                 f"The weight of variant '{v['key']}' must be a number between 0 and 1.",
                 "variants",
@@ -119,7 +120,7 @@ def _metric_role_and_margin(item: dict[str, Any]) -> tuple[str, float | None]:
     margin = item.get("non_inferiority_margin")
     if role == MetricRole.GUARDRAIL and margin is None:
         margin = 0.0
-    if margin is not None and (not _is_number(margin) or not 0 <= float(margin) <= MARGIN_MAX):
+    if margin is not None and (not is_number(margin) or not 0 <= float(margin) <= MARGIN_MAX):
         raise DomainError(
             f"Non-inferiority margin of '{key}' must be a relative lift from 0 to {MARGIN_MAX:g} "
             "(0.02 tolerates a 2% change in the harmful direction).",
@@ -149,7 +150,7 @@ def check_ramp(stages: Sequence[dict[str, Any]]) -> None:
     for i, stage in enumerate(stages):
         coverage = stage.get("coverage")
         hours = stage.get("min_hours", RAMP_STAGE_DEFAULT_HOURS)
-        if not _is_number(coverage) or not 0 < coverage <= 1:
+        if not is_number(coverage) or not 0 < coverage <= 1:
             raise DomainError(
                 f"Ramp stage {i + 1}: coverage must be in (0, 1] (0.05 = 5% of units).",
                 "ramp_stages",
@@ -160,7 +161,7 @@ def check_ramp(stages: Sequence[dict[str, Any]]) -> None:
                 f"after {previous:g}).",
                 "ramp_stages",
             )
-        if not _is_number(hours) or not 0 <= hours <= MAX_RAMP_STAGE_HOURS:
+        if not is_number(hours) or not 0 <= hours <= MAX_RAMP_STAGE_HOURS:
             raise DomainError(
                 f"Ramp stage {i + 1}: min_hours must be from 0 to {MAX_RAMP_STAGE_HOURS} "
                 "(one year).",
@@ -203,7 +204,7 @@ def resolve_segment(project: Project, segment: Any) -> Segment | None:
 
 
 def check_layer(start: Any, end: Any) -> None:
-    if not (_is_number(start) and _is_number(end) and 0 <= start < end <= 1):
+    if not (is_number(start) and is_number(end) and 0 <= start < end <= 1):
         raise DomainError(
             "The layer range must satisfy 0 <= start < end <= 1 "
             "(e.g. 0 to 0.5 for the first half of the layer).",
@@ -218,9 +219,9 @@ _check_ramp = check_ramp
 
 def _check_definition(experiment: Experiment) -> None:
     """Rules on the experiment row itself, phrased for the person who has to fix them."""
-    if not _is_number(experiment.coverage) or not 0 <= experiment.coverage <= 1:
+    if not is_number(experiment.coverage) or not 0 <= experiment.coverage <= 1:
         raise DomainError("Coverage must be between 0 and 1 (0.2 = 20% of units).", "coverage")
-    if not _is_number(experiment.alpha) or not ALPHA_MIN <= experiment.alpha <= ALPHA_MAX:
+    if not is_number(experiment.alpha) or not ALPHA_MIN <= experiment.alpha <= ALPHA_MAX:
         raise DomainError(
             f"Alpha must be from {ALPHA_MIN:g} to {ALPHA_MAX:g} (0.05 is usual).", "alpha"
         )
@@ -237,7 +238,7 @@ def _check_definition(experiment: Experiment) -> None:
     check_layer(experiment.layer_start, experiment.layer_end)
     planned = experiment.planned_sample_size
     if planned is not None and (
-        not _is_number(planned)
+        not is_number(planned)
         or planned != int(planned)
         or not 2 <= planned <= MAX_PLANNED_SAMPLE_SIZE
     ):
@@ -247,7 +248,7 @@ def _check_definition(experiment: Experiment) -> None:
             "planned_sample_size",
         )
     if experiment.mde is not None and (
-        not _is_number(experiment.mde) or not 0 < experiment.mde <= MAX_MDE
+        not is_number(experiment.mde) or not 0 < experiment.mde <= MAX_MDE
     ):
         raise DomainError(
             f"The MDE must be a relative lift above 0 and at most {MAX_MDE:g} "

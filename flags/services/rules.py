@@ -5,7 +5,6 @@ needs to fix it. The services call these before every write, the API maps them t
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -14,6 +13,7 @@ from typing import Any
 from bucketing.conditions import validate_condition
 from core.errors import DomainError
 from experiments.models import Environment, Experiment, Project, Segment
+from experiments.services.rules import is_number
 from flags.models import Flag, FlagType
 
 KEY_RE = re.compile(r"^[-a-zA-Z0-9_]+$")
@@ -38,10 +38,6 @@ RULE_FIELDS = {
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
-
-
-def is_number(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_key(key: Any, field: str = "key", what: str = "The key") -> str:

@@ -132,6 +132,9 @@ class MetricKind(models.TextChoices):
     MEAN = "mean", "Mean of a value per unit"
     COUNT = "count", "Count per unit"
     RATIO = "ratio", "Ratio of two per-unit sums"
+    # Guarded releases' health metrics (p50/p95/p99 of an event's value, e.g. latency_ms);
+    # experiments' analysis takes the other kinds.
+    QUANTILE = "quantile", "Quantile of an event's values (releases)"
 
 
 class Direction(models.TextChoices):
@@ -151,6 +154,8 @@ class Metric(models.Model):
         max_length=16, choices=Direction.choices, default=Direction.INCREASE
     )
     winsorize_quantile = models.FloatField(null=True, blank=True)
+    # Quantile metrics only: which quantile of the event values (0.95 = p95).
+    quantile = models.FloatField(null=True, blank=True)
     conversion_window_hours = models.PositiveIntegerField(default=72)
     cuped = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -166,6 +171,10 @@ class Metric(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(kind__in=MetricKind.values), name="metric_kind_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(quantile__isnull=True) | (Q(quantile__gt=0) & Q(quantile__lt=1)),
+                name="metric_quantile_range",
             ),
             models.CheckConstraint(
                 condition=Q(conversion_window_hours__gte=1), name="metric_window_positive"

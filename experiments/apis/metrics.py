@@ -18,6 +18,7 @@ class MetricSerializer(serializers.ModelSerializer):
     winsorize_quantile = serializers.FloatField(
         min_value=0.5, max_value=1.0, required=False, allow_null=True
     )
+    quantile = serializers.FloatField(min_value=0.0, max_value=1.0, required=False, allow_null=True)
     conversion_window_hours = serializers.IntegerField(
         min_value=1, max_value=services.MAX_CONVERSION_WINDOW_HOURS, required=False
     )

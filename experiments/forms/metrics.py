@@ -23,6 +23,13 @@ class MetricForm(forms.Form):
         max_length=200, required=False, help_text="Ratio metrics only: the denominator's event."
     )
     direction = forms.ChoiceField(choices=Direction.choices, initial=Direction.INCREASE)
+    quantile = forms.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        widget=forms.NumberInput(attrs={"step": "any"}),
+        help_text="Quantile metrics only (release health): 0.95 is p95 of the event's values.",
+    )
     conversion_window_hours = forms.IntegerField(
         min_value=1,
         max_value=MAX_CONVERSION_WINDOW_HOURS,
@@ -51,13 +58,15 @@ class MetricForm(forms.Form):
             if frozen:
                 for name in ("kind", "event_name", "denominator_event", "direction"):
                     self.fields[name].disabled = True
-                for name in ("conversion_window_hours", "winsorize_quantile", "cuped"):
+                for name in ("conversion_window_hours", "winsorize_quantile", "quantile", "cuped"):
                     self.fields[name].disabled = True
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if data.get("kind") == MetricKind.RATIO and not data.get("denominator_event"):
             self.add_error("denominator_event", "A ratio metric needs a denominator event.")
+        if data.get("kind") == MetricKind.QUANTILE and data.get("quantile") is None:
+            self.add_error("quantile", "A quantile metric needs its quantile (0.95 is p95).")
         return data
 
     def service_arguments(self) -> dict[str, Any]:

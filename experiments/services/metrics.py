@@ -18,6 +18,7 @@ METRIC_FIELDS = (
     "denominator_event",
     "direction",
     "winsorize_quantile",
+    "quantile",
     "conversion_window_hours",
     "cuped",
 )
@@ -28,6 +29,7 @@ METRIC_DEFINITION_FIELDS = (
     "denominator_event",
     "direction",
     "winsorize_quantile",
+    "quantile",
     "conversion_window_hours",
     "cuped",
 )
@@ -43,6 +45,16 @@ def _metric_check(metric: Metric) -> None:
         raise DomainError("A ratio metric needs a denominator event.", "denominator_event")
     if metric.kind != "ratio":
         metric.denominator_event = ""
+    if metric.kind == "quantile":
+        q = metric.quantile
+        if not is_number(q) or not 0 < q < 1:
+            raise DomainError(
+                "A quantile metric needs its quantile, strictly between 0 and 1 (0.95 is p95).",
+                "quantile",
+            )
+        metric.cuped = False
+    else:
+        metric.quantile = None
     q = metric.winsorize_quantile
     if q is not None and not 0.5 < q <= 1:
         raise DomainError(

@@ -140,6 +140,12 @@ def _check_metrics(project: Project, metrics: Sequence[dict[str, Any]]) -> list[
                 f"Unknown metric '{key}' in this project; add it to the metric catalog first.",
                 "metrics",
             )
+        if metric.kind == "quantile":
+            raise DomainError(
+                f"Metric '{key}' is a quantile metric: those judge guarded releases; an "
+                "experiment's metrics are conversions, counts, means or ratios.",
+                "metrics",
+            )
         resolved.append((metric, *_metric_role_and_margin(item)))
     return resolved
 

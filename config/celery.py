@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("abacus")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["analysis", "flags"])
+app.autodiscover_tasks(["analysis", "flags", "notifications"])
 
 
 @app.on_after_finalize.connect

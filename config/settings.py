@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "experiments",
     "flags",
     "assignments",
+    "notifications",
     "analysis",
     # The project itself, on top: its management commands (run_all, seed_demo) use every app.
     "config",
@@ -259,6 +260,22 @@ if ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS <= 0:
 # Webhooks go only to public addresses; these hosts, addresses or CIDRs are allowed besides
 # (deliberate internal receivers). docs/operations.md "Webhooks".
 ABACUS_WEBHOOK_ALLOWED_HOSTS = env_list("ABACUS_WEBHOOK_ALLOWED_HOSTS", "")
+
+# Notifications (docs/operations.md "Notifications"): links in messages are made absolute with
+# ABACUS_PUBLIC_URL; email goes to the console unless EMAIL_HOST names an SMTP server.
+ABACUS_PUBLIC_URL = os.environ.get("ABACUS_PUBLIC_URL", "http://localhost:8000").rstrip("/")
+if os.environ.get("EMAIL_HOST"):
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_HOST = os.environ["EMAIL_HOST"]
+    EMAIL_PORT = int(os.environ.get("EMAIL_PORT", 25))
+    EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+    EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", 10))
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = os.environ.get("ABACUS_EMAIL_FROM", "abacus@localhost")
+SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Who may create projects (and so become their admin): "staff" (is_staff or superuser, the
 # default) or "anyone" signed in. docs/operations.md "Threat model".
 ABACUS_PROJECT_CREATION = os.environ.get("ABACUS_PROJECT_CREATION", "staff").strip().lower()

@@ -17,6 +17,7 @@ api_v1 = [
     path("", include("experiments.api_urls")),
     path("", include("flags.api_urls")),
     path("", include("analysis.api_urls")),
+    path("", include("notifications.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
 ]
@@ -33,4 +34,5 @@ urlpatterns = [
     path("", include("experiments.urls")),
     path("", include("flags.urls")),
     path("", include("analysis.urls")),
+    path("", include("notifications.urls")),
 ]

@@ -100,6 +100,12 @@ class FlagExposure(models.Model):
                 include=["variation"],
                 name="flag_exposure_env_unit_ts",
             ),
+            # A release's analysis reads one step's window: a range on ts, not all history.
+            models.Index(
+                fields=["environment", "flag", "ts"],
+                include=["unit_id", "variation"],
+                name="flag_exposure_env_flag_ts",
+            ),
         ]
 
     def __str__(self) -> str:

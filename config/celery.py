@@ -8,7 +8,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("abacus")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["analysis", "flags", "notifications"])
+app.autodiscover_tasks(["analysis", "flags", "notifications", "releases"])
 
 
 @app.on_after_finalize.connect
@@ -27,4 +27,12 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
         sender.signature("flags.apply_scheduled_changes"),
         name="flags: apply due scheduled changes",
         expires=15.0,
+    )
+    # Guarded releases: due analyses (each release on its own cadence) and scheduled starts.
+    tick = float(settings.ABACUS_RELEASE_TICK_SECONDS)
+    sender.add_periodic_task(
+        tick,
+        sender.signature("releases.tick"),
+        name="releases: start due releases, queue due analyses",
+        expires=tick,
     )

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "assignments",
     "notifications",
     "analysis",
+    "releases",
     # The project itself, on top: its management commands (run_all, seed_demo) use every app.
     "config",
 ]
@@ -241,6 +242,15 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # How often beat refreshes every running experiment, in seconds.
 ABACUS_ANALYSIS_INTERVAL = int(os.environ.get("ABACUS_ANALYSIS_INTERVAL", 300))
+# Guarded releases (docs/releases.md): the beat's tick looks for due release analyses this
+# often; a release's own cadence (analysis_interval_seconds) is at least the minimum below.
+ABACUS_RELEASE_TICK_SECONDS = float(os.environ.get("ABACUS_RELEASE_TICK_SECONDS", 10))
+ABACUS_RELEASE_MIN_INTERVAL_SECONDS = int(os.environ.get("ABACUS_RELEASE_MIN_INTERVAL_SECONDS", 60))
+if ABACUS_RELEASE_TICK_SECONDS <= 0 or ABACUS_RELEASE_MIN_INTERVAL_SECONDS < 1:
+    raise ImproperlyConfigured(
+        "ABACUS_RELEASE_TICK_SECONDS must be positive and ABACUS_RELEASE_MIN_INTERVAL_SECONDS at "
+        "least 1."
+    )
 # PostgreSQL only: the analysis's aggregation runs with work_mem raised to this (e.g. 64MB, 1GB)
 # and a statement timeout in milliseconds, kept below the analysis task's soft time limit (1500
 # s) so a slow statement fails with a reason instead of the task being killed

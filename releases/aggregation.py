@@ -1,0 +1,216 @@
+"""The data of one release step, in SQL: units per side and per-metric sufficient statistics.
+
+A side is the units with a flag exposure of one variation in a time window (the step's, or for
+a 100% step the baseline's window of equal length before it); a unit served both variations in
+the window is excluded and counted. Each unit's metric events count from its first exposure in
+the window to the window's end. Per unit, as the experiments' aggregation
+(analysis/aggregation.py): binomial 1 when any event, count the number of events, mean the sum
+of values, ratio numerator and denominator sums; then per side n, sum, sum of squares (and the
+denominator's sums and cross-products): one row per side for all the release's mean-type
+metrics in one statement. Quantile metrics read the step's event values with their unit ids
+(clustered standard error): that is the one place values travel to Python, bounded by the
+step's own events.
+
+The exposure window is read through ``flag_exposure_env_flag_ts`` and the events through
+``metricevent_unit_ts`` (one index lookup per unit), so the cost follows the step's data, not
+the table's history. Portable SQL: the same statements run on PostgreSQL and SQLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+from django.db import connection
+
+from stats.estimators import SampleStats
+from stats.quantiles import arm_quantile
+
+from .policy import MeanArms, MetricSpec, QuantileArms
+
+BASELINE, NEW = "baseline", "new"
+
+
+@dataclass(frozen=True)
+class Side:
+    """One side of the comparison: a variation's units exposed in [start, end)."""
+
+    variation: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class MetricSource:
+    spec: MetricSpec
+    event_name: str
+    denominator_event: str = ""
+
+
+def _units_cte(both: bool) -> str:
+    """Per unit of the window: its first exposure, and whether it saw one variation only."""
+    variations = "variation IN (%s, %s)" if both else "variation = %s"
+    return f"""
+    per_unit AS (
+        SELECT unit_id, MIN(variation) AS v, MAX(variation) AS v_max, MIN(ts) AS t0
+        FROM assignments_flagexposure
+        WHERE environment_id = %s AND flag_id = %s AND ts >= %s AND ts < %s AND {variations}
+        GROUP BY unit_id
+    )"""
+
+
+def _unit_columns(sources: Sequence[MetricSource]) -> tuple[list[str], list[object]]:
+    """The per-unit value (and denominator) columns: c<i> and d<i>."""
+    cols, params = [], []
+    for i, src in enumerate(sources):
+        kind = src.spec.kind
+        if kind == "binomial":
+            cols.append(f"MAX(CASE WHEN e.name = %s THEN 1.0 ELSE 0.0 END) AS c{i}")
+        elif kind == "count":
+            cols.append(f"SUM(CASE WHEN e.name = %s THEN 1.0 ELSE 0.0 END) AS c{i}")
+        else:
+            cols.append(f"SUM(CASE WHEN e.name = %s THEN e.value ELSE 0.0 END) AS c{i}")
+        params.append(src.event_name)
+        if kind == "ratio":
+            cols.append(f"SUM(CASE WHEN e.name = %s THEN e.value ELSE 0.0 END) AS d{i}")
+            params.append(src.denominator_event)
+    return cols, params
+
+
+def _side_sums(sources: Sequence[MetricSource]) -> list[str]:
+    sums = ["COUNT(*)"]
+    for i, src in enumerate(sources):
+        c = f"COALESCE(c{i}, 0.0)"
+        sums += [f"SUM({c})", f"SUM({c} * {c})"]
+        if src.spec.kind == "ratio":
+            d = f"COALESCE(d{i}, 0.0)"
+            sums += [f"SUM({d})", f"SUM({d} * {d})", f"SUM({c} * {d})"]
+    return sums
+
+
+def _names(sources: Sequence[MetricSource]) -> list[str]:
+    names = {s.event_name for s in sources} | {s.denominator_event for s in sources}
+    return sorted(n for n in names if n)
+
+
+def window_counts(
+    *, environment_id: int, flag_id: int, variations: Sequence[str], start: datetime, end: datetime
+) -> dict[str, int]:
+    """Units per variation in the window, and ``excluded`` (served more than one)."""
+    both = len(variations) == 2
+    sql = f"""
+    WITH {_units_cte(both)}
+    SELECT CASE WHEN v = v_max THEN v ELSE '' END AS side, COUNT(*)
+    FROM per_unit GROUP BY CASE WHEN v = v_max THEN v ELSE '' END"""
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [environment_id, flag_id, start, end, *variations])
+        rows = cursor.fetchall()
+    counts = {v: 0 for v in variations}
+    counts["excluded"] = 0
+    for side, n in rows:
+        counts[side or "excluded"] = int(n)
+    return counts
+
+
+def mean_stats(
+    *,
+    project_id: int,
+    environment_id: int,
+    flag_id: int,
+    variations: Sequence[str],
+    start: datetime,
+    end: datetime,
+    sources: Sequence[MetricSource],
+) -> dict[str, dict[str, SampleStats]]:
+    """variation -> metric key -> SampleStats over the window's single-variation units."""
+    both = len(variations) == 2
+    cols, col_params = _unit_columns(sources)
+    names = _names(sources)
+    name_list = ", ".join(["%s"] * len(names))
+    sql = f"""
+    WITH {_units_cte(both)},
+    unit_values AS (
+        SELECT u.unit_id, u.v, {", ".join(cols)}
+        FROM per_unit u
+        LEFT JOIN assignments_metricevent e
+          ON e.project_id = %s AND e.unit_id = u.unit_id AND e.ts >= u.t0 AND e.ts < %s
+             AND e.name IN ({name_list})
+        WHERE u.v = u.v_max
+        GROUP BY u.unit_id, u.v
+    )
+    SELECT v, {", ".join(_side_sums(sources))} FROM unit_values GROUP BY v"""
+    params = [environment_id, flag_id, start, end, *variations, *col_params, project_id, end]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *names])
+        rows = cursor.fetchall()
+    out: dict[str, dict[str, SampleStats]] = {}
+    for row in rows:
+        variation, n, values = row[0], int(row[1]), [float(x or 0.0) for x in row[2:]]
+        per_metric, j = {}, 0
+        for src in sources:
+            if src.spec.kind == "ratio":
+                s, ss, ds, dss, sp = values[j : j + 5]
+                per_metric[src.spec.key] = SampleStats(n, s, ss, ds, dss, sp)
+                j += 5
+            else:
+                per_metric[src.spec.key] = SampleStats(n, values[j], values[j + 1])
+                j += 2
+        out[variation] = per_metric
+    return out
+
+
+def quantile_values(
+    *,
+    project_id: int,
+    environment_id: int,
+    flag_id: int,
+    variations: Sequence[str],
+    start: datetime,
+    end: datetime,
+    event_name: str,
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """variation -> (values, unit index) of the event's values in the window."""
+    both = len(variations) == 2
+    sql = f"""
+    WITH {_units_cte(both)}
+    SELECT u.v, u.unit_id, e.value
+    FROM per_unit u
+    JOIN assignments_metricevent e
+      ON e.project_id = %s AND e.unit_id = u.unit_id AND e.ts >= u.t0 AND e.ts < %s
+         AND e.name = %s
+    WHERE u.v = u.v_max"""
+    params = [environment_id, flag_id, start, end, *variations, project_id, end, event_name]
+    grouped: dict[str, tuple[list[str], list[float]]] = {}
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        for variation, unit_id, value in cursor.fetchall():
+            units, values = grouped.setdefault(variation, ([], []))
+            units.append(unit_id)
+            values.append(float(value))
+    return {
+        v: (np.asarray(values, dtype=float), np.unique(units, return_inverse=True)[1])
+        for v, (units, values) in grouped.items()
+    }
+
+
+def quantile_arms(
+    values: dict[str, tuple[np.ndarray, np.ndarray]], baseline: str, new: str, q: float
+) -> QuantileArms | str:
+    """Each side's q quantile with its clustered Woodruff SE, or why it cannot be had yet."""
+    arms = {}
+    for label, variation in ((BASELINE, baseline), (NEW, new)):
+        x, units = values.get(variation, (np.empty(0), np.empty(0, dtype=int)))
+        try:
+            arms[label] = arm_quantile(x, q, f"the {label}", units=units)
+        except ValueError as exc:
+            return str(exc)
+    return QuantileArms(arms[BASELINE], arms[NEW])
+
+
+def mean_arms(
+    stats: dict[str, dict[str, SampleStats]], baseline: str, new: str, key: str
+) -> MeanArms:
+    empty = SampleStats(0, 0.0, 0.0)
+    return MeanArms(stats.get(baseline, {}).get(key, empty), stats.get(new, {}).get(key, empty))

@@ -1,0 +1,491 @@
+"""Releases: create, start, pause, resume, advance, roll back, complete, fail (writes).
+
+Every move is a ``ReleaseTransition`` (who or what, and why) and a row of the project's audit
+log; the flag changes go through ``flags.services.apply_change`` (validated, audited, and seen
+by the SDK streams within a second). A release's own rule is a rollout rule appended after the
+environment's rules: ``{"id": "release-<id>", "type": "rollout", "weights": {baseline: 1 - p,
+new: p}}``. Completing serves the new variation as the environment's default and removes the
+rule; rolling back serves the baseline as the default and removes the rule.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.errors import DomainError
+from experiments.models import Environment, Metric, Project
+from experiments.services import audit_log_record
+from experiments.services.rules import is_number
+from flags.models import Flag
+from flags.services.access import is_admin, require
+from flags.services.environments import apply_change, config_get
+
+from .models import (
+    LIVE_STATUSES,
+    Release,
+    ReleaseKind,
+    ReleaseMetric,
+    ReleaseMetricRole,
+    ReleaseStatus,
+    ReleaseTransition,
+)
+from .notify import release_notify
+
+logger = logging.getLogger(__name__)
+
+MONITOR = "monitor"
+MAX_STEPS = 20
+MAX_METRICS = 20
+MAX_STEP_MINUTES = 7 * 24 * 60
+MAX_STEP_UNITS = 100_000_000
+MAX_INTERVAL_SECONDS = 3600
+DEFAULT_CANARY_STEPS = (
+    {"percent": 1, "min_minutes": 10, "min_units": 100},
+    {"percent": 5, "min_minutes": 10, "min_units": 200},
+    {"percent": 25, "min_minutes": 15, "min_units": 500},
+    {"percent": 50, "min_minutes": 15, "min_units": 1000},
+    {"percent": 100, "min_minutes": 0, "min_units": 0},
+)
+DEFAULT_BLUE_GREEN_STEPS = ({"percent": 100, "min_minutes": 15, "min_units": 200},)
+
+
+def rule_id_for(release: Release) -> str:
+    return f"release-{release.pk}"
+
+
+# -- validation ---------------------------------------------------------------------------------
+
+
+def check_steps(kind: str, steps: Any) -> list[dict[str, Any]]:
+    if steps in (None, []):
+        steps = DEFAULT_BLUE_GREEN_STEPS if kind == ReleaseKind.BLUE_GREEN else DEFAULT_CANARY_STEPS
+    if not isinstance(steps, list | tuple) or len(steps) > MAX_STEPS:
+        raise DomainError(f"Steps are a list of at most {MAX_STEPS} objects.", "steps")
+    out, previous = [], 0.0
+    for i, step in enumerate(steps):
+        where = f"steps[{i}]"
+        if not isinstance(step, dict):
+            raise DomainError('Each step is {"percent", "min_minutes", "min_units"}.', where)
+        unknown = sorted(set(step) - {"percent", "min_minutes", "min_units"})
+        if unknown:
+            raise DomainError(f"A step has no field '{unknown[0]}'.", f"{where}.{unknown[0]}")
+        percent = step.get("percent")
+        if not is_number(percent) or not 0 < percent <= 100:
+            raise DomainError("A step's percent is a number in (0, 100].", f"{where}.percent")
+        if percent <= previous:
+            raise DomainError(
+                f"Steps must increase: step {i + 1} ({percent:g}%) is not above {previous:g}%.",
+                f"{where}.percent",
+            )
+        minutes = step.get("min_minutes", 0)
+        if not is_number(minutes) or not 0 <= minutes <= MAX_STEP_MINUTES:
+            raise DomainError(
+                f"min_minutes is from 0 to {MAX_STEP_MINUTES} (a week).", f"{where}.min_minutes"
+            )
+        units = step.get("min_units", 0)
+        if not is_number(units) or units != int(units) or not 0 <= units <= MAX_STEP_UNITS:
+            raise DomainError(
+                "min_units is a whole number of units per side (0 or more).", f"{where}.min_units"
+            )
+        out.append(
+            {"percent": float(percent), "min_minutes": float(minutes), "min_units": int(units)}
+        )
+        previous = float(percent)
+    if kind == ReleaseKind.BLUE_GREEN and (len(out) != 1 or out[0]["percent"] != 100):
+        raise DomainError(
+            "A blue-green release is one step at 100% (the switch) whose minutes are the "
+            "verification window.",
+            "steps",
+        )
+    return out
+
+
+def check_metrics(project: Project, metrics: Any) -> list[tuple[Metric, str, float | None]]:
+    if metrics is None:
+        return []
+    if not isinstance(metrics, list | tuple) or len(metrics) > MAX_METRICS:
+        raise DomainError(f"Metrics are a list of at most {MAX_METRICS} objects.", "metrics")
+    seen, out = set(), []
+    for i, item in enumerate(metrics):
+        where = f"metrics[{i}]"
+        if isinstance(item, str):
+            item = {"metric": item}
+        if not isinstance(item, dict):
+            raise DomainError('Each metric is {"metric": key, "role", ...}.', where)
+        key = item.get("metric")
+        metric = (
+            Metric.objects.filter(project=project, key=key).first()
+            if isinstance(key, str)
+            else None
+        )
+        if metric is None:
+            raise DomainError(f"No metric {key!r} in this project's catalog.", f"{where}.metric")
+        if key in seen:
+            raise DomainError(f"Metric '{key}' is listed twice.", f"{where}.metric")
+        seen.add(key)
+        role = item.get("role", ReleaseMetricRole.GUARDRAIL)
+        if role not in ReleaseMetricRole.values:
+            raise DomainError(
+                f"A release metric's role is {' or '.join(ReleaseMetricRole.values)}.",
+                f"{where}.role",
+            )
+        margin = item.get("non_inferiority_margin")
+        if margin is not None and (not is_number(margin) or not 0 <= margin <= 1):
+            raise DomainError(
+                "non_inferiority_margin is the tolerated harm relative to the baseline, from "
+                "0 to 1 (0.02: up to 2% worse is tolerated).",
+                f"{where}.non_inferiority_margin",
+            )
+        out.append((metric, role, None if margin is None else float(margin)))
+    return out
+
+
+def _check_variations(flag: Flag, variation: Any, baseline: Any) -> None:
+    keys = [v["key"] for v in flag.variations]
+    if variation not in keys:
+        raise DomainError(
+            f"'{variation}' is not a variation of flag '{flag.key}' ({', '.join(keys)}).",
+            "variation",
+        )
+    if baseline not in keys:
+        raise DomainError(
+            f"'{baseline}' is not a variation of flag '{flag.key}' ({', '.join(keys)}).",
+            "baseline_variation",
+        )
+    if variation == baseline:
+        raise DomainError("The new variation must differ from the baseline.", "variation")
+
+
+def _check_may_release(project: Project, environment: Environment, actor: Any) -> None:
+    require(project, actor, "edit")
+    if environment.production and not is_admin(project, actor):
+        raise PermissionDenied(f"Releases in {environment.key} need an admin of '{project.slug}'.")
+
+
+def _min_interval() -> int:
+    return int(settings.ABACUS_RELEASE_MIN_INTERVAL_SECONDS)
+
+
+# -- transitions --------------------------------------------------------------------------------
+
+
+def _record(
+    release: Release,
+    *,
+    before: tuple[str, int],
+    actor: AbstractBaseUser | None,
+    actor_label: str | None,
+    reason: str,
+) -> ReleaseTransition:
+    label = actor_label or (actor.get_username() if actor is not None else MONITOR)
+    transition = ReleaseTransition.objects.create(
+        release=release,
+        from_status=before[0],
+        to_status=release.status,
+        from_step=before[1],
+        to_step=release.step,
+        actor=actor if actor is not None and actor.is_authenticated else None,
+        actor_label=label,
+        reason=reason,
+    )
+    audit_log_record(
+        project=release.project,
+        action=f"release.{release.status}",
+        target=f"release:{release.pk}",
+        actor=actor,
+        actor_label=label,
+        before={"status": before[0], "step": before[1]},
+        after={"status": release.status, "step": release.step, "reason": reason,
+               "flag": release.flag.key, "environment": release.environment.key},
+    )  # fmt: skip
+    return transition
+
+
+def _rules_without_release(release: Release) -> list[dict[str, Any]]:
+    config = config_get(release.flag, release.environment)
+    return [r for r in config.rules if r.get("id") != release.rule_id]
+
+
+def _serve_share(release: Release, percent: float, actor: Any, label: str) -> None:
+    """The release's rule at ``percent``% new, the rest baseline (after the environment's rules)."""
+    share = round(percent / 100.0, 12)
+    weights = {release.baseline_variation: round(1.0 - share, 12), release.variation: share}
+    rule = {"id": release.rule_id, "type": "rollout", "weights": weights}
+    rules = [*_rules_without_release(release), rule]
+    apply_change(release.flag, release.environment, {"rules": rules}, actor, actor_label=label)
+
+
+def _serve_only(release: Release, variation: str, actor: Any, label: str) -> None:
+    """Remove the release's rule and serve ``variation`` as the environment's default."""
+    change = {"rules": _rules_without_release(release), "default_variation": variation}
+    apply_change(release.flag, release.environment, change, actor, actor_label=label)
+
+
+def _locked(release: Release) -> Release:
+    return (
+        Release.objects.select_for_update(of=("self",))
+        .select_related("project", "flag", "environment")
+        .get(pk=release.pk)
+    )
+
+
+def _require_status(release: Release, allowed: Sequence[str], action: str) -> None:
+    if release.status not in allowed:
+        raise DomainError(
+            f"A {release.get_status_display().lower()} release cannot {action} "
+            f"(it can when {' or '.join(allowed)}).",
+            "status",
+        )
+
+
+@transaction.atomic
+def release_create(
+    *,
+    project: Project,
+    flag: Flag,
+    environment: Environment,
+    variation: Any,
+    baseline_variation: Any = None,
+    kind: Any = ReleaseKind.CANARY,
+    steps: Any = None,
+    metrics: Any = None,
+    alpha: Any = 0.05,
+    auto_rollback: Any = True,
+    analysis_interval_seconds: Any = None,
+    start_at: datetime | None = None,
+    description: str = "",
+    actor: AbstractBaseUser | None = None,
+) -> Release:
+    """A release of ``variation`` over the environment's current default (the baseline unless
+    given); started at once unless ``start_at`` is in the future."""
+    if flag.project_id != project.pk or environment.project_id != project.pk:
+        raise DomainError("The flag and the environment must belong to this project.", "flag")
+    _check_may_release(project, environment, actor)
+    if flag.archived:
+        raise DomainError(f"Flag '{flag.key}' is archived.", "flag")
+    if kind not in ReleaseKind.values:
+        raise DomainError(f"kind is {' or '.join(ReleaseKind.values)}.", "kind")
+    config = config_get(flag, environment)
+    baseline = (
+        baseline_variation if baseline_variation not in (None, "") else config.default_variation
+    )
+    _check_variations(flag, variation, baseline)
+    checked_steps = check_steps(kind, steps)
+    checked_metrics = check_metrics(project, metrics)
+    if not is_number(alpha) or not 0.001 <= alpha <= 0.2:
+        raise DomainError("alpha is from 0.001 to 0.2 (0.05 is usual).", "alpha")
+    if not isinstance(auto_rollback, bool):
+        raise DomainError("auto_rollback is true or false.", "auto_rollback")
+    interval = analysis_interval_seconds
+    if interval is None:
+        interval = max(60, _min_interval())
+    if not is_number(interval) or interval != int(interval):
+        raise DomainError(
+            "analysis_interval_seconds is a whole number.", "analysis_interval_seconds"
+        )
+    if not _min_interval() <= interval <= MAX_INTERVAL_SECONDS:
+        raise DomainError(
+            f"analysis_interval_seconds is from {_min_interval()} to {MAX_INTERVAL_SECONDS}.",
+            "analysis_interval_seconds",
+        )
+    if not isinstance(description, str) or len(description) > 5000:
+        raise DomainError("The description is text of at most 5000 characters.", "description")
+    if not config.enabled:
+        raise DomainError(
+            f"Flag '{flag.key}' is off in {environment.key}: everyone gets its off variation, "
+            "so a release would change nothing. Turn it on (serving the baseline) first.",
+            "environment",
+        )
+    if Release.objects.filter(
+        flag=flag, environment=environment, status__in=LIVE_STATUSES
+    ).exists():
+        raise DomainError(
+            f"Flag '{flag.key}' already has a release in {environment.key}: finish or roll it "
+            "back first.",
+            "flag",
+        )
+    now = timezone.now()
+    release = Release(
+        project=project, flag=flag, environment=environment, kind=kind, variation=variation,
+        baseline_variation=baseline, steps=checked_steps, alpha=float(alpha),
+        auto_rollback=auto_rollback, analysis_interval_seconds=int(interval),
+        start_at=start_at, description=description,
+        created_by=actor if actor is not None and actor.is_authenticated else None,
+    )  # fmt: skip
+    release.full_clean(exclude=["rule_id"])
+    try:
+        with transaction.atomic():
+            release.save()
+    except IntegrityError as exc:
+        raise DomainError(
+            f"Flag '{flag.key}' already has a release in {environment.key}.", "flag"
+        ) from exc
+    release.rule_id = rule_id_for(release)
+    release.save(update_fields=["rule_id"])
+    ReleaseMetric.objects.bulk_create(
+        ReleaseMetric(
+            release=release, metric=m, role=role, non_inferiority_margin=margin, position=i
+        )
+        for i, (m, role, margin) in enumerate(checked_metrics)
+    )
+    _record(release, before=("", 0), actor=actor, actor_label=None, reason="created")
+    if start_at is None or start_at <= now:
+        return _start(release, actor, None, now)
+    return release
+
+
+def _start(release: Release, actor: Any, label: str | None, now: datetime) -> Release:
+    config = config_get(release.flag, release.environment)
+    if not config.enabled:
+        return _fail(release, f"Flag '{release.flag.key}' is off in {release.environment.key}.")
+    before = (release.status, release.step)
+    release.status = ReleaseStatus.RUNNING
+    release.step = 0
+    release.started_at = release.step_started_at = now
+    release.next_analysis_at = now + timedelta(seconds=release.analysis_interval_seconds)
+    release.decision = {"action": "hold", "reasons": ["Started: collecting the first step's data."],
+                        "waits_for": [], "at": now.isoformat()}  # fmt: skip
+    _serve_share(release, release.steps[0]["percent"], actor, label or MONITOR)
+    release.save()
+    _record(release, before=before, actor=actor, actor_label=label,
+            reason=f"started at {release.steps[0]['percent']:g}%")  # fmt: skip
+    release_notify(release, "release.started", f"Started at {release.steps[0]['percent']:g}%.")
+    return release
+
+
+@transaction.atomic
+def release_start(*, release: Release, actor: AbstractBaseUser | None = None) -> Release:
+    """Start a scheduled release now (the beat does it at ``start_at``)."""
+    release = _locked(release)
+    if actor is not None:
+        _check_may_release(release.project, release.environment, actor)
+    _require_status(release, [ReleaseStatus.SCHEDULED], "start")
+    return _start(release, actor, None, timezone.now())
+
+
+@transaction.atomic
+def release_pause(
+    *, release: Release, actor: AbstractBaseUser | None = None, reason: str = ""
+) -> Release:
+    """Steps stop advancing; the monitor still rolls back on harm."""
+    release = _locked(release)
+    _check_may_release(release.project, release.environment, actor)
+    _require_status(release, [ReleaseStatus.RUNNING], "pause")
+    before = (release.status, release.step)
+    release.status = ReleaseStatus.PAUSED
+    release.save(update_fields=["status"])
+    _record(release, before=before, actor=actor, actor_label=None, reason=reason or "paused")
+    release_notify(release, "release.paused", reason or "Paused: steps do not advance.")
+    return release
+
+
+@transaction.atomic
+def release_resume(
+    *, release: Release, actor: AbstractBaseUser | None = None, reason: str = ""
+) -> Release:
+    release = _locked(release)
+    _check_may_release(release.project, release.environment, actor)
+    _require_status(release, [ReleaseStatus.PAUSED], "resume")
+    before = (release.status, release.step)
+    release.status = ReleaseStatus.RUNNING
+    release.next_analysis_at = timezone.now()
+    release.save(update_fields=["status", "next_analysis_at"])
+    _record(release, before=before, actor=actor, actor_label=None, reason=reason or "resumed")
+    release_notify(release, "release.resumed", reason or "Resumed.")
+    return release
+
+
+def _advance(
+    release: Release, actor: Any, label: str | None, reason: str, now: datetime
+) -> Release:
+    if release.step + 1 >= len(release.steps):
+        return _complete(release, actor, label, reason, now)
+    before = (release.status, release.step)
+    release.step += 1
+    release.step_started_at = now
+    release.next_analysis_at = now + timedelta(seconds=release.analysis_interval_seconds)
+    percent = release.steps[release.step]["percent"]
+    _serve_share(release, percent, actor, label or MONITOR)
+    release.save()
+    _record(release, before=before, actor=actor, actor_label=label, reason=reason)
+    release_notify(release, "release.step_advanced", f"Now at {percent:g}%. {reason}")
+    return release
+
+
+def _complete(
+    release: Release, actor: Any, label: str | None, reason: str, now: datetime
+) -> Release:
+    before = (release.status, release.step)
+    _serve_only(release, release.variation, actor, label or MONITOR)
+    release.status = ReleaseStatus.COMPLETED
+    release.finished_at = now
+    release.next_analysis_at = None
+    release.save()
+    _record(release, before=before, actor=actor, actor_label=label, reason=reason)
+    release_notify(release, "release.completed", reason)
+    return release
+
+
+def _rollback(
+    release: Release, actor: Any, label: str | None, reason: str, now: datetime
+) -> Release:
+    before = (release.status, release.step)
+    _serve_only(release, release.baseline_variation, actor, label or MONITOR)
+    release.status = ReleaseStatus.ROLLED_BACK
+    release.finished_at = now
+    release.next_analysis_at = None
+    release.save()
+    _record(release, before=before, actor=actor, actor_label=label, reason=reason)
+    release_notify(release, "release.rolled_back", reason)
+    return release
+
+
+def _fail(release: Release, reason: str) -> Release:
+    """The release cannot go on (its flag or rule changed under it): stop, leave the flag as
+    people left it."""
+    before = (release.status, release.step)
+    release.status = ReleaseStatus.FAILED
+    release.finished_at = timezone.now()
+    release.next_analysis_at = None
+    release.decision = {**(release.decision or {}), "action": "failed", "reasons": [reason]}
+    release.save()
+    _record(release, before=before, actor=None, actor_label=MONITOR, reason=reason)
+    release_notify(release, "release.failed", reason)
+    return release
+
+
+@transaction.atomic
+def release_advance(
+    *, release: Release, actor: AbstractBaseUser | None = None, reason: str = ""
+) -> Release:
+    """A person moves the release to its next step (or completes it) without waiting."""
+    release = _locked(release)
+    _check_may_release(release.project, release.environment, actor)
+    _require_status(release, [ReleaseStatus.RUNNING, ReleaseStatus.PAUSED], "advance")
+    return _advance(release, actor, None, reason or "advanced by hand", timezone.now())
+
+
+@transaction.atomic
+def release_rollback(
+    *, release: Release, actor: AbstractBaseUser | None = None, reason: str = ""
+) -> Release:
+    release = _locked(release)
+    _check_may_release(release.project, release.environment, actor)
+    _require_status(release, LIVE_STATUSES, "roll back")
+    if release.status == ReleaseStatus.SCHEDULED:
+        before = (release.status, release.step)
+        release.status = ReleaseStatus.ROLLED_BACK
+        release.finished_at = timezone.now()
+        release.save()
+        _record(release, before=before, actor=actor, actor_label=None, reason=reason or "cancelled")
+        return release
+    return _rollback(release, actor, None, reason or "rolled back by hand", timezone.now())

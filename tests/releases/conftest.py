@@ -65,6 +65,12 @@ def simulate(
     error_rate = error_rate or {"on": 0.05, "off": 0.05}
     latency_scale = latency_scale or {"on": 100.0, "off": 100.0}
     exposures, events, served = [], [], {"on": [], "off": []}
+
+    def event(name: str, unit: str, value: float) -> MetricEvent:
+        return MetricEvent(
+            project=project, event_id=uuid.uuid4().hex, name=name, unit_id=unit, value=value, ts=at
+        )
+
     for i in range(units):
         unit = f"{prefix}{i}"
         variation = "on" if rng.random() < share_new else "off"
@@ -73,17 +79,13 @@ def simulate(
                                       environment=environment, flag=flag,
                                       variation=variation, unit_id=unit, ts=at))  # fmt: skip
         for _ in range(3):
-            events.append(MetricEvent(project=project, event_id=uuid.uuid4().hex,
-                                      name="request", unit_id=unit, value=1.0, ts=at))  # fmt: skip
+            events.append(event("request", unit, 1.0))
             value = float(rng.exponential(latency_scale[variation]))
-            events.append(MetricEvent(project=project, event_id=uuid.uuid4().hex,
-                                      name="latency_ms", unit_id=unit, value=value, ts=at))  # fmt: skip
+            events.append(event("latency_ms", unit, value))
             if rng.random() < error_rate[variation]:
-                events.append(MetricEvent(project=project, event_id=uuid.uuid4().hex,
-                                          name="error", unit_id=unit, value=1.0, ts=at))  # fmt: skip
+                events.append(event("error", unit, 1.0))
         if rng.random() < 0.1:
-            events.append(MetricEvent(project=project, event_id=uuid.uuid4().hex,
-                                      name="purchase", unit_id=unit, value=1.0, ts=at))  # fmt: skip
+            events.append(event("purchase", unit, 1.0))
     FlagExposure.objects.bulk_create(exposures)
     MetricEvent.objects.bulk_create(events)
     return served

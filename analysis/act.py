@@ -1,10 +1,12 @@
 """Act on a live snapshot: auto-rollback (opt-in) or the ramp plan at counted looks, alerts on
-what changed since the previous snapshot, and a signed webhook for each (analysis.webhooks)."""
+what changed since the previous snapshot, and for each a signed webhook (analysis.webhooks)
+and a notification to the project's channels and people (notifications.services.notify)."""
 
 import logging
 from datetime import datetime
 from typing import Any
 
+from django.urls import reverse
 from django.utils import timezone
 
 from analysis.models import ResultSnapshot
@@ -14,6 +16,7 @@ from analysis.recommendations import harm_reason
 from analysis.webhooks import webhook_enqueue
 from experiments.models import Experiment, ExperimentStatus
 from experiments.services import experiment_rollback
+from notifications.services import notify as notification_send
 
 logger = logging.getLogger("analysis.services")  # the logger these records always went to
 
@@ -22,6 +25,14 @@ WEBHOOK_EVENTS = {
     "ramp": "experiment.ramped",
     "recommendation": "experiment.recommendation_changed",
     "srm": "experiment.srm_detected",
+}
+
+# What a person reads in Slack or an email subject, per action (the reason follows).
+NOTIFICATION_TITLES = {
+    "rollback": "Experiment {name} was rolled back",
+    "ramp": "Experiment {name} ramped to {coverage}",
+    "recommendation": "Experiment {name}: the recommendation is now {recommendation}",
+    "srm": "Experiment {name}: sample-ratio mismatch",
 }
 
 
@@ -122,5 +133,20 @@ def notify(
             },
         )
         record["webhook_delivery"] = delivery.pk if delivery else None
+        record["notifications"] = notification_send(
+            project=experiment.project,
+            event=event,
+            title=NOTIFICATION_TITLES[action].format(
+                name=experiment.name,
+                coverage=f"{experiment.coverage * 100:.4g}%",
+                recommendation=snapshot.recommendation,
+            ),
+            text=reason,
+            link=reverse(
+                "experiment-results",
+                kwargs={"project": experiment.project.slug, "key": experiment.key},
+            ),
+            data={"experiment": experiment.key, "snapshot_id": snapshot.pk, **detail},
+        )
     logger.info("experiment %s: %s (%s)", experiment.key, action, reason)
     return record

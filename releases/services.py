@@ -264,9 +264,11 @@ def release_create(
     start_at: datetime | None = None,
     description: str = "",
     actor: AbstractBaseUser | None = None,
+    actor_label: str | None = None,
 ) -> Release:
     """A release of ``variation`` over the environment's current default (the baseline unless
-    given); started at once unless ``start_at`` is in the future."""
+    given); started at once unless ``start_at`` is in the future. ``actor_label`` names an
+    actor that is no person (``key:deploy-bot``, with ``actor`` None) in the transitions."""
     if flag.project_id != project.pk or environment.project_id != project.pk:
         raise DomainError("The flag and the environment must belong to this project.", "flag")
     _check_may_release(project, environment, actor)
@@ -337,9 +339,9 @@ def release_create(
         )
         for i, (m, role, margin) in enumerate(checked_metrics)
     )
-    _record(release, before=("", 0), actor=actor, actor_label=None, reason="created")
+    _record(release, before=("", 0), actor=actor, actor_label=actor_label, reason="created")
     if start_at is None or start_at <= now:
-        return _start(release, actor, None, now)
+        return _start(release, actor, actor_label, now)
     return release
 
 
@@ -363,18 +365,24 @@ def _start(release: Release, actor: Any, label: str | None, now: datetime) -> Re
 
 
 @transaction.atomic
-def release_start(*, release: Release, actor: AbstractBaseUser | None = None) -> Release:
+def release_start(
+    *, release: Release, actor: AbstractBaseUser | None = None, actor_label: str | None = None
+) -> Release:
     """Start a scheduled release now (the beat does it at ``start_at``)."""
     release = _locked(release)
     if actor is not None:
         _check_may_release(release.project, release.environment, actor)
     _require_status(release, [ReleaseStatus.SCHEDULED], "start")
-    return _start(release, actor, None, timezone.now())
+    return _start(release, actor, actor_label, timezone.now())
 
 
 @transaction.atomic
 def release_pause(
-    *, release: Release, actor: AbstractBaseUser | None = None, reason: str = ""
+    *,
+    release: Release,
+    actor: AbstractBaseUser | None = None,
+    reason: str = "",
+    actor_label: str | None = None,
 ) -> Release:
     """Steps stop advancing; the monitor still rolls back on harm."""
     release = _locked(release)
@@ -383,14 +391,18 @@ def release_pause(
     before = (release.status, release.step)
     release.status = ReleaseStatus.PAUSED
     release.save(update_fields=["status"])
-    _record(release, before=before, actor=actor, actor_label=None, reason=reason or "paused")
+    _record(release, before=before, actor=actor, actor_label=actor_label, reason=reason or "paused")
     release_notify(release, "release.paused", reason or "Paused: steps do not advance.")
     return release
 
 
 @transaction.atomic
 def release_resume(
-    *, release: Release, actor: AbstractBaseUser | None = None, reason: str = ""
+    *,
+    release: Release,
+    actor: AbstractBaseUser | None = None,
+    reason: str = "",
+    actor_label: str | None = None,
 ) -> Release:
     release = _locked(release)
     _check_may_release(release.project, release.environment, actor)
@@ -399,7 +411,9 @@ def release_resume(
     release.status = ReleaseStatus.RUNNING
     release.next_analysis_at = timezone.now()
     release.save(update_fields=["status", "next_analysis_at"])
-    _record(release, before=before, actor=actor, actor_label=None, reason=reason or "resumed")
+    _record(
+        release, before=before, actor=actor, actor_label=actor_label, reason=reason or "resumed"
+    )
     release_notify(release, "release.resumed", reason or "Resumed.")
     return release
 
@@ -465,18 +479,26 @@ def _fail(release: Release, reason: str) -> Release:
 
 @transaction.atomic
 def release_advance(
-    *, release: Release, actor: AbstractBaseUser | None = None, reason: str = ""
+    *,
+    release: Release,
+    actor: AbstractBaseUser | None = None,
+    reason: str = "",
+    actor_label: str | None = None,
 ) -> Release:
     """A person moves the release to its next step (or completes it) without waiting."""
     release = _locked(release)
     _check_may_release(release.project, release.environment, actor)
     _require_status(release, [ReleaseStatus.RUNNING, ReleaseStatus.PAUSED], "advance")
-    return _advance(release, actor, None, reason or "advanced by hand", timezone.now())
+    return _advance(release, actor, actor_label, reason or "advanced by hand", timezone.now())
 
 
 @transaction.atomic
 def release_rollback(
-    *, release: Release, actor: AbstractBaseUser | None = None, reason: str = ""
+    *,
+    release: Release,
+    actor: AbstractBaseUser | None = None,
+    reason: str = "",
+    actor_label: str | None = None,
 ) -> Release:
     release = _locked(release)
     _check_may_release(release.project, release.environment, actor)
@@ -486,6 +508,9 @@ def release_rollback(
         release.status = ReleaseStatus.ROLLED_BACK
         release.finished_at = timezone.now()
         release.save()
-        _record(release, before=before, actor=actor, actor_label=None, reason=reason or "cancelled")
+        _record(
+            release, before=before, actor=actor, actor_label=actor_label,
+            reason=reason or "cancelled",
+        )  # fmt: skip
         return release
-    return _rollback(release, actor, None, reason or "rolled back by hand", timezone.now())
+    return _rollback(release, actor, actor_label, reason or "rolled back by hand", timezone.now())

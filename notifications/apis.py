@@ -21,7 +21,7 @@ from notifications.selectors import (
 )
 
 
-class ChannelOutput(serializers.Serializer):
+class NotificationChannelSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.ChoiceField(choices=ChannelKind.choices)
     name = serializers.CharField()
@@ -46,7 +46,7 @@ def _channel_out(channel: NotificationChannel, *, full: bool) -> dict[str, Any]:
 class ChannelListApi(APIView):
     """``GET``: the project's channels (members). ``POST``: add one (admins)."""
 
-    class InputSerializer(serializers.Serializer):
+    class NotificationChannelCreateSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(choices=ChannelKind.choices)
         name = serializers.CharField(max_length=100)
         target = serializers.CharField(
@@ -60,16 +60,18 @@ class ChannelListApi(APIView):
         )
         enabled = serializers.BooleanField(required=False, default=True)
 
-    @extend_schema(responses=ChannelOutput(many=True))
+    @extend_schema(responses=NotificationChannelSerializer(many=True))
     def get(self, request: Request, project: str) -> Response:
         proj = project_for(request, project)
         full = user_can(request.user, proj, "manage")
         return Response([_channel_out(c, full=full) for c in channels_for_project(proj)])
 
-    @extend_schema(request=InputSerializer, responses={201: ChannelOutput})
+    @extend_schema(
+        request=NotificationChannelCreateSerializer, responses={201: NotificationChannelSerializer}
+    )
     def post(self, request: Request, project: str) -> Response:
         proj = project_for(request, project, "manage")
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.NotificationChannelCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         channel = services.notification_channel_create(
             project=proj, actor=request.user, **serializer.validated_data
@@ -80,19 +82,21 @@ class ChannelListApi(APIView):
 class ChannelDetailApi(APIView):
     """One channel: read (members), change or remove (admins). The kind is fixed."""
 
-    class InputSerializer(serializers.Serializer):
+    class NotificationChannelUpdateSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100, required=False)
         target = serializers.CharField(max_length=1000, required=False)
         events = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
         enabled = serializers.BooleanField(required=False)
 
-    @extend_schema(responses=ChannelOutput)
+    @extend_schema(responses=NotificationChannelSerializer)
     def get(self, request: Request, project: str, channel_id: int) -> Response:
         proj = project_for(request, project)
         full = user_can(request.user, proj, "manage")
         return Response(_channel_out(channel_get(proj, channel_id), full=full))
 
-    @extend_schema(request=InputSerializer, responses=ChannelOutput)
+    @extend_schema(
+        request=NotificationChannelUpdateSerializer, responses=NotificationChannelSerializer
+    )
     def patch(self, request: Request, project: str, channel_id: int) -> Response:
         proj = project_for(request, project, "manage")
         channel = channel_get(proj, channel_id)
@@ -100,7 +104,7 @@ class ChannelDetailApi(APIView):
             raise serializers.ValidationError(
                 {"kind": ["The kind is fixed; remove the channel and add another."]}
             )
-        serializer = self.InputSerializer(data=request.data, partial=True)
+        serializer = self.NotificationChannelUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         channel = services.notification_channel_update(
             channel=channel, actor=request.user, **serializer.validated_data
@@ -121,11 +125,11 @@ class MyPreferenceApi(APIView):
     Mail goes to the address of their account (``address``, read-only). Before the first
     ``PUT`` they receive nothing; a first ``PUT`` without ``events`` chooses every event."""
 
-    class InputSerializer(serializers.Serializer):
+    class NotificationPreferenceInputSerializer(serializers.Serializer):
         events = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
         email = serializers.BooleanField(required=False)
 
-    class OutputSerializer(serializers.Serializer):
+    class NotificationPreferenceSerializer(serializers.Serializer):
         events = serializers.ListField(child=serializers.CharField())
         email = serializers.BooleanField()
         address = serializers.CharField()
@@ -140,15 +144,17 @@ class MyPreferenceApi(APIView):
             "known_events": list(EVENTS),
         }
 
-    @extend_schema(responses=OutputSerializer)
+    @extend_schema(responses=NotificationPreferenceSerializer)
     def get(self, request: Request, project: str) -> Response:
         proj = project_for(request, project)
         return Response(self._out(request, proj))
 
-    @extend_schema(request=InputSerializer, responses=OutputSerializer)
+    @extend_schema(
+        request=NotificationPreferenceInputSerializer, responses=NotificationPreferenceSerializer
+    )
     def put(self, request: Request, project: str) -> Response:
         proj = project_for(request, project)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.NotificationPreferenceInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         services.notification_preference_set(
             user=request.user, project=proj, **serializer.validated_data

@@ -21,6 +21,9 @@ Decisions recorded here (docs/operations.md "Access policy" says the same):
   ABACUS_PROJECT_CREATION=staff: the creator becomes the project's admin.
 - A project's settings (api/v1/projects/P/settings/) and its webhook signing secret (reveal,
   rotate) need "manage": admins only.
+- Notification channels: members read them (a Slack URL masked), admins write them; every
+  member reads and sets their own email preferences (notification-preferences/me and the
+  notifications page's form).
 """
 
 import re
@@ -240,6 +243,16 @@ RULES: tuple[Rule, ...] = (
         "reviewing a production change: another admin (cancel: the requester or an admin; the "
         "fixture's request is someone else's)",
     ),
+    Rule(
+        rf"{PROJECT}/notification-channels/(\{{channel_id\}}/)?",
+        SafeOrUnsafe(ProjectPermission("read"), ProjectPermission("manage")),
+        "notification channels: members read (Slack URLs masked), admins write",
+    ),
+    Rule(
+        rf"{PROJECT}/notification-preferences/me/?",
+        ProjectPermission("read"),
+        "each member's own email preferences",
+    ),
     Rule(rf"{PROJECT}/.*", READ_EDIT, "definitions: members read, editors write"),
     # --- pages ------------------------------------------------------------------------------
     Rule(
@@ -252,6 +265,16 @@ RULES: tuple[Rule, ...] = (
         rf"{PAGE}/environments/new/",
         ProjectPermission("manage"),
         "adding an environment (from the settings page): admins only",
+    ),
+    Rule(
+        rf"{PAGE}/notifications/channels/(\{{channel_id\}}/(remove|toggle)/)?",
+        ProjectPermission("manage"),
+        "adding, switching off and removing notification channels: admins only",
+    ),
+    Rule(
+        rf"{PAGE}/notifications/(me/)?",
+        ProjectPermission("read"),
+        "the notifications page and each member's own email preferences",
     ),
     Rule(rf"{PAGE}/(.*/)?export/?", ProjectPermission("export"), "exports: analysts and up"),
     Rule(rf"{PAGE}/experiments/\{{key\}}/analyze/", ProjectPermission("read"), "as the API"),

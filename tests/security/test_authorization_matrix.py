@@ -32,6 +32,7 @@ from flags.services import (
     scheduled_change_create,
     segment_create,
 )
+from notifications.services import notification_channel_create
 from tests.factories import running_experiment
 from tests.security.endpoints import MissingFixture, all_endpoints, concrete_urls
 from tests.security.policy import (
@@ -91,8 +92,12 @@ def world(django_user_model) -> World:
             client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {created.secret}"
         clients[who.name] = client
     flag_values = _flag_fixtures(shop, owner)
+    channel = notification_channel_create(
+        project=shop, kind="email", name="team", target="team@example.com"
+    )
     values = {
         **flag_values,
+        "channel_id": str(channel.pk),
         "project": "shop",
         "key": "checkout-v2",
         "metric_key": "purchase",

@@ -20,6 +20,7 @@ from flags.services import (
     scheduled_change_create,
     segment_create,
 )
+from notifications.services import notification_channel_create
 from tests.factories import running_experiment
 from tests.security.endpoints import all_endpoints, concrete_urls
 
@@ -45,12 +46,16 @@ def site(admin_user, project):
     request = change_request_create(
         flag=flag, environment=project.environments.get(key="production"), change={"enabled": True}
     )
+    channel = notification_channel_create(
+        project=project, kind="email", name="team", target="team@example.com"
+    )
     values = {
         "flag": flag.key,
         "segment": "staff",
         "environment": "staging",
         "schedule_id": str(scheduled.pk),
         "request_id": str(request.pk),
+        "channel_id": str(channel.pk),
         "project": "shop",
         "key": "checkout-v2",
         "metric_key": "purchase",

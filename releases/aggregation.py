@@ -49,6 +49,11 @@ class MetricSource:
     denominator_event: str = ""
 
 
+def _ts(value: datetime) -> object:
+    """A time parameter as the engine stores times (SQLite compares text: UTC, no offset)."""
+    return connection.ops.adapt_datetimefield_value(value)
+
+
 def _units_cte(both: bool) -> str:
     """Per unit of the window: its first exposure, and whether it saw one variation only."""
     variations = "variation IN (%s, %s)" if both else "variation = %s"
@@ -105,7 +110,7 @@ def window_counts(
     SELECT CASE WHEN v = v_max THEN v ELSE '' END AS side, COUNT(*)
     FROM per_unit GROUP BY CASE WHEN v = v_max THEN v ELSE '' END"""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [environment_id, flag_id, start, end, *variations])
+        cursor.execute(sql, [environment_id, flag_id, _ts(start), _ts(end), *variations])
         rows = cursor.fetchall()
     counts = {v: 0 for v in variations}
     counts["excluded"] = 0
@@ -141,7 +146,8 @@ def mean_stats(
         GROUP BY u.unit_id, u.v
     )
     SELECT v, {", ".join(_side_sums(sources))} FROM unit_values GROUP BY v"""
-    params = [environment_id, flag_id, start, end, *variations, *col_params, project_id, end]
+    params = [environment_id, flag_id, _ts(start), _ts(end), *variations, *col_params]
+    params += [project_id, _ts(end)]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, *names])
         rows = cursor.fetchall()
@@ -181,7 +187,8 @@ def quantile_values(
       ON e.project_id = %s AND e.unit_id = u.unit_id AND e.ts >= u.t0 AND e.ts < %s
          AND e.name = %s
     WHERE u.v = u.v_max"""
-    params = [environment_id, flag_id, start, end, *variations, project_id, end, event_name]
+    params = [environment_id, flag_id, _ts(start), _ts(end), *variations]
+    params += [project_id, _ts(end), event_name]
     grouped: dict[str, tuple[list[str], list[float]]] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

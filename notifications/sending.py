@@ -68,8 +68,8 @@ def slack_escape(text: str) -> str:
 def slack_message(delivery: NotificationDelivery) -> dict[str, Any]:
     """A Slack incoming-webhook message: ``text`` is the notification's plain fallback,
     ``blocks`` a mrkdwn section (title in bold, the text, a link to abacus) and a context line
-    naming the project and the event. Compatible receivers (Mattermost, Rocket.Chat, Teams'
-    Slack-compatible hooks) read ``text`` when they ignore blocks."""
+    naming the project and the event. Compatible receivers (Mattermost, Rocket.Chat, Discord's
+    ``/slack`` endpoint) read ``text`` when they ignore blocks."""
     payload = delivery.payload or {}
     link = str(payload.get("link") or "")
     title, text = slack_escape(delivery.title), slack_escape(delivery.text)

@@ -18,6 +18,7 @@ api_v1 = [
     path("", include("flags.api_urls")),
     path("", include("analysis.api_urls")),
     path("", include("notifications.api_urls")),
+    path("", include("releases.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
 ]
@@ -35,4 +36,5 @@ urlpatterns = [
     path("", include("flags.urls")),
     path("", include("analysis.urls")),
     path("", include("notifications.urls")),
+    path("", include("releases.urls")),
 ]

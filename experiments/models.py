@@ -97,6 +97,7 @@ class ApiKeyScope(models.TextChoices):
     INGEST = "ingest", "Post events"
     READ = "read", "Read results and exports"
     EVALUATE = "evaluate", "Evaluate flags (POST /evaluate)"
+    RELEASE = "release", "Run releases of its environment (the CI/CD gate)"
 
 
 class ApiKey(models.Model):

@@ -24,6 +24,10 @@ Decisions recorded here (docs/operations.md "Access policy" says the same):
 - Notification channels: members read them (a Slack URL masked), admins write them; every
   member reads and sets their own email preferences (notification-preferences/me and the
   notifications page's form).
+- Releases (api/v1/projects/P/releases/...): members read, editors create and move them (in
+  production only admins: the services refuse); API keys of the project with the `release`
+  scope, only in their own environment (no key here has that scope: tests/releases/test_apis.py
+  checks it).
 """
 
 import re
@@ -253,6 +257,15 @@ RULES: tuple[Rule, ...] = (
         ProjectPermission("read"),
         "each member's own email preferences",
     ),
+    Rule(
+        rf"{PROJECT}/releases/(\{{release_id\}}/(checks/|\{{action\}})?)?",
+        SafeOrUnsafe(
+            ProjectPermission("read", key_scope="release"),
+            ProjectPermission("edit", key_scope="release"),
+        ),
+        "releases: members read, editors move (production: admins); release-scoped keys of the "
+        "project in their own environment",
+    ),
     Rule(rf"{PROJECT}/.*", READ_EDIT, "definitions: members read, editors write"),
     # --- pages ------------------------------------------------------------------------------
     Rule(
@@ -290,6 +303,11 @@ RULES: tuple[Rule, ...] = (
         ProjectPermission("edit"),
         "flag and segment forms and actions: editors and admins (production and reviews: the "
         "services refuse with a message)",
+    ),
+    Rule(
+        rf"{PAGE}/releases/(new|\{{release_id\}}/\{{action\}})/",
+        ProjectPermission("edit"),
+        "the release form and moves: editors and admins (production: the services refuse)",
     ),
     Rule(rf"{PAGE}/(.*)?", READ_EDIT, "pages: members read, editors write"),
 )

@@ -29,10 +29,12 @@ from experiments.services import (
 from flags.services import (
     change_request_create,
     flag_create,
+    flag_environment_update,
     scheduled_change_create,
     segment_create,
 )
 from notifications.services import notification_channel_create
+from releases.services import release_create
 from tests.factories import running_experiment
 from tests.security.endpoints import MissingFixture, all_endpoints, concrete_urls
 from tests.security.policy import (
@@ -114,8 +116,8 @@ def world(django_user_model) -> World:
 
 
 def _flag_fixtures(shop, owner) -> dict[str, str]:
-    """A flag, a segment, a scheduled change (staging) and a pending change request of
-    production made by someone other than the callers."""
+    """A flag, a segment, a scheduled change (staging), a pending change request of production
+    made by someone other than the callers, and a running release in staging."""
     flag = flag_create(project=shop, key="new-checkout", name="New checkout")
     segment_create(project=shop, key="staff", name="Staff", include=["u1"])
     staging = shop.environments.get(key="staging")
@@ -127,12 +129,16 @@ def _flag_fixtures(shop, owner) -> dict[str, str]:
     request = change_request_create(
         flag=flag, environment=production, change={"enabled": True}, actor=owner
     )
+    # A running release in staging (editors may move it; production would need an admin).
+    flag_environment_update(flag=flag, environment=staging, enabled=True)
+    release = release_create(project=shop, flag=flag, environment=staging, variation="on")
     return {
         "flag": flag.key,
         "segment": "staff",
         "environment": "staging",
         "schedule_id": str(scheduled.pk),
         "request_id": str(request.pk),
+        "release_id": str(release.pk),
     }
 
 

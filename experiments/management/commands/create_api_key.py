@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.errors import DomainError
-from experiments.models import Project
+from experiments.models import ApiKeyScope, Project
 from experiments.services import api_key_create
 
 
@@ -12,7 +12,11 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="project slug")
-        parser.add_argument("--scopes", default="assign,ingest,read", help="comma-separated")
+        parser.add_argument(
+            "--scopes",
+            default="assign,ingest,read",
+            help=f"comma-separated, of {', '.join(ApiKeyScope.values)}",
+        )
         parser.add_argument("--name", default="cli")
         parser.add_argument(
             "--environment", default="production", help="environment key (default production)"

@@ -100,26 +100,30 @@ def _names(sources: Sequence[MetricSource]) -> list[str]:
     return sorted(n for n in names if n)
 
 
-def window_counts(
+def counts_statement(
     *, environment_id: int, flag_id: int, variations: Sequence[str], start: datetime, end: datetime
-) -> dict[str, int]:
-    """Units per variation in the window, and ``excluded`` (served more than one)."""
-    both = len(variations) == 2
+) -> tuple[str, list[object]]:
     sql = f"""
-    WITH {_units_cte(both)}
+    WITH {_units_cte(len(variations) == 2)}
     SELECT CASE WHEN v = v_max THEN v ELSE '' END AS side, COUNT(*)
     FROM per_unit GROUP BY CASE WHEN v = v_max THEN v ELSE '' END"""
+    return sql, [environment_id, flag_id, _ts(start), _ts(end), *variations]
+
+
+def window_counts(**window: object) -> dict[str, int]:
+    """Units per variation in the window (``environment_id``, ``flag_id``, ``variations``,
+    ``start``, ``end``), and ``excluded`` (served more than one)."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [environment_id, flag_id, _ts(start), _ts(end), *variations])
+        cursor.execute(*counts_statement(**window))
         rows = cursor.fetchall()
-    counts = {v: 0 for v in variations}
+    counts = {v: 0 for v in window["variations"]}
     counts["excluded"] = 0
     for side, n in rows:
         counts[side or "excluded"] = int(n)
     return counts
 
 
-def mean_stats(
+def means_statement(
     *,
     project_id: int,
     environment_id: int,
@@ -128,14 +132,12 @@ def mean_stats(
     start: datetime,
     end: datetime,
     sources: Sequence[MetricSource],
-) -> dict[str, dict[str, SampleStats]]:
-    """variation -> metric key -> SampleStats over the window's single-variation units."""
-    both = len(variations) == 2
+) -> tuple[str, list[object]]:
     cols, col_params = _unit_columns(sources)
     names = _names(sources)
     name_list = ", ".join(["%s"] * len(names))
     sql = f"""
-    WITH {_units_cte(both)},
+    WITH {_units_cte(len(variations) == 2)},
     unit_values AS (
         SELECT u.unit_id, u.v, {", ".join(cols)}
         FROM per_unit u
@@ -147,9 +149,15 @@ def mean_stats(
     )
     SELECT v, {", ".join(_side_sums(sources))} FROM unit_values GROUP BY v"""
     params = [environment_id, flag_id, _ts(start), _ts(end), *variations, *col_params]
-    params += [project_id, _ts(end)]
+    return sql, [*params, project_id, _ts(end), *names]
+
+
+def mean_stats(
+    *, sources: Sequence[MetricSource], **window: object
+) -> dict[str, dict[str, SampleStats]]:
+    """variation -> metric key -> SampleStats over the window's single-variation units."""
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *names])
+        cursor.execute(*means_statement(sources=sources, **window))
         rows = cursor.fetchall()
     out: dict[str, dict[str, SampleStats]] = {}
     for row in rows:
@@ -167,7 +175,7 @@ def mean_stats(
     return out
 
 
-def quantile_values(
+def quantile_statement(
     *,
     project_id: int,
     environment_id: int,
@@ -176,11 +184,9 @@ def quantile_values(
     start: datetime,
     end: datetime,
     event_name: str,
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """variation -> (values, unit index) of the event's values in the window."""
-    both = len(variations) == 2
+) -> tuple[str, list[object]]:
     sql = f"""
-    WITH {_units_cte(both)}
+    WITH {_units_cte(len(variations) == 2)}
     SELECT u.v, u.unit_id, e.value
     FROM per_unit u
     JOIN assignments_metricevent e
@@ -188,7 +194,12 @@ def quantile_values(
          AND e.name = %s
     WHERE u.v = u.v_max"""
     params = [environment_id, flag_id, _ts(start), _ts(end), *variations]
-    params += [project_id, _ts(end), event_name]
+    return sql, [*params, project_id, _ts(end), event_name]
+
+
+def quantile_values(**window: object) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """variation -> (values, unit index) of the event's values (``event_name``) in the window."""
+    sql, params = quantile_statement(**window)
     grouped: dict[str, tuple[list[str], list[float]]] = {}
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -194,6 +194,110 @@ def demo_flags_ensure(project: Project, user: Any) -> None:
     )
 
 
+def demo_release_ensure(project: Project, user: Any) -> None:
+    """The health metrics (error rate: `errors` / `requests`; latency p95 and p99 of
+    `latency_ms`) and a guarded release of the `fast-checkout-api` flag in production, running
+    at its second step with a history of checks: 30 minutes of simulated traffic analysed every
+    3 minutes by the real monitor (releases.monitor), a pause and a resume by the demo user,
+    each move dated when it happened. Skipped when the flag already has a release; about
+    three seconds."""
+    import uuid
+    from functools import partial
+
+    import numpy as np
+
+    from assignments.models import FlagExposure, MetricEvent
+    from releases.models import Release, ReleaseTransition
+    from releases.monitor import release_analyze
+    from releases.services import release_create, release_pause, release_resume
+
+    health = [
+        dict(key="error-rate", name="Error rate", kind="ratio", event_name="errors",
+             denominator_event="requests", direction="decrease"),
+        dict(key="latency-p95", name="Latency p95", kind="quantile", event_name="latency_ms",
+             direction="decrease", quantile=0.95),
+        dict(key="latency-p99", name="Latency p99", kind="quantile", event_name="latency_ms",
+             direction="decrease", quantile=0.99),
+    ]  # fmt: skip
+    for m in health:
+        if not Metric.objects.filter(project=project, key=m["key"]).exists():
+            metric_create(project=project, actor=user, **m)
+    flag = Flag.objects.filter(project=project, key="fast-checkout-api").first()
+    if flag is not None and Release.objects.filter(flag=flag).exists():
+        return
+    production = Environment.objects.get(project=project, key="production")
+    with transaction.atomic():
+        if flag is None:
+            flag = flag_create(
+                project=project, actor=user, key="fast-checkout-api", name="Fast checkout API",
+                description="The checkout page calls the new, cached pricing service.",
+                tags=["checkout", "backend"],
+            )  # fmt: skip
+        flag_environment_update(
+            flag=flag, environment=production, actor=user, enabled=True, default_variation="off"
+        )
+        # p99 needs 1,000 values a side before it can decide: the catalog has it, this small
+        # demo release watches the error rate and p95.
+        release = release_create(
+            project=project, flag=flag, environment=production, variation="on", actor=user,
+            steps=[{"percent": 20, "min_minutes": 6, "min_units": 100},
+                   {"percent": 50, "min_minutes": 25, "min_units": 200},
+                   {"percent": 100, "min_minutes": 10, "min_units": 200}],
+            metrics=[{"metric": "error-rate", "non_inferiority_margin": 0.10},
+                     {"metric": "latency-p95", "non_inferiority_margin": 0.05}],
+            analysis_interval_seconds=120,
+            description="Demo: the new pricing service behind a guarded canary.",
+        )  # fmt: skip
+        # Demo only: the release started 30 minutes ago; its moves are dated when they happened.
+        start = timezone.now() - timedelta(minutes=30, seconds=10)
+        Release.objects.filter(pk=release.pk).update(started_at=start, step_started_at=start)
+        ReleaseTransition.objects.filter(release=release).update(at=start)
+
+        def dated(at: Any, move: Any) -> None:
+            seen = list(
+                ReleaseTransition.objects.filter(release=release).values_list("pk", flat=True)
+            )
+            move()
+            ReleaseTransition.objects.filter(release=release).exclude(pk__in=seen).update(at=at)
+
+        by_hand = {
+            12: (release_pause, "Checking the pricing service's dashboards before going on."),
+            15: (release_resume, "Dashboards look fine."),
+        }
+        rng, unit, per_minute = np.random.default_rng(20), 0, 80
+        for minute in range(3, 31, 3):
+            release.refresh_from_db()
+            share = release.steps[release.step]["percent"] / 100.0
+            exposures, events = [], []
+            for offset in rng.uniform(0, 179, size=3 * per_minute):
+                unit += 1
+                uid, new = f"shopper-{unit}", bool(rng.random() < share)
+                ts = start + timedelta(minutes=minute - 3, seconds=float(offset))
+                exposures.append(FlagExposure(
+                    project=project, event_id=uuid.uuid4().hex, environment=production,
+                    flag=flag, variation="on" if new else "off", unit_id=uid, ts=ts,
+                ))  # fmt: skip
+                latencies = rng.lognormal(np.log(95 if new else 105), 0.5, size=2)
+                errors = int(rng.binomial(2, 0.02))
+                values = [("requests", 2.0)] + [
+                    ("latency_ms", round(float(v), 1)) for v in latencies
+                ]
+                values += [("errors", float(errors))] if errors else []
+                events.extend(
+                    MetricEvent(project=project, event_id=uuid.uuid4().hex, name=name,
+                                unit_id=uid, value=value, ts=ts + timedelta(seconds=1))
+                    for name, value in values
+                )  # fmt: skip
+            FlagExposure.objects.bulk_create(exposures, batch_size=2000)
+            MetricEvent.objects.bulk_create(events, batch_size=2000)
+            at = start + timedelta(minutes=minute)
+            dated(at, partial(release_analyze, release.pk, through=at, now=at))
+            if minute in by_hand:
+                act, reason = by_hand[minute]
+                dated(at + timedelta(minutes=1),
+                      partial(act, release=release, actor=user, reason=reason))  # fmt: skip
+
+
 class Command(BaseCommand):
     help = "Seed a demo project with a running experiment and simulated traffic (idempotent)."
 
@@ -210,6 +314,7 @@ class Command(BaseCommand):
         if Experiment.objects.filter(project__slug="demo", key="checkout-redesign").exists():
             project = Project.objects.get(slug="demo")
             demo_flags_ensure(project, demo_user_ensure(project))
+            demo_release_ensure(project, demo_user_ensure(project))
             self.stdout.write("Demo experiment already seeded.")
             return
         experiment = self.seed_definitions(days=o["days"])
@@ -221,6 +326,7 @@ class Command(BaseCommand):
             stdout=self.stdout,
         )
         self.backfill(experiment)
+        demo_release_ensure(experiment.project, demo_user_ensure(experiment.project))
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo seeded. Log in as '{DEMO_USER}' with password '{DEMO_PASSWORD}'."

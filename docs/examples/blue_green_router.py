@@ -11,10 +11,10 @@ variation the flag serves its unit, so a release (or a rollback) switches traffi
   variation comes from ``POST /api/v1/evaluate`` (a key with the ``evaluate`` scope, of the
   environment whose flag rules apply) and is cached per unit for ``--cache-seconds``.
 - ``--track`` asks /evaluate to record the flag exposures the release analyses; ``--report``
-  posts each request's ``request``, ``error`` (a 5xx or an unreachable upstream) and
+  posts each request's ``requests``, ``errors`` (a 5xx or an unreachable upstream) and
   ``latency_ms`` metric events to ``POST /api/v1/events`` (the ``ingest`` scope), batched every
-  second: with metrics on those events, the release's monitor compares green with blue and
-  switches back on harm.
+  second: with metrics on those events (the demo's error rate and latency read these names),
+  the release's monitor compares green with blue and switches back on harm.
 - If abacus cannot be reached, a unit keeps its last variation; a unit never seen gets
   ``--fallback`` (default: the first ``--route``, the blue one).
 - Every answer carries ``X-Abacus-Variation``.
@@ -97,9 +97,9 @@ class Abacus:
 
     def report(self, unit: str, latency_ms: float, failed: bool) -> None:
         at = datetime.now(UTC).isoformat()
-        names = [("request", 1.0), ("latency_ms", latency_ms)] + (
-            [("error", 1.0)] if failed else []
-        )
+        names = [("requests", 1.0), ("latency_ms", latency_ms)]
+        if failed:
+            names.append(("errors", 1.0))
         for name, value in names:
             event = {"event_id": uuid.uuid4().hex, "type": "metric", "name": name,
                      "unit_id": unit, "value": value, "timestamp": at}  # fmt: skip

@@ -127,7 +127,7 @@ def test_the_router_switches_with_the_release_and_back_on_rollback(
                 and not MetricEvent.objects.filter(name="latency_ms", unit_id="u1").exists()
             ):
                 time.sleep(0.2)
-            assert MetricEvent.objects.filter(name="request", unit_id="u1").exists()
+            assert MetricEvent.objects.filter(name="requests", unit_id="u1").exists()
             assert MetricEvent.objects.filter(name="latency_ms", unit_id="u1").exists()
         finally:
             router.terminate()

@@ -1,7 +1,7 @@
 """The release monitoring page in headless Chromium: from the flag page to a release with checks,
-its steps on a timeline, one SVG chart per metric (and the units per side), no console errors
-and no CSP violations; "Roll back" asks on the page, and once confirmed the release is rolled
-back and the flag serves the baseline."""
+its steps on a timeline, one SVG chart per metric (and the units per side), a new check picked
+up by the 15 s refresh, no console errors and no CSP violations; "Roll back" asks on the page,
+and once confirmed the release is rolled back and the flag serves the baseline."""
 
 from datetime import timedelta
 
@@ -72,6 +72,7 @@ def test_release_page_shows_steps_and_charts_and_rolls_back_after_confirmation(
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda exc: problems.append(str(exc)))
     page.add_init_script(RECORD_CSP_VIOLATIONS)
+    page.clock.install()  # the 15 s refresh runs when the test moves the clock
     login("alice", "pw-alice-123")
 
     # From the flag page's Releases section to the release.
@@ -112,6 +113,21 @@ def test_release_page_shows_steps_and_charts_and_rolls_back_after_confirmation(
     assert units.locator("path.line").count() == 4 and units.locator("path.minimum").count() == 2
     expect(page.locator("#latest-table tbody tr")).to_have_count(2)
     save_screenshot(page, "release-page")
+
+    # The monitor analyses again (still holding): the page picks it up at its next refresh.
+    release.refresh_from_db()
+    at = release.step_started_at + timedelta(minutes=2)
+    simulate(project=release.project, environment=release.environment, flag=release.flag, at=at,
+             units=300, share_new=0.5, rng=np.random.default_rng(12), prefix="late-")  # fmt: skip
+    check = release_analyze(release.pk, through=at + timedelta(seconds=30))
+    assert check.action == "hold"
+    before = page.locator("#latest-when").inner_text()
+    page.clock.fast_forward("00:16")
+    expect(page.locator("#refresh-note")).to_contain_text("Refreshed at")
+    expect(page.locator("#latest-when")).not_to_have_text(before)
+    expect(page.locator("#latest-when")).to_contain_text(f"{check.units['new']} new")
+    assert page.locator('[data-chart="units"] circle.dot.new').count() == 3
+    expect(page.locator("#status")).to_have_text("Running")  # nothing moved: no reload
 
     # Roll back: asked on the page first; nothing moves until confirmed.
     page.click("#action-rollback")

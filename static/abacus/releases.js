@@ -462,8 +462,7 @@
     var d = data.decision;
     var card = $("#decision");
     if (!card) { return; }
-    card.className = card.className.replace(/\b(decision|state)-\S+/g, "").trim() +
-      " decision-" + (d.action || "none") + " state-" + data.release.status;
+    card.className = "card decision-card decision-" + (d.action || "none") + " state-" + data.release.status;
     $("#decision-headline").textContent = d.headline;
     $("#decision-action").textContent = d.action ? "latest decision: " + d.action_words : "";
     listInto($("#decision-reasons"), d.reasons || []);

@@ -3,6 +3,7 @@ its steps on a timeline, one SVG chart per metric (and the units per side), a ne
 up by the 15 s refresh, no console errors and no CSP violations; "Roll back" asks on the page,
 and once confirmed the release is rolled back and the flag serves the baseline."""
 
+import re
 from datetime import timedelta
 
 import numpy as np
@@ -128,6 +129,7 @@ def test_release_page_shows_steps_and_charts_and_rolls_back_after_confirmation(
     expect(page.locator("#latest-when")).to_contain_text(f"{check.units['new']} new")
     assert page.locator('[data-chart="units"] circle.dot.new').count() == 3
     expect(page.locator("#status")).to_have_text("Running")  # nothing moved: no reload
+    expect(page.locator("#decision")).to_have_class(re.compile(r"\bdecision-card\b.*decision-hold"))
 
     # Roll back: asked on the page first; nothing moves until confirmed.
     page.click("#action-rollback")

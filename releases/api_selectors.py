@@ -20,6 +20,7 @@ from .models import Release, ReleaseCheck, ReleaseMetric, ReleaseTransition
 MAX_LIST = 500
 DEFAULT_LIST = 100
 MAX_CHECKS = 500
+MAX_ID = 2**63 - 1  # larger ids cannot exist (and overflow the database's bigint)
 
 
 def _with_details(releases: QuerySet[Release]) -> QuerySet[Release]:
@@ -78,6 +79,8 @@ def api_release_list(
 
 def api_release_get(project: Project, release_id: int, *, transitions: bool = True) -> Release:
     """One release of the project (404 for another project's), with its transitions in order."""
+    if int(release_id) > MAX_ID:
+        raise Http404(f"No release {release_id} in this project.")
     releases = _with_details(Release.objects.filter(project=project, pk=release_id))
     if transitions:
         releases = releases.prefetch_related(

@@ -14,7 +14,8 @@ from django.test import Client
 
 from experiments.models import Role
 from experiments.services import api_key_create, membership_set, user_token_create
-from flags.services import flag_create, segment_create
+from flags.services import flag_create, flag_environment_update, segment_create
+from releases.services import release_create
 from tests.factories import running_experiment
 
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
@@ -43,8 +44,11 @@ def site(django_user_model, project, metrics):
     admin = project.memberships.get(role=Role.ADMIN).user
     service = api_key_create(project=project, name="fuzz", scopes=["assign", "ingest", "read"])
     victim = api_key_create(project=project, name="victim", scopes=["read"])
-    flag_create(project=project, key="new-checkout", name="New checkout")
+    flag = flag_create(project=project, key="new-checkout", name="New checkout")
     segment_create(project=project, key="staff", name="Staff", include=["u1"])
+    production = project.environments.get(key="production")
+    flag_environment_update(flag=flag, environment=production, enabled=True)
+    release = release_create(project=project, flag=flag, environment=production, variation="on")
     return {
         "user": f"Token {user_token_create(user=admin).token}",
         "service": f"Bearer {service.secret}",
@@ -58,6 +62,7 @@ def site(django_user_model, project, metrics):
             "key_id": str(victim.api_key.pk),
             "action": "pause",
             "client_key": project.client_key,
+            "release_id": str(release.pk),
         },
     }
 

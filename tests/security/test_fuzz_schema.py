@@ -18,7 +18,8 @@ from schemathesis import checks
 from config.wsgi import application
 from experiments.models import Role
 from experiments.services import api_key_create, membership_set, user_token_create
-from flags.services import flag_create, segment_create
+from flags.services import flag_create, flag_environment_update, segment_create
+from releases.services import release_create
 from tests.factories import running_experiment
 
 pytestmark = [pytest.mark.security]
@@ -53,8 +54,11 @@ def auth(django_user_model, project, metrics, in_process):
     admin = project.memberships.get(role=Role.ADMIN).user
     service = api_key_create(project=project, name="fuzz", scopes=["assign", "ingest", "read"])
     victim = api_key_create(project=project, name="victim", scopes=["read"])
-    flag_create(project=project, key="new-checkout", name="New checkout")
+    flag = flag_create(project=project, key="new-checkout", name="New checkout")
     segment_create(project=project, key="staff", name="Staff", include=["u1"])
+    production = project.environments.get(key="production")
+    flag_environment_update(flag=flag, environment=production, enabled=True)
+    release = release_create(project=project, flag=flag, environment=production, variation="on")
     return {
         "user": {"Authorization": f"Token {user_token_create(user=admin).token}"},
         "service": {"Authorization": f"Bearer {service.secret}"},
@@ -66,6 +70,7 @@ def auth(django_user_model, project, metrics, in_process):
             "segment": "staff",
             "environment": "staging",
             "key_id": victim.api_key.pk,
+            "release_id": release.pk,
             "action": None,  # keep the generated lifecycle action
         },
     }

@@ -342,10 +342,35 @@ def test_bad_form_input_never_500s(admin, flag, health_metrics):
         {"start_at": "yesterday"},
         {"metrics-0-metric": "nope"},
         {"description": "x\x00"},
+        {"alpha": "NaN"},
+        {"alpha": "1e308"},
+        {"steps-0-percent": "1e308"},
+        {"steps-0-min_units": str(2**63)},
+        {"steps-0-min_minutes": "-1"},
+        {"analysis_interval_seconds": str(2**63)},
+        {"environment": "a\x00b"},
     ):
         response = admin.post("/p/shop/releases/new/", form_post(**overrides))
         assert response.status_code in (200, 400), overrides
     assert not Release.objects.exists()
+    response = admin.post("/p/shop/releases/new/", form_post(start_at="0001-01-01T00:00"))
+    assert response.status_code == 302  # a start in the past starts now
+    assert Release.objects.get().status == ReleaseStatus.RUNNING
+
+
+def test_extreme_path_and_query_values_are_never_a_500(admin, release):
+    for path in [
+        f"/p/shop/releases/{2**63}/",
+        f"/p/shop/releases/{2**63}/data.json",
+        "/p/shop/releases/99999999999999999999999/",
+        "/p/shop/releases/?page=-1",
+        "/p/shop/releases/?page=99999999999999999999",
+        "/p/shop/releases/?status=a%00b",
+        "/p/shop/releases/new/?flag=a%00b&environment=9999-12-31&kind=NaN",
+    ]:
+        assert admin.get(path).status_code in (200, 400, 404), path
+    response = admin.post(f"/p/shop/releases/{2**63}/rollback/", {"confirmed": "yes"})
+    assert response.status_code == 404
 
 
 def test_the_form_lists_only_this_projects_flags(admin, flag, django_user_model):

@@ -185,7 +185,8 @@ class Decision:
     headline: str
     reasons: list[str]
     waits_for: list[str]
-    at: datetime | None  # the data's cut-off of the latest analysis
+    at: datetime | None  # the data's cut-off of the latest analysis (or when it started)
+    analysed: bool  # whether the decision comes from an analysis (a check), not the start
     next_analysis_at: datetime | None
 
 
@@ -239,6 +240,7 @@ def decision_of(release: Release) -> Decision:
         reasons=reasons,
         waits_for=waits,
         at=_parse(d.get("at")),
+        analysed=bool(d.get("check")),
         next_analysis_at=release.next_analysis_at if status in LIVE_STATUSES else None,
     )
 
@@ -430,6 +432,7 @@ def release_page_data(release: Release) -> dict[str, Any]:
             "reasons": decision.reasons,
             "waits_for": decision.waits_for,
             "at": _iso(decision.at),
+            "analysed": decision.analysed,
             "next_analysis_at": _iso(decision.next_analysis_at),
         },
         "steps": [

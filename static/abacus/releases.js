@@ -470,7 +470,8 @@
     listInto($("ul", waits), d.waits_for || []);
     waits.hidden = !(d.waits_for && d.waits_for.length && data.release.live);
     var when = $("#decision-when");
-    var text = d.at ? "Last analysed with data through " + d.at.slice(0, 19).replace("T", " ") + " UTC." : "";
+    var text = d.at ? (d.analysed ? "Last analysed with data through " : "Decided at ") +
+      d.at.slice(0, 19).replace("T", " ") + " UTC." : "";
     if (d.next_analysis_at) { text += " Next analysis about " + d.next_analysis_at.slice(11, 19) + " UTC."; }
     when.textContent = text;
   }

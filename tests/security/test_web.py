@@ -17,10 +17,12 @@ from experiments.services import metric_create
 from flags.services import (
     change_request_create,
     flag_create,
+    flag_environment_update,
     scheduled_change_create,
     segment_create,
 )
 from notifications.services import notification_channel_create
+from releases.services import release_create
 from tests.factories import running_experiment
 from tests.security.endpoints import all_endpoints, concrete_urls
 
@@ -49,6 +51,9 @@ def site(admin_user, project):
     channel = notification_channel_create(
         project=project, kind="email", name="team", target="team@example.com"
     )
+    staging = project.environments.get(key="staging")
+    flag_environment_update(flag=flag, environment=staging, enabled=True)
+    release = release_create(project=project, flag=flag, environment=staging, variation="on")
     values = {
         "flag": flag.key,
         "segment": "staff",
@@ -56,6 +61,7 @@ def site(admin_user, project):
         "schedule_id": str(scheduled.pk),
         "request_id": str(request.pk),
         "channel_id": str(channel.pk),
+        "release_id": str(release.pk),
         "project": "shop",
         "key": "checkout-v2",
         "metric_key": "purchase",

@@ -284,6 +284,10 @@ if os.environ.get("EMAIL_HOST"):
     EMAIL_TIMEOUT = int(os.environ.get("EMAIL_TIMEOUT", 10))
 else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# Any Django email backend by its dotted path overrides the choice above; the end-to-end tests
+# use the file-based one, which writes each message to a file under EMAIL_FILE_PATH.
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND", EMAIL_BACKEND)
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH") or None
 DEFAULT_FROM_EMAIL = os.environ.get("ABACUS_EMAIL_FROM", "abacus@localhost")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Who may create projects (and so become their admin): "staff" (is_staff or superuser, the

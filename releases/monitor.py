@@ -195,7 +195,11 @@ def release_analyze(
             "action": decision.action, "reasons": list(decision.reasons),
             "waits_for": list(decision.waits_for), "at": through.isoformat(), "check": check.pk,
         }  # fmt: skip
-        release.next_analysis_at = now + timedelta(seconds=release.analysis_interval_seconds)
+        # The tick that queued this analysis already set the next one a cadence after it was
+        # due; re-counting from this run's later clock would make every next tick miss it by the
+        # queueing delay (a cadence of interval + one tick). Only an unscheduled run sets it.
+        if release.next_analysis_at is None or release.next_analysis_at <= now:
+            release.next_analysis_at = now + timedelta(seconds=release.analysis_interval_seconds)
         _held_notice(release, decision, previous, data)
         release.save(update_fields=["decision", "next_analysis_at"])
         reason = " ".join(decision.reasons)

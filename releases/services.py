@@ -165,6 +165,21 @@ def _check_variations(flag: Flag, variation: Any, baseline: Any) -> None:
         raise DomainError("The new variation must differ from the baseline.", "variation")
 
 
+def _check_reachable(rules: Sequence[dict[str, Any]], environment: Environment) -> None:
+    """The release's rule comes after the environment's rules: a force or rollout rule with no
+    condition and no segment serves every unit first, and the release would change nothing."""
+    for i, rule in enumerate(rules):
+        if rule.get("type") in ("force", "rollout") and not (
+            rule.get("condition") or rule.get("segment")
+        ):
+            raise DomainError(
+                f"Rule {i + 1} ({rule.get('type')}, id {rule.get('id')}) serves every unit in "
+                f"{environment.key} before a release's rule would: the release would change "
+                "nothing. Remove that rule (or give it a condition or segment) first.",
+                "environment",
+            )
+
+
 def _check_may_release(project: Project, environment: Environment, actor: Any) -> None:
     require(project, actor, "edit")
     if environment.production and not is_admin(project, actor):
@@ -307,6 +322,7 @@ def release_create(
             "so a release would change nothing. Turn it on (serving the baseline) first.",
             "environment",
         )
+    _check_reachable(config.rules, environment)
     if Release.objects.filter(
         flag=flag, environment=environment, status__in=LIVE_STATUSES
     ).exists():

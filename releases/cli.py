@@ -337,7 +337,7 @@ def release_body(args: argparse.Namespace) -> dict[str, Any]:
             {
                 "percent": p,
                 "min_minutes": args.step_minutes if args.step_minutes is not None else 10,
-                "min_units": args.step_units if args.step_units is not None else 100,
+                "min_units": args.step_units if args.step_units is not None else 200,
             }
             for p in percents
         ]
@@ -447,7 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--step-units",
         type=whole,
         default=None,
-        help="minimum units per side per step (default 100 when steps are given)",
+        help="minimum units per side per step (default 200 when steps are given)",
     )
     start.add_argument(
         "--metric",

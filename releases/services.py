@@ -49,7 +49,7 @@ MAX_STEP_MINUTES = 7 * 24 * 60
 MAX_STEP_UNITS = 100_000_000
 MAX_INTERVAL_SECONDS = 3600
 DEFAULT_CANARY_STEPS = (
-    {"percent": 1, "min_minutes": 10, "min_units": 100},
+    {"percent": 1, "min_minutes": 10, "min_units": 200},
     {"percent": 5, "min_minutes": 10, "min_units": 200},
     {"percent": 25, "min_minutes": 15, "min_units": 500},
     {"percent": 50, "min_minutes": 15, "min_units": 1000},
@@ -322,7 +322,6 @@ def release_create(
             "so a release would change nothing. Turn it on (serving the baseline) first.",
             "environment",
         )
-    _check_reachable(config.rules, environment)
     if Release.objects.filter(
         flag=flag, environment=environment, status__in=LIVE_STATUSES
     ).exists():
@@ -331,6 +330,7 @@ def release_create(
             "back first.",
             "flag",
         )
+    _check_reachable(config.rules, environment)
     now = timezone.now()
     release = Release(
         project=project, flag=flag, environment=environment, kind=kind, variation=variation,

@@ -125,7 +125,7 @@ def test_the_body_from_the_options():
          "blue_green", "--step-minutes", "15"]
     )  # fmt: skip
     assert cli.release_body(blue_green)["steps"] == [
-        {"percent": 100, "min_minutes": 15, "min_units": 100}
+        {"percent": 100, "min_minutes": 15, "min_units": 200}
     ]
     plain = cli.build_parser().parse_args(
         ["start", "--flag", "f", "--environment", "e", "--variation", "v"]
@@ -275,7 +275,7 @@ def test_completed_exits_0(world, project):
     production = project.environments.get(key="production")
     rng = np.random.default_rng(3)
     first = release.step_started_at
-    simulate(project=project, environment=production, flag=world["flag"], rng=rng, units=400,
+    simulate(project=project, environment=production, flag=world["flag"], rng=rng, units=700,
              at=first + timedelta(seconds=1), share_new=0.5, prefix="a")  # fmt: skip
     time.sleep(0.5)
     check = release_analyze(release.pk, through=first + timedelta(seconds=2))

@@ -26,9 +26,14 @@ def test_doubled_errors_are_rolled_back_fast():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("key", ["aa", "aa-long", "aa-low"])
-def test_harmless_releases_hold_alpha_with_latency_quantiles(key):
-    runs = {"aa": 1000, "aa-long": 150, "aa-low": 400}[key]
-    summary = simulate(SCENARIOS[key], runs=runs, seed=21)
+def test_harmless_releases_hold_alpha(key):
+    """With latency p95 (event-level, clustered) except for the long watch (300 looks), where
+    errors and conversion carry the peeking (test_quantile_sequence.py watches quantiles)."""
+    runs = {"aa": 600, "aa-long": 200, "aa-low": 300}[key]
+    scenario = SCENARIOS[key]
+    if key == "aa-long":
+        scenario = replace(scenario, quantiles=False)
+    summary = simulate(scenario, runs=runs, seed=21)
     # alpha plus two binomial standard errors of the estimate at the run count
     assert summary.rollback_rate <= 0.05 + 2 * (0.05 * 0.95 / runs) ** 0.5
 

@@ -451,32 +451,40 @@ def _advance(
     return release
 
 
-def _complete(
-    release: Release, actor: Any, label: str | None, reason: str, now: datetime
+def _finish(
+    release: Release,
+    served: str,
+    status: str,
+    event: str,
+    actor: Any,
+    label: str | None,
+    reason: str,
+    now: datetime,
 ) -> Release:
+    """Serve one variation to everyone (the rule removed, it the default) and end the release."""
     before = (release.status, release.step)
-    _serve_only(release, release.variation, actor, label or MONITOR)
-    release.status = ReleaseStatus.COMPLETED
+    _serve_only(release, served, actor, label or MONITOR)
+    release.status = status
     release.finished_at = now
     release.next_analysis_at = None
     release.save()
     _record(release, before=before, actor=actor, actor_label=label, reason=reason)
-    release_notify(release, "release.completed", reason)
+    release_notify(release, event, reason)
     return release
+
+
+def _complete(
+    release: Release, actor: Any, label: str | None, reason: str, now: datetime
+) -> Release:
+    return _finish(release, release.variation, ReleaseStatus.COMPLETED, "release.completed",
+                   actor, label, reason, now)  # fmt: skip
 
 
 def _rollback(
     release: Release, actor: Any, label: str | None, reason: str, now: datetime
 ) -> Release:
-    before = (release.status, release.step)
-    _serve_only(release, release.baseline_variation, actor, label or MONITOR)
-    release.status = ReleaseStatus.ROLLED_BACK
-    release.finished_at = now
-    release.next_analysis_at = None
-    release.save()
-    _record(release, before=before, actor=actor, actor_label=label, reason=reason)
-    release_notify(release, "release.rolled_back", reason)
-    return release
+    return _finish(release, release.baseline_variation, ReleaseStatus.ROLLED_BACK,
+                   "release.rolled_back", actor, label, reason, now)  # fmt: skip
 
 
 def _fail(release: Release, reason: str) -> Release:

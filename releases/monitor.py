@@ -239,8 +239,13 @@ def releases_tick(now: datetime | None = None) -> list[int]:
             Q(next_analysis_at__lte=now) | Q(next_analysis_at__isnull=True),
             status__in=[ReleaseStatus.RUNNING, ReleaseStatus.PAUSED],
         )
-        for release in live.only("id", "analysis_interval_seconds"):
+        for release in live.only("id", "analysis_interval_seconds", "next_analysis_at"):
             due.append(release.pk)
-            release.next_analysis_at = now + timedelta(seconds=release.analysis_interval_seconds)
+            # One cadence after it was due, not after this tick: ticks land late by varying
+            # amounts, and counting from each one's clock lets the next fall short of the time
+            # by that jitter, a whole tick added to the cadence. Overdue: from now.
+            interval = timedelta(seconds=release.analysis_interval_seconds)
+            after = release.next_analysis_at and release.next_analysis_at + interval
+            release.next_analysis_at = after if after and after > now else now + interval
             release.save(update_fields=["next_analysis_at"])
     return due

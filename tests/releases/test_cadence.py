@@ -1,5 +1,6 @@
-"""The monitor keeps each release's cadence: an analysis queued by the tick does not push the
-next one later than the tick scheduled it."""
+"""The monitor keeps each release's cadence: the tick schedules the next analysis one cadence
+after the last was due (not after the tick, which lands late by a varying amount), and the
+analysis it queued does not push that later."""
 
 from __future__ import annotations
 
@@ -46,3 +47,22 @@ def test_an_unscheduled_analysis_sets_the_next_one(project, flag, production, ad
     release_analyze(release.pk, now=late)
     release.refresh_from_db()
     assert release.next_analysis_at == late + timedelta(seconds=release.analysis_interval_seconds)
+
+
+def test_a_late_tick_keeps_the_schedule(project, flag, production, admin_user, health_metrics):
+    """A tick landing 0.3 s after the analysis was due schedules the next one a cadence after
+    the due time; a tick long after (a worker down) schedules it a cadence from now."""
+    release = release_create(
+        project=project, flag=flag, environment=production, variation="on",
+        steps=[{"percent": 50, "min_minutes": 10, "min_units": 100}],
+        metrics=[{"metric": "error-rate"}], actor=admin_user,
+    )  # fmt: skip
+    interval = timedelta(seconds=release.analysis_interval_seconds)
+    due = release.next_analysis_at
+    assert releases_tick(due + timedelta(seconds=0.3)) == [release.pk]
+    release.refresh_from_db()
+    assert release.next_analysis_at == due + interval
+    much_later = due + 10 * interval
+    assert releases_tick(much_later) == [release.pk]
+    release.refresh_from_db()
+    assert release.next_analysis_at == much_later + interval

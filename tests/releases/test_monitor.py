@@ -153,3 +153,31 @@ def test_tick_starts_scheduled_releases_and_picks_due_analyses(
     assert releases_tick(release.next_analysis_at) == [release.pk]
     assert releases_tick(release.next_analysis_at) == []  # pushed one cadence ahead
     assert ReleaseCheck.objects.count() == 0
+
+
+def test_units_served_the_new_variation_keep_it_as_the_share_grows(
+    project, flag, production, admin_user, health_metrics
+):
+    from releases.services import release_advance
+
+    release = _release(project, flag, production, admin_user, health_metrics)
+    units = [f"k{i}" for i in range(3000)]
+    before = {u for u in units if _served(production, flag.key, u) == "on"}
+    release_advance(release=release, actor=admin_user)
+    after = {u for u in units if _served(production, flag.key, u) == "on"}
+    assert before < after
+    assert 0.45 < len(after) / len(units) < 0.55
+
+
+def test_a_rule_serving_everyone_first_is_refused(project, flag, production, admin_user):
+    from core.errors import DomainError
+
+    flag_environment_update(
+        flag=flag, environment=production, actor=admin_user,
+        rules=[{"type": "rollout", "weights": {"on": 0.2, "off": 0.8}}],
+    )  # fmt: skip
+    with pytest.raises(DomainError, match="serves every unit") as err:
+        release_create(
+            project=project, flag=flag, environment=production, variation="on", actor=admin_user
+        )
+    assert err.value.field == "environment"

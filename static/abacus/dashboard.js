@@ -1,39 +1,20 @@
 /* abacus results dashboard: draws the charts as SVG from the page's embedded data, switches the
    table between its views, and runs "Refresh analysis" (queue a run, show progress, swap in the
-   new snapshot). No libraries, nothing loaded from outside the app. */
+   new snapshot). No libraries, nothing loaded from outside the app; the chart pieces it shares
+   with the release page are charts.js's, loaded before this file. */
 (function () {
   "use strict";
 
-  var SVG = "http://www.w3.org/2000/svg";
+  var charts = window.abacus.charts;
+  var el = charts.el, title = charts.title, isNum = charts.isNum, niceTicks = charts.niceTicks;
+  var reset = charts.reset, scale = charts.scale, valueAxis = charts.valueAxis;
   var PALETTE = ["#667085", "#3b5bdb", "#e8590c", "#2f9e44", "#ae3ec9", "#1098ad", "#f08c00"];
   var STATUS = { improved: "#12805c", harmed: "#c92a2a", non_inferior: "#1c6fd1", neutral: "#667085" };
   var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
   // --- small helpers ----------------------------------------------------------------------------
 
-  function el(name, attrs, parent, text) {
-    var node = document.createElementNS(SVG, name);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text !== undefined) node.textContent = text;
-    if (parent) parent.appendChild(node);
-    return node;
-  }
-
-  function title(node, text) { el("title", {}, node, text); return node; }
-
-  function widthOf(svg, fallback) {
-    var w = svg.parentNode ? svg.parentNode.clientWidth : 0;
-    return Math.max(300, Math.round(w || fallback));
-  }
-
-  function reset(svg, width, height) {
-    while (svg.firstChild) svg.removeChild(svg.firstChild);
-    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
-    svg.setAttribute("width", width);
-    svg.setAttribute("height", height);
-  }
-
-  function isNum(x) { return typeof x === "number" && isFinite(x); }
+  function widthOf(svg, fallback) { return charts.widthOf(svg, fallback, 300); }
 
   function pct(x, digits) {
     if (!isNum(x)) return "—";
@@ -42,24 +23,6 @@
   }
 
   function count(x) { return isNum(x) ? Math.round(x).toLocaleString("en-US") : "—"; }
-
-  function scale(d0, d1, r0, r1) {
-    var span = d1 - d0 || 1;
-    return function (v) { return r0 + ((v - d0) / span) * (r1 - r0); };
-  }
-
-  function niceTicks(lo, hi, n) {
-    if (!(hi > lo)) { hi = lo + 1; }
-    var raw = (hi - lo) / Math.max(1, n);
-    var mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    var step = [1, 2, 2.5, 5, 10].map(function (m) { return m * mag; })
-      .find(function (s) { return s >= raw; }) || 10 * mag;
-    var out = [];
-    for (var v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
-      out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
-    }
-    return out;
-  }
 
   function pad(lo, hi, frac) {
     var span = hi - lo || Math.abs(hi) || 0.01;
@@ -93,14 +56,6 @@
       var anchor = ticks.length === 1 ? "middle" : i === 0 ? "start" : i === ticks.length - 1 ? "end" : "middle";
       el("line", { x1: x(t), x2: x(t), y1: y0, y2: y0 + 4 }, axis);
       el("text", { x: x(t), y: y0 + 16, "text-anchor": anchor }, axis, timeLabel(t, span));
-    });
-  }
-
-  function valueAxis(g, ticks, y, left, right, fmt) {
-    var axis = el("g", { "class": "axis" }, g);
-    ticks.forEach(function (t) {
-      el("line", { "class": "grid-line", x1: left, x2: right, y1: y(t), y2: y(t) }, axis);
-      el("text", { x: left - 6, y: y(t) + 4, "text-anchor": "end" }, axis, fmt(t));
     });
   }
 

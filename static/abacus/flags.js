@@ -1,7 +1,8 @@
 /* abacus: behaviour of the flag pages (no inline scripts: the CSP forbids them). Every page
  * works without it; this file makes the common cases quick:
  *
- * - a production toggle asks on the page before it submits (the server asks otherwise);
+ * - a production toggle asks on the page before it submits (confirm.js; the server asks
+ *   otherwise);
  * - rule rows: show the fields of the rule's type, move up and down (the hidden ORDER fields
  *   follow the rows' order on submit), number them;
  * - rollout sliders: one range per variation, kept summing to 100% (moving one shares the rest
@@ -16,27 +17,6 @@
 
   function $(selector, root) { return (root || document).querySelector(selector); }
   function $$(selector, root) { return Array.prototype.slice.call((root || document).querySelectorAll(selector)); }
-
-  // --- production toggles: confirm on the page -------------------------------------------------
-  function initToggles() {
-    document.addEventListener("submit", function (event) {
-      var form = event.target;
-      if (!form.classList || !form.classList.contains("needs-confirm")) { return; }
-      var submitter = event.submitter;
-      if (submitter && submitter.name === "confirmed") { return; }
-      event.preventDefault();
-      var step = $(".confirm-step", form);
-      if (step) {
-        step.hidden = false;
-        var yes = $(".confirm-yes", step);
-        if (yes) { yes.focus(); }
-      }
-    });
-    document.addEventListener("click", function (event) {
-      var cancel = event.target.closest("[data-confirm-cancel]");
-      if (cancel) { cancel.closest(".confirm-step").hidden = true; }
-    });
-  }
 
   // --- rule rows --------------------------------------------------------------------------
   function ruleRows() {
@@ -359,7 +339,7 @@
   }
 
   function init() {
-    initToggles();
+    window.abacus.confirm.init();
     initRules();
     initRollouts();
     initBuilders();

@@ -10,11 +10,14 @@
  *   is fetched again and the charts, the decision and the latest check are redrawn; when the
  *   release moved (status, step, a transition) the page reloads, unless you are confirming an
  *   action.
+ * The confirm step is confirm.js's, the chart pieces charts.js's: both load before this file.
  */
 (function () {
   "use strict";
 
-  var SVG = "http://www.w3.org/2000/svg";
+  var charts = window.abacus.charts;
+  var el = charts.el, title = charts.title, isNum = charts.isNum, niceTicks = charts.niceTicks;
+  var reset = charts.reset, scale = charts.scale;
   var REFRESH_MS = 15000;
   var MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
@@ -26,8 +29,6 @@
     if (!node) { return null; }
     try { return JSON.parse(node.textContent); } catch (e) { return null; }
   }
-
-  function isNum(x) { return typeof x === "number" && isFinite(x); }
 
   // ==== the new-release form ===================================================================
 
@@ -127,61 +128,9 @@
     renumberSteps();
   }
 
-  // ==== the release page: confirmations =========================================================
-
-  function confirming() {
-    return $$(".release-action .confirm-step").some(function (s) { return !s.hidden; });
-  }
-
-  function initActions() {
-    document.addEventListener("submit", function (event) {
-      var form = event.target;
-      if (!form.classList || !form.classList.contains("needs-confirm")) { return; }
-      var submitter = event.submitter;
-      if (submitter && submitter.name === "confirmed") { return; }
-      event.preventDefault();
-      $$(".release-action .confirm-step").forEach(function (s) { s.hidden = true; });
-      var step = $(".confirm-step", form);
-      if (step) {
-        step.hidden = false;
-        var yes = $(".confirm-yes", step);
-        if (yes) { yes.focus(); }
-      }
-    });
-    document.addEventListener("click", function (event) {
-      var cancel = event.target.closest("[data-confirm-cancel]");
-      if (cancel) { cancel.closest(".confirm-step").hidden = true; }
-    });
-  }
-
   // ==== the release page: charts ================================================================
 
-  function el(name, attrs, parent, text) {
-    var node = document.createElementNS(SVG, name);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (text !== undefined) { node.textContent = text; }
-    if (parent) { parent.appendChild(node); }
-    return node;
-  }
-
-  function tip(node, text) { el("title", {}, node, text); return node; }
-
-  function reset(svg, width, height) {
-    while (svg.firstChild) { svg.removeChild(svg.firstChild); }
-    svg.setAttribute("viewBox", "0 0 " + width + " " + height);
-    svg.setAttribute("width", width);
-    svg.setAttribute("height", height);
-  }
-
-  function widthOf(svg) {
-    var w = svg.parentNode ? svg.parentNode.clientWidth : 0;
-    return Math.max(320, Math.round(w || 640));
-  }
-
-  function scale(d0, d1, r0, r1) {
-    var span = d1 - d0 || 1;
-    return function (v) { return r0 + ((v - d0) / span) * (r1 - r0); };
-  }
+  function widthOf(svg) { return charts.widthOf(svg, 640, 320); }
 
   function fmt(x) {
     if (!isNum(x)) { return "—"; }
@@ -195,19 +144,6 @@
   function sig(x) { return isNum(x) ? String(Number(x.toPrecision(4))) : "—"; }
 
   function signedPct(x) { return isNum(x) ? (x >= 0 ? "+" : "") + (x * 100).toFixed(1) + "%" : "—"; }
-
-  function niceTicks(lo, hi, n) {
-    if (!(hi > lo)) { hi = lo + 1; }
-    var raw = (hi - lo) / Math.max(1, n);
-    var mag = Math.pow(10, Math.floor(Math.log10(raw)));
-    var step = [1, 2, 2.5, 5, 10].map(function (m) { return m * mag; })
-      .find(function (s) { return s >= raw; }) || 10 * mag;
-    var out = [];
-    for (var v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
-      out.push(Math.abs(v) < step * 1e-9 ? 0 : v);
-    }
-    return out;
-  }
 
   function domain(values, includeZero) {
     var xs = values.filter(isNum);
@@ -256,12 +192,8 @@
   }
 
   function valueAxis(g, dom, y, left, right, count) {
-    var axis = el("g", { "class": "axis" }, g);
-    niceTicks(dom[0], dom[1], count).forEach(function (t) {
-      if (t < dom[0] || t > dom[1]) { return; }
-      el("line", { "class": "grid-line", x1: left, x2: right, y1: y(t), y2: y(t) }, axis);
-      el("text", { x: left - 6, y: y(t) + 4, "text-anchor": "end" }, axis, fmt(t));
-    });
+    var ticks = niceTicks(dom[0], dom[1], count).filter(function (t) { return t >= dom[0] && t <= dom[1]; });
+    charts.valueAxis(g, ticks, y, left, right, fmt);
   }
 
   /* Step boundaries: a dotted line where each step started, labelled with its percent. */
@@ -273,7 +205,7 @@
       el("line", { "class": "step-line", x1: x(t), x2: x(t), y1: top, y2: bottom }, g);
       row = x(t) - lastLabel < 34 ? (row + 1) % 2 : 0;  // labels of close steps take turns
       lastLabel = x(t);
-      tip(el("text", { "class": "step-label", x: x(t) + 3, y: top + 9 + row * 11 }, g, s.percent + "%"),
+      title(el("text", { "class": "step-label", x: x(t) + 3, y: top + 9 + row * 11 }, g, s.percent + "%"),
         "Step " + (s.index + 1) + " (" + s.percent + "%) started " + new Date(t).toISOString().slice(0, 19).replace("T", " ") + " UTC");
     });
   }
@@ -385,7 +317,7 @@
     series(g2, groups, x, y2, "difference", "difference", dots);
     points.forEach(function (p) {
       if (!p.harmed || !isNum(p.difference)) { return; }
-      tip(el("circle", { "class": "harm", cx: x(p.t), cy: y2(p.difference), r: 5, "data-harm": "1" }, g2),
+      title(el("circle", { "class": "harm", cx: x(p.t), cy: y2(p.difference), r: 5, "data-harm": "1" }, g2),
         "Harm at " + p.percent + "%: difference " + sig(p.difference) + " [" + sig(p.lower) + ", " + sig(p.upper) +
         "], tolerated " + sig(p.tolerated));
     });
@@ -544,7 +476,7 @@
           showLatest(next);
           if (note) { note.classList.remove("failed"); note.textContent = "Refreshed at " + new Date().toISOString().slice(11, 19) + " UTC; again in 15 seconds while the release is live."; }
           if (!moved) { return; }
-          if (!confirming()) { window.location.reload(); return; }
+          if (!window.abacus.confirm.isOpen()) { window.location.reload(); return; }
           if (note) { note.textContent = "The release moved (" + next.release.status_label + "): reload the page to see its steps."; }
           window.clearInterval(timer);
         })
@@ -556,7 +488,7 @@
 
   function init() {
     initForm();
-    initActions();
+    window.abacus.confirm.init({ oneAtATime: true });
     initRelease();
   }
 

@@ -80,7 +80,7 @@ class Scenario:
 SCENARIOS = {
     "aa": Scenario("A/A (no harm)"),
     "aa-long": Scenario("A/A, each step watched 60 min (300 looks)", step_minutes=60),
-    "aa-low": Scenario("A/A, 100 units a minute", rate=100),
+    "aa-low": Scenario("A/A, 250 units a minute", rate=250, max_minutes_per_step=240),
     "errors+30%": Scenario("errors +30%", harm=0.30),
     "errors+60%": Scenario("errors +60%", harm=0.60),
     "errors+100%": Scenario("errors +100%", harm=1.00),

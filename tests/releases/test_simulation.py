@@ -29,7 +29,7 @@ def test_doubled_errors_are_rolled_back_fast():
 def test_harmless_releases_hold_alpha(key):
     """With latency p95 (event-level, clustered) except for the long watch (300 looks), where
     errors and conversion carry the peeking (test_quantile_sequence.py watches quantiles)."""
-    runs = {"aa": 600, "aa-long": 200, "aa-low": 300}[key]
+    runs = {"aa": 400, "aa-long": 200, "aa-low": 200}[key]
     scenario = SCENARIOS[key]
     if key == "aa-long":
         scenario = replace(scenario, quantiles=False)

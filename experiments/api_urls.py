@@ -22,6 +22,7 @@ urlpatterns = [
     path(f"{P}/api-keys/<int:key_id>/", apis.ApiKeyDetailApi.as_view(), name="api-key"),
     path(f"{P}/metrics/", apis.MetricListApi.as_view(), name="metrics"),
     path(f"{P}/metrics/<slug:key>/", apis.MetricDetailApi.as_view(), name="metric"),
+    path(f"{P}/layers/", apis.LayerListApi.as_view(), name="layers"),
     path(f"{P}/experiments/", apis.ExperimentListApi.as_view(), name="experiments"),
     path(f"{E}/", apis.ExperimentDetailApi.as_view(), name="experiment"),
     path(f"{E}/audit-log/", apis.ExperimentAuditApi.as_view(), name="experiment-audit-log"),

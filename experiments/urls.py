@@ -22,6 +22,8 @@ urlpatterns = [
         views.experiment_action,
         name="experiment-action",
     ),
+    path(f"{P}/layers/", views.layer_list, name="layer-list"),
+    path(f"{P}/layers/<path:layer>/", views.layer_list, name="layer-detail"),
     path(f"{P}/metrics/", views.metric_list, name="metric-list"),
     path(f"{P}/metrics/new/", views.metric_new, name="metric-new"),
     path(f"{P}/metrics/<slug:key>/edit/", views.metric_edit, name="metric-edit"),

@@ -21,6 +21,7 @@ from experiments.apis.experiments import (
     RollbackInput,
     VariantSerializer,
 )
+from experiments.apis.layers import LayerListApi, LayerSerializer, LayerSliceSerializer
 from experiments.apis.metrics import MetricDetailApi, MetricListApi, MetricSerializer
 from experiments.apis.power import PowerApi, PowerInput, PowerOutput
 from experiments.apis.projects import (
@@ -52,6 +53,9 @@ __all__ = [
     "ExperimentListApi",
     "ExperimentMetricSerializer",
     "ExperimentSerializer",
+    "LayerListApi",
+    "LayerSerializer",
+    "LayerSliceSerializer",
     "LifecycleInput",
     "MemberDetailApi",
     "MemberListApi",

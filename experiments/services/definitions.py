@@ -28,9 +28,13 @@ from experiments.services.rules import (
     _check_spec,
     _same,
     _stage_index_for,
+    check_layer_free,
     check_variants,
+    layer_lock,
     resolve_segment,
 )
+
+LAYER_FIELDS = ("layer", "layer_start", "layer_end")
 
 # "Not given" for the segment of an update (None means: target no segment).
 _UNCHANGED: Any = object()
@@ -153,6 +157,9 @@ def experiment_create(
         **fields,
     )
     _check_definition(experiment)
+    if experiment.layer:
+        layer_lock(project, experiment.layer)
+        check_layer_free(experiment)
     try:
         with transaction.atomic():
             experiment.save()
@@ -306,6 +313,9 @@ def experiment_update(
     if live and "ramp_stages" in fields:
         experiment.ramp_stage_index = _stage_index_for(experiment.ramp_stages, experiment.coverage)
     _check_definition(experiment)
+    if not live and experiment.layer and any(f in fields for f in LAYER_FIELDS):
+        layer_lock(experiment.project, experiment.layer)
+        check_layer_free(experiment)
     experiment.save()
     _write_children(experiment, variants, metrics)
     _check_spec(experiment)

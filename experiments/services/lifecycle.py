@@ -9,9 +9,16 @@ from django.utils import timezone
 
 from core.errors import DomainError
 from experiments.models import RAMP_STAGE_DEFAULT_HOURS, Experiment, ExperimentStatus, MetricRole
-from experiments.selectors import ramp_stage_due_at
+from experiments.selectors import LAYER_LIVE_STATUSES, ramp_stage_due_at
 from experiments.services.audit import audit_log_record
-from experiments.services.rules import _check_spec, _check_variants, _stage_index_for, is_number
+from experiments.services.rules import (
+    _check_spec,
+    _check_variants,
+    _stage_index_for,
+    check_layer_free,
+    is_number,
+    layer_lock,
+)
 
 
 def _check_status(experiment: Experiment, action: str, allowed_from: Sequence[str]) -> None:
@@ -61,8 +68,13 @@ def _transition(
 def experiment_start(
     *, experiment: Experiment, actor: AbstractBaseUser | None = None
 ) -> Experiment:
+    if experiment.layer:
+        # Before the row lock, so every start in the layer waits in the same order.
+        layer_lock(experiment.project, experiment.layer)
     experiment = Experiment.objects.select_for_update().get(pk=experiment.pk)
     _check_status(experiment, "start", [ExperimentStatus.DRAFT])
+    # Another experiment may have started on an overlapping range since this one was saved.
+    check_layer_free(experiment, LAYER_LIVE_STATUSES)
     variants = [
         {"key": v.key, "weight": v.weight, "is_control": v.is_control}
         for v in experiment.variants.all()

@@ -1,11 +1,13 @@
 """Ranges and validation rules of a definition, shared by the definition, metric and
 lifecycle services; each refusal is a DomainError naming the field to fix."""
 
+import hashlib
 import math
 from collections.abc import Sequence
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection
 
 from bucketing.conditions import validate_condition
 from core.errors import DomainError
@@ -19,7 +21,11 @@ from experiments.models import (
     Project,
     Segment,
 )
-from experiments.selectors import experiment_spec
+from experiments.selectors import (
+    LAYER_HOLDING_STATUSES,
+    LAYER_TOLERANCE,
+    experiment_spec,
+)
 
 WEIGHT_TOLERANCE = 1e-6
 # Ranges of the numeric settings that are not fractions in [0, 1] (docs/user-guide.md "Ranges
@@ -291,3 +297,51 @@ def _stage_index_for(stages: Sequence[dict[str, Any]], coverage: float) -> int:
         if coverage >= float(stage["coverage"]) - 1e-12:
             index = i
     return index
+
+
+def layer_lock(project: Project, layer: str) -> None:
+    """Serialize the checks of one layer until the transaction ends.
+
+    PostgreSQL: a transaction-level advisory lock on (project, layer), so two concurrent saves
+    or starts in one layer run their check one after the other (the second sees the first's
+    commit). The one-bigint key space is separate from analysis.locks' two-int keys. SQLite
+    serializes every writer on the database file already.
+    """
+    if connection.vendor != "postgresql":
+        return
+    digest = hashlib.sha256(f"abacus-layer:{project.pk}:{layer}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def check_layer_free(
+    experiment: Experiment, statuses: Sequence[str] = LAYER_HOLDING_STATUSES
+) -> None:
+    """Refuse a layer range that overlaps another experiment of the project's same layer in one
+    of ``statuses`` (at save: every status that holds a range; at start: the live ones, since
+    a draft serves nobody and the first to start wins). Call inside the transaction, after
+    layer_lock."""
+    if not experiment.layer:
+        return
+    others = (
+        Experiment.objects.filter(
+            project_id=experiment.project_id,
+            layer=experiment.layer,
+            status__in=list(statuses),
+            layer_start__lt=experiment.layer_end - LAYER_TOLERANCE,
+            layer_end__gt=experiment.layer_start + LAYER_TOLERANCE,
+        )
+        .exclude(pk=experiment.pk)
+        .order_by("layer_start", "key")
+    )
+    other = others.first()
+    if other is not None:
+        raise DomainError(
+            f"The range {experiment.layer_start:g}-{experiment.layer_end:g} of layer "
+            f"'{experiment.layer}' overlaps experiment '{other.key}' "
+            f"({other.get_status_display().lower()}, {other.layer_start:g}-{other.layer_end:g}); "
+            "experiments of one layer must not share units. Choose a free range (see the "
+            "layer page) or conclude that experiment.",
+            "layer_start",
+        )

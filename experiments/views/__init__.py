@@ -16,6 +16,7 @@ from experiments.views.experiments import (
     experiment_list,
     experiment_new,
 )
+from experiments.views.layers import layer_list
 from experiments.views.metrics import metric_delete, metric_edit, metric_list, metric_new
 from experiments.views.pages import PERMISSION_WORDS, Page, percent, project_page
 from experiments.views.projects import (
@@ -42,6 +43,7 @@ __all__ = [
     "experiment_list",
     "experiment_new",
     "home",
+    "layer_list",
     "member_add",
     "member_remove",
     "member_role",

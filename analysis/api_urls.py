@@ -12,5 +12,6 @@ urlpatterns = [
     path(f"{E}/results/history", apis.ResultsHistoryApi.as_view(), name="results-history"),
     path(f"{E}/analyze", apis.AnalyzeApi.as_view(), name="analyze"),
     path(f"{E}/export", apis.ExperimentExportApi.as_view(), name="experiment-export"),
+    path(f"{P}/library/", apis.LibraryApi.as_view(), name="library"),
     path(f"{P}/results/export", apis.ProjectExportApi.as_view(), name="results-export"),
 ]

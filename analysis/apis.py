@@ -23,6 +23,7 @@ from analysis.exports import (
     export_filter_build,
     export_stream,
 )
+from analysis.library import DECISIONS, library_search
 from analysis.pagination import HISTORY_PAGE_PARAMETERS, HistoryPageQuery
 from analysis.selectors import latest_run, latest_snapshot, results_history_page, snapshot_json
 from analysis.services import analysis_enqueue
@@ -196,3 +197,60 @@ class ProjectExportApi(ExportApiBase):
     def get(self, request: Request, project: str) -> Any:
         proj = readable_project(request, project, "export")
         return self.stream(request, proj, request.query_params.getlist("experiment"))
+
+
+# --- the library of decided experiments ---------------------------------------------------------
+
+
+class LibraryLiftSerializer(serializers.Serializer):
+    metric = serializers.CharField()
+    variant = serializers.CharField()
+    lift_rel = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True)
+    ci_high = serializers.FloatField(allow_null=True)
+    significant = serializers.BooleanField()
+    status = serializers.CharField()
+
+
+class LibraryApi(ResultsAuthMixin, APIView):
+    """GET .../library/?q=&tag=&decision=: concluded and rolled-back experiments with their
+    decision, rationale, tags and the primary lifts of their last snapshot (stored rows)."""
+
+    class InputSerializer(serializers.Serializer):
+        q = serializers.CharField(required=False, allow_blank=True, max_length=200, default="")
+        tag = serializers.CharField(required=False, allow_blank=True, max_length=50, default="")
+        decision = serializers.ChoiceField(
+            choices=[("", "any"), *DECISIONS.items()], required=False, default=""
+        )
+
+    class OutputSerializer(serializers.Serializer):
+        key = serializers.CharField()
+        name = serializers.CharField()
+        hypothesis = serializers.CharField()
+        decision = serializers.ChoiceField(choices=list(DECISIONS.items()))
+        decision_variant = serializers.CharField()
+        rationale = serializers.CharField()
+        tags = serializers.ListField(child=serializers.CharField())
+        ended_at = serializers.DateTimeField(allow_null=True)
+        recommendation = serializers.CharField(help_text="of the last snapshot; empty if none")
+        lifts = LibraryLiftSerializer(many=True, help_text="primary metrics, treatment arms")
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("q", str, description="text in name, key, hypothesis, rationale"),
+            OpenApiParameter("tag", str, description="one tag (exact, case-insensitive)"),
+            OpenApiParameter("decision", str, enum=list(DECISIONS)),
+        ],
+        responses={200: OutputSerializer(many=True)},
+    )
+    def get(self, request: Request, project: str) -> Response:
+        proj = readable_project(request, project)
+        query = self.InputSerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        entries = library_search(
+            proj,
+            q=query.validated_data["q"].strip(),
+            tag=query.validated_data["tag"].strip(),
+            decision=query.validated_data["decision"],
+        )
+        return Response(self.OutputSerializer(entries, many=True).data)

@@ -4,6 +4,7 @@ from analysis import views
 
 urlpatterns = [
     path("p/<slug:project>/results/", views.results_overview, name="results-overview"),
+    path("p/<slug:project>/library/", views.library_page, name="library"),
     path(
         "p/<slug:project>/experiments/<slug:key>/results/",
         views.results_page,

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from analysis.library import DECISIONS, LIBRARY_LIMIT, library_search, library_tags
 from analysis.models import Recommendation, ResultSnapshot
 from analysis.selectors import (
     MetricBlock,
@@ -422,5 +423,48 @@ def results_overview(request: HttpRequest, project: str) -> HttpResponse:
             "filtered": filtered,
             "export_keys": ",".join(r["experiment"].key for r in table) if filtered else "",
             "export_url": reverse("results-export", kwargs={"project": proj.slug}),
+        },
+    )
+
+
+@login_required
+def library_page(request: HttpRequest, project: str) -> HttpResponse:
+    """The library of decided experiments, for a PM to read before proposing a test."""
+    proj = project_get_for_user(request.user, project)
+    q = request.GET.get("q", "").strip()[:200]
+    tag = request.GET.get("tag", "").strip()[:50]
+    decision = request.GET.get("decision", "")
+    if decision not in DECISIONS:
+        decision = ""
+    entries = library_search(proj, q=q, tag=tag, decision=decision)
+    rows = [
+        {
+            "entry": e,
+            "lifts": [
+                {
+                    "lift": lift,
+                    "lift_text": _pct(lift.lift_rel),
+                    "interval": _interval(lift.ci_low, lift.ci_high),
+                    "status_label": STATUS_LABELS.get(lift.status, lift.status),
+                }
+                for lift in e.lifts
+            ],
+        }
+        for e in entries
+    ]
+    return render(
+        request,
+        "analysis/library.html",
+        {
+            "project": proj,
+            "role": role_of(request.user, proj),
+            "rows": rows,
+            "q": q,
+            "tag": tag,
+            "decision": decision,
+            "decisions": list(DECISIONS.items()),
+            "tags": library_tags(proj),
+            "filtered": bool(q or tag or decision),
+            "limit": LIBRARY_LIMIT,
         },
     )

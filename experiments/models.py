@@ -275,6 +275,11 @@ class Experiment(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     end_date = models.DateTimeField(null=True, blank=True)
     decision_variant = models.CharField(max_length=100, blank=True, default="")
+    # Why the decision was taken; required when it goes against the latest recommendation
+    # (docs/user-guide.md "Decisions on record").
+    rationale = models.TextField(blank=True, default="")
+    # Short words for the library of concluded experiments (experiments.services.check_tags).
+    tags = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

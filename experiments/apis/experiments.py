@@ -24,6 +24,7 @@ from experiments.services.rules import (
     check_layer,
     check_metric_entries,
     check_ramp,
+    check_tags,
     check_targeting,
     check_variants,
 )
@@ -109,6 +110,13 @@ class ExperimentSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(read_only=True, allow_null=True)
     ended_at = serializers.DateTimeField(read_only=True, allow_null=True)
     decision_variant = serializers.CharField(read_only=True, allow_null=True)
+    rationale = serializers.CharField(read_only=True)
+    tags = serializers.ListField(
+        child=serializers.CharField(max_length=services.TAG_MAX),
+        max_length=services.MAX_TAGS,
+        required=False,
+        help_text="Short words for the library of concluded experiments",
+    )
     owner = serializers.CharField(
         read_only=True, source="owner.username", default=None, allow_null=True
     )
@@ -138,6 +146,12 @@ class ExperimentSerializer(serializers.Serializer):
             stage.setdefault("min_hours", RAMP_STAGE_DEFAULT_HOURS)
         _field_rule(check_ramp, stages)
         return stages
+
+    def validate_tags(self, tags: list[str]) -> list[str]:
+        try:
+            return check_tags(tags)
+        except DomainError as exc:
+            raise serializers.ValidationError(exc.message) from exc
 
     def validate_targeting(self, targeting: Any) -> dict:
         if targeting in (None, ""):
@@ -259,6 +273,9 @@ class RampInput(serializers.Serializer):
 
 class ConcludeInput(serializers.Serializer):
     decision = serializers.CharField(max_length=100)
+    rationale = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=services.RATIONALE_MAX
+    )
 
 
 class RollbackInput(serializers.Serializer):
@@ -271,6 +288,11 @@ class LifecycleInput(serializers.Serializer):
     coverage = serializers.FloatField(required=False, help_text="ramp: the new coverage, (0, 1]")
     decision = serializers.CharField(
         required=False, help_text="conclude: the variant to ship (the control's key keeps it)"
+    )
+    rationale = serializers.CharField(
+        required=False,
+        help_text="conclude: why; required when the decision goes against the latest "
+        "recommendation",
     )
     reason = serializers.CharField(required=False, help_text="rollback: why, for the audit log")
 

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.forms.formsets import BaseFormSet, formset_factory
 
 from core.errors import DomainError
-from experiments.forms.fields import JSONTextField, _fraction
+from experiments.forms.fields import JSONTextField, TagsField, _fraction
 from experiments.models import (
     RAMP_STAGE_DEFAULT_HOURS,
     DecisionPolicy,
@@ -26,11 +26,13 @@ from experiments.services import (
     MAX_MDE,
     MAX_PLANNED_SAMPLE_SIZE,
     MAX_RAMP_STAGE_HOURS,
+    RATIONALE_MAX,
 )
 from experiments.services.rules import (
     check_layer,
     check_metric_entries,
     check_ramp,
+    check_tags,
     check_targeting,
     check_variants,
 )
@@ -60,6 +62,11 @@ class ExperimentForm(forms.Form):
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="What you change, what you expect to move, and why.",
+    )
+    tags = TagsField(
+        max_length=1100,
+        help_text="Optional: short words, comma-separated (checkout, pricing); the library of "
+        "concluded experiments filters on them.",
     )
     owner = forms.ChoiceField(required=False)
     hash_attribute = forms.CharField(
@@ -181,6 +188,12 @@ class ExperimentForm(forms.Form):
             raise ValidationError(f"'{key}' is reserved by the web pages; choose another key.")
         return key
 
+    def clean_tags(self) -> list[str]:
+        try:
+            return check_tags(self.cleaned_data["tags"])
+        except DomainError as exc:
+            raise ValidationError(exc.message) from exc
+
     def clean_targeting(self) -> Any:
         targeting = self.cleaned_data["targeting"]
         _service_rule(check_targeting, targeting)
@@ -298,6 +311,13 @@ class RampForm(forms.Form):
 
 class ConcludeForm(forms.Form):
     decision = forms.ChoiceField(label="Decision")
+    rationale = forms.CharField(
+        label="Rationale",
+        required=False,
+        max_length=RATIONALE_MAX,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Why. Required when the decision goes against the latest recommendation.",
+    )
 
     def __init__(self, *args: Any, experiment: Experiment, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

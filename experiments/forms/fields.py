@@ -50,6 +50,25 @@ class JSONTextField(forms.CharField):
             return True
 
 
+class TagsField(forms.CharField):
+    """Tags typed as comma-separated words; the service checks them (check_tags)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> list[str]:
+        if isinstance(value, list | tuple):
+            return [str(v).strip() for v in value if str(v).strip()]
+        text = super().to_python(value) or ""
+        return [part.strip() for part in text.split(",") if part.strip()]
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return ", ".join(str(v) for v in value)
+        return value
+
+
 def _fraction(label: str, *, minimum: float = 0.0, **kwargs: Any) -> forms.FloatField:
     return forms.FloatField(
         label=label,

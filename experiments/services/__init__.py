@@ -68,7 +68,11 @@ from experiments.services.rules import (
     MAX_MDE,
     MAX_PLANNED_SAMPLE_SIZE,
     MAX_RAMP_STAGE_HOURS,
+    MAX_TAGS,
+    RATIONALE_MAX,
+    TAG_MAX,
     WEIGHT_TOLERANCE,
+    check_tags,
 )
 
 __all__ = [
@@ -82,6 +86,10 @@ __all__ = [
     "MAX_MDE",
     "MAX_PLANNED_SAMPLE_SIZE",
     "MAX_RAMP_STAGE_HOURS",
+    "MAX_TAGS",
+    "RATIONALE_MAX",
+    "TAG_MAX",
+    "check_tags",
     "MARGIN_MAX",
     "METRIC_DEFINITION_FIELDS",
     "METRIC_FIELDS",

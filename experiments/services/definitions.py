@@ -56,6 +56,7 @@ EXPERIMENT_FIELDS = (
     "auto_rollback",
     "ramp_stages",
     "end_date",
+    "tags",
 )
 
 

@@ -12,6 +12,7 @@ from experiments.models import RAMP_STAGE_DEFAULT_HOURS, Experiment, ExperimentS
 from experiments.selectors import LAYER_LIVE_STATUSES, ramp_stage_due_at
 from experiments.services.audit import audit_log_record
 from experiments.services.rules import (
+    RATIONALE_MAX,
     _check_spec,
     _check_variants,
     _stage_index_for,
@@ -178,28 +179,91 @@ def experiment_ramp(
     )
 
 
+def _latest_recommendation(experiment: Experiment) -> tuple[str, str] | None:
+    """(recommendation, ship_variant) of the experiment's latest stored snapshot, or None.
+
+    Reads analysis's snapshot table through the reverse relation, without importing the
+    analysis app (which sits above this layer)."""
+    return (
+        experiment.snapshots.order_by("-computed_at", "-id")
+        .values_list("recommendation", "ship_variant")
+        .first()
+    )
+
+
+def _against(recommendation: tuple[str, str] | None, decision: str, control: str) -> str:
+    """Why ``decision`` goes against the recommendation, in words; "" when it does not.
+
+    keep (ship X) is followed only by deciding X (the control's key when nothing is to ship);
+    extend and rollback are followed by keeping the control (ending without a winner)."""
+    if recommendation is None:
+        return ""
+    kind, ship = recommendation
+    if kind == "keep":
+        expected = ship or control
+        if decision != expected:
+            what = "keep the control" if expected == control else f"ship {expected}"
+            return f"the latest analysis recommends keep ({what})"
+        return ""
+    if kind in ("extend", "rollback") and decision != control:
+        return (
+            f"the latest analysis recommends {'extending' if kind == 'extend' else 'rolling back'}"
+        )
+    return ""
+
+
 @transaction.atomic
 def experiment_conclude(
-    *, experiment: Experiment, decision: str, actor: AbstractBaseUser | None = None
+    *,
+    experiment: Experiment,
+    decision: str,
+    rationale: str = "",
+    actor: AbstractBaseUser | None = None,
 ) -> Experiment:
+    """Record the decision. Against the latest snapshot's recommendation (shipping a variant
+    when it recommends extend or rollback, or anything but its keep) the ``rationale`` is
+    required: the library of concluded experiments shows why."""
     variants = list(experiment.variants.values_list("key", "is_control"))
     keys = [k for k, _ in variants]
+    control = next((k for k, c in variants if c), keys[0] if keys else "control")
     if decision not in keys:
-        control = next((k for k, c in variants if c), keys[0] if keys else "control")
         raise DomainError(
             f"Decision must be one of the variant keys: {', '.join(keys)} "
             f"(choose '{control}' to keep the control).",
             "decision",
         )
+    if not isinstance(rationale, str):
+        raise DomainError("The rationale is text.", "rationale")
+    rationale = rationale.strip()
+    if len(rationale) > RATIONALE_MAX:
+        raise DomainError(
+            f"The rationale is at most {RATIONALE_MAX} characters ({len(rationale)} given).",
+            "rationale",
+        )
+    recommendation = _latest_recommendation(experiment)
+    against = _against(recommendation, decision, control)
+    if against and not rationale:
+        raise DomainError(
+            f"This decision goes against the recommendation: {against}. Say why in the "
+            "rationale; it is kept with the experiment and shown in the library.",
+            "rationale",
+        )
     is_control = dict(variants)[decision]
+    note: dict[str, Any] = {"decision": "keep control" if is_control else f"ship {decision}"}
+    if recommendation is not None:
+        note["recommendation"] = recommendation[0]
+    if against:
+        note["against_recommendation"] = True
+    if rationale:
+        note["rationale"] = rationale
     return _transition(
         experiment,
         allowed_from=[ExperimentStatus.RUNNING, ExperimentStatus.PAUSED],
         to=ExperimentStatus.CONCLUDED,
         action="conclude",
         actor=actor,
-        extra={"decision_variant": decision, "ended_at": timezone.now()},
-        note={"decision": "keep control" if is_control else f"ship {decision}"},
+        extra={"decision_variant": decision, "ended_at": timezone.now(), "rationale": rationale},
+        note=note,
     )
 
 

@@ -54,6 +54,11 @@ FROZEN_WHEN_LIVE = (
     "decision_policy",
 )
 FINISHED = (ExperimentStatus.CONCLUDED, ExperimentStatus.ROLLED_BACK)
+# Tags of an experiment: as many and as long as a flag's (flags/services/rules.py).
+MAX_TAGS = 20
+TAG_MAX = 50
+# A decision's rationale (docs/user-guide.md "Decisions on record").
+RATIONALE_MAX = 5000
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -215,6 +220,24 @@ def resolve_segment(project: Project, segment: Any) -> Segment | None:
     return found
 
 
+def check_tags(tags: Any) -> list[str]:
+    """A list of at most MAX_TAGS non-empty texts of at most TAG_MAX characters; returns them
+    stripped, without repeats, in their order."""
+    if tags is None:
+        return []
+    if not isinstance(tags, list | tuple) or len(tags) > MAX_TAGS:
+        raise DomainError(f"Tags are a list of at most {MAX_TAGS} short words.", "tags")
+    result: list[str] = []
+    for tag in tags:
+        if not isinstance(tag, str) or not tag.strip() or len(tag.strip()) > TAG_MAX:
+            raise DomainError(
+                f"Each tag is a non-empty text of at most {TAG_MAX} characters.", "tags"
+            )
+        if tag.strip() not in result:
+            result.append(tag.strip())
+    return result
+
+
 def check_layer(start: Any, end: Any) -> None:
     if not (is_number(start) and is_number(end) and 0 <= start < end <= 1):
         raise DomainError(
@@ -248,6 +271,7 @@ def _check_definition(experiment: Experiment) -> None:
         experiment.targeting = {}
     check_targeting(experiment.targeting)
     check_layer(experiment.layer_start, experiment.layer_end)
+    experiment.tags = check_tags(experiment.tags)
     planned = experiment.planned_sample_size
     if planned is not None and (
         not is_number(planned)

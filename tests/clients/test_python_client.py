@@ -12,6 +12,7 @@ import pytest
 import requests
 from abacus_client import AbacusClient, EventBatcher
 from django.core.wsgi import get_wsgi_application
+from django.db import connections
 
 from assignments.models import Exposure, FlagExposure, MetricEvent
 from experiments.services import api_key_create
@@ -182,6 +183,7 @@ class _ThreadingServer(WSGIServer):
             self.handle_error(request, client_address)
         finally:
             self.shutdown_request(request)
+            connections.close_all()  # this thread's database connections end with it
 
 
 class RestartableServer:
@@ -243,3 +245,41 @@ def test_server_stopped_and_restarted_in_the_middle(world, project):
     # The lost batch was stored the first time: its retry is all duplicates.
     assert stats["accepted"] + stats["duplicates"] == stats["sent"] == 300
     assert not stats["rejected"] and not stats["dropped_shutdown"]
+
+
+class _FakeResponse:
+    def __init__(self, status: int, headers: dict | None = None, body: dict | None = None):
+        self.status_code, self.headers, self._body, self.text = status, headers or {}, body, ""
+
+    def json(self):  # noqa: ANN201
+        return self._body or {}
+
+
+class _FakeSession:
+    """Answers 429 (Retry-After: 0.3), then 503, then 202; records when and what was sent."""
+
+    def __init__(self) -> None:
+        self.answers = [
+            _FakeResponse(429, {"Retry-After": "0.3"}),
+            _FakeResponse(503),
+            _FakeResponse(202, body={"accepted": 2, "duplicates": 0, "rejected": []}),
+        ]
+        self.calls: list[tuple[float, list]] = []
+
+    def post(self, url, json, headers, timeout):  # noqa: ANN001, ANN201, A002
+        self.calls.append((time.monotonic(), [e["event_id"] for e in json["events"]]))
+        return self.answers.pop(0)
+
+
+def test_retries_respect_retry_after_and_keep_the_event_ids():
+    session = _FakeSession()
+    batcher = EventBatcher("http://abacus.invalid", "k", session=session, flush_interval=0.01,
+                           backoff_base=0.01, backoff_max=5)  # fmt: skip
+    batcher.put({"event_id": "e1"})
+    batcher.put({"event_id": "e2"})
+    assert batcher.flush(timeout=5)
+    batcher.close(timeout=1)
+    (t0, first), (t1, second), (t2, third) = session.calls
+    assert first == second == third == ["e1", "e2"]
+    assert t1 - t0 >= 0.3  # Retry-After
+    assert batcher.stats["retries"] == 2 and batcher.stats["accepted"] == 2

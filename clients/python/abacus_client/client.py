@@ -222,18 +222,23 @@ class AbacusClient:
                         raise requests.RequestException(f"HTTP {response.status_code}")
                     pause = 1.0
                     data: list[str] = []
-                    for line in response.iter_lines(decode_unicode=True):
+                    buffer = b""
+                    # chunk_size=None: each chunk as it arrives (iter_lines would wait for 512
+                    # bytes and hold the end of an event back).
+                    for chunk in response.iter_content(chunk_size=None):
                         if self._stop.is_set():
                             return
-                        if line is None:
-                            continue
-                        if line.startswith("data:"):
-                            data.append(line[5:].strip())
-                        elif line == "" and data:
-                            payload = json.loads("\n".join(data))
-                            data = []
-                            if isinstance(payload, dict) and "features" in payload:
-                                self._set_payload(payload, None)
+                        buffer += chunk
+                        *lines, buffer = buffer.split(b"\n")
+                        for raw in lines:
+                            line = raw.decode("utf-8").rstrip("\r")
+                            if line.startswith("data:"):
+                                data.append(line[5:].strip())
+                            elif line == "" and data:
+                                payload = json.loads("\n".join(data))
+                                data = []
+                                if isinstance(payload, dict) and "features" in payload:
+                                    self._set_payload(payload, None)
             except (requests.RequestException, ValueError) as exc:
                 logger.info("abacus stream interrupted: %s", exc)
             self._stop.wait(pause)

@@ -11,10 +11,11 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# Also the client library for services, editable (clients/python, docs/clients.md; its tests are
+# tests/clients/, so `make test` runs them).
 $(STAMP): pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/pip install --quiet --no-deps "gbstats>=0.8"
-	# The client library for services (docs/clients.md); its tests are tests/clients/.
 	$(BIN)/pip install --quiet -e clients/python
 	touch $(STAMP)
 

@@ -1,8 +1,8 @@
 """The layer page: which ranges of each mutually exclusive layer are taken and which are free."""
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 
-from experiments.selectors import layers_for_project
+from experiments.selectors import LayerUsage, layers_for_project
 from experiments.views.pages import Page, project_page
 
 # The bar is an SVG drawn on the server: positions are attributes, not inline styles, so the
@@ -18,7 +18,8 @@ def _bar(start: float, end: float) -> dict[str, float]:
 def layer_list(request: HttpRequest, page: Page, layer: str | None = None) -> HttpResponse:
     layers = layers_for_project(page.project, layer)
     if layer is not None and not layers:
-        raise Http404(f"No experiment of this project uses layer '{layer}'.")
+        # A layer no experiment names yet is all free: the page helps plan the first one.
+        layers = [LayerUsage(layer=layer, taken=[], free=[(0.0, 1.0)])]
     rows = [
         {
             "usage": usage,

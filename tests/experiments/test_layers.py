@@ -150,7 +150,10 @@ def test_layer_page_shows_the_bar_and_is_linked_from_the_list(project, metrics, 
     assert "style=" not in html.split("<main", 1)[-1] and "<script>" not in html
     one = client.get("/p/shop/layers/search/")
     assert one.status_code == 200 and 'data-experiment="left"' in one.content.decode()
-    assert client.get("/p/shop/layers/nothing-here/").status_code == 404
+    empty = client.get("/p/shop/layers/new-layer/")
+    assert empty.status_code == 200 and '<rect class="free" x="0.0" y="0" width="1000.0"' in (
+        empty.content.decode()
+    )
 
 
 def test_layer_page_with_no_layers(project, metrics, make_member):

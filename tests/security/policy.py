@@ -227,6 +227,11 @@ RULES: tuple[Rule, ...] = (
         "results: every member; read-scoped keys of the project",
     ),
     Rule(
+        rf"{PROJECT}/library/?",
+        ProjectPermission("read", key_scope="read"),
+        "the library of decisions (stored results): every member; read-scoped keys",
+    ),
+    Rule(
         rf"{PROJECT}/experiments/\{{key\}}/analyze/?",
         ProjectPermission("read"),
         "queueing a recomputation of what a reader may see",

@@ -102,6 +102,7 @@ def world(django_user_model) -> World:
         "channel_id": str(channel.pk),
         "project": "shop",
         "key": "checkout-v2",
+        "layer": "search",
         "metric_key": "purchase",
         "key_id": str(first_key_id),
         "username": "viewer",

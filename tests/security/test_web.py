@@ -64,6 +64,7 @@ def site(admin_user, project):
         "release_id": str(release.pk),
         "project": "shop",
         "key": "checkout-v2",
+        "layer": "search",
         "metric_key": "purchase",
         "username": "alice",
         "key_id": "1",

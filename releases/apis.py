@@ -32,7 +32,8 @@ from experiments.auth import ApiKeyAuthentication, UserTokenAuthentication
 from experiments.models import PRODUCTION, ApiKey, ApiKeyScope, Environment, Project
 
 from . import services
-from .api_selectors import (
+from .models import Release, ReleaseCheck, ReleaseStatus
+from .selectors import (
     DEFAULT_LIST,
     MAX_CHECKS,
     MAX_LIST,
@@ -41,8 +42,8 @@ from .api_selectors import (
     api_release_list,
     environment_for_release,
     flag_for_release,
+    release_get,
 )
-from .models import Release, ReleaseCheck, ReleaseStatus
 
 # -- who is calling -----------------------------------------------------------------------------
 
@@ -320,7 +321,7 @@ class ReleaseChecksApi(ReleaseAuthMixin, APIView):
     )  # fmt: skip
     def get(self, request: Request, project: str, release_id: int) -> Response:
         caller = caller_for(request, project)
-        release = api_release_get(caller.project, release_id, transitions=False)
+        release = release_get(caller.project, release_id)
         caller.may_touch(release.environment)
         query = self.FilterSerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
@@ -359,7 +360,7 @@ class ReleaseActionApi(ReleaseAuthMixin, APIView):
     )
     def post(self, request: Request, project: str, release_id: int, action: str) -> Response:
         caller = caller_for(request, project, "edit")
-        release = api_release_get(caller.project, release_id, transitions=False)
+        release = release_get(caller.project, release_id)
         caller.may_touch(release.environment)
         serializer = ActionInput(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -1,6 +1,9 @@
-"""Reads of the release pages: the list, a flag's releases, and one release's page (its steps on
-a timeline with the transitions that moved it, the current decision in plain words, and the
-checks over time for the charts, also served as JSON for the page's refresh).
+"""Reads of guarded releases, for the pages and the REST API (releases/apis.py): the lists, one
+release, a flag's releases, one release's page (its steps on a timeline with the transitions that
+moved it, the current decision in plain words, and the checks over time for the charts, also
+served as JSON for the page's refresh), the API's window of checks, and the new-release form's
+flags. The API's reads return the rows its serializers render, in a fixed number of queries
+whatever the count.
 
 Nothing here decides: the words come from the stored decision (``Release.decision``, written by
 the monitor from releases/policy.py) and the stored transitions.
@@ -12,10 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 from django.http import Http404
 
-from experiments.models import Project
+from core.errors import DomainError
+from experiments.models import Environment, Project
 from flags.models import Flag, FlagEnvironment
 
 from .models import (
@@ -27,31 +31,71 @@ from .models import (
     ReleaseStatus,
     ReleaseTransition,
 )
+from .services import MONITOR
 
 # The charts draw at most this many checks (a week at a one-minute cadence is 10,080): each
 # step keeps its first and last check and every check that did not hold; the rest are evenly
 # thinned. The table of the latest check is never thinned.
 MAX_CHART_CHECKS = 600
-MONITOR = "monitor"
+MAX_LIST = 500  # the API's lists
+DEFAULT_LIST = 100
+MAX_CHECKS = 500
+MAX_ID = 2**63 - 1  # larger ids cannot exist (and overflow the database's bigint)
+RELATED = ("project", "flag", "environment", "created_by")
 
 
 # -- lists --------------------------------------------------------------------------------------
 
 
 def release_list(
-    project: Project, *, environment: str | None = None, status: str | None = None
+    project: Project,
+    *,
+    environment: str | None = None,
+    status: str | None = None,
+    flag: str | None = None,
 ) -> QuerySet[Release]:
-    """The project's releases, newest first; ``status`` is a status or ``live``."""
-    releases = Release.objects.filter(project=project).select_related(
-        "flag", "environment", "created_by"
-    )
+    """The project's releases, newest first; filters by environment key, status (or ``live``:
+    scheduled, running or paused) and flag key (an unknown key matches nothing)."""
+    releases = Release.objects.filter(project=project).select_related(*RELATED)
     if environment:
         releases = releases.filter(environment__key=environment)
     if status == "live":
         releases = releases.filter(status__in=LIVE_STATUSES)
     elif status:
         releases = releases.filter(status=status)
-    return releases
+    if flag:
+        releases = releases.filter(flag__key=flag)
+    return releases.order_by("-created_at", "-id")
+
+
+def _with_details(releases: QuerySet[Release]) -> QuerySet[Release]:
+    """What the API renders of each release: its metrics, and ``creator_label`` naming who
+    created it when no person did (a service key: ``key:<name>``), from the first transition."""
+    first_actor = (
+        ReleaseTransition.objects.filter(release=OuterRef("pk"))
+        .order_by("at", "id")
+        .values("actor_label")[:1]
+    )
+    return (
+        releases.select_related(*RELATED)
+        .prefetch_related(
+            Prefetch("metrics", queryset=ReleaseMetric.objects.select_related("metric"))
+        )
+        .annotate(creator_label=Subquery(first_actor))
+    )
+
+
+def api_release_list(
+    project: Project,
+    *,
+    environment: str | None = None,
+    status: str | None = None,
+    flag: str | None = None,
+    limit: int = DEFAULT_LIST,
+) -> list[Release]:
+    """The API's list: ``release_list`` with what the API renders, at most ``limit``."""
+    releases = release_list(project, environment=environment, status=status, flag=flag)
+    return list(_with_details(releases)[:limit])
 
 
 def releases_for_flag(flag: Flag, *, limit: int = 10) -> list[Release]:
@@ -60,15 +104,28 @@ def releases_for_flag(flag: Flag, *, limit: int = 10) -> list[Release]:
     )
 
 
-def release_get(project: Project, release_id: int) -> Release:
-    release = (
-        Release.objects.filter(project=project, pk=release_id)
-        .select_related("project", "flag", "environment", "created_by")
-        .first()
-    )
+def _one(releases: QuerySet[Release], project: Project, release_id: int) -> Release:
+    """The project's release ``release_id`` among ``releases``: a 404 for another project's or
+    none (an id beyond the database's bigint is none, not a database error)."""
+    release = None
+    if int(release_id) <= MAX_ID:
+        release = releases.filter(project=project, pk=release_id).first()
     if release is None:
         raise Http404(f"No release {release_id} in this project.")
     return release
+
+
+def release_get(project: Project, release_id: int) -> Release:
+    """One release of the project, with its flag, environment and creator."""
+    return _one(Release.objects.select_related(*RELATED), project, release_id)
+
+
+def api_release_get(project: Project, release_id: int) -> Release:
+    """One release of the project as the API renders it: with its transitions in order."""
+    releases = _with_details(Release.objects.all()).prefetch_related(
+        Prefetch("transitions", queryset=ReleaseTransition.objects.order_by("at", "id"))
+    )
+    return _one(releases, project, release_id)
 
 
 def release_metrics(release: Release) -> list[ReleaseMetric]:
@@ -353,19 +410,25 @@ class ReleasePage:
     latest_rows: list[dict[str, Any]]  # the latest check's metric rows, with their labels
     outside_steps: list[TransitionRow]  # created, or cancelled before it started
     live: bool
+    chart_data: dict[str, Any]  # release_page_data's, read once with the rest
 
 
-def release_page(release: Release) -> ReleasePage:
-    """What the release's page shows (five queries)."""
-    transitions = list(
+def _transitions(release: Release) -> list[ReleaseTransition]:
+    return list(
         ReleaseTransition.objects.filter(release=release)
         .select_related("actor")
         .order_by("at", "id")
     )
+
+
+def release_page(release: Release) -> ReleasePage:
+    """What the release's page shows, its chart data included (five queries)."""
+    transitions = _transitions(release)
     steps = timeline(release, transitions)
     placed = {r.transition.pk for s in steps for r in [s.start, *s.events] if r is not None}
     latest = ReleaseCheck.objects.filter(release=release).order_by("-at", "-id").first()
     metrics = release_metrics(release)
+    decision = decision_of(release)
     labels = {rm.metric.key: _metric_json(rm) for rm in metrics}
     latest_rows = [
         {**row, "label": labels.get(row.get("key"), {}).get("label", row.get("key"))}
@@ -376,13 +439,14 @@ def release_page(release: Release) -> ReleasePage:
         metrics=metrics,
         transitions=transitions,
         steps=steps,
-        decision=decision_of(release),
+        decision=decision,
         latest=latest,
         latest_rows=latest_rows,
         outside_steps=[
             transition_row(t, release.steps or []) for t in transitions if t.pk not in placed
         ],
         live=release.status in LIVE_STATUSES,
+        chart_data=_page_data(release, transitions, steps, decision, metrics),
     )
 
 
@@ -403,10 +467,25 @@ def _metric_json(rm: ReleaseMetric) -> dict[str, Any]:
 
 
 def release_page_data(release: Release) -> dict[str, Any]:
-    """The page's data as JSON-able values: what the charts draw and what the refresh updates."""
-    transitions = list(ReleaseTransition.objects.filter(release=release).order_by("at", "id"))
-    steps = timeline(release, transitions)
-    decision = decision_of(release)
+    """The page's data as JSON-able values: what the charts draw and what the refresh updates
+    (the page's refresh reads it alone; the page has it in ``release_page``)."""
+    transitions = _transitions(release)
+    return _page_data(
+        release,
+        transitions,
+        timeline(release, transitions),
+        decision_of(release),
+        release_metrics(release),
+    )
+
+
+def _page_data(
+    release: Release,
+    transitions: list[ReleaseTransition],
+    steps: list[StepRow],
+    decision: Decision,
+    metrics: list[ReleaseMetric],
+) -> dict[str, Any]:
     checks = checks_for_chart(release)
     percent = step_percent(release)
     return {
@@ -447,7 +526,7 @@ def release_page_data(release: Release) -> dict[str, Any]:
             }
             for s in steps
         ],
-        "metrics": [_metric_json(rm) for rm in release_metrics(release)],
+        "metrics": [_metric_json(rm) for rm in metrics],
         "checks": [
             {
                 "id": c.pk,
@@ -461,6 +540,45 @@ def release_page_data(release: Release) -> dict[str, Any]:
             for c in checks
         ],
     }
+
+
+# -- the API: a window of checks, and the names a body gives ------------------------------------
+
+
+def api_release_checks(
+    release: Release,
+    *,
+    since: datetime | None = None,
+    before: datetime | None = None,
+    limit: int = MAX_CHECKS,
+) -> list[ReleaseCheck]:
+    """The release's checks with data through ``since`` or later (and before ``before``),
+    oldest first: the latest ``limit`` of them when there are more."""
+    checks = ReleaseCheck.objects.filter(release=release)
+    if since is not None:
+        checks = checks.filter(at__gte=since)
+    if before is not None:
+        checks = checks.filter(at__lt=before)
+    latest = list(checks.order_by("-at", "-id")[:limit])
+    latest.reverse()
+    return latest
+
+
+def flag_for_release(project: Project, key: str) -> Flag:
+    """The project's flag ``key``; a body naming no such flag is a 400 on ``flag`` (not a 404:
+    the URL was right)."""
+    flag = Flag.objects.filter(project=project, key=key).first()
+    if flag is None:
+        raise DomainError(f"No flag '{key}' in this project.", "flag")
+    return flag
+
+
+def environment_for_release(project: Project, key: str) -> Environment:
+    environment = Environment.objects.filter(project=project, key=key).first()
+    if environment is None:
+        keys = ", ".join(Environment.objects.filter(project=project).values_list("key", flat=True))
+        raise DomainError(f"No environment '{key}' in this project ({keys}).", "environment")
+    return environment
 
 
 # -- the new-release form -----------------------------------------------------------------------

@@ -149,7 +149,7 @@ def release_detail(request: HttpRequest, page: Page, release_id: int) -> HttpRes
         {
             "release": release,
             "data": data,
-            "chart_data": selectors.release_page_data(release),
+            "chart_data": data.chart_data,
             "may_act": _may_act(page, release.environment.production),
             "actions": _actions_for(release.status),
         },

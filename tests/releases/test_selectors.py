@@ -101,3 +101,11 @@ def test_the_charts_read_a_thinned_history_in_time_order(release):
     assert [c.at for c in checks] == sorted(c.at for c in checks)
     data = release_page_data(release)
     assert len(data["checks"]) == 120 and data["release"]["live"] is True
+
+
+def test_the_page_reads_its_chart_data_with_the_rest(release, django_assert_num_queries):
+    """The page's chart data is the refresh's JSON, read once with the page (not twice)."""
+    release_pause(release=release, actor=release.created_by, reason="look")
+    with django_assert_num_queries(5):
+        page = release_page(release)
+    assert page.chart_data == release_page_data(release)

@@ -72,7 +72,7 @@ def library_search(
 ) -> list[LibraryEntry]:
     """Concluded and rolled-back experiments of the project, newest decision first (at most
     LIBRARY_LIMIT), filtered by free text, one tag (exact, case-insensitive) and a decision
-    (a key of DECISIONS; anything else is ignored by the callers' validation). Three queries."""
+    (a key of DECISIONS; anything else is ignored by the callers' validation). Two queries."""
     control_decided = Variant.objects.filter(
         experiment=OuterRef("pk"), is_control=True, key=OuterRef("decision_variant")
     )

@@ -329,7 +329,8 @@ def layer_lock(project: Project, layer: str) -> None:
     PostgreSQL: a transaction-level advisory lock on (project, layer), so two concurrent saves
     or starts in one layer run their check one after the other (the second sees the first's
     commit). The one-bigint key space is separate from analysis.locks' two-int keys. SQLite
-    serializes every writer on the database file already.
+    needs nothing: every transaction begins IMMEDIATE (config/settings.py), taking the
+    database's write lock, so two saves or starts already run one after the other.
     """
     if connection.vendor != "postgresql":
         return

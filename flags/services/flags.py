@@ -10,14 +10,13 @@ from django.utils import timezone
 from core.errors import DomainError
 from experiments.models import Environment, Experiment, Project
 from experiments.services import audit_log_record
-from experiments.services.rules import _check_owner
+from experiments.services.rules import _check_owner, check_tags
 from flags.models import Flag, FlagEnvironment, FlagType
 from flags.services.access import require
 from flags.services.rules import (
     check_key,
     check_name,
     check_prerequisites,
-    check_tags,
     check_type,
     check_variation_key,
     check_variations,

@@ -21,8 +21,6 @@ KEY_MAX = 100
 RULE_ID_RE = re.compile(r"^[-a-zA-Z0-9_]{1,32}$")
 ATTRIBUTE_RE = re.compile(r"^[A-Za-z0-9_][-A-Za-z0-9_.]{0,63}$")
 MAX_RULES = 100
-MAX_TAGS = 20
-TAG_MAX = 50
 MAX_VARIATIONS = 100
 MAX_STRING_VALUE = 10_000
 MAX_UNIT_IDS = 10_000
@@ -133,22 +131,6 @@ def check_variation_key(keys: Sequence[str], key: Any, field: str, what: str) ->
             field,
         )
     return key
-
-
-def check_tags(tags: Any) -> list[str]:
-    if tags is None:
-        return []
-    if not isinstance(tags, list | tuple) or len(tags) > MAX_TAGS:
-        raise DomainError(f"Tags are a list of at most {MAX_TAGS} short words.", "tags")
-    result: list[str] = []
-    for tag in tags:
-        if not isinstance(tag, str) or not tag.strip() or len(tag.strip()) > TAG_MAX:
-            raise DomainError(
-                f"Each tag is a non-empty text of at most {TAG_MAX} characters.", "tags"
-            )
-        if tag.strip() not in result:
-            result.append(tag.strip())
-    return result
 
 
 def _prerequisite_graph(project: Project, key: str, own: list[dict[str, Any]]) -> dict[str, set]:

@@ -87,9 +87,12 @@ def _server_evaluate(session, url, unit, attrs):  # noqa: ANN001
     return response.json()["flags"]
 
 
-def test_local_evaluation_equals_the_server(world, client):
+def test_local_evaluation_equals_the_server(world, client, request):
+    # Closed at the end: a kept-alive connection holds a live-server thread and its database
+    # connection past the test.
     server = requests.Session()
     server.headers["Authorization"] = f"Bearer {world['key']}"
+    request.addfinalizer(server.close)
     for i in range(200):
         unit, attrs = f"u{i}", _attributes(i)
         answer = _server_evaluate(server, world["url"], unit, attrs)

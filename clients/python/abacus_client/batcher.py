@@ -63,6 +63,7 @@ class EventBatcher:
         self.max_retries = max_retries
         self.timeout = timeout
         self._random = sleep_random
+        self._own_session = session is None
         self._session = session or requests.Session()
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         self._queue: collections.deque[dict[str, Any]] = collections.deque()
@@ -137,6 +138,8 @@ class EventBatcher:
             self._deadline = time.monotonic() + timeout
             self._cond.notify_all()
         self._thread.join(timeout + 1.0)
+        if self._own_session and not self._thread.is_alive():
+            self._session.close()  # no kept-alive connection outlives the client
         with self._cond:
             left = len(self._queue) + self._in_flight
             if left:

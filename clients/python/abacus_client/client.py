@@ -444,6 +444,9 @@ class AbacusClient:
         self._stop.set()
         atexit.unregister(self._atexit)
         sent = self.batcher.close(timeout)
+        # The poller wakes at once; a refresh in flight ends within its timeout.
+        if self._poller is not threading.current_thread():
+            self._poller.join(min(timeout, self.timeout) + 0.5)
         self._session.close()
         return sent
 

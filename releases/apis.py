@@ -43,6 +43,7 @@ from .selectors import (
     environment_for_release,
     flag_for_release,
     release_get,
+    step_percent,
 )
 
 # -- who is calling -----------------------------------------------------------------------------
@@ -162,8 +163,7 @@ class ReleaseSummarySerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.FloatField(allow_null=True))
     def get_percent(self, release: Release) -> float | None:
-        steps = release.steps or []
-        return float(steps[release.step]["percent"]) if release.step < len(steps) else None
+        return step_percent(release)
 
     @extend_schema_field(DecisionSerializer)
     def get_decision(self, release: Release) -> dict[str, Any]:

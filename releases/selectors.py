@@ -12,7 +12,7 @@ the monitor from releases/policy.py) and the stored transitions.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
@@ -31,6 +31,7 @@ from .models import (
     ReleaseStatus,
     ReleaseTransition,
 )
+from .policy import ADVANCE, COMPLETE, HOLD, ROLLBACK, Step
 from .services import MONITOR
 
 # The charts draw at most this many checks (a week at a one-minute cadence is 10,080): each
@@ -184,11 +185,11 @@ def _is_step_start(t: ReleaseTransition, index: int) -> bool:
 
 
 ACTION_WORDS = {
-    "advance": "Advance",
-    "hold": "Hold",
-    "rollback": "Roll back",
-    "complete": "Complete",
-    "failed": "Stopped",
+    ADVANCE: "Advance",
+    HOLD: "Hold",
+    ROLLBACK: "Roll back",
+    COMPLETE: "Complete",
+    "failed": "Stopped",  # services' _fail: the release could not go on
 }
 
 
@@ -230,7 +231,7 @@ class StepRow:
 
     @property
     def full(self) -> bool:
-        return self.percent >= 100
+        return Step(self.percent).full
 
 
 @dataclass
@@ -245,6 +246,7 @@ class Decision:
     at: datetime | None  # the data's cut-off of the latest analysis (or when it started)
     analysed: bool  # whether the decision comes from an analysis (a check), not the start
     next_analysis_at: datetime | None
+    when: str  # the two times above in words, for the page and its refresh
 
 
 def _parse(value: Any) -> datetime | None:
@@ -252,6 +254,35 @@ def _parse(value: Any) -> datetime | None:
         return datetime.fromisoformat(value) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC) if value.tzinfo is not None else value
+
+
+def _when_words(at: datetime | None, analysed: bool, next_at: datetime | None) -> str:
+    """'Last analysed with data through 2025-01-02 10:02:11 UTC. Next analysis about 10:03:11
+    UTC.' ('Decided at ...' for a decision of the start, not of an analysis)."""
+    words = []
+    if at is not None:
+        said = "Last analysed with data through" if analysed else "Decided at"
+        words.append(f"{said} {_utc(at):%Y-%m-%d %H:%M:%S} UTC.")
+    if next_at is not None:
+        words.append(f"Next analysis about {_utc(next_at):%H:%M:%S} UTC.")
+    return " ".join(words)
+
+
+def check_words(check: ReleaseCheck) -> str:
+    """A check in a line: 'step 2 at 5%, data through 10:02:11 UTC · 120 new vs 118 baseline
+    units, 3 excluded (served both)'."""
+    units = check.units or {}
+    words = (
+        f"step {check.step + 1} at {check.percent:g}%, data through {_utc(check.at):%H:%M:%S} UTC"
+        f" · {units.get('new') or 0} new vs {units.get('baseline') or 0} baseline units"
+    )
+    if units.get("excluded"):
+        words += f", {units['excluded']} excluded (served both)"
+    return words
 
 
 def decision_of(release: Release) -> Decision:
@@ -271,7 +302,7 @@ def decision_of(release: Release) -> Decision:
         headline = "Rolled back: every unit gets the baseline."
     elif status == ReleaseStatus.FAILED:
         headline = "Stopped: the release could not go on (see why below)."
-    elif action == "rollback":
+    elif action == ROLLBACK:
         headline = (
             f"Harm detected at {at}. Auto-rollback is off: a person decides whether to roll "
             "it back."
@@ -282,23 +313,26 @@ def decision_of(release: Release) -> Decision:
             if release.auto_rollback
             else f"Paused at {at}: steps do not advance."
         )
-    elif action == "hold" and waits:
+    elif action == HOLD and waits:
         headline = f"Holding at {at} until the step has what it needs."
-    elif action == "hold":
+    elif action == HOLD:
         headline = f"Holding at {at}."
-    elif action in ("advance", "complete"):
+    elif action in (ADVANCE, COMPLETE):
         headline = f"No harm at {at}: moving on."
     else:
         headline = f"Running at {at}."
+    decided_at, analysed = _parse(d.get("at")), bool(d.get("check"))
+    next_at = release.next_analysis_at if status in LIVE_STATUSES else None
     return Decision(
         action=action,
         action_words=ACTION_WORDS.get(action, action.capitalize() or "—"),
         headline=headline,
         reasons=reasons,
         waits_for=waits,
-        at=_parse(d.get("at")),
-        analysed=bool(d.get("check")),
-        next_analysis_at=release.next_analysis_at if status in LIVE_STATUSES else None,
+        at=decided_at,
+        analysed=analysed,
+        next_analysis_at=next_at,
+        when=_when_words(decided_at, analysed, next_at),
     )
 
 
@@ -408,6 +442,7 @@ class ReleasePage:
     decision: Decision
     latest: ReleaseCheck | None
     latest_rows: list[dict[str, Any]]  # the latest check's metric rows, with their labels
+    latest_when: str  # check_words of the latest check ("" before the first)
     outside_steps: list[TransitionRow]  # created, or cancelled before it started
     live: bool
     chart_data: dict[str, Any]  # release_page_data's, read once with the rest
@@ -442,6 +477,7 @@ def release_page(release: Release) -> ReleasePage:
         decision=decision,
         latest=latest,
         latest_rows=latest_rows,
+        latest_when=check_words(latest) if latest else "",
         outside_steps=[
             transition_row(t, release.steps or []) for t in transitions if t.pk not in placed
         ],
@@ -513,6 +549,7 @@ def _page_data(
             "at": _iso(decision.at),
             "analysed": decision.analysed,
             "next_analysis_at": _iso(decision.next_analysis_at),
+            "when": decision.when,
         },
         "steps": [
             {
@@ -527,6 +564,8 @@ def _page_data(
             for s in steps
         ],
         "metrics": [_metric_json(rm) for rm in metrics],
+        # The latest check is the last one drawn (thinning keeps each step's last).
+        "latest_when": check_words(checks[-1]) if checks else "",
         "checks": [
             {
                 "id": c.pk,

@@ -401,11 +401,7 @@
     var waits = $("#decision-waits");
     listInto($("ul", waits), d.waits_for || []);
     waits.hidden = !(d.waits_for && d.waits_for.length && data.release.live);
-    var when = $("#decision-when");
-    var text = d.at ? (d.analysed ? "Last analysed with data through " : "Decided at ") +
-      d.at.slice(0, 19).replace("T", " ") + " UTC." : "";
-    if (d.next_analysis_at) { text += " Next analysis about " + d.next_analysis_at.slice(11, 19) + " UTC."; }
-    when.textContent = text;
+    $("#decision-when").textContent = d.when;
   }
 
   function cell(tr, text, cls) {
@@ -442,10 +438,7 @@
       if (row.note) { status.appendChild(document.createTextNode(" " + row.note)); }
       body.appendChild(tr);
     });
-    var u = last.units || {};
-    $("#latest-when").textContent = "step " + (last.step + 1) + " at " + last.percent + "%, data through " +
-      last.at.slice(11, 19) + " UTC · " + (u["new"] || 0) + " new vs " + (u.baseline || 0) + " baseline units" +
-      (u.excluded ? ", " + u.excluded + " excluded (served both)" : "");
+    $("#latest-when").textContent = data.latest_when;
     var none = $("#no-checks");
     if (none) { none.hidden = true; }
   }

@@ -4,7 +4,7 @@ charts keeping every step's ends and every check that did not hold."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, timedelta
 
 import pytest
 from django.utils import timezone
@@ -12,6 +12,7 @@ from django.utils import timezone
 from releases.models import ReleaseCheck, ReleaseStatus
 from releases.selectors import (
     _thin,
+    check_words,
     checks_for_chart,
     decision_of,
     quantile_label,
@@ -109,3 +110,22 @@ def test_the_page_reads_its_chart_data_with_the_rest(release, django_assert_num_
     with django_assert_num_queries(5):
         page = release_page(release)
     assert page.chart_data == release_page_data(release)
+
+
+def test_the_decision_and_the_latest_check_in_words(release):
+    """A started release was decided at its start (no analysis yet); a check reads as a line."""
+    started = release.step_started_at.astimezone(UTC)
+    assert decision_of(release).when == (
+        f"Decided at {started:%Y-%m-%d %H:%M:%S} UTC. "
+        f"Next analysis about {release.next_analysis_at.astimezone(UTC):%H:%M:%S} UTC."
+    )
+    release_rollback(release=release, actor=release.created_by)
+    release.refresh_from_db()
+    assert decision_of(release).when.startswith("Decided at ")  # no next analysis once final
+    assert "Next" not in decision_of(release).when
+    check = ReleaseCheck(release=release, step=1, percent=2.5, at=started, action="hold",
+                         units={"baseline": 300, "new": 8, "excluded": 2}, metrics=[])  # fmt: skip
+    assert check_words(check) == (
+        f"step 2 at 2.5%, data through {started:%H:%M:%S} UTC · 8 new vs 300 baseline units, "
+        "2 excluded (served both)"
+    )

@@ -168,6 +168,9 @@ def test_the_release_page_shows_header_timeline_decision_charts_and_latest_check
         r'<script id="release-data" type="application/json">(.*?)</script>', html, re.S
     ).group(1))  # fmt: skip
     assert len(data["checks"]) == 2 and [c["step"] for c in data["checks"]] == [0, 1]
+    # the words the refresh puts in place are the page's own (written once, in the selectors)
+    assert f'<small id="latest-when">{data["latest_when"]}</small>' in html
+    assert f'<p class="help" id="decision-when">{data["decision"]["when"]}</p>' in html
     assert "<script>" not in html
     # viewers see no buttons
     assert 'id="action-rollback"' not in html
@@ -193,6 +196,10 @@ def test_the_page_data_json_has_checks_steps_metrics_and_the_decision(viewer, ch
         assert name in row
     assert first["units"]["new"] > 0 and first["action"] == "advance"
     assert data["decision"]["action"] == "hold" and data["decision"]["waits_for"]
+    assert data["decision"]["when"].startswith("Last analysed with data through 20")
+    assert "UTC. Next analysis about " in data["decision"]["when"]
+    assert data["latest_when"].startswith("step 2 at 50%, data through ")
+    assert " new vs " in data["latest_when"] and data["latest_when"].endswith("baseline units")
 
 
 def test_the_flag_page_lists_its_releases_and_links_a_prefilled_form(admin, release):

@@ -54,16 +54,20 @@ def _ts(value: datetime) -> object:
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def _units_cte(both: bool) -> str:
-    """Per unit of the window: its first exposure, and whether it saw one variation only."""
-    variations = "variation IN (%s, %s)" if both else "variation = %s"
-    return f"""
+def _units_cte(
+    environment_id: int, flag_id: int, variations: Sequence[str], start: datetime, end: datetime
+) -> tuple[str, list[object]]:
+    """Per unit of the window: its first exposure, and whether it saw one variation only (the
+    ``per_unit`` CTE every statement starts with, and its parameters)."""
+    chosen = "variation IN (%s, %s)" if len(variations) == 2 else "variation = %s"
+    sql = f"""
     per_unit AS (
         SELECT unit_id, MIN(variation) AS v, MAX(variation) AS v_max, MIN(ts) AS t0
         FROM assignments_flagexposure
-        WHERE environment_id = %s AND flag_id = %s AND ts >= %s AND ts < %s AND {variations}
+        WHERE environment_id = %s AND flag_id = %s AND ts >= %s AND ts < %s AND {chosen}
         GROUP BY unit_id
     )"""
+    return sql, [environment_id, flag_id, _ts(start), _ts(end), *variations]
 
 
 def _unit_columns(sources: Sequence[MetricSource]) -> tuple[list[str], list[object]]:
@@ -103,11 +107,12 @@ def _names(sources: Sequence[MetricSource]) -> list[str]:
 def counts_statement(
     *, environment_id: int, flag_id: int, variations: Sequence[str], start: datetime, end: datetime
 ) -> tuple[str, list[object]]:
+    units, params = _units_cte(environment_id, flag_id, variations, start, end)
     sql = f"""
-    WITH {_units_cte(len(variations) == 2)}
+    WITH {units}
     SELECT CASE WHEN v = v_max THEN v ELSE '' END AS side, COUNT(*)
     FROM per_unit GROUP BY CASE WHEN v = v_max THEN v ELSE '' END"""
-    return sql, [environment_id, flag_id, _ts(start), _ts(end), *variations]
+    return sql, params
 
 
 def window_counts(**window: object) -> dict[str, int]:
@@ -133,11 +138,12 @@ def means_statement(
     end: datetime,
     sources: Sequence[MetricSource],
 ) -> tuple[str, list[object]]:
+    units, params = _units_cte(environment_id, flag_id, variations, start, end)
     cols, col_params = _unit_columns(sources)
     names = _names(sources)
     name_list = ", ".join(["%s"] * len(names))
     sql = f"""
-    WITH {_units_cte(len(variations) == 2)},
+    WITH {units},
     unit_values AS (
         SELECT u.unit_id, u.v, {", ".join(cols)}
         FROM per_unit u
@@ -148,8 +154,7 @@ def means_statement(
         GROUP BY u.unit_id, u.v
     )
     SELECT v, {", ".join(_side_sums(sources))} FROM unit_values GROUP BY v"""
-    params = [environment_id, flag_id, _ts(start), _ts(end), *variations, *col_params]
-    return sql, [*params, project_id, _ts(end), *names]
+    return sql, [*params, *col_params, project_id, _ts(end), *names]
 
 
 def mean_stats(
@@ -185,15 +190,15 @@ def quantile_statement(
     end: datetime,
     event_name: str,
 ) -> tuple[str, list[object]]:
+    units, params = _units_cte(environment_id, flag_id, variations, start, end)
     sql = f"""
-    WITH {_units_cte(len(variations) == 2)}
+    WITH {units}
     SELECT u.v, u.unit_id, e.value
     FROM per_unit u
     JOIN assignments_metricevent e
       ON e.project_id = %s AND e.unit_id = u.unit_id AND e.ts >= u.t0 AND e.ts < %s
          AND e.name = %s
     WHERE u.v = u.v_max"""
-    params = [environment_id, flag_id, _ts(start), _ts(end), *variations]
     return sql, [*params, project_id, _ts(end), event_name]
 
 

@@ -28,7 +28,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 EXIT_COMPLETED, EXIT_NOT_SHIPPED, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2, 3
 FINAL = {"completed": EXIT_COMPLETED, "rolled_back": EXIT_NOT_SHIPPED, "failed": EXIT_NOT_SHIPPED}
@@ -40,6 +40,7 @@ HTTP_TIMEOUT_SECONDS = 30.0
 MAX_TRANSIENT_ERRORS = 5
 TRANSIENT_STATUSES = {429, 502, 503, 504}
 USER_AGENT = "abacus-release/1"
+Number = TypeVar("Number", int, float)
 
 
 class GateError(Exception):
@@ -295,24 +296,22 @@ def parse_percents(text: str) -> list[float]:
     return percents
 
 
-def non_negative(text: str) -> float:
+def _zero_or_more(text: str, parse: Callable[[str], Number], what: str) -> Number:
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not value >= 0:  # NaN too
         raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
     return value
+
+
+def non_negative(text: str) -> float:
+    return _zero_or_more(text, float, "a number")
 
 
 def whole(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return value
+    return _zero_or_more(text, int, "a whole number")
 
 
 def positive(text: str) -> float:

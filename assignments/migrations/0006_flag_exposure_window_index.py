@@ -4,16 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('assignments', '0005_flagexposure'),
-        ('experiments', '0006_metric_quantile'),
-        ('flags', '0001_initial'),
+        ("assignments", "0005_flagexposure"),
+        ("experiments", "0006_metric_quantile"),
+        ("flags", "0001_initial"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='flagexposure',
-            index=models.Index(fields=['environment', 'flag', 'ts'], include=('unit_id', 'variation'), name='flag_exposure_env_flag_ts'),
+            model_name="flagexposure",
+            index=models.Index(
+                fields=["environment", "flag", "ts"],
+                include=("unit_id", "variation"),
+                name="flag_exposure_env_flag_ts",
+            ),
         ),
     ]

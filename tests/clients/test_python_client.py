@@ -141,6 +141,16 @@ def test_exposures_are_deduplicated_and_events_tracked(world, client, project):
     assert stats["accepted"] == 40 * 4 + 40 and stats["duplicates"] == 0 and not stats["rejected"]
 
 
+def test_an_untracked_evaluation_does_not_hide_the_later_exposure(world, client, project):
+    """evaluate(track=False) must not mark the unit as seen in the SDK: the first tracked
+    evaluation afterwards still records the experiment exposure."""
+    client.evaluate("checkout-v2", "quiet-unit", track=False)
+    client.evaluate("checkout-v2", "quiet-unit")
+    assert client.flush(timeout=10)
+    exposures = Exposure.objects.filter(project=project, unit_id="quiet-unit")
+    assert exposures.filter(experiment__key="checkout-v2").count() == 1
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

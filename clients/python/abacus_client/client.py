@@ -264,8 +264,15 @@ class AbacusClient:
             model = self._model
             self._viewed = []
             model.sdk.set_attributes(attrs)
+            tracked = getattr(model.sdk, "_tracked", None)
+            before = set(tracked) if tracked is not None and not track else None
             result = model.sdk.eval_feature(key)
             viewed, self._viewed = self._viewed, []
+            if before is not None:
+                # Untracked: forget what the SDK marked as seen, so a later tracked evaluation
+                # of the same unit still records its exposure.
+                for seen in set(tracked) - before:
+                    del tracked[seen]
             if len(getattr(model.sdk, "_tracked", ())) > 10_000:
                 model.sdk._tracked.clear()  # our own de-duplication is bounded; keep the SDK's so
         evaluation = self._explain(model, key, unit_id, attrs, result)

@@ -19,6 +19,7 @@ from analysis.api_schemas import AnalyzeQueuedSchema, ResultsHistorySchema, Resu
 from analysis.exports import (
     CONTENT_TYPES,
     FORMATS,
+    HISTORY,
     export_filename,
     export_filter_build,
     export_stream,
@@ -122,6 +123,13 @@ class ExportQuerySerializer(serializers.Serializer):
     since = serializers.CharField(required=False, allow_blank=True)
     until = serializers.CharField(required=False, allow_blank=True)
     latest = serializers.BooleanField(default=False)
+    history = serializers.ChoiceField(
+        choices=HISTORY,
+        default="all",
+        error_messages={
+            "invalid_choice": f"'{{input}}' is not a history; use one of {', '.join(HISTORY)}."
+        },
+    )
 
 
 EXPORT_RESPONSES = {
@@ -145,6 +153,13 @@ EXPORT_PARAMETERS = [
         description="snapshots whose data cut-off is before (a date includes it)",
     ),
     OpenApiParameter("latest", OpenApiTypes.BOOL, description="only each experiment's latest"),
+    OpenApiParameter(
+        "history",
+        OpenApiTypes.STR,
+        enum=list(HISTORY),
+        default="all",
+        description="looks: only the snapshots that were a counted look or the final analysis",
+    ),
 ]
 
 
@@ -163,6 +178,7 @@ class ExportApiBase(ResultsAuthMixin, APIView):
             since=q.get("since"),
             until=q.get("until"),
             latest_only=q["latest"],
+            history=q["history"],
         )
         fmt = q["format"]
         response = StreamingHttpResponse(export_stream(flt, fmt), content_type=CONTENT_TYPES[fmt])

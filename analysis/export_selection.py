@@ -7,7 +7,7 @@ from datetime import datetime
 
 from django.db.models import QuerySet
 
-from analysis.models import ResultRow, ResultSnapshot
+from analysis.models import LookKind, ResultRow, ResultSnapshot
 from analysis.results import latest_snapshot_subquery
 from experiments.models import Experiment, ExperimentMetric, Project
 
@@ -22,6 +22,11 @@ class ExportFilter:
     since: datetime | None = None  # snapshot data_through >= since
     until: datetime | None = None  # snapshot data_through < until
     latest_only: bool = False
+    looks_only: bool = False  # only snapshots that were a counted look or the final analysis
+
+
+# The snapshots that counted as looks: a look may act, the final analysis decides.
+COUNTED = (LookKind.LOOK, LookKind.FINAL)
 
 
 @dataclass
@@ -31,6 +36,7 @@ class SnapshotRows:
     snapshot: ResultSnapshot
     rows: list[ResultRow]
     definitions: dict[int, ExperimentMetric]  # by metric id
+    look_number: int | None = None  # 1, 2, ... among the phase's counted looks; None otherwise
 
 
 def export_snapshot_queryset(flt: ExportFilter) -> QuerySet[ResultSnapshot]:
@@ -48,7 +54,28 @@ def export_snapshot_queryset(flt: ExportFilter) -> QuerySet[ResultSnapshot]:
             latest_snapshot_id=latest_snapshot_subquery("pk")
         )
         snapshots = snapshots.filter(pk__in=latest.values("latest_snapshot_id"))
+    if flt.looks_only:
+        snapshots = snapshots.filter(look_kind__in=COUNTED)
     return snapshots
+
+
+def _look_numbers(flt: ExportFilter) -> dict[int, int]:
+    """Each counted look's number within its experiment phase (by data cut-off), counted over
+    all of the phase's looks so that a ``since`` filter does not renumber them. One small tuple
+    per look snapshot of the exported experiments."""
+    looks = ResultSnapshot.objects.filter(experiment__project=flt.project, look_kind__in=COUNTED)
+    if flt.experiments:
+        looks = looks.filter(experiment__key__in=flt.experiments)
+    if flt.statuses:
+        looks = looks.filter(experiment__status__in=flt.statuses)
+    numbers: dict[int, int] = {}
+    counts: dict[tuple[int, int], int] = {}
+    for pk, experiment_id, phase in looks.order_by(
+        "experiment_id", "phase", "data_through", "pk"
+    ).values_list("pk", "experiment_id", "phase"):
+        counts[(experiment_id, phase)] = counts.get((experiment_id, phase), 0) + 1
+        numbers[pk] = counts[(experiment_id, phase)]
+    return numbers
 
 
 def export_row_count(flt: ExportFilter) -> int:
@@ -63,6 +90,7 @@ def export_snapshots(flt: ExportFilter, *, chunk_size: int = 2000) -> Iterator[S
         "metric"
     ):
         definitions.setdefault(em.experiment_id, {})[em.metric_id] = em
+    numbers = _look_numbers(flt)
     rows = (
         ResultRow.objects.filter(snapshot__in=export_snapshot_queryset(flt))
         .select_related("snapshot", "snapshot__experiment", "snapshot__experiment__project")
@@ -75,7 +103,12 @@ def export_snapshots(flt: ExportFilter, *, chunk_size: int = 2000) -> Iterator[S
             if current is not None:
                 yield current
             snapshot = row.snapshot
-            current = SnapshotRows(snapshot, [], definitions.get(snapshot.experiment_id, {}))
+            current = SnapshotRows(
+                snapshot,
+                [],
+                definitions.get(snapshot.experiment_id, {}),
+                numbers.get(snapshot.pk),
+            )
         current.rows.append(row)
     if current is not None:
         yield current

@@ -8,6 +8,7 @@ documented in docs/exports.md; a test keeps that page and ``COLUMNS`` in step.
 import csv
 import io
 import json
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -34,7 +35,7 @@ BATCH_ROWS = 5000
 @dataclass(frozen=True)
 class Column:
     name: str
-    type: str  # string | int | float | bool | timestamp | json
+    type: str  # string | int | float | bool | timestamp | floats | json
     source: str  # snapshot | metric | row | details | derived
 
 
@@ -73,7 +74,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("margin", "float", "derived"),
     Column("tuning_n", "int", "derived"),
     Column("planned_n", "int", "derived"),
-    Column("previous_looks", "json", "derived"),
+    Column("previous_looks", "floats", "derived"),
     Column("variant", "string", "row"),
     Column("is_control", "bool", "row"),
     Column("n", "int", "row"),
@@ -107,7 +108,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("credible_high", "float", "details"),
     Column("cuped_variance_reduction", "float", "details"),
     Column("information_fraction", "float", "row"),
-    Column("looks", "json", "snapshot"),
+    Column("looks", "floats", "snapshot"),
     Column("boundary_z", "float", "details"),
     Column("bound_bad_z", "float", "details"),
     Column("method", "string", "row"),
@@ -119,7 +120,52 @@ COLUMNS: tuple[Column, ...] = (
     Column("message", "string", "details"),
     Column("error", "string", "details"),
     Column("details", "json", "row"),
+    Column("look_number", "int", "derived"),
 )
+
+# Columns that compare a treatment with the control: null on control rows in every format (the
+# stored control row has "" or false in some of them, which would read as a value).
+TREATMENT_ONLY = frozenset(
+    {
+        "arm_recommendation",
+        "alpha",
+        "alpha_good",
+        "alpha_bad",
+        "margin",
+        "tuning_n",
+        "planned_n",
+        "previous_looks",
+        "lift_abs",
+        "lift_rel",
+        "ci_low",
+        "ci_high",
+        "ci_abs_low",
+        "ci_abs_high",
+        "p_value",
+        "fixed_ci_low",
+        "fixed_ci_high",
+        "fixed_p_value",
+        "adjusted_p_value",
+        "cs_ci_low",
+        "cs_ci_high",
+        "cs_p_value",
+        "chance_to_win",
+        "credible_low",
+        "credible_high",
+        "cuped_variance_reduction",
+        "information_fraction",
+        "looks",
+        "boundary_z",
+        "bound_bad_z",
+        "method",
+        "significant",
+        "improved",
+        "harmed",
+        "non_inferior",
+        "status",
+    }
+)
+HISTORY = ("all", "looks")
 
 _ARROW = {
     "string": pa.string(),
@@ -127,7 +173,10 @@ _ARROW = {
     "float": pa.float64(),
     "bool": pa.bool_(),
     "timestamp": pa.timestamp("us", tz="UTC"),
-    "json": pa.string(),
+    "floats": pa.list_(pa.float64()),
+    # Parquet's JSON logical type over UTF-8: readers that know it see JSON, others the same
+    # text as before. Not a struct or map: details' keys and value types vary row to row.
+    "json": pa.json_(),
 }
 _FIELD_TYPES = {
     models.BooleanField: "bool",
@@ -193,6 +242,7 @@ def export_filter_build(
     since: str | None = None,
     until: str | None = None,
     latest_only: bool = False,
+    history: str = "all",
 ) -> ExportFilter:
     """Check the filters against the project; comma-separated lists are accepted."""
     keys = _split(experiments)
@@ -220,6 +270,10 @@ def export_filter_build(
                 bounds[name] = parse_time_bound(value, end=end)
             except ValueError as exc:
                 raise DomainError(str(exc), field=name) from None
+    if history not in HISTORY:
+        raise DomainError(
+            f"Unknown history '{history}'; use one of {', '.join(HISTORY)}.", field="history"
+        )
     if bounds.get("since") and bounds.get("until") and bounds["since"] >= bounds["until"]:
         raise DomainError("'since' must be before 'until'.", field="since")
     return ExportFilter(
@@ -229,6 +283,7 @@ def export_filter_build(
         since=bounds.get("since"),
         until=bounds.get("until"),
         latest_only=latest_only,
+        looks_only=history == "looks",
     )
 
 
@@ -239,7 +294,8 @@ def export_filename(flt: ExportFilter, fmt: str, now: datetime | None = None) ->
         scope += f"-{flt.experiments[0]}"
     elif flt.experiments:
         scope += f"-{len(flt.experiments)}-experiments"
-    return f"abacus-{scope}-{'latest' if flt.latest_only else 'history'}-{stamp}.{fmt}"
+    kind = "latest" if flt.latest_only else "looks" if flt.looks_only else "history"
+    return f"abacus-{scope}-{kind}-{stamp}.{fmt}"
 
 
 # --- rows ---------------------------------------------------------------------------------------
@@ -314,6 +370,7 @@ def snapshot_export_rows(item: SnapshotRows, cols: tuple[Column, ...]) -> list[d
             control_n=control.n if control else None,
             control_mean=control.mean if control else None,
             details=details,
+            look_number=item.look_number,
             **_design_columns(r),
         )
         for col in cols:
@@ -324,10 +381,20 @@ def snapshot_export_rows(item: SnapshotRows, cols: tuple[Column, ...]) -> list[d
             else:
                 values[col.name] = getattr(r, col.name, None)
         if r.is_control:  # comparisons belong to treatment rows only
-            for key in ("improved", "harmed", "non_inferior"):
+            for key in TREATMENT_ONLY:
                 values[key] = None
-        out.append({c.name: values.get(c.name) for c in cols})
+        out.append({c.name: _clean(values.get(c.name), c.type) for c in cols})
     return out
+
+
+def _clean(value: Any, kind: str) -> Any:
+    """No value is None in every format: a non-finite float (never stored, but details is free
+    JSON) and an empty string in a typed column become None rather than NaN or ""."""
+    if kind in ("float", "int") and isinstance(value, float) and not math.isfinite(value):
+        return None
+    if kind == "floats" and value is not None:
+        return [float(x) for x in value]
+    return value
 
 
 def export_rows(flt: ExportFilter) -> Iterator[list[dict[str, Any]]]:
@@ -345,7 +412,7 @@ def _text(value: Any, kind: str) -> str:
         return ""
     if kind == "timestamp":
         return value.isoformat()
-    if kind == "json":
+    if kind in ("json", "floats"):
         return json.dumps(value, sort_keys=True)
     if kind == "bool":
         return "true" if value else "false"

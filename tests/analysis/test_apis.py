@@ -107,6 +107,18 @@ def test_export_defaults_to_csv_and_latest_keeps_one_snapshot(api, history):
     assert list(frame.snapshot_id.unique()) == [history.snapshots.latest().pk]
 
 
+def test_export_history_looks_keeps_the_counted_looks(api, history):
+    first, last = history.snapshots.order_by("data_through")
+    ResultSnapshot.objects.filter(pk=first.pk).update(look_kind="collecting")
+    ResultSnapshot.objects.filter(pk=last.pk).update(look_kind="look")
+    url = f"{BASE}/experiments/{history.key}/export"
+    response = api.get(url, {"format": "parquet", "history": "looks"})
+    assert response.status_code == 200 and "-looks-" in response["Content-Disposition"]
+    frame = pd.read_parquet(io.BytesIO(body(response)))
+    assert set(frame.snapshot_id) == {last.pk} and set(frame.look_number) == {1}
+    assert len(frame) == 6
+
+
 def test_project_export_filters_by_experiment_status_and_date(api, project, history):
     other = seed_results(project, "pricing", looks=1, units=60, seed=5)
     url = f"{BASE}/results/export"
@@ -130,6 +142,7 @@ def test_project_export_filters_by_experiment_status_and_date(api, project, hist
         ({"experiment": "ghost"}, "experiment", "No experiment 'ghost'"),
         ({"since": "last week"}, "since", "is not a date"),
         ({"since": "2026-12-02", "until": "2026-12-01"}, "since", "'since' must be before"),
+        ({"history": "some"}, "history", "'some' is not a history"),
     ],
 )
 def test_bad_export_parameters_answer_400_naming_the_parameter(

@@ -25,6 +25,7 @@ from analysis.models import ResultRow, ResultSnapshot
 from analysis.selectors import snapshot_json
 from analysis.services import analysis_run
 from assignments.services import events_ingest
+from core.errors import DomainError
 from experiments.models import Experiment, Metric
 from experiments.services import experiment_conclude, metric_create
 from stats import AnalysisConfig, SampleStats, analyze_metric
@@ -189,7 +190,8 @@ def test_parquet_keeps_the_documented_types(project, history):
         "float": "double",
         "bool": "bool",
         "timestamp": "timestamp[us, tz=UTC]",
-        "json": "string",
+        "floats": "list<element: double>",
+        "json": "extension<arrow.json>",
     }
     for column in COLUMNS:
         assert types[column.name] == expected[column.type], column.name
@@ -218,7 +220,10 @@ RECOMPUTED = (
 
 
 def _as_json(value):
-    return json.loads(value) if isinstance(value, str) else value
+    """A list column as read back: JSON text (CSV), a list (JSON) or an array (Parquet)."""
+    if isinstance(value, str):
+        return json.loads(value)
+    return None if value is None else list(value)
 
 
 def expected_design(frame: pd.DataFrame) -> dict[tuple, dict]:
@@ -436,6 +441,106 @@ def test_control_rows_carry_statistics_but_no_comparison(project, history):
     assert (control["mean"] == control["sum"] / control.n).all()
 
 
+def _control_cells(fmt: str, data: bytes) -> list[dict]:
+    """The control rows as each format's own reader gives them (no pandas coercion)."""
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(data.decode())))
+        return [r for r in rows if r["is_control"] == "true"]
+    if fmt == "json":
+        return [r for r in json.loads(data)["rows"] if r["is_control"]]
+    return [r for r in pq.read_table(io.BytesIO(data)).to_pylist() if r["is_control"]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_control_rows_are_null_in_every_comparison_column(project, history, fmt):
+    """Every treatment-only column is null on a control row: an empty cell in CSV, null in
+    JSON and Parquet; never 0, "", false or NaN (the stored control row has method "",
+    status "" and significant false)."""
+    rows = _control_cells(fmt, export_bytes(project, fmt))
+    assert len(rows) == 2 * 3
+    for row in rows:
+        for name in exports.TREATMENT_ONLY:
+            if fmt == "csv":
+                assert row[name] == "", name
+            else:
+                assert row[name] is None, name
+        assert row["n"] not in (None, "")  # statistics stay
+    treated = pd.DataFrame(json.loads(export_bytes(project, "json"))["rows"])
+    treated = treated[~treated.is_control]
+    assert treated.method.notna().all() and treated.status.notna().all()
+    assert treated.significant.notna().all() and treated.p_value.notna().all()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
+def test_list_columns_are_structured_in_json_and_parquet(project, fmt):
+    """``looks`` and ``previous_looks`` are lists of floats: a JSON array, a Parquet
+    list<double>, JSON text in a CSV cell; ``details`` is a JSON object in JSON."""
+    seed_results(project, "gs", looks=2, units=240, planned_sample_size=1500)
+    data = export_bytes(project, fmt)
+    if fmt == "parquet":
+        rows = pq.read_table(io.BytesIO(data)).to_pylist()
+    elif fmt == "json":
+        rows = json.loads(data)["rows"]
+    else:
+        rows = list(csv.DictReader(io.StringIO(data.decode())))
+    treated = [r for r in rows if r["is_control"] in (False, "false")]
+    last = max(r["snapshot_id"] for r in rows) if fmt != "csv" else None
+    for row in treated:
+        for name in ("looks", "previous_looks"):
+            value = row[name]
+            if fmt == "csv":
+                value = json.loads(value)
+            assert isinstance(value, list) and all(isinstance(x, float) for x in value), name
+        if fmt == "json":
+            assert isinstance(row["details"], dict)
+        if fmt == "parquet":
+            assert isinstance(json.loads(row["details"]), dict)
+    if last is not None:
+        latest = [r for r in treated if r["snapshot_id"] == last]
+        assert any(len(r["looks"]) == 2 for r in latest)
+
+
+def test_history_looks_keeps_one_row_per_counted_look(project):
+    """``history="looks"``: only the snapshots that were a counted look or the final analysis,
+    numbered within their phase by data cut-off, with their stored statistics unchanged."""
+    experiment = seed_results(project, "gs", looks=3, units=200, planned_sample_size=1500)
+    snapshots = list(experiment.snapshots.order_by("data_through"))
+    # The first snapshot did not count (stored as collecting); the last is the final analysis.
+    for snapshot, kind in zip(snapshots, ("collecting", "look", "final"), strict=True):
+        ResultSnapshot.objects.filter(pk=snapshot.pk).update(look_kind=kind)
+    every = pd.DataFrame(json.loads(export_bytes(project, "json"))["rows"])
+    assert set(every.snapshot_id) == {s.pk for s in snapshots}
+    numbers = every.drop_duplicates("snapshot_id").set_index("snapshot_id").look_number
+    assert _none(numbers[snapshots[0].pk]) is None
+    assert (numbers[snapshots[1].pk], numbers[snapshots[2].pk]) == (1, 2)
+    for fmt in ("csv", "json", "parquet"):
+        frame = read(fmt, export_bytes(project, fmt, history="looks"))
+        assert list(frame.columns) == [c.name for c in columns()]
+        assert len(frame) == 2 * 3 * 2  # counted looks x metrics x variants
+        assert list(frame.snapshot_id.drop_duplicates()) == [snapshots[1].pk, snapshots[2].pk]
+        assert list(frame.drop_duplicates("snapshot_id").look_number) == [1, 2]
+        assert list(frame.drop_duplicates("snapshot_id").look_kind) == ["look", "final"]
+        treated = frame[~frame.is_control.astype(bool)]
+        assert set(treated.method) == {"group_sequential"}
+        assert treated.information_fraction.notna().all()
+        stored = {
+            (r.snapshot_id, r.metric_key, r.variant): r
+            for r in ResultRow.objects.filter(snapshot__in=snapshots[1:])
+        }
+        for row in frame.itertuples():
+            kept = stored[(row.snapshot_id, row.metric, row.variant)]
+            assert row.n == kept.n and row.sum == pytest.approx(kept.sum, rel=1e-15)
+            assert _none(row.p_value) == (None if row.is_control else kept.p_value)
+        assert pd.to_datetime(frame.data_through).is_monotonic_increasing
+    # A since filter does not renumber the looks.
+    later = json.loads(
+        export_bytes(project, "json", history="looks", since=snapshots[2].data_through.isoformat())
+    )["rows"]
+    assert {r["look_number"] for r in later} == {2}
+    with pytest.raises(DomainError, match="Unknown history 'some'"):
+        export_filter_build(project=project, history="some")
+
+
 def test_alpha_is_bonferroni_divided_for_primaries_only(project):
     ensure_metrics(project)
     seed_results(
@@ -557,6 +662,21 @@ def test_cli_rejects_bad_input_with_a_message(project, history, tmp_path):
         call_command("export_results", project=project.slug, since="last week")
     with pytest.raises(CommandError, match="Unknown status 'live'"):
         call_command("export_results", project=project.slug, status=["live"])
+    with pytest.raises(CommandError, match="invalid choice: 'some'"):
+        call_command("export_results", "--project", project.slug, "--history", "some")
+
+
+def test_cli_exports_the_history_of_counted_looks(project, history, tmp_path):
+    first, last = history.snapshots.order_by("data_through")
+    ResultSnapshot.objects.filter(pk=first.pk).update(look_kind="collecting")
+    ResultSnapshot.objects.filter(pk=last.pk).update(look_kind="look")
+    out = tmp_path / "looks.parquet"
+    call_command(
+        "export_results", project=project.slug, history="looks", output=str(out), no_progress=True
+    )
+    frame = pd.read_parquet(out)
+    assert len(frame) == 6 and set(frame.look_kind) != {"collecting"}
+    assert set(frame.look_number) == {1}
 
 
 FORMULA_NAMES = {

@@ -6,7 +6,7 @@ from typing import Any, BinaryIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from analysis.exports import FORMATS, export_filter_build, export_stream
+from analysis.exports import FORMATS, HISTORY, export_filter_build, export_stream
 from analysis.selectors import export_row_count
 from core.errors import DomainError
 from experiments.models import Project
@@ -93,6 +93,12 @@ class Command(BaseCommand):
             "--latest", action="store_true", help="only each experiment's latest snapshot"
         )
         parser.add_argument(
+            "--history",
+            choices=HISTORY,
+            default="all",
+            help="looks: only snapshots that were a counted look or the final analysis",
+        )
+        parser.add_argument(
             "--format", choices=FORMATS, help="default: from the --output suffix, else csv"
         )
         parser.add_argument("--output", "-o", default="-", help="file path, or - for stdout")
@@ -121,6 +127,7 @@ class Command(BaseCommand):
                 since=o["since"],
                 until=o["until"],
                 latest_only=o["latest"],
+                history=o["history"],
             )
         except DomainError as exc:
             raise CommandError(exc.message) from None

@@ -70,6 +70,27 @@ def _units_cte(
     return sql, [environment_id, flag_id, _ts(start), _ts(end), *variations]
 
 
+def _events_join(outer: bool, names: str) -> str:
+    """Each unit's events of the window, by one index lookup per unit.
+
+    On PostgreSQL the lookup is a LATERAL subquery fenced with OFFSET 0: as a plain join,
+    with the step's rows not yet in the table statistics (a fresh step; autovacuum behind),
+    the planner may pick a nested loop that scans all the project's events per unit (minutes,
+    not milliseconds). SQLite has no LATERAL; its planner looks events up per unit by the
+    index on its own."""
+    kind = "LEFT JOIN" if outer else "JOIN"
+    where = (
+        "e.project_id = %s AND e.unit_id = u.unit_id AND e.ts >= u.t0 AND e.ts < %s "
+        f"AND e.name {names}"
+    )
+    if connection.vendor == "postgresql":
+        return (
+            f"{kind} LATERAL (SELECT e.name, e.value FROM assignments_metricevent e "
+            f"WHERE {where} OFFSET 0) e ON TRUE"
+        )
+    return f"{kind} assignments_metricevent e ON {where}"
+
+
 def _unit_columns(sources: Sequence[MetricSource]) -> tuple[list[str], list[object]]:
     """The per-unit value (and denominator) columns: c<i> and d<i>."""
     cols, params = [], []
@@ -147,9 +168,7 @@ def means_statement(
     unit_values AS (
         SELECT u.unit_id, u.v, {", ".join(cols)}
         FROM per_unit u
-        LEFT JOIN assignments_metricevent e
-          ON e.project_id = %s AND e.unit_id = u.unit_id AND e.ts >= u.t0 AND e.ts < %s
-             AND e.name IN ({name_list})
+        {_events_join(True, f"IN ({name_list})")}
         WHERE u.v = u.v_max
         GROUP BY u.unit_id, u.v
     )
@@ -195,9 +214,7 @@ def quantile_statement(
     WITH {units}
     SELECT u.v, u.unit_id, e.value
     FROM per_unit u
-    JOIN assignments_metricevent e
-      ON e.project_id = %s AND e.unit_id = u.unit_id AND e.ts >= u.t0 AND e.ts < %s
-         AND e.name = %s
+    {_events_join(False, "= %s")}
     WHERE u.v = u.v_max"""
     return sql, [*params, project_id, _ts(end), event_name]
 

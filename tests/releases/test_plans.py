@@ -62,3 +62,29 @@ def test_events_are_looked_up_per_unit(project, window):
     lookup = plan.split("metricevent_unit_ts", 1)[1].split("\n")[1]
     assert "unit_id" in lookup, plan
     assert "Seq Scan" not in plan, plan
+
+
+def test_events_are_looked_up_per_unit_even_with_stale_statistics(project, production, flag):
+    """Statistics taken while the tables were empty (a fresh installation, autovacuum behind)
+    must not turn the per-unit lookup into a scan of the project's events per unit (CI saw a
+    step take minutes that way before the lookup was a fenced LATERAL)."""
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE assignments_flagexposure")
+        cursor.execute("ANALYZE assignments_metricevent")
+    now = timezone.now()
+    FlagExposure.objects.bulk_create(
+        FlagExposure(project=project, event_id=f"x{i}", environment=production, flag=flag,
+                     variation="on", unit_id=f"u{i}", ts=now - timedelta(minutes=1))
+        for i in range(2000)
+    )  # fmt: skip
+    MetricEvent.objects.bulk_create(
+        MetricEvent(project=project, event_id=f"m{i}", name="request", unit_id=f"u{i % 2000}",
+                    value=1.0, ts=now - timedelta(seconds=30))
+        for i in range(6000)
+    )  # fmt: skip
+    window = {"environment_id": production.pk, "flag_id": flag.pk, "variations": ["off", "on"],
+              "start": now - timedelta(minutes=5), "end": now}  # fmt: skip
+    sources = [agg.MetricSource(MetricSpec("err", "ratio"), "error", "request")]
+    plan = _plan(*agg.means_statement(project_id=project.pk, sources=sources, **window))
+    lookup = plan.split("metricevent_unit_ts", 1)[1].split("\n")[1]
+    assert "Index Cond" in lookup and "unit_id" in lookup, plan

@@ -91,6 +91,26 @@ def _events_join(outer: bool, names: str) -> str:
     return f"{kind} assignments_metricevent e ON {where}"
 
 
+def statistics_refresh(units: int) -> bool:
+    """ANALYZE the event tables when PostgreSQL's statistics are plainly stale: fewer events
+    recorded than the step has units (a fresh installation, or autovacuum off or behind). With
+    such statistics the planner may look each unit's events up through the wrong index (all
+    the project's events per unit: minutes instead of milliseconds). Tables with statistics are
+    never touched; True when it analysed."""
+    if connection.vendor != "postgresql" or units <= 0:
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = 'assignments_metricevent'::regclass"
+        )
+        (tuples,) = cursor.fetchone()
+        if tuples >= units:
+            return False
+        cursor.execute("ANALYZE assignments_metricevent")
+        cursor.execute("ANALYZE assignments_flagexposure")
+    return True
+
+
 def _unit_columns(sources: Sequence[MetricSource]) -> tuple[list[str], list[object]]:
     """The per-unit value (and denominator) columns: c<i> and d<i>."""
     cols, params = [], []

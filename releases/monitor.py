@@ -80,6 +80,7 @@ def step_data(release: Release, metrics: list[ReleaseMetric], through: datetime)
         window = {"environment_id": ids["environment_id"], "flag_id": ids["flag_id"],
                   "variations": variations, "start": lo, "end": hi}  # fmt: skip
         c = agg.window_counts(**window)
+        agg.statistics_refresh(sum(c.values()))
         counts["excluded"] += c.pop("excluded")
         counts.update(c)
         if means:

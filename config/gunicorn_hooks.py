@@ -8,6 +8,7 @@ reconnect to a worker that stays.
 """
 
 import signal
+import sys
 from typing import Any
 
 
@@ -29,6 +30,11 @@ def worker_int(worker: Any) -> None:
 
 
 def _stop_streams() -> None:
-    from assignments import streaming
-
-    streaming.stop()
+    """End this process's streams, if it ever served one. Never imports: a worker that never
+    loaded the streaming module has no stream, and importing inside a signal handler breaks when
+    a second signal lands mid-import (gunicorn sends SIGTERM twice to a worker stopped while
+    starting: the second handler then finds the module half-initialised)."""
+    streaming = sys.modules.get("assignments.streaming")
+    stop = getattr(streaming, "stop", None)
+    if stop is not None:
+        stop()

@@ -35,7 +35,7 @@ run: migrate
 	PORT=$(PORT) $(BIN)/python manage.py run_all --port $(PORT)
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=30
 
 # The unit tests only (about 2 CPU-minutes): no real processes, browser, fault injection, load,
 # fuzzing, long simulations or the heaviest checks (marker `slow`). `make test` runs everything.

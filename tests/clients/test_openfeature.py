@@ -20,10 +20,7 @@ from openfeature.provider import ProviderStatus
 from openfeature.track import TrackingEventDetails
 
 from assignments.models import Exposure, FlagExposure, MetricEvent
-from experiments.services import api_key_create
-from flags.services import flag_create, flag_environment_update
-from tests.clients.test_python_client import FAST, _attributes, _server_evaluate
-from tests.factories import running_experiment
+from tests.clients.world import FAST, World, attributes, server_evaluate
 
 # flag -> OpenFeature's typed method for it.
 FLAGS = {
@@ -41,35 +38,9 @@ FLAGS = {
 
 @pytest.fixture
 def world(live_server, project, admin_user, metrics):
-    production = project.environments.get(key="production")
-
-    def flag(key, enabled=True, rules=(), default=None, **kwargs):
-        made = flag_create(project=project, key=key, name=key, actor=admin_user, **kwargs)
-        flag_environment_update(
-            flag=made, environment=production, actor=admin_user, enabled=enabled,
-            rules=list(rules), **({"default_variation": default} if default else {}),
-        )  # fmt: skip
-        return made
-
-    flag("new-checkout", rules=[
-        {"type": "force", "condition": {"country": "FR"}, "variation": "on"},
-        {"type": "rollout", "hash_attribute": "id", "weights": {"on": 0.3, "off": 0.7}},
-    ])  # fmt: skip
-    flag("banner", type="string", variations=[
-        {"key": "a", "value": "blue"}, {"key": "b", "value": "green"}, {"key": "c", "value": "red"},
-    ], off_variation="a", rules=[
-        {"type": "force", "condition": {"plan": "pro"}, "variation": "c"},
-        {"type": "rollout", "condition": {"country": "DE"}, "hash_attribute": "id",
-         "weights": {"a": 0.5, "b": 0.5}},
-    ], default="c")  # fmt: skip
-    flag("dark", enabled=False)
-    flag("plain", default="on")
-    running_experiment(project, key="checkout-v2")
-    running_experiment(project, key="flag-exp", variants=[
-        {"key": "off", "weight": 0.5, "is_control": True, "value": False},
-        {"key": "on", "weight": 0.5, "value": True},
-    ])  # fmt: skip
-    flag("exp-flag", rules=[{"type": "experiment", "experiment": "flag-exp"}])
+    """The client tests' flags plus a prerequisite, number and JSON flags."""
+    made = World(live_server, project, admin_user).common()
+    flag = made.flag
     flag("gated", default="on", prerequisites=[{"flag": "new-checkout", "variations": ["on"]}])
     flag("limit", type="number", variations=[
         {"key": "low", "value": 10}, {"key": "high", "value": 25},
@@ -87,8 +58,7 @@ def world(live_server, project, admin_user, metrics):
     ], off_variation="small", rules=[
         {"type": "force", "condition": {"country": "US"}, "variation": "large"},
     ], default="small")  # fmt: skip
-    key = api_key_create(project=project, name="svc", scopes=["ingest", "evaluate"]).secret
-    return {"url": live_server.url, "client_key": production.client_key, "key": key}
+    return made.serve()
 
 
 @pytest.fixture
@@ -125,8 +95,8 @@ def test_openfeature_evaluation_equals_the_server(world, client, openfeature_api
     request.addfinalizer(server.close)
     reasons = set()
     for i in range(300):
-        unit, attrs = f"u{i}", _attributes(i)
-        answer = _server_evaluate(server, world["url"], unit, attrs)
+        unit, attrs = f"u{i}", attributes(i)
+        answer = server_evaluate(server, world["url"], unit, attrs)
         context = EvaluationContext(targeting_key=unit, attributes=attrs)
         for key, kind in FLAGS.items():
             details = _details(of, kind, key, DEFAULTS[kind], context)
@@ -197,7 +167,7 @@ def test_exposures_through_the_provider(client, openfeature_api, project):
     of = openfeature_api.get_client()
     for _ in range(3):
         for i in range(40):
-            ctx = EvaluationContext(f"u{i}", _attributes(i))
+            ctx = EvaluationContext(f"u{i}", attributes(i))
             of.get_boolean_value("new-checkout", False, ctx)
             of.get_boolean_value("exp-flag", False, ctx)
             of.get_string_value("new-checkout", "x", ctx)  # TYPE_MISMATCH: no exposure
@@ -209,7 +179,7 @@ def test_exposures_through_the_provider(client, openfeature_api, project):
     # Variations recorded are the variants OpenFeature reported.
     for row in flag_rows.filter(flag__key="new-checkout")[:10]:
         i = int(row.unit_id[1:])
-        context = EvaluationContext(row.unit_id, _attributes(i))
+        context = EvaluationContext(row.unit_id, attributes(i))
         details = of.get_boolean_details("new-checkout", False, context)
         assert details.variant == row.variation
     # track=False: evaluations without exposures.

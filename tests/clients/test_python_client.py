@@ -15,48 +15,14 @@ from django.core.wsgi import get_wsgi_application
 from django.db import connections
 
 from assignments.models import Exposure, FlagExposure, MetricEvent
-from experiments.services import api_key_create
-from flags.services import flag_create, flag_environment_update
-from tests.factories import running_experiment
-
-FAST = {"refresh_interval": 0.2, "flush_interval": 0.05, "backoff_base": 0.05, "backoff_max": 0.3}
+from tests.clients.world import FAST, World, attributes, server_evaluate
 
 
 @pytest.fixture
 def world(live_server, project, admin_user, metrics):
     """Flags of each kind in production (rules, rollouts, a segment of attributes, off, no
     rules, an experiment rule), a running experiment, and an ingest + evaluate key."""
-    production = project.environments.get(key="production")
-
-    def flag(key, enabled=True, rules=(), default=None, **kwargs):
-        made = flag_create(project=project, key=key, name=key, actor=admin_user, **kwargs)
-        flag_environment_update(
-            flag=made, environment=production, actor=admin_user, enabled=enabled,
-            rules=list(rules), **({"default_variation": default} if default else {}),
-        )  # fmt: skip
-        return made
-
-    flag("new-checkout", rules=[
-        {"type": "force", "condition": {"country": "FR"}, "variation": "on"},
-        {"type": "rollout", "hash_attribute": "id", "weights": {"on": 0.3, "off": 0.7}},
-    ])  # fmt: skip
-    flag("banner", type="string", variations=[
-        {"key": "a", "value": "blue"}, {"key": "b", "value": "green"}, {"key": "c", "value": "red"},
-    ], off_variation="a", rules=[
-        {"type": "force", "condition": {"plan": "pro"}, "variation": "c"},
-        {"type": "rollout", "condition": {"country": "DE"}, "hash_attribute": "id",
-         "weights": {"a": 0.5, "b": 0.5}},
-    ], default="c")  # fmt: skip
-    flag("dark", enabled=False)
-    flag("plain", default="on")
-    running_experiment(project, key="checkout-v2")
-    running_experiment(project, key="flag-exp", variants=[
-        {"key": "off", "weight": 0.5, "is_control": True, "value": False},
-        {"key": "on", "weight": 0.5, "value": True},
-    ])  # fmt: skip
-    flag("exp-flag", rules=[{"type": "experiment", "experiment": "flag-exp"}])
-    key = api_key_create(project=project, name="svc", scopes=["ingest", "evaluate"]).secret
-    return {"url": live_server.url, "client_key": production.client_key, "key": key}
+    return World(live_server, project, admin_user).common().serve()
 
 
 @pytest.fixture
@@ -67,24 +33,6 @@ def client(world):
 
 
 FLAGS = ["new-checkout", "banner", "dark", "plain", "exp-flag"]
-
-
-def _attributes(i: int) -> dict:
-    return {"country": ["FR", "DE", "US"][i % 3], "plan": "pro" if i % 7 == 0 else "free"}
-
-
-def _server_evaluate(session, url, unit, attrs):  # noqa: ANN001
-    """POST /api/v1/evaluate; a 503 (SQLite's shared in-memory test database briefly locked by
-    the server's usage flush) is asked again."""
-    for _ in range(5):
-        response = session.post(
-            f"{url}/api/v1/evaluate", json={"unit_id": unit, "attributes": attrs}, timeout=10
-        )
-        if response.status_code != 503:
-            break
-        time.sleep(0.1)
-    assert response.status_code == 200, response.text
-    return response.json()["flags"]
 
 
 def test_local_evaluation_equals_the_server(world, request):
@@ -98,8 +46,8 @@ def test_local_evaluation_equals_the_server(world, request):
     server.headers["Authorization"] = f"Bearer {world['key']}"
     request.addfinalizer(server.close)
     for i in range(200):
-        unit, attrs = f"u{i}", _attributes(i)
-        answer = _server_evaluate(server, world["url"], unit, attrs)
+        unit, attrs = f"u{i}", attributes(i)
+        answer = server_evaluate(server, world["url"], unit, attrs)
         for key in FLAGS:
             local = client.evaluate(key, unit, attrs, track=False)
             expected = answer[key]
@@ -119,7 +67,7 @@ def test_local_evaluation_equals_the_server(world, request):
 def test_exposures_are_deduplicated_and_events_tracked(world, client, project):
     for _ in range(3):
         for i in range(40):
-            client.evaluate("new-checkout", f"u{i}", _attributes(i))
+            client.evaluate("new-checkout", f"u{i}", attributes(i))
             client.evaluate("exp-flag", f"u{i}")
             client.evaluate("checkout-v2", f"u{i}")
     ids = [client.track(f"u{i}", "purchase", 9.5) for i in range(40)]

@@ -401,15 +401,10 @@ def release_pause(
     actor_label: str | None = None,
 ) -> Release:
     """Steps stop advancing; the monitor still rolls back on harm."""
-    release = _locked(release)
-    _check_may_release(release.project, release.environment, actor)
-    _require_status(release, [ReleaseStatus.RUNNING], "pause")
-    before = (release.status, release.step)
-    release.status = ReleaseStatus.PAUSED
-    release.save(update_fields=["status"])
-    _record(release, before=before, actor=actor, actor_label=actor_label, reason=reason or "paused")
-    release_notify(release, "release.paused", reason or "Paused: steps do not advance.")
-    return release
+    return _move(
+        release, "pause", ReleaseStatus.RUNNING, ReleaseStatus.PAUSED, actor, actor_label,
+        reason or "paused", "release.paused", reason or "Paused: steps do not advance.",
+    )  # fmt: skip
 
 
 @transaction.atomic
@@ -420,17 +415,37 @@ def release_resume(
     reason: str = "",
     actor_label: str | None = None,
 ) -> Release:
+    """Steps advance again; the next analysis is due at once."""
+    return _move(
+        release, "resume", ReleaseStatus.PAUSED, ReleaseStatus.RUNNING, actor, actor_label,
+        reason or "resumed", "release.resumed", reason or "Resumed.",
+    )  # fmt: skip
+
+
+def _move(
+    release: Release,
+    action: str,
+    source: str,
+    target: str,
+    actor: AbstractBaseUser | None,
+    actor_label: str | None,
+    reason: str,
+    event: str,
+    message: str,
+) -> Release:
+    """A status move between running and paused, checked, audited and notified."""
     release = _locked(release)
     _check_may_release(release.project, release.environment, actor)
-    _require_status(release, [ReleaseStatus.PAUSED], "resume")
+    _require_status(release, [source], action)
     before = (release.status, release.step)
-    release.status = ReleaseStatus.RUNNING
-    release.next_analysis_at = timezone.now()
-    release.save(update_fields=["status", "next_analysis_at"])
-    _record(
-        release, before=before, actor=actor, actor_label=actor_label, reason=reason or "resumed"
-    )
-    release_notify(release, "release.resumed", reason or "Resumed.")
+    release.status = target
+    fields = ["status"]
+    if target == ReleaseStatus.RUNNING:
+        release.next_analysis_at = timezone.now()
+        fields.append("next_analysis_at")
+    release.save(update_fields=fields)
+    _record(release, before=before, actor=actor, actor_label=actor_label, reason=reason)
+    release_notify(release, event, message)
     return release
 
 

@@ -13,7 +13,8 @@ message is printed), 3 timeout (the release goes on). ``ABACUS_URL``, ``ABACUS_T
 ``ABACUS_PROJECT`` stand in for the options. docs/releases.md "The CI/CD gate".
 
 Standard library only (argparse, urllib, json, time) and no Django: it runs on a CI machine
-that has only this file's package, and talks to abacus over its REST API.
+that has only this file's package, and talks to abacus over its REST API. One module on purpose,
+though it passes 500 lines: a CI machine may copy this file alone and run ``python cli.py``.
 """
 
 from __future__ import annotations

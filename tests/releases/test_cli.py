@@ -69,6 +69,18 @@ def test_the_gate_imports_no_django():
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=30)
 
 
+def test_the_file_runs_alone(tmp_path):
+    """A CI machine may copy releases/cli.py alone (docs/releases.md): it runs as a script."""
+    alone = tmp_path / "cli.py"
+    alone.write_text((ROOT / "releases" / "cli.py").read_text())
+    done = subprocess.run(
+        [sys.executable, str(alone), "--help"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "start" in done.stdout and "rollback" in done.stdout
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -7,7 +7,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from experiments.apis.access import project_for
-from experiments.selectors import layers_for_project
+from experiments.layers import layers_for_project
 
 
 class LayerSliceSerializer(serializers.Serializer):

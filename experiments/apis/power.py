@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from experiments.models import MetricKind
-from experiments.selectors import power_plan
+from experiments.power_plans import power_plan
 from experiments.services import ALPHA_MAX, ALPHA_MIN
 from stats.power import PIPELINE_LOOKS, InvalidInput
 

@@ -8,8 +8,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import DomainError
+from experiments.layers import LAYER_LIVE_STATUSES
 from experiments.models import RAMP_STAGE_DEFAULT_HOURS, Experiment, ExperimentStatus, MetricRole
-from experiments.selectors import LAYER_LIVE_STATUSES, ramp_stage_due_at
+from experiments.selectors import ramp_stage_due_at
 from experiments.services.audit import audit_log_record
 from experiments.services.rules import (
     RATIONALE_MAX,

@@ -11,6 +11,7 @@ from django.db import connection
 
 from bucketing.conditions import validate_condition
 from core.errors import DomainError
+from experiments.layers import LAYER_HOLDING_STATUSES, LAYER_TOLERANCE
 from experiments.models import (
     RAMP_STAGE_DEFAULT_HOURS,
     Experiment,
@@ -21,11 +22,7 @@ from experiments.models import (
     Project,
     Segment,
 )
-from experiments.selectors import (
-    LAYER_HOLDING_STATUSES,
-    LAYER_TOLERANCE,
-    experiment_spec,
-)
+from experiments.selectors import experiment_spec
 
 WEIGHT_TOLERANCE = 1e-6
 # Ranges of the numeric settings that are not fractions in [0, 1] (docs/user-guide.md "Ranges

@@ -2,7 +2,7 @@
 
 from django.http import HttpRequest, HttpResponse
 
-from experiments.selectors import LayerUsage, layers_for_project
+from experiments.layers import LayerUsage, layers_for_project
 from experiments.views.pages import Page, project_page
 
 # The bar is an SVG drawn on the server: positions are attributes, not inline styles, so the

@@ -8,8 +8,8 @@ from django.db import close_old_connections, connection
 from django.test import Client
 
 from core.errors import DomainError
+from experiments.layers import layers_for_project
 from experiments.models import Experiment, ExperimentStatus, Role
-from experiments.selectors import layers_for_project
 from experiments.services import (
     experiment_conclude,
     experiment_create,

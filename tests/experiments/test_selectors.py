@@ -6,12 +6,12 @@ import pytest
 from django.utils import timezone
 
 from experiments.models import Experiment
+from experiments.power_plans import power_plan
 from experiments.selectors import (
     _changes,
     audit_log_for_experiment,
     experiments_search,
     metrics_with_usage,
-    power_plan,
     ramp_status,
 )
 from experiments.services import experiment_create, experiment_update

@@ -35,6 +35,12 @@ non-empty condition) that match the condition; minus those whose ``id`` is in ``
 segment with an empty condition is exactly its include list. Ids compare as strings: a numeric
 ``id`` attribute never matches an include entry.
 
+Holdout: a flag served with the project's running holdout (``FlagSpec.holdout``,
+`bucketing.holdout`) keeps its rollouts, its experiment rules and the force rule of a shipped
+experiment away from the holdout's units (those rules carry the holdout's filter, and on the
+server the same hash skips them): the units fall through to the next rule, usually to the
+default. Force rules (targeted overrides) and the off switch apply to them like to anyone.
+
 In the payload each rule becomes one or more GrowthBook rules whose ``id`` starts with the rule
 id (``"<rule id>"`` or ``"<rule id>:<variation key>"``); prerequisites become force rules of the
 off value, first, gated by ``parentConditions`` on the parent flag's value
@@ -46,11 +52,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from bucketing.conditions import eval_condition
 from bucketing.hashing import hash_string, hash_v2_from_state, seed_state
+from bucketing.holdout import HoldoutSpec, filters_out, holdout_filter
 from bucketing.payload import HASH_VERSION, ExperimentSpec, evaluate, feature_definition
 
 REASONS = ("off", "prerequisite", "rule", "rollout", "experiment", "default")
@@ -161,6 +168,7 @@ class FlagSpec:
     default_variation: str
     rules: tuple[RuleSpec, ...] = ()
     prerequisites: tuple[Prerequisite, ...] = ()
+    holdout: HoldoutSpec | None = None  # the project's running holdout (see the module doc)
     if TYPE_CHECKING:  # set in __post_init__, deliberately not a dataclass field
         _plan: _FlagPlan
 
@@ -224,6 +232,8 @@ def _flag_problems(spec: FlagSpec) -> list[str]:
         problems.append("rule ids must be unique")
     if any(p.flag == spec.key for p in spec.prerequisites):
         problems.append("a flag cannot be its own prerequisite")
+    if spec.holdout is not None and not isinstance(spec.holdout, HoldoutSpec):
+        problems.append("the holdout must be a HoldoutSpec")
     return problems
 
 
@@ -261,7 +271,7 @@ class _Rule:
     """One flag rule compiled for serving: what the payload carries and the server checks."""
 
     __slots__ = ("id", "kind", "condition", "variation", "value", "hash_attribute", "state")
-    __slots__ += ("slices", "experiment")
+    __slots__ += ("slices", "experiment", "held")
 
     def __init__(self, rule_id: str, kind: str, condition: dict[str, Any] | None) -> None:
         self.id = rule_id
@@ -273,16 +283,19 @@ class _Rule:
         self.state = 0
         self.slices: tuple[tuple[float, float, str, Any], ...] = ()  # (lo, hi, key, value)
         self.experiment: ExperimentSpec | None = None
+        # Kept from the holdout's units (by ``hash_attribute``): rollouts, shipped experiments.
+        self.held = False
 
 
 class _FlagPlan:
     """Everything the payload and the server need, computed once per spec."""
 
-    __slots__ = ("seed", "values", "rules")
+    __slots__ = ("seed", "values", "rules", "holdout")
 
     def __init__(self, spec: FlagSpec) -> None:
         self.seed = spec.seed or spec.key  # the SDKs fall back to the feature key
         self.values = {v.key: v.value for v in spec.variations}
+        self.holdout = spec.holdout
         self.rules = tuple(r for rule in spec.rules if (r := self._compile(spec, rule)))
 
     def _compile(self, spec: FlagSpec, rule: RuleSpec) -> _Rule | None:
@@ -295,15 +308,20 @@ class _FlagPlan:
             out.hash_attribute = rule.hash_attribute
             out.state = seed_state(self.seed)
             out.slices = _slices(spec, dict(rule.weights))
+            out.held = True
             return out
         exp = rule.experiment
         assert exp is not None  # checked by RuleSpec
         if exp.status == "concluded" and exp.shipped_variant is not None:
-            return self._force(rule.id, _and(condition, exp.condition), exp.shipped_variant)
+            out = self._force(rule.id, _and(condition, exp.condition), exp.shipped_variant)
+            out.hash_attribute = exp.hash_attribute
+            out.held = True
+            return out
         if exp.status != "running":
             return None
         out = _Rule(rule.id, "experiment", condition)
-        out.experiment = exp
+        # The flag's holdout governs its rules, whatever the experiment's spec carried.
+        out.experiment = exp if exp.holdout == spec.holdout else replace(exp, holdout=spec.holdout)
         return out
 
     def _force(self, rule_id: str, condition: dict[str, Any] | None, variation: str) -> _Rule:
@@ -396,14 +414,17 @@ def flag_feature(spec: FlagSpec, flags: Mapping[str, FlagSpec] | None = None) ->
 
 
 def _payload_rules(spec: FlagSpec, rule: _Rule) -> list[dict[str, Any]]:
-    condition = {"condition": rule.condition} if rule.condition else {}
+    extra: dict[str, Any] = {"condition": rule.condition} if rule.condition else {}
+    holdout = spec._plan.holdout
+    if rule.held and holdout is not None:
+        extra["filters"] = [holdout_filter(holdout, rule.hash_attribute)]
     if rule.kind == "force":
-        return [{"id": rule.id, **condition, "force": rule.value}]
+        return [{"id": rule.id, **extra, "force": rule.value}]
     if rule.kind == "rollout":
         return [
             {
                 "id": f"{rule.id}:{key}",
-                **condition,
+                **extra,
                 "force": value,
                 "hashAttribute": rule.hash_attribute,
                 "seed": spec._plan.seed,
@@ -447,8 +468,11 @@ def _evaluate(
             extra = {"prerequisite": prerequisite.flag}
             return FlagResult(plan.values[off], off, "prerequisite", extra=extra)
     attrs = attributes if isinstance(attributes, dict) else dict(attributes)
+    holdout = plan.holdout
     for rule in plan.rules:
         if rule.condition is not None and not eval_condition(attrs, rule.condition):
+            continue
+        if rule.held and holdout is not None and filters_out(holdout, attrs, rule.hash_attribute):
             continue
         if rule.kind == "force":
             return FlagResult(rule.value, rule.variation, "rule", rule.id)

@@ -15,6 +15,10 @@ control's value:
 - ``concluded`` with ``shipped_variant``: a force rule, that variant's value for everyone.
 - ``draft``: not served.
 
+With a project holdout (``holdout``, `bucketing.holdout`), the experiment rule and the shipped
+variant's force rule carry the holdout's filter: the holdout's units get the default (control),
+in the SDKs and on the server alike (the namespace then travels as a filter too).
+
 Variants keep the order given: it fixes which slice of ``[0, 1)`` each one owns, so callers must
 pass them in a stable order (the order of creation). Since several variants may share a value,
 SDK results should be matched by ``experimentResult.key`` (the variant key from ``meta``), not by
@@ -41,6 +45,12 @@ from bucketing.hashing import (
     hash_v2_from_state,
     seed_state,
 )
+from bucketing.holdout import (
+    HoldoutSpec,
+    held_many,
+    holdout_filter,
+    namespace_filter,
+)
 
 if TYPE_CHECKING:
     from bucketing.flags import FlagSpec
@@ -66,7 +76,9 @@ class ExperimentSpec:
 
     ``namespace`` is ``(namespace id, start, end)`` with ``0 <= start <= end <= 1``: experiments in
     the same namespace with disjoint slices never share a unit. ``shipped_variant`` only matters
-    once the experiment is ``concluded``. Raises ``ValueError`` when the spec is inconsistent.
+    once the experiment is ``concluded``. ``holdout``: the project's running holdout, whose units
+    the experiment (and its shipped variant) never reaches. Raises ``ValueError`` when the spec
+    is inconsistent.
     """
 
     key: str
@@ -79,6 +91,7 @@ class ExperimentSpec:
     status: str = "running"
     shipped_variant: str | None = None
     phase: int = 0
+    holdout: HoldoutSpec | None = None
     if TYPE_CHECKING:  # set in __post_init__, deliberately not a dataclass field
         _plan: _Plan
 
@@ -133,6 +146,8 @@ class ExperimentSpec:
         # must never stop the payload from being served.
         if self.condition is not None and not isinstance(self.condition, dict):
             problems.append("the targeting condition must be an object")
+        if self.holdout is not None and not isinstance(self.holdout, HoldoutSpec):
+            problems.append("the holdout must be a HoldoutSpec")
         return problems
 
     @property
@@ -168,6 +183,8 @@ class _Plan:
         "seed",
         "state",
         "live",
+        "holdout",
+        "null_shipped",
     )
 
     def __init__(self, spec: ExperimentSpec) -> None:
@@ -190,6 +207,10 @@ class _Plan:
         # Empty ranges hold nobody; dropping them leaves every answer unchanged.
         keys = [v.key for v in spec.variants]
         self.live = tuple((s, e, keys[i]) for i, (s, e) in enumerate(ranges) if s < e)
+        self.holdout = spec.holdout
+        # A shipped null value cannot be forced (the SDKs read a null force as no force): the
+        # payload forces control on the holdout's units instead (see `feature_definition`).
+        self.null_shipped = shipped and spec.variant(spec.shipped_variant).value is None
 
 
 def evaluate(spec: ExperimentSpec, attributes: Mapping[str, Any]) -> str | None:
@@ -198,15 +219,20 @@ def evaluate(spec: ExperimentSpec, attributes: Mapping[str, Any]) -> str | None:
     For a running experiment: ``None`` unless the unit's hash attribute is a non-empty string or a
     non-zero number, it passes the targeting condition and the namespace, and its bucket falls in
     a variant's range. A concluded experiment with a shipped variant gives that variant to
-    everyone; any other status gives ``None``.
+    everyone; any other status gives ``None``. The holdout's units get ``None`` (see
+    `_holds_from_shipped` for a shipped variant).
     """
     plan = spec._plan
     if not plan.running:
+        if plan.holdout is not None and plan.fixed_key is not None:
+            return None if _holds_from_shipped(plan, attributes) else plan.fixed_key
         return plan.fixed_key
     unit = attributes.get(plan.hash_attribute)
     if unit.__class__ is not str:
         unit = hash_string(unit)
     if not unit:
+        return None
+    if plan.holdout is not None and plan.holdout.holds(unit):
         return None
     ns = plan.namespace
     if ns is not None:
@@ -222,11 +248,27 @@ def evaluate(spec: ExperimentSpec, attributes: Mapping[str, Any]) -> str | None:
     return None
 
 
+def _holds_from_shipped(plan: _Plan, attributes: Mapping[str, Any]) -> bool:
+    """Whether the holdout keeps this unit on control rather than the shipped variant: the
+    SDKs' answer to the filter of the payload's rule. The shipped force rule keeps units in
+    ``[share, 1)`` (a unit without a hash value is filtered out: control); for a null shipped
+    value the rule forcing control keeps units in ``[0, share)`` (no hash value: shipped)."""
+    assert plan.holdout is not None
+    unit = attributes.get(plan.hash_attribute)
+    if unit.__class__ is not str:
+        unit = hash_string(unit)
+    if not unit:
+        return not plan.null_shipped
+    return plan.holdout.holds(unit)
+
+
 def evaluate_many(spec: ExperimentSpec, units: Sequence[Mapping[str, Any]]) -> list[str | None]:
     """`evaluate` for many units at once (the same answers), hashing with numpy: for bulk
     assignment and simulations."""
     plan = spec._plan
     if not plan.running:
+        if plan.holdout is not None and plan.fixed_key is not None:
+            return [evaluate(spec, attributes) for attributes in units]
         return [plan.fixed_key] * len(units)
     if len(units) < _VECTOR_MIN:
         return [evaluate(spec, attributes) for attributes in units]
@@ -250,6 +292,8 @@ def evaluate_many(spec: ExperimentSpec, units: Sequence[Mapping[str, Any]]) -> l
         suffix, start, end = plan.namespace
         n = gb_hash_many(suffix, hashed, 1)
         chosen[(n < start) | (n >= end)] = -1
+    if plan.holdout is not None:
+        chosen[held_many(plan.holdout, hashed)] = -1
     keys = [key for _, _, key in plan.live]
     for i, c in zip(eligible, chosen.tolist(), strict=True):
         if c >= 0:
@@ -267,18 +311,24 @@ def value_for(spec: ExperimentSpec, attributes: Mapping[str, Any]) -> Any:
 def feature_definition(spec: ExperimentSpec) -> dict[str, Any]:
     """One experiment as a GrowthBook feature (``defaultValue`` plus ``rules``)."""
     control_value = spec.control.value
+    plan = spec._plan
     if spec.status == "concluded" and spec.shipped_variant is not None:
         shipped = spec.variant(spec.shipped_variant).value
         if shipped is None:
-            # A null force is read as "no force" by the SDKs: make null the default instead.
-            return {"defaultValue": None, "rules": []}
-        return {
-            "defaultValue": control_value,
-            "rules": [{"id": f"{spec.key}:shipped", "force": shipped}],
-        }
+            # A null force is read as "no force" by the SDKs: make null the default instead,
+            # and force control on the holdout's units.
+            if plan.holdout is None or control_value is None:
+                return {"defaultValue": None, "rules": []}
+            held = holdout_filter(plan.holdout, spec.hash_attribute)
+            held["ranges"] = [[0.0, plan.holdout.share]]
+            rule = {"id": f"{spec.key}:holdout", "filters": [held], "force": control_value}
+            return {"defaultValue": None, "rules": [rule]}
+        forced: dict[str, Any] = {"id": f"{spec.key}:shipped", "force": shipped}
+        if plan.holdout is not None:
+            forced["filters"] = [holdout_filter(plan.holdout, spec.hash_attribute)]
+        return {"defaultValue": control_value, "rules": [forced]}
     if spec.status != "running":
         return {"defaultValue": control_value, "rules": []}
-    plan = spec._plan
     rule: dict[str, Any] = {
         "id": f"{spec.key}:phase-{spec.phase}",
         "key": spec.key,
@@ -296,6 +346,11 @@ def feature_definition(spec: ExperimentSpec) -> dict[str, Any]:
         rule["condition"] = plan.condition
     if spec.namespace is not None:
         rule["namespace"] = list(spec.namespace)
+    if plan.holdout is not None:
+        # SDKs read filters instead of the namespace: it becomes a filter too.
+        rule["filters"] = [holdout_filter(plan.holdout, spec.hash_attribute)]
+        if spec.namespace is not None:
+            rule["filters"].append(namespace_filter(spec.namespace, spec.hash_attribute))
     return {"defaultValue": control_value, "rules": [rule]}
 
 

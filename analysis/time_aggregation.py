@@ -165,6 +165,7 @@ class _Window:
     max_exposure_days: int
     caps: dict[str, dict[str, float]]
     dialect: Dialect
+    lookup: bool  # read each unit's events by an index range scan (aggregation.read_strategy)
 
 
 def _group(group: Sequence[MetricSpec], w: _Window) -> dict[str, DayAggregates]:
@@ -193,7 +194,7 @@ def _group(group: Sequence[MetricSpec], w: _Window) -> dict[str, DayAggregates]:
         **caps,
     }
     statement = sql.time_views_statement(
-        d, windows, columns, len(names), w.calendar_days, exposure_days
+        d, windows, columns, len(names), w.calendar_days, exposure_days, w.lookup
     )
     with d.statement_scope(), d.connection.cursor() as cursor:
         cursor.execute(statement, params)
@@ -218,9 +219,11 @@ def time_aggregates(
     caps: dict[str, dict[str, float]] | None = None,
     max_days: int = MAX_CALENDAR_DAYS,
     max_exposure_days: int = MAX_EXPOSURE_DAYS,
+    strategy: str | None = None,
 ) -> TimeAggregates:
     """Every metric's per-day statistics in both views (module docstring); ``caps`` are the
-    snapshot's winsorization caps by metric key and role ("value", "denominator")."""
+    snapshot's winsorization caps by metric key and role ("value", "denominator");
+    ``strategy`` how to read events (default ``aggregation.read_strategy()``)."""
     day0, calendar_days = calendar_span(since, through, max_days)
     window = _Window(
         experiment_id,
@@ -232,6 +235,7 @@ def time_aggregates(
         max_exposure_days,
         caps or {},
         aggregation._dialect(),
+        (strategy or aggregation.read_strategy()) == aggregation.INDEX_LOOKUP,
     )
     out: dict[str, DayAggregates] = {}
     errors = {m.key: _unsupported(m) for m in metrics if _unsupported(m)}

@@ -115,14 +115,39 @@ def spans_ctes(d: Dialect, windows: Sequence[int], calendar_days: int, exposure_
     )"""
 
 
+def _events_of_unit(d: Dialect, names: int, widest: int, lookup: bool) -> str:
+    """The FROM clause pairing each unit with its events in ``[t0, t0 + widest window)`` at or
+    before the cut-off: one hash join of units and events, or (``lookup``, PostgreSQL with the
+    covering index: ``aggregation.read_strategy``) one index range scan per unit in unit order."""
+    t = d.instant("e.ts")
+    if lookup:
+        return f"""exposed u CROSS JOIN LATERAL (
+                SELECT e.value, e.name, e.ts FROM assignments_metricevent e
+                WHERE e.project_id = {d.param("project")} AND e.unit_id = u.unit_id
+                  AND e.ts >= u.t0 AND e.ts < u.end_{widest} AND e.ts <= {d.param("through")}
+                  AND e.name IN ({name_list(d, names)})
+                {d.fence()}
+            ) e"""
+    return f"""exposed u
+            JOIN assignments_metricevent e
+              ON e.project_id = {d.param("project")} AND e.name IN ({name_list(d, names)})
+             AND e.unit_id = u.unit_id
+             AND e.ts >= {d.param("since")} AND e.ts <= {d.param("through")}
+             AND {t} >= u.t0 AND {t} < u.end_{widest}"""
+
+
 def joined_cte(
-    d: Dialect, windows: Sequence[int], names: int, calendar_days: int, exposure_days: int
+    d: Dialect,
+    windows: Sequence[int],
+    names: int,
+    calendar_days: int,
+    exposure_days: int,
+    lookup: bool = False,
 ) -> str:
     """Every analysed unit's events in ``[t0, t0 + widest window)`` up to the cut-off, each with
-    its name's code, a flag per narrower window, its calendar day (-1 before day 0), its day
-    since exposure and the unit's complete days. The inner fence computes the event's instant
-    once; the outer one computes the day indexes once per event."""
-    widest = windows[-1]
+    its name's code, a flag per window, its calendar day (-1 before day 0), its day since
+    exposure and the unit's complete days. The inner fence computes the event's instant once;
+    the outer one computes the day indexes once per event."""
     codes = " ".join(f"WHEN {d.param(f'name{i}')} THEN {i}" for i in range(names))
     flags = "".join(f", CASE WHEN x.t < x.end_{h} THEN 1 ELSE 0 END AS in_{h}" for h in windows)
     ends = "".join(f", u.end_{h}" for h in windows)
@@ -139,12 +164,7 @@ def joined_cte(
         FROM (
             SELECT u.uid, u.variant_id, u.state, u.t0{ends}, e.value,
                    CASE e.name {codes} END AS code, {d.instant("e.ts")} AS t
-            FROM exposed u
-            JOIN assignments_metricevent e
-              ON e.project_id = {d.param("project")} AND e.name IN ({name_list(d, names)})
-             AND e.unit_id = u.unit_id
-             AND e.ts >= {d.param("since")} AND e.ts <= {d.param("through")}
-             AND {d.instant("e.ts")} >= u.t0 AND {d.instant("e.ts")} < u.end_{widest}
+            FROM {_events_of_unit(d, names, windows[-1], lookup)}
             {d.fence()}
         ) x
         {d.fence()}
@@ -206,11 +226,13 @@ def time_views_statement(
     names: int,
     calendar_days: int,
     exposure_days: int,
+    lookup: bool = False,
 ) -> str:
-    """The whole statement. Parameters: ``experiment``, ``project``, ``since``, ``through``,
-    ``name0`` ... (event names), ``day0`` ... ``day{calendar_days - 1}`` (the starts of the
-    calendar days) and each column's cap. Rows: (view, variant id, day, units per window in
-    ``windows`` order, then ``day_sums``)."""
+    """The whole statement (``lookup``: read each unit's events by an index range scan).
+    Parameters: ``experiment``, ``project``, ``since``, ``through``, ``name0`` ... (event
+    names), ``day0`` ... ``day{calendar_days - 1}`` (the starts of the calendar days) and each
+    column's cap. Rows: (view, variant id, day, units per window in ``windows`` order, then
+    ``day_sums``)."""
     windows = sorted(windows)
     flat = [c for cols in metrics for c in cols.values()]
     sums = day_sums(metrics)
@@ -219,8 +241,8 @@ def time_views_statement(
     units = ", ".join(f"a.n_{h}" for h in windows)
     return f"""
     WITH RECURSIVE {days_cte(max(calendar_days, exposure_days))},
-    {exposed_cte(d, windows)}{spans_ctes(d, windows, calendar_days, exposure_days)}{
-        joined_cte(d, windows, names, calendar_days, exposure_days)
+    {exposed_cte(d, windows, ordered=lookup)}{spans_ctes(d, windows, calendar_days, exposure_days)}{
+        joined_cte(d, windows, names, calendar_days, exposure_days, lookup)
     }{unit_days_cte(d, flat)},
     sums AS (
         SELECT view_id, variant_id, day_index, {aliased}

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from django.db import connection
 
+from analysis import aggregation
 from analysis.aggregation import MetricSpec
 from analysis.sql import time_views as sql
 from analysis.sql.dialects import PostgresDialect, SqliteDialect
@@ -17,6 +18,15 @@ from tests.analysis.test_aggregation import T0, event, expose
 from tests.factories import running_experiment
 
 pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True, params=[aggregation.HASH_JOIN, aggregation.INDEX_LOOKUP])
+def strategy(request):
+    """Every test runs with each way of reading events (index lookups: PostgreSQL only)."""
+    if request.param == aggregation.INDEX_LOOKUP and connection.vendor != "postgresql":
+        pytest.skip("index lookups are a PostgreSQL plan")
+    return request.param
+
 
 THROUGH = datetime(2026, 1, 4, 12, tzinfo=UTC)  # calendar days Jan 1 .. Jan 4 (partial)
 
@@ -81,7 +91,17 @@ def scenario(experiment, arms):
     return control, treatment
 
 
-def compute(experiment, *metrics, through=THROUGH, **kwargs):
+@pytest.fixture
+def compute(strategy):
+    """time_aggregates of an experiment's phase from T0, reading events by ``strategy``."""
+
+    def run(experiment, *metrics, through=THROUGH, **kwargs):
+        return _compute(experiment, *metrics, through=through, strategy=strategy, **kwargs)
+
+    return run
+
+
+def _compute(experiment, *metrics, through=THROUGH, **kwargs):
     return time_aggregates(
         experiment_id=experiment.pk,
         project_id=experiment.project_id,
@@ -104,7 +124,7 @@ def table(by_day, arms):
     return {day: (v.get(control.pk), v.get(treatment.pk)) for day, v in sorted(by_day.items())}
 
 
-def test_calendar_days_count_the_units_whose_window_meets_the_day(scenario, experiment):
+def test_calendar_days_count_the_units_whose_window_meets_the_day(scenario, experiment, compute):
     """Revenue (48 h window) by UTC day: Jan 1: c1 10 | t1 20; Jan 2: c1 5 + 7, c2 0 | t1 1;
     Jan 3: c1 0 (its event is after its window), c2 4 | none (t1's window ended at midnight);
     Jan 4 (partial): c2 6 | t2 8 (its event after the cut-off is not counted)."""
@@ -119,7 +139,7 @@ def test_calendar_days_count_the_units_whose_window_meets_the_day(scenario, expe
     }
 
 
-def test_days_since_exposure_count_only_complete_whole_days(scenario, experiment):
+def test_days_since_exposure_count_only_complete_whole_days(scenario, experiment, compute):
     """Revenue by day since exposure (48 h window: days 0 and 1). Day 0: c1 10 + 5, c2 4 |
     t1 20 (t2's day 0 is not complete at the cut-off). Day 1: c1 7 | t1 1 (c2's day 1 ends
     after the cut-off)."""
@@ -130,7 +150,7 @@ def test_days_since_exposure_count_only_complete_whole_days(scenario, experiment
     }
 
 
-def test_binomial_days_are_whether_the_unit_converted_that_day(scenario, experiment):
+def test_binomial_days_are_whether_the_unit_converted_that_day(scenario, experiment, compute):
     result = compute(experiment, BOUGHT)
     assert table(result.metrics["bought"].calendar, scenario) == {
         0: (stats_of(1), stats_of(1)),
@@ -144,7 +164,7 @@ def test_binomial_days_are_whether_the_unit_converted_that_day(scenario, experim
     }
 
 
-def test_each_metric_keeps_its_own_window_in_one_statement(scenario, experiment):
+def test_each_metric_keeps_its_own_window_in_one_statement(scenario, experiment, compute):
     """Clicks (24 h window) beside revenue (48 h): Jan 1: c1 2 | t1 1; Jan 2: c1 1 (09:59),
     c2 0 | none (t1's window ended at midnight); Jan 3: c2 0 | none; Jan 4: none (c2's
     window ended Jan 3 20:00) | t2 0. Since exposure: only day 0: c1 3, c2 0 | t1 1."""
@@ -161,7 +181,7 @@ def test_each_metric_keeps_its_own_window_in_one_statement(scenario, experiment)
     assert table(result.metrics["revenue"].calendar, scenario)[1] == (stats_of(12, 0), stats_of(1))
 
 
-def test_the_calendar_view_keeps_the_last_days_only(scenario, experiment):
+def test_the_calendar_view_keeps_the_last_days_only(scenario, experiment, compute):
     """With at most 2 days: Jan 3 and Jan 4. c1's window (to Jan 3 10:00) meets Jan 3, so it
     counts there with 0; t1's window ended before: it is in no calendar day. Days since
     exposure are not capped by the calendar."""
@@ -174,7 +194,7 @@ def test_the_calendar_view_keeps_the_last_days_only(scenario, experiment):
     assert 1 in result.metrics["revenue"].since_exposure
 
 
-def test_days_since_exposure_stop_at_the_cap(scenario, experiment):
+def test_days_since_exposure_stop_at_the_cap(scenario, experiment, compute):
     result = compute(experiment, REVENUE, max_exposure_days=1)
     assert sorted(result.metrics["revenue"].since_exposure) == [0]
     assert table(result.metrics["revenue"].since_exposure, scenario)[0] == (
@@ -183,14 +203,14 @@ def test_days_since_exposure_stop_at_the_cap(scenario, experiment):
     )
 
 
-def test_per_unit_day_values_are_capped_at_the_snapshot_cap(scenario, experiment):
+def test_per_unit_day_values_are_capped_at_the_snapshot_cap(scenario, experiment, compute):
     """A cap of 9 on revenue: c1's 10 on Jan 1 and 5 + 7 on Jan 2 become 9, t1's 20 too."""
     result = compute(experiment, REVENUE, caps={"revenue": {"value": 9.0}})
     assert table(result.metrics["revenue"].calendar, scenario)[0] == (stats_of(9), stats_of(9))
     assert table(result.metrics["revenue"].calendar, scenario)[1] == (stats_of(9, 0), stats_of(1))
 
 
-def test_no_exposures_gives_no_days(experiment):
+def test_no_exposures_gives_no_days(experiment, compute):
     result = compute(experiment, REVENUE, BOUGHT)
     assert result.metrics["revenue"].calendar == {}
     assert result.metrics["revenue"].since_exposure == {}
@@ -244,7 +264,7 @@ def _reference(exposures, events, metric, through, day0, calendar_days, exposure
 
 
 @pytest.mark.parametrize("kind,hours", [("mean", 72), ("count", 30), ("binomial", 48)])
-def test_random_data_matches_a_direct_computation(experiment, arms, kind, hours):
+def test_random_data_matches_a_direct_computation(experiment, arms, kind, hours, compute):
     """200 units exposed at random times over 5 days (some twice, some to both arms), events
     at random times around them; the SQL's per-day statistics equal the direct computation."""
     rng = random.Random(hours)
@@ -286,7 +306,7 @@ def test_random_data_matches_a_direct_computation(experiment, arms, kind, hours)
                 assert actual.sum_sq == pytest.approx(expected.sum_sq)
 
 
-def test_ratio_metrics_sum_numerator_and_denominator_per_day(scenario, experiment):
+def test_ratio_metrics_sum_numerator_and_denominator_per_day(scenario, experiment, compute):
     """Purchase value per click (48 h): Jan 1: c1 10 / 2 clicks | t1 20 / 1 click."""
     ctr = MetricSpec("vpc", "ratio", "purchase", denominator_event="click", window_hours=48)
     day0 = compute(experiment, ctr).metrics["vpc"].calendar[0]

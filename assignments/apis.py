@@ -33,6 +33,7 @@ from assignments.services import (
     MAX_BATCH,
     MAX_DELETE_FILTER_ITEMS,
     MAX_ID_LENGTH,
+    IngestResult,
     assignments_get_or_create,
     events_delete,
     events_ingest,
@@ -53,10 +54,12 @@ class ServiceApi(APIView):
     """Base of the API-key endpoints: the key fixes the project; bodies are size-checked."""
 
     authentication_classes = [ApiKeyAuthentication]
+    # The largest body, in bytes; None: DATA_UPLOAD_MAX_MEMORY_SIZE.
+    max_body_bytes: int | None = None
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)  # authentication, scope, throttling first
-        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        limit = self.max_body_bytes or settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -220,37 +223,43 @@ class EventsApi(ServiceApi):
         responses={202: EventsResponseSchema},
     )
     def post(self, request: Request) -> Response:
-        body = self.json_body(request)
-        events = body.get("events")
-        if not isinstance(events, list):
-            raise ValidationError(
-                {
-                    "detail": "The body must be a JSON object with an 'events' list.",
-                    "field": "events",
-                }
-            )
-        if len(events) > MAX_BATCH:
-            raise PayloadTooLarge(
-                {
-                    "detail": f"A batch holds at most {MAX_BATCH:,} events "
-                    f"(got {len(events):,}): split it.",
-                    "field": "events",
-                }
-            )
         result = events_ingest(
             project=request.auth.project,
-            events=events,
+            events=event_batch(self.json_body(request), MAX_BATCH),
             environment_id=request.auth.environment_id,
         )
-        return Response(
-            {
-                "accepted": result.accepted,
-                "duplicates": result.duplicates,
-                "rejected": result.rejected,
-                "ignored": result.ignored,
-            },
-            status=status.HTTP_202_ACCEPTED,
+        return ingest_response(result)
+
+
+def event_batch(body: dict[str, Any], limit: int) -> list[Any]:
+    """The body's 'events' list, at most ``limit`` long (413 past it, 400 without one)."""
+    events = body.get("events")
+    if not isinstance(events, list):
+        raise ValidationError(
+            {"detail": "The body must be a JSON object with an 'events' list.", "field": "events"}
         )
+    if len(events) > limit:
+        raise PayloadTooLarge(
+            {
+                "detail": f"A batch holds at most {limit:,} events (got {len(events):,}): "
+                "split it.",
+                "field": "events",
+            }
+        )
+    return events
+
+
+def ingest_response(result: IngestResult) -> Response:
+    """202 with what was accepted, duplicated, rejected (index, field, message) and ignored."""
+    return Response(
+        {
+            "accepted": result.accepted,
+            "duplicates": result.duplicates,
+            "rejected": result.rejected,
+            "ignored": result.ignored,
+        },
+        status=status.HTTP_202_ACCEPTED,
+    )
 
 
 def _id_list(help_text: str) -> serializers.ListField:

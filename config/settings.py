@@ -142,10 +142,11 @@ AXES_COOLOFF_TIME = timedelta(minutes=float(os.environ.get("ABACUS_LOGIN_LOCKOUT
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_CALLABLE = "config.lockout.lockout_response"
-# The client address is REMOTE_ADDR. Behind a proxy set ABACUS_PROXY_COUNT to the number of
-# proxies that append to X-Forwarded-For, so every client is not one address.
+# The client address (the login throttle, the browser endpoint's per-address limit) is
+# REMOTE_ADDR. Behind a proxy set ABACUS_PROXY_COUNT to the number of proxies that append to
+# X-Forwarded-For, so every client is not one address; X-Forwarded-For is ignored otherwise.
 ABACUS_PROXY_COUNT = int(os.environ.get("ABACUS_PROXY_COUNT", 0))
-AXES_CLIENT_IP_CALLABLE = "config.lockout.client_ip"
+AXES_CLIENT_IP_CALLABLE = "core.client_address.client_ip"
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
@@ -346,6 +347,16 @@ ABACUS_CSP_OVERRIDES = {
 # Requests per minute per API key (all endpoints a key may call); 0 turns the limit off.
 # Generous by default so benchmarks and load tests measure the app, not the limiter.
 ABACUS_RATE_LIMIT_PER_MINUTE = int(os.environ.get("ABACUS_RATE_LIMIT_PER_MINUTE", 6000))
+# Events from browsers (POST /api/v1/events/beacon with an environment's public browser key,
+# docs/operations.md "Events from browsers"): requests per minute per browser key (every
+# visitor of the sites that use it), and per client address (an IPv6 client's /64); 0 turns
+# a limit off.
+ABACUS_BROWSER_RATE_LIMIT_PER_MINUTE = int(
+    os.environ.get("ABACUS_BROWSER_RATE_LIMIT_PER_MINUTE", 30000)
+)
+ABACUS_BROWSER_ADDRESS_RATE_LIMIT_PER_MINUTE = int(
+    os.environ.get("ABACUS_BROWSER_ADDRESS_RATE_LIMIT_PER_MINUTE", 120)
+)
 # Flag hygiene: a temporary flag serving one variation to everyone for this many days is stale
 # (flags.selectors.stale_flags).
 ABACUS_STALE_FLAG_DAYS = int(os.environ.get("ABACUS_STALE_FLAG_DAYS", 14))

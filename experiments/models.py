@@ -16,6 +16,10 @@ def new_webhook_secret() -> str:
     return secrets.token_hex(24)
 
 
+def new_browser_key() -> str:
+    return "web-" + secrets.token_urlsafe(18)
+
+
 class Project(models.Model):
     """A tenant: everything else belongs to exactly one project."""
 
@@ -56,6 +60,10 @@ class Environment(models.Model):
     client_key = models.CharField(max_length=64, unique=True, default=new_client_key)
     production = models.BooleanField(default=False)
     position = models.PositiveIntegerField(default=0)
+    # Events from browsers (docs/clients.md "Events from browsers"): a public key that may only
+    # post events to /api/v1/events/beacon, from pages of the listed origins. Null: turned off.
+    browser_key = models.CharField(max_length=64, unique=True, null=True, blank=True)
+    browser_origins = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -6,9 +6,16 @@ from flags import apis
 
 P = "projects/<slug:project>"
 F = f"{P}/flags/<slug:flag>"
+ENV = f"{P}/environments/<slug:environment>"
 
 urlpatterns = [
     path(f"{P}/environments/", apis.EnvironmentListApi.as_view(), name="environments"),
+    path(f"{ENV}/browser/", apis.EnvironmentBrowserApi.as_view(), name="environment-browser"),
+    path(
+        f"{ENV}/browser/rotate",
+        apis.EnvironmentBrowserRotateApi.as_view(),
+        name="environment-browser-rotate",
+    ),
     path(f"{P}/segments/", apis.SegmentListApi.as_view(), name="segments"),
     path(f"{P}/segments/<slug:segment>/", apis.SegmentDetailApi.as_view(), name="segment"),
     path(f"{P}/flags/", apis.FlagListApi.as_view(), name="flags"),

@@ -22,6 +22,12 @@ urlpatterns = [
         name="scheduled-change-cancel",
     ),
     path(f"{P}/environments/new/", views.environment_create, name="environment-create"),
+    re_path(
+        r"^p/(?P<project>[-\w]+)/environments/(?P<environment>[-\w]+)/browser/"
+        r"(?P<action>origins|rotate|off)/$",
+        views.environment_browser,
+        name="environment-browser",
+    ),
     path(f"{P}/segments/", views.segment_list, name="segment-list"),
     path(f"{P}/segments/new/", views.segment_new, name="segment-new"),
     path(f"{P}/segments/<slug:segment>/", views.segment_edit, name="segment-edit"),

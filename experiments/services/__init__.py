@@ -4,6 +4,7 @@ One module per domain; import from the package (``from experiments import servic
 ``from experiments.services import experiment_start``), which re-exports them all:
 
 - ``projects``: projects, members, API keys, user tokens, settings, the webhook secret;
+- ``browser``: environments' public browser keys and allowed origins (events from browsers);
 - ``metrics``: the metric catalog;
 - ``definitions``: create, update and delete experiments;
 - ``lifecycle``: start, pause, resume, ramp, conclude, rollback;
@@ -12,6 +13,11 @@ One module per domain; import from the package (``from experiments import servic
 """
 
 from experiments.services.audit import audit_log_record
+from experiments.services.browser import (
+    check_origins,
+    environment_browser_key_rotate,
+    environment_browser_update,
+)
 from experiments.services.definitions import (
     EXPERIMENT_FIELDS,
     experiment_create,
@@ -104,6 +110,9 @@ __all__ = [
     "environments_create_defaults",
     "api_key_revoke",
     "audit_log_record",
+    "check_origins",
+    "environment_browser_key_rotate",
+    "environment_browser_update",
     "experiment_conclude",
     "experiment_create",
     "experiment_delete",

@@ -12,6 +12,8 @@ from flags.apis.flags import (
 from flags.apis.projects import (
     ChangeRequestActionApi,
     ChangeRequestListApi,
+    EnvironmentBrowserApi,
+    EnvironmentBrowserRotateApi,
     EnvironmentListApi,
     SegmentDetailApi,
     SegmentListApi,
@@ -20,6 +22,8 @@ from flags.apis.projects import (
 __all__ = [
     "ChangeRequestActionApi",
     "ChangeRequestListApi",
+    "EnvironmentBrowserApi",
+    "EnvironmentBrowserRotateApi",
     "EnvironmentListApi",
     "FlagDetailApi",
     "FlagListApi",

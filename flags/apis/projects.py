@@ -1,12 +1,15 @@
 """A project's environments, segments and change requests."""
 
+from django.templatetags.static import static
 from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework import status
+from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from experiments.apis.access import project_for
+from experiments.models import Environment
+from experiments.services import environment_browser_key_rotate, environment_browser_update
 from flags import services
 from flags.apis.serializers import (
     ChangeRequestSerializer,
@@ -42,6 +45,77 @@ class EnvironmentListApi(APIView):
             project=proj, actor=request.user, **serializer.validated_data
         )
         return Response(EnvironmentSerializer(environment).data, status=status.HTTP_201_CREATED)
+
+
+class BrowserIngestionInput(serializers.Serializer):
+    enabled = serializers.BooleanField(
+        required=False,
+        help_text="true: give the environment a browser key (if it has none); false: remove "
+        "it (pages using it are refused at once)",
+    )
+    origins = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        help_text="origins (scheme://host[:port]) whose pages may post with the key",
+    )
+
+
+class BrowserIngestionSerializer(serializers.Serializer):
+    environment = serializers.CharField(help_text="the environment's key")
+    enabled = serializers.BooleanField()
+    key = serializers.CharField(
+        allow_null=True, help_text="the public browser key (web-...); null while off"
+    )
+    origins = serializers.ListField(child=serializers.CharField())
+    endpoint = serializers.CharField(
+        help_text="where pages post events (POST, text/plain or application/json)"
+    )
+    script = serializers.CharField(help_text="the beacon script abacus serves")
+
+
+def browser_ingestion(environment: Environment) -> dict:
+    key = environment.browser_key
+    return {
+        "environment": environment.key,
+        "enabled": key is not None,
+        "key": key,
+        "origins": list(environment.browser_origins),
+        "endpoint": f"/api/v1/events/beacon?key={key}" if key else "/api/v1/events/beacon",
+        "script": static("abacus/beacon.js"),
+    }
+
+
+class EnvironmentBrowserApi(APIView):
+    """Events from browsers in one environment: its public browser key and allowed origins.
+    Members read (the key is public: pages carry it); admins change them."""
+
+    @extend_schema(responses=BrowserIngestionSerializer)
+    def get(self, request: Request, project: str, environment: str) -> Response:
+        proj = project_for(request, project)
+        return Response(browser_ingestion(environment_get(proj, environment)))
+
+    @extend_schema(request=BrowserIngestionInput, responses=BrowserIngestionSerializer)
+    def patch(self, request: Request, project: str, environment: str) -> Response:
+        proj = project_for(request, project, "manage")
+        found = environment_get(proj, environment)
+        serializer = BrowserIngestionInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        updated = environment_browser_update(
+            environment=found, actor=request.user, **serializer.validated_data
+        )
+        return Response(browser_ingestion(updated))
+
+
+class EnvironmentBrowserRotateApi(APIView):
+    """A new browser key (admins); the old one is refused from the next request on."""
+
+    @extend_schema(request=None, responses=BrowserIngestionSerializer)
+    def post(self, request: Request, project: str, environment: str) -> Response:
+        proj = project_for(request, project, "manage")
+        rotated = environment_browser_key_rotate(
+            environment=environment_get(proj, environment), actor=request.user
+        )
+        return Response(browser_ingestion(rotated))
 
 
 class SegmentListApi(APIView):

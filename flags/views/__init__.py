@@ -13,12 +13,13 @@ preview, schedules, usage, audit), ``rules`` (the rules editor), ``segments``,
 
 from flags.views.change_requests import change_request_action, change_request_list
 from flags.views.detail import flag_detail, scheduled_change_cancel, scheduled_change_create
-from flags.views.environments import environment_create
+from flags.views.environments import environment_browser, environment_create
 from flags.views.flags import flag_archive, flag_edit, flag_list, flag_new, flag_toggle
 from flags.views.rules import flag_rules
 from flags.views.segments import segment_delete, segment_edit, segment_list, segment_new
 
 __all__ = [
+    "environment_browser",
     "environment_create",
     "change_request_action",
     "change_request_list",

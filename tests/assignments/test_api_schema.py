@@ -10,6 +10,7 @@ SERVICE_OPERATIONS = {
     ("/api/v1/assign/", "post", "200"): {"unit_id", "assignments"},
     ("/api/v1/assign/bulk/", "post", "200"): {"results"},
     ("/api/v1/events/", "post", "202"): {"accepted", "duplicates", "rejected", "ignored"},
+    ("/api/v1/events/beacon/", "post", "202"): {"accepted", "duplicates", "rejected", "ignored"},
     ("/api/features/{client_key}", "get", "200"): {"status", "features", "dateUpdated"},
 }
 

@@ -24,6 +24,10 @@ Decisions recorded here (docs/operations.md "Access policy" says the same):
 - Notification channels: members read them (a Slack URL masked), admins write them; every
   member reads and sets their own email preferences (notification-preferences/me and the
   notifications page's form).
+- Events from browsers: POST api/v1/events/beacon takes an environment's public browser key
+  (in the query string) from a page of an allowed origin, and that key opens nothing else (every
+  other endpoint ignores it: the "browser-key" column sends it as ?key= everywhere). Members read
+  an environment's browser settings (the key is public), admins change them.
 - Releases (api/v1/projects/P/releases/...): members read, editors create and move them (in
   production only admins: the services refuse); API keys of the project with the `release`
   scope, only in their own environment (no key here has that scope: tests/releases/test_apis.py
@@ -39,7 +43,8 @@ ALL_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 # Pages (and the admin) are driven by browsers, whose forms only GET and POST.
 PAGE_METHODS = ("GET", "POST")
 
-Kind = Literal["anonymous", "user", "key"]
+# "browser": an environment's public browser key, sent as ?key= with an allowed Origin.
+Kind = Literal["anonymous", "user", "key", "browser"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,7 @@ PRINCIPALS: tuple[Principal, ...] = (
     Principal("key:all", "key", scopes=ALL_SCOPES),
     Principal("key:other-project", "key", scopes=ALL_SCOPES, own_project=False),
     Principal("key:revoked", "key", scopes=ALL_SCOPES, revoked=True),
+    Principal("browser-key", "browser"),
 )
 
 # What an answer means. A refusal is 401, 403, 404, 405 or a redirect to a login page; for a
@@ -133,6 +139,13 @@ class Service(Policy):
     def expect(self, who: Principal, method: str) -> Expect:
         ok = who.kind == "key" and not who.revoked and self.scope in who.scopes
         return "allow" if ok else "deny"
+
+
+class BrowserIngest(Policy):
+    """The beacon endpoint: an environment's public browser key, from an allowed origin."""
+
+    def expect(self, who: Principal, method: str) -> Expect:
+        return "allow" if who.kind == "browser" else "deny"
 
 
 class ProjectPermission(Policy):
@@ -196,6 +209,11 @@ RULES: tuple[Rule, ...] = (
     # --- services (API keys) ----------------------------------------------------------------
     Rule(r"api/v1/assign(/bulk)?/?", Service("assign"), "assignment"),
     Rule(r"api/v1/events/?", Service("ingest"), "event ingestion"),
+    Rule(
+        r"api/v1/events/beacon/?",
+        BrowserIngest("browser"),
+        "events from web pages: a public browser key from an allowed origin, nothing else",
+    ),
     # The 'evaluate' scope also opens it (tests/assignments/test_evaluate.py); no key here has it.
     Rule(r"api/v1/evaluate/?", Service("assign"), "flag evaluation: 'evaluate' or 'assign'"),
     # --- people's API -----------------------------------------------------------------------
@@ -247,6 +265,11 @@ RULES: tuple[Rule, ...] = (
         "environments: members read; admins add one (it gets its own client key)",
     ),
     Rule(
+        rf"{PROJECT}/environments/\{{environment\}}/browser/(rotate/?)?",
+        SafeOrUnsafe(ProjectPermission("read"), ProjectPermission("manage")),
+        "events from browsers: members read the public key and origins; admins change them",
+    ),
+    Rule(
         rf"{PROJECT}/change-requests/\{{request_id\}}/\{{action\}}/?",
         ProjectPermission("manage"),
         "reviewing a production change: another admin (cancel: the requester or an admin; the "
@@ -280,9 +303,9 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(rf"{PAGE}/settings/.*", ProjectPermission("manage"), "members, API keys: admins only"),
     Rule(
-        rf"{PAGE}/environments/new/",
+        rf"{PAGE}/environments/(new|\{{environment\}}/browser/\{{action\}})/",
         ProjectPermission("manage"),
-        "adding an environment (from the settings page): admins only",
+        "adding an environment, its browser key and origins (the settings page): admins only",
     ),
     Rule(
         rf"{PAGE}/notifications/channels/(\{{channel_id\}}/(remove|toggle)/)?",

@@ -22,6 +22,7 @@ from experiments.models import Role
 from experiments.services import (
     api_key_create,
     api_key_revoke,
+    environment_browser_update,
     membership_set,
     metric_create,
     project_create,
@@ -51,6 +52,7 @@ from tests.security.policy import (
 pytestmark = [pytest.mark.security, pytest.mark.django_db]
 
 LOGIN_PAGES = (settings.LOGIN_URL, "/admin/login/")
+ORIGIN = "https://shop.example"  # the browser key's page
 
 
 @dataclass
@@ -60,8 +62,11 @@ class World:
 
 
 @pytest.fixture
-def world(django_user_model) -> World:
-    """Two projects, a member of each role, a superuser, and API keys of every kind."""
+def world(django_user_model, settings) -> World:
+    """Two projects, a member of each role, a superuser, API keys of every kind and a browser
+    key. The matrix checks who may call what, not rate limits: every cell comes from one
+    address, so the browser endpoint's per-address limit is off."""
+    settings.ABACUS_BROWSER_ADDRESS_RATE_LIMIT_PER_MINUTE = 0
     # No passwords (force_login needs none): hashing them would dominate the setup time.
     root = django_user_model.objects.create_superuser("root", "root@example.com", None)
     owner = django_user_model.objects.create_user("owner", "owner@example.com", None)
@@ -84,6 +89,11 @@ def world(django_user_model) -> World:
         client = Client(raise_request_exception=False)
         if who.kind == "user":
             client.force_login(users[who.name])
+        elif who.kind == "browser":
+            production = shop.environments.get(key="production")
+            environment_browser_update(environment=production, origins=[ORIGIN], enabled=True)
+            client.defaults["HTTP_ORIGIN"] = ORIGIN
+            client.query = f"key={production.browser_key}"  # type: ignore[attr-defined]
         elif who.kind == "key":
             created = api_key_create(
                 project=shop if who.own_project else other, name=who.name, scopes=who.scopes
@@ -162,6 +172,8 @@ def _call(client: Client, method: str, url: str) -> tuple[HttpResponse, bool]:
     """
     cookies = client.cookies
     client.cookies = type(cookies)(cookies)
+    if query := getattr(client, "query", ""):  # the browser key, on every URL
+        url = f"{url}{'&' if '?' in url else '?'}{query}"
     is_api = url.startswith("/api/")
     with transaction.atomic(), CaptureQueriesContext(connection) as queries:
         response = client.generic(
@@ -238,7 +250,7 @@ def test_matrix(world):
     """Each endpoint and method answers each caller as the policy says: allowed or refused.
 
     Callers: anonymous, a superuser, a member of each role, a member of another project only,
-    and API keys of each scope, of another project, and revoked.
+    API keys of each scope, of another project, and revoked, and a public browser key.
     """
     total, mismatches = 0, []
     for who in PRINCIPALS:

@@ -17,7 +17,12 @@ from schemathesis import checks
 
 from config.wsgi import application
 from experiments.models import Role
-from experiments.services import api_key_create, membership_set, user_token_create
+from experiments.services import (
+    api_key_create,
+    environment_browser_update,
+    membership_set,
+    user_token_create,
+)
 from flags.services import flag_create, flag_environment_update, segment_create
 from releases.services import release_create
 from tests.factories import running_experiment
@@ -28,6 +33,8 @@ EXAMPLES = int(os.environ.get("ABACUS_FUZZ_EXAMPLES", 10))
 schema = schemathesis.openapi.from_wsgi("/api/v1/schema/?format=json", application)
 
 SERVICE_PATHS = ("/api/v1/assign", "/api/v1/events")
+BEACON_PATH = "/api/v1/events/beacon"
+BROWSER_ORIGIN = "https://shop.example"
 CHECKS = [
     checks.not_a_server_error,
     checks.response_schema_conformance,
@@ -53,6 +60,8 @@ def auth(django_user_model, project, metrics, in_process):
     membership_set(project=project, user=viewer, role=Role.VIEWER)
     admin = project.memberships.get(role=Role.ADMIN).user
     service = api_key_create(project=project, name="fuzz", scopes=["assign", "ingest", "read"])
+    production = project.environments.get(key="production")
+    environment_browser_update(environment=production, origins=[BROWSER_ORIGIN], enabled=True)
     victim = api_key_create(project=project, name="victim", scopes=["read"])
     flag = flag_create(project=project, key="new-checkout", name="New checkout")
     segment_create(project=project, key="staff", name="Staff", include=["u1"])
@@ -62,6 +71,7 @@ def auth(django_user_model, project, metrics, in_process):
     return {
         "user": {"Authorization": f"Token {user_token_create(user=admin).token}"},
         "service": {"Authorization": f"Bearer {service.secret}"},
+        "browser_key": production.browser_key,
         "paths": {
             "project": "shop",
             "key": "checkout-v2",
@@ -91,5 +101,8 @@ def test_api_answers_within_its_schema_and_never_500(case, auth):
                 case.path_parameters[name] = value
         if "/metrics/{key}" in case.path:
             case.path_parameters["key"] = "purchase"
+    if case.path.startswith(BEACON_PATH):  # a page's key and origin, so bodies get parsed
+        case.query = {**(case.query or {}), "key": auth["browser_key"]}
+        case.headers = {**(case.headers or {}), "Origin": BROWSER_ORIGIN}
     headers = auth["service"] if case.path.startswith(SERVICE_PATHS) else auth["user"]
     case.call_and_validate(headers=headers, checks=CHECKS)

@@ -26,7 +26,7 @@ from assignments.services.flag_usage import USAGE_FROM_MOVED_PG
 _STAGING = """
 CREATE TEMP TABLE IF NOT EXISTS abacus_staging_exposure (
     event_id varchar(200), experiment_id bigint, variant_id bigint, unit_id varchar(200),
-    ts timestamptz
+    ts timestamptz, attributes jsonb
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS abacus_staging_metricevent (
     event_id varchar(200), name varchar(200), unit_id varchar(200), value double precision,
@@ -45,12 +45,13 @@ DELETE FROM abacus_staging_flagexposure;
 # whatever the planner thinks of the never-analyzed staging table.
 _MOVE_EXPOSURES = """
 INSERT INTO assignments_exposure
-    (project_id, event_id, experiment_id, variant_id, unit_id, ts, assignment_mismatch, received_at)
+    (project_id, event_id, experiment_id, variant_id, unit_id, ts, assignment_mismatch,
+     attributes, received_at)
 SELECT %s, s.event_id, s.experiment_id, s.variant_id, s.unit_id, s.ts,
        EXISTS (SELECT 1 FROM assignments_assignment a
                WHERE a.experiment_id = s.experiment_id AND a.unit_id = s.unit_id
                  AND a.variant_id <> s.variant_id),
-       %s
+       s.attributes, %s
 FROM abacus_staging_exposure s
 ORDER BY s.event_id COLLATE "C"
 ON CONFLICT (project_id, event_id) DO NOTHING

@@ -38,7 +38,7 @@ class Exposure(models.Model):
 
     ``assignment_mismatch`` records that, when the exposure arrived, the unit's stored assignment
     named another variant: the unit has seen two variants (a multi-exposure) even if this is its
-    only exposure row.
+    only exposure row. ``attributes``: the unit's attributes sent with the exposure (optional).
     """
 
     # project and experiment lead the unique and the (experiment, unit_id, ts) indexes: no index
@@ -52,6 +52,9 @@ class Exposure(models.Model):
     unit_id = models.CharField(max_length=200)
     ts = models.DateTimeField()
     assignment_mismatch = models.BooleanField(default=False)
+    # The unit's attributes when exposed (country, platform, ...), as the event sent them:
+    # analyses break results down by them (docs/analysts.md, "Dimension breakdowns").
+    attributes = models.JSONField(null=True, blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

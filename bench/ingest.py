@@ -9,6 +9,7 @@ Works in a throwaway project of the configured database (``DATABASE_URL``, or
 ``--option database_url=...``: then the benchmark re-runs itself in a child process on that
 database) and deletes it afterwards. The rate limiter is off in the benchmark's gunicorn.
 Options (``--option key=value``): ``events``, ``batch``, ``rounds``, ``workers``, ``clients``,
+``attributes`` (1: every exposure carries the unit's attributes, as for dimension breakdowns),
 ``database_url``.
 """
 
@@ -80,7 +81,7 @@ def run_ingest(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
     baseline, _ = bench_project("copy")
     secret = api_key_create(project=project, name="bench", scopes=["ingest"]).secret
     try:
-        events = _events(events_n, experiment.key, seed=5)
+        events = _events(events_n, experiment.key, seed=5, attributes=bool(sizes["attributes"]))
         bodies = [
             json.dumps({"events": events[lo : lo + batch]}).encode()
             for lo in range(0, events_n, batch)
@@ -110,6 +111,7 @@ def _options(quick: bool, options: dict[str, str]) -> dict[str, int]:
         "workers": int(options.get("workers", 3)),
         "clients": int(options.get("clients", 4)),
         "rounds": max(1, int(options.get("rounds", 2 if quick else 5))),
+        "attributes": int(options.get("attributes", 0)),
     }
 
 
@@ -226,9 +228,12 @@ def _in_subprocess(url: str, quick: bool, options: dict[str, str], out: IO[str])
     return result
 
 
-def _events(count: int, experiment_key: str, seed: int) -> list[dict[str, Any]]:
+def _events(
+    count: int, experiment_key: str, seed: int, attributes: bool = False
+) -> list[dict[str, Any]]:
     """Mixed traffic: 1 exposure in 5, metric events with values, some with properties, units
-    seen several times, timestamps over the last two days in random order."""
+    seen several times, timestamps over the last two days in random order; with ``attributes``
+    each exposure carries the unit's country, platform and whether it is new."""
     rng = random.Random(seed)
     now = datetime.now(UTC)
     run = secrets.token_hex(4)
@@ -239,16 +244,21 @@ def _events(count: int, experiment_key: str, seed: int) -> list[dict[str, Any]]:
         unit = f"user-{unit_number}"
         ts = (now - timedelta(seconds=rng.uniform(60, 2 * 86400))).isoformat()
         if i % 5 == 0:
-            events.append(
-                {
-                    "event_id": f"{run}-{i}",
-                    "type": "exposure",
-                    "experiment": experiment_key,
-                    "variant": "treatment" if unit_number % 2 else "control",
-                    "unit_id": unit,
-                    "timestamp": ts,
+            exposure = {
+                "event_id": f"{run}-{i}",
+                "type": "exposure",
+                "experiment": experiment_key,
+                "variant": "treatment" if unit_number % 2 else "control",
+                "unit_id": unit,
+                "timestamp": ts,
+            }
+            if attributes:
+                exposure["attributes"] = {
+                    "country": _COUNTRIES[unit_number % len(_COUNTRIES)],
+                    "platform": ("ios", "android", "web")[unit_number % 3],
+                    "new": unit_number % 4 == 0,
                 }
-            )
+            events.append(exposure)
         else:
             event = {
                 "event_id": f"{run}-{i}",
@@ -262,6 +272,9 @@ def _events(count: int, experiment_key: str, seed: int) -> list[dict[str, Any]]:
                 event["properties"] = {"plan": rng.choice(["free", "pro"]), "items": 3}
             events.append(event)
     return events
+
+
+_COUNTRIES = ("US", "DE", "FR", "GB", "IN", "BR", "JP", "ES", "IT", "CA")
 
 
 def _raw_copy(project: Any, events: list[dict[str, Any]]) -> float:
@@ -283,7 +296,7 @@ def _raw_copy(project: Any, events: list[dict[str, Any]]) -> float:
         with conn.cursor() as cursor:
             with cursor.copy(
                 "COPY assignments_exposure (project_id, event_id, experiment_id, variant_id, "
-                "unit_id, ts, assignment_mismatch, received_at) FROM STDIN"
+                "unit_id, ts, assignment_mismatch, attributes, received_at) FROM STDIN"
             ) as copy:
                 for row in exposures:
                     copy.write_row(row)
@@ -308,6 +321,7 @@ def _rows_as_stored(
     for e in events:
         ts = datetime.fromisoformat(e["timestamp"])
         if e["type"] == "exposure":
+            attributes = e.get("attributes")
             exposures.append(
                 (
                     project.pk,
@@ -317,6 +331,7 @@ def _rows_as_stored(
                     e["unit_id"],
                     ts,
                     False,
+                    None if attributes is None else json.dumps(attributes),
                     now,
                 )
             )

@@ -38,6 +38,8 @@ from assignments.services.usage_buffer import flag_usage_flush
 from assignments.services.validate import (
     EARLIEST_TIMESTAMP,
     LATEST_EPOCH_SECONDS,
+    MAX_ATTRIBUTES_BYTES,
+    MAX_ATTRIBUTES_DEPTH,
     MAX_CLOCK_SKEW,
     MAX_ID_LENGTH,
     MAX_NAME_LENGTH,
@@ -57,6 +59,8 @@ __all__ = [
     "EARLIEST_TIMESTAMP",
     "EVENT_TYPES",
     "LATEST_EPOCH_SECONDS",
+    "MAX_ATTRIBUTES_BYTES",
+    "MAX_ATTRIBUTES_DEPTH",
     "MAX_BATCH",
     "MAX_CLOCK_SKEW",
     "MAX_DELETE_FILTER_ITEMS",

@@ -147,8 +147,8 @@ def _insert_events(*, project_id: int, batch: EventBatch) -> int:
             }
             cursor.executemany(
                 "INSERT OR IGNORE INTO assignments_exposure (project_id, event_id, experiment_id, "
-                "variant_id, unit_id, ts, assignment_mismatch, received_at) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                "variant_id, unit_id, ts, assignment_mismatch, attributes, received_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                 [
                     (
                         project_id,
@@ -158,9 +158,10 @@ def _insert_events(*, project_id: int, batch: EventBatch) -> int:
                         u,
                         adapt(ts),
                         pairs.get((e, u), v) != v,
+                        attributes,
                         now,
                     )
-                    for event_id, e, v, u, ts in rows
+                    for event_id, e, v, u, ts, attributes in rows
                 ],
             )
         exposures_inserted = raw.total_changes - before
@@ -216,7 +217,7 @@ def _assign_from_exposures(batch: EventBatch, pairs: dict[tuple[int, str], int])
     """Store the earliest exposure of each unassigned unit in a running experiment as its
     assignment (``pairs``: the stored ``(experiment_id, unit_id) -> variant_id``)."""
     first: dict[tuple[int, str], tuple] = {}
-    for _, e, v, u, _ts in sorted(batch.exposures.values(), key=lambda r: r[4]):
+    for _, e, v, u, _ts, _ in sorted(batch.exposures.values(), key=lambda r: r[4]):
         if e in batch.running_phases and (e, u) not in pairs:
             first.setdefault((e, u), (e, u, v, batch.running_phases[e]))
     if first:

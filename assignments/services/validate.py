@@ -22,6 +22,10 @@ from flags.models import Flag
 MAX_ID_LENGTH = 200
 MAX_NAME_LENGTH = 200
 MAX_PROPERTIES_BYTES = 4096
+# An exposure's "attributes" (the unit's attributes when exposed, for dimension breakdowns): a
+# JSON object of at most this many bytes, nested at most this deep (the object itself is 1).
+MAX_ATTRIBUTES_BYTES = 4096
+MAX_ATTRIBUTES_DEPTH = 3
 MAX_TIMESTAMP_LENGTH = 64
 # Events may arrive late (any time after 1970) but not from the future: a client clock more
 # than this far ahead is a bug the client should hear about, not data for a future window.
@@ -45,7 +49,8 @@ class IngestResult:
 
 
 # Rows as plain tuples (no model instances): the COPY and executemany paths take them as is.
-ExposureRow = tuple[str, int, int, str, datetime]  # event_id, experiment, variant, unit, ts
+ExposureRow = tuple[str, int, int, str, datetime, str | None]  # event_id, experiment, variant,
+# unit, ts, attributes as JSON text
 MetricRow = tuple[str, str, str, float, datetime, str | None]  # event_id, name, unit, value, ts,
 # properties as JSON text
 FlagExposureRow = tuple[str, int, int, str, str, datetime]  # event_id, environment, flag,
@@ -199,19 +204,43 @@ def _metric_value(value: Any, bound: float = math.inf) -> float | str:
 
 def _properties_json(value: Any) -> str | None | tuple[str]:
     """The properties as JSON text (None when absent), or ``(message,)`` when unacceptable."""
+    return _object_json(value, "properties", MAX_PROPERTIES_BYTES)
+
+
+def _deeper_than(value: Any, depth: int) -> bool:
+    """Whether objects and arrays nest more than ``depth`` levels (a flat object is 1)."""
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if item.__class__ is dict else item
+        for child in children:
+            if child.__class__ is dict or child.__class__ is list:
+                if level + 1 > depth:
+                    return True
+                stack.append((child, level + 1))
+    return False
+
+
+def _object_json(
+    value: Any, name: str, max_bytes: int, max_depth: int | None = None
+) -> str | None | tuple[str]:
+    """A JSON object field as JSON text (None when absent), or ``(message,)`` when it is not an
+    object, nests deeper than ``max_depth``, holds what JSON cannot or is over ``max_bytes``."""
     if value is None:
         return None
     if value.__class__ is not dict:
-        return ("'properties' must be a JSON object.",)
+        return (f"'{name}' must be a JSON object.",)
+    if max_depth is not None and _deeper_than(value, max_depth):
+        return (f"'{name}' nests objects and arrays more than {max_depth} levels deep.",)
     try:
         text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
         size = len(text.encode())
     except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
-        return ("'properties' must hold finite numbers and valid Unicode strings only.",)
-    if size > MAX_PROPERTIES_BYTES:
-        return (f"'properties' is {size} bytes as JSON; the limit is {MAX_PROPERTIES_BYTES}.",)
+        return (f"'{name}' must hold finite numbers and valid Unicode strings only.",)
+    if size > max_bytes:
+        return (f"'{name}' is {size} bytes as JSON; the limit is {max_bytes}.",)
     if "\\u0000" in text:
-        return ("'properties' must not contain NUL characters.",)
+        return (f"'{name}' must not contain NUL characters.",)
     return text
 
 
@@ -246,6 +275,7 @@ def events_validate(
                     flag_id, variation = _flag_exposure_target(event, flags)
                 else:
                     key, experiment_id, variant_id = _exposure_target(event, specs)
+                    attributes = _exposure_attributes(event)
             else:
                 name, value, properties = _metric_fields(event, bound)
         except _Rejected as rejected:
@@ -254,7 +284,7 @@ def events_validate(
         if event_id in exposures or event_id in metrics or event_id in flag_exposures:
             result.duplicates += 1
         elif kind == "exposure":
-            exposures[event_id] = (event_id, experiment_id, variant_id, unit_id, ts)
+            exposures[event_id] = (event_id, experiment_id, variant_id, unit_id, ts, attributes)
             _note_exposure(specs, batch, result, index, key, experiment_id, ts)
         elif kind == "flag":
             row = (event_id, flags.environment_id, flag_id, variation, unit_id, ts)
@@ -300,6 +330,18 @@ def _exposure_target(event: dict[str, Any], specs: ProjectSpecs) -> tuple[str, i
             raise _Rejected("variant", error)
         raise _Rejected("variant", f"Experiment '{key}' has no variant '{variant}'.")
     return key, experiment_id, variant_id
+
+
+def _exposure_attributes(event: dict[str, Any]) -> str | None:
+    """An exposure's attributes as JSON text (None when absent)."""
+    if "attributes" not in event:
+        return None
+    attributes = _object_json(
+        event["attributes"], "attributes", MAX_ATTRIBUTES_BYTES, MAX_ATTRIBUTES_DEPTH
+    )
+    if attributes.__class__ is tuple:
+        raise _Rejected("attributes", attributes[0])
+    return attributes
 
 
 def _flag_exposure_target(event: dict[str, Any], flags: FlagTargets | None) -> tuple[int, str]:

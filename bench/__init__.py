@@ -8,6 +8,8 @@
   against the growthbook SDK evaluating the same payload;
 - ``propagation`` (bench/propagation.py): a kill switch reaching growthbook SDKs in streaming
   mode (``/sub/<client key>``), p50 / p99 against 1 s;
+- ``serve`` (bench/serve.py): returning units' ``/assign`` and ``/evaluate`` through gunicorn
+  as production starts it, against a trivial JSON view (``/healthz``) in the same run;
 - the load test (bench/load.py): ``make loadtest``, short form in tests/load/test_load.py.
 
 Run a benchmark with ``manage.py benchmark <name>|all [--quick] [--option key=value ...]`` (the
@@ -29,6 +31,7 @@ BENCHMARKS = {
     "analyze": "bench.analyze:run_analyze",
     "evaluate": "bench.evaluate:run_evaluate",
     "propagation": "bench.propagation:run_propagation",
+    "serve": "bench.serve:run_serve",
 }
 
 

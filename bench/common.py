@@ -49,19 +49,7 @@ def gunicorn(workers: int, env: dict[str, str] | None = None) -> Iterator[int]:
         env=child_env,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise CommandError(f"gunicorn exited with code {process.returncode}")
-            try:
-                status, _, _ = request(port, "GET", "/healthz")
-                if status == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise CommandError("gunicorn did not answer /healthz within 60 s")
-            time.sleep(0.2)
+        wait_until_healthy(process, port)
         yield port
     finally:
         process.terminate()
@@ -70,6 +58,24 @@ def gunicorn(workers: int, env: dict[str, str] | None = None) -> Iterator[int]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def wait_until_healthy(process: subprocess.Popen, port: int, seconds: float = 60) -> None:
+    """Wait for a starting gunicorn to answer ``/healthz``; CommandError if it exits or stays
+    silent for ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if process.poll() is not None:
+            raise CommandError(f"gunicorn exited with code {process.returncode}")
+        try:
+            status, _, _ = request(port, "GET", "/healthz")
+            if status == 200:
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise CommandError(f"gunicorn did not answer /healthz within {seconds:g} s")
+        time.sleep(0.2)
 
 
 def request(

@@ -1,9 +1,12 @@
 """Service authentication: `Authorization: Bearer <api key>`; the key fixes the project.
 People's scripts: `Authorization: Token <key>` (UserTokenAuthentication, django-rest-knox).
 
-Secrets are stored only as SHA-256 hashes and compared in constant time; a revoked key fails
-on the next request (no key is cached); secrets never reach a log line. Every request made with
-a key counts against that key's per-minute rate limit (ApiKeyRateThrottle).
+Secrets are stored only as SHA-256 hashes and compared in constant time; secrets never reach a
+log line. Each process keeps the keys it has seen (`core.cache.ProcessCache`, by prefix) and
+looks a key up again whenever the serving generation changes: revoking or rotating a key saves
+it, which changes the generation, so a revoked key fails on the next request in every process.
+Every request made with a key counts against that key's per-minute rate limit
+(ApiKeyRateThrottle).
 """
 
 import hmac
@@ -14,13 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
+from core.cache import ProcessCache, count_in_window, counted, generation_with_count
 from experiments.models import ApiKey
 
 logger = logging.getLogger(__name__)
@@ -28,6 +31,8 @@ logger = logging.getLogger(__name__)
 # Compared against when the prefix is unknown, so a miss costs the same hash and comparison.
 _NO_SUCH_KEY = "0" * 64
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+# Active keys by prefix, with their project and environment (never a secret).
+_active_keys: ProcessCache[ApiKey] = ProcessCache("api keys")
 
 
 @dataclass
@@ -56,9 +61,20 @@ def authenticate_secret(secret: str) -> ApiKey | None:
 
     parts = secret.split("_")
     prefix = parts[1] if len(parts) >= 3 and parts[0] == "abk" else ""
-    api_key = api_key_active_by_prefix(prefix) if prefix else None
+    hashed = hash_api_secret(secret)
+    known = _active_keys.peek(prefix) if prefix else None
+    limit = settings.ABACUS_RATE_LIMIT_PER_MINUTE
+    if known is not None and limit > 0 and hmac.compare_digest(known.hashed_secret, hashed):
+        # The secret is a key this process knows (whether it is still active is checked next):
+        # read the serving generation and count the request for the limiter in one round trip.
+        generation_with_count(_window_key(prefix, time.time()), WINDOW_SECONDS * 2)
+    api_key = (
+        _active_keys.get_loaded(prefix, lambda: api_key_active_by_prefix(prefix))
+        if prefix
+        else None
+    )
     expected = api_key.hashed_secret if api_key is not None else _NO_SUCH_KEY
-    if not hmac.compare_digest(expected, hash_api_secret(secret)) or api_key is None:
+    if not hmac.compare_digest(expected, hashed) or api_key is None:
         return None
     _touch(api_key)
     return api_key
@@ -163,8 +179,9 @@ class RateDecision:
 def rate_limit_hit(bucket: str, limit: int, now: float | None = None) -> RateDecision:
     """Count one request in `bucket`'s current fixed one-minute window.
 
-    A fixed window in the shared cache: one atomic increment per request on Redis. It may let
-    up to twice the limit through across a window boundary; that is the price of one round trip.
+    A fixed window in the shared cache: one round trip per request on Redis (shared with the
+    serving generation's read when the key was counted in `authenticate_secret`). It may let up
+    to twice the limit through across a window boundary; that is the price of one round trip.
     If the cache is unreachable the request is allowed (fail open): the limiter protects the
     service, it must never be the reason ingestion stops.
     """
@@ -173,22 +190,21 @@ def rate_limit_hit(bucket: str, limit: int, now: float | None = None) -> RateDec
     if now < _cache_down_until:
         return RateDecision(True, 0, 0)
     window = int(now // WINDOW_SECONDS)
-    key = f"ratelimit:{bucket}:{window}"
+    key = _window_key(bucket, now)
     try:
-        if cache.add(key, 1, timeout=WINDOW_SECONDS * 2):
-            count = 1
-        else:
-            try:
-                count = cache.incr(key)
-            except ValueError:  # expired between add and incr
-                cache.set(key, 1, timeout=WINDOW_SECONDS * 2)
-                count = 1
+        count = counted(key)  # counted with the request's generation read (authenticate_secret)
+        if count is None:
+            count = count_in_window(key, WINDOW_SECONDS * 2)
     except Exception as exc:  # noqa: BLE001 - any cache failure: let the request through
         _cache_down_until = now + CACHE_RETRY_SECONDS
         logger.warning("rate limiter: cache unavailable (%s); allowing requests", exc)
         return RateDecision(True, 0, 0)
     retry_after = max(1, math.ceil((window + 1) * WINDOW_SECONDS - now))
     return RateDecision(count <= limit, count, retry_after)
+
+
+def _window_key(bucket: str, now: float) -> str:
+    return f"ratelimit:{bucket}:{int(now // WINDOW_SECONDS)}"
 
 
 class RateLimited(exceptions.Throttled):

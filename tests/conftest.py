@@ -31,6 +31,20 @@ def usage_counts_buffer():
     buffer.discard()
 
 
+@pytest.fixture(autouse=True)
+def serving_caches():
+    """The serving paths' per-process caches (core/cache.py, the assignment cache) start empty
+    in each test: a test's rolled-back database may hand the next test the same ids."""
+    from assignments.services.assignment_cache import forget_all
+    from core.cache import ProcessCache
+
+    ProcessCache.clear_all()
+    forget_all()
+    yield
+    ProcessCache.clear_all()
+    forget_all()
+
+
 @pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice-123")

@@ -61,11 +61,13 @@ def test_secrets_are_compared_in_constant_time(project, monkeypatch):
     assert auth.authenticate_secret(wrong) is None
     assert auth.authenticate_secret("abk_ffffffffffff_" + "x" * 43) is None  # unknown prefix
     assert auth.authenticate_secret("garbage") is None
-    assert calls == [(64, 64)] * 4
+    # At least once per call (a key this process already knows is compared once more, before
+    # the round trip that counts it), always on full-length hashes.
+    assert len(calls) >= 4 and set(calls) == {(64, 64)}
 
 
 def test_revoked_key_is_refused_on_the_next_request(api, project, metrics):
-    """Revocation through the API takes effect immediately: nothing caches a key."""
+    """Revocation through the API takes effect immediately: the cached key is dropped."""
     created = api_key_create(project=project, name="svc", scopes=["assign"])
     service = _client(created.secret)
     assert service.post("/api/v1/assign", {"unit_id": "u1"}, format="json").status_code == 200
@@ -194,13 +196,10 @@ def test_window_resets_after_a_minute():
 def test_limiter_fails_open_when_the_cache_is_down(monkeypatch):
     """A dead cache lets requests through (and stops asking it for a few seconds)."""
 
-    class Broken:
-        def add(self, *args, **kwargs):
-            raise ConnectionError("cache down")
+    def broken(*args, **kwargs):
+        raise ConnectionError("cache down")
 
-        incr = set = add
-
-    monkeypatch.setattr(auth, "cache", Broken())
+    monkeypatch.setattr(auth, "count_in_window", broken)
     monkeypatch.setattr(auth, "_cache_down_until", 0.0)
     assert auth.rate_limit_hit("bucket-down", 1, now=100.0).allowed
     assert auth._cache_down_until == 100.0 + auth.CACHE_RETRY_SECONDS

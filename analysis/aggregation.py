@@ -59,11 +59,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from django.db import DatabaseError, connection
+from django.db import DatabaseError, connections
 
 from analysis.sql import builders
 from analysis.sql.builders import CLEAN, HASH_JOIN, INDEX_LOOKUP, MISMATCH, Column
 from analysis.sql.dialects import Dialect, dialect_for
+from core.replica import read_alias
 from stats import SampleStats
 
 logger = logging.getLogger(__name__)
@@ -102,8 +103,9 @@ class MetricAggregate:
 
 
 def _dialect() -> Dialect:
-    """The dialect of the connection the statements run on."""
-    return dialect_for(connection)
+    """The dialect of the connection the statements run on: the primary's, or the read
+    replica's inside ``core.replica.analysis_reads()`` (analysis.compute)."""
+    return dialect_for(connections[read_alias()])
 
 
 # --- exposures --------------------------------------------------------------------------------
@@ -132,7 +134,7 @@ def exposure_counts(experiment_id: int, since: datetime, through: datetime) -> E
         "since": d.param_ts(since),
         "through": d.param_ts(through),
     }
-    with connection.cursor() as cursor:
+    with d.connection.cursor() as cursor:
         cursor.execute(builders.exposure_counts_sql(d), params)
         return _counts(cursor.fetchall())
 
@@ -154,7 +156,7 @@ def read_strategy() -> str:
     d = _dialect()
     if not d.supports_index_lookup:
         return HASH_JOIN
-    with connection.cursor() as cursor:
+    with d.connection.cursor() as cursor:
         for columns in d.index_columns(cursor, "assignments_metricevent"):
             if tuple(columns[:3]) == COVERING_INDEX and {"name", "value"} <= set(columns):
                 return INDEX_LOOKUP
@@ -300,7 +302,7 @@ def _group_rows(
         "earliest": dialect.param_ts(since - timedelta(hours=longest)),
         **{f"name{i}": name for i, name in enumerate(names)},
     }
-    with dialect.statement_scope(), connection.cursor() as cursor:
+    with dialect.statement_scope(), dialect.connection.cursor() as cursor:
         cursor.execute(_metrics_sql(group, columns, names, strategy, dialect=dialect), params)
         rows = cursor.fetchall()
     return _read_rows(rows, group, columns)

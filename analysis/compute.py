@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connections, transaction
 
 from analysis import aggregation
 from analysis.models import ResultSnapshot
@@ -28,6 +28,7 @@ from analysis.recommendations import (
     check_pre_start_exposures,
     estimate_extension,
 )
+from core.replica import analysis_reads
 from experiments.models import Experiment, ExperimentMetric, Variant
 from stats import SampleStats
 from stats.analyze import inconsistency
@@ -100,21 +101,27 @@ def evaluate_cutoff(experiment: Experiment, through: datetime) -> CutoffEvaluati
 def _consistent_read() -> Iterator[None]:
     """One transaction for the aggregation statements: on PostgreSQL a REPEATABLE READ snapshot
     (with more than METRICS_PER_QUERY metrics, every statement sees the same rows), more
-    work_mem for the hash aggregates, and a statement timeout below the task's soft limit."""
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                if outermost:
-                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                work_mem = getattr(settings, "ABACUS_ANALYSIS_WORK_MEM", "256MB")
-                timeout_ms = getattr(settings, "ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS", 1_400_000)
-                cursor.execute(
-                    "SELECT set_config('work_mem', %s, true), "
-                    "set_config('statement_timeout', %s, true)",
-                    [str(work_mem), str(int(timeout_ms))],
-                )
-        yield
+    work_mem for the hash aggregates, and a statement timeout below the task's soft limit. On
+    the read replica when one is configured and has replayed what the primary had committed
+    (core.replica: the snapshot then equals the primary's)."""
+    with analysis_reads() as alias:
+        connection = connections[alias]
+        outermost = not connection.in_atomic_block
+        with transaction.atomic(using=alias):
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    if outermost:
+                        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                    work_mem = getattr(settings, "ABACUS_ANALYSIS_WORK_MEM", "256MB")
+                    timeout_ms = getattr(
+                        settings, "ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS", 1_400_000
+                    )
+                    cursor.execute(
+                        "SELECT set_config('work_mem', %s, true), "
+                        "set_config('statement_timeout', %s, true)",
+                        [str(work_mem), str(int(timeout_ms))],
+                    )
+            yield
 
 
 def _metric_spec(em: ExperimentMetric) -> aggregation.MetricSpec:

@@ -21,6 +21,7 @@ from django.db import models
 from analysis.models import ResultRow
 from analysis.selectors import ExportFilter, SnapshotRows, export_snapshots
 from core.errors import DomainError
+from core.replica import stream_analysis_reads
 from experiments.models import Experiment, ExperimentStatus, Project
 
 FORMATS = ("csv", "json", "parquet")
@@ -398,9 +399,10 @@ def _clean(value: Any, kind: str) -> Any:
 
 
 def export_rows(flt: ExportFilter) -> Iterator[list[dict[str, Any]]]:
-    """The export's rows, one list per snapshot."""
+    """The export's rows, one list per snapshot, read from the read replica when one is
+    configured and has caught up with the primary (core.replica)."""
     cols = columns()
-    for item in export_snapshots(flt):
+    for item in stream_analysis_reads(lambda: export_snapshots(flt)):
         yield snapshot_export_rows(item, cols)
 
 

@@ -116,6 +116,27 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # Tests use a file, not memory, so that the end-to-end tests' subprocesses share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test_abacus.sqlite3")}
+# A PostgreSQL streaming replica of the primary for analysis reads (the aggregation, exports):
+# core/replica.py decides when it may serve them, config/routers.py routes the ORM's reads.
+if os.environ.get("DATABASE_REPLICA_URL"):
+    DATABASES["replica"] = dj_database_url.parse(
+        os.environ["DATABASE_REPLICA_URL"], conn_max_age=60, conn_health_checks=True
+    )
+    if {DATABASES["default"]["ENGINE"], DATABASES["replica"]["ENGINE"]} != {
+        "django.db.backends.postgresql"
+    }:
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL needs PostgreSQL: DATABASE_URL and DATABASE_REPLICA_URL must "
+            "both be postgres:// URLs, the second a streaming replica of the first."
+        )
+    # Tests read the test database through it, never a test copy of the replica.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+DATABASE_ROUTERS = ["config.routers.ReplicaRouter"]
+# How long an analysis or export waits for the replica to replay what the primary had committed
+# when it began, before reading the primary instead (core/replica.py).
+ABACUS_REPLICA_MAX_WAIT_SECONDS = float(os.environ.get("ABACUS_REPLICA_MAX_WAIT_SECONDS", 10))
+if ABACUS_REPLICA_MAX_WAIT_SECONDS < 0:
+    raise ImproperlyConfigured("ABACUS_REPLICA_MAX_WAIT_SECONDS must be zero or more.")
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Every password abacus sets goes through these: member invites, the demo seed, createsuperuser,

@@ -17,6 +17,8 @@ from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import APIException, ParseError, ValidationError
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -50,10 +52,25 @@ class PayloadTooLarge(APIException):
     default_detail = "The request is too large."
 
 
+class JsonOnly(BaseContentNegotiation):
+    """Services speak JSON: no Accept header to parse, no browsable page (the hot path's
+    negotiation cost more than its JSON rendering)."""
+
+    def select_parser(self, request: Request, parsers: list) -> Any:
+        return parsers[0]
+
+    def select_renderer(
+        self, request: Request, renderers: list, format_suffix: Any = None
+    ) -> tuple:
+        return renderers[0], renderers[0].media_type
+
+
 class ServiceApi(APIView):
     """Base of the API-key endpoints: the key fixes the project; bodies are size-checked."""
 
     authentication_classes = [ApiKeyAuthentication]
+    renderer_classes = [JSONRenderer]
+    content_negotiation_class = JsonOnly
     # The largest body, in bytes; None: DATA_UPLOAD_MAX_MEMORY_SIZE.
     max_body_bytes: int | None = None
 

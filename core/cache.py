@@ -256,6 +256,14 @@ def shared_set_many(values: dict[str, Any], timeout: int) -> None:
         _cache_down(exc, "writing")
 
 
+# One command (EVALSHA): cheaper than a pipeline of three for redis-py and for Redis.
+_GENERATION_AND_COUNT = """
+redis.call('SET', KEYS[2], 0, 'EX', ARGV[1], 'NX')
+return {redis.call('GET', KEYS[1]), redis.call('INCR', KEYS[2])}
+"""
+_scripts: dict[str, Any] = {}
+
+
 def generation_with_count(count_key: str, timeout: int) -> bool:
     """Inside a request on Redis: read the serving generation for the rest of the request (as
     `generation` does) and count ``count_key`` (as `count_in_window` does) in one round trip;
@@ -269,11 +277,13 @@ def generation_with_count(count_key: str, timeout: int) -> bool:
     generation_key = backend.make_key(GENERATION_KEY)
     full = backend.make_key(count_key)
     try:
-        pipe = backend._cache.get_client(full, write=True).pipeline(transaction=False)  # noqa: SLF001
-        pipe.get(generation_key)
-        pipe.set(full, 0, ex=timeout, nx=True)
-        pipe.incr(full)
-        raw, _, count = pipe.execute()
+        client = backend._cache.get_client(full, write=True)  # noqa: SLF001 - redis-py's client
+        script = _scripts.get("generation_and_count")
+        if script is None:  # EVALSHA of the script's digest; loaded into Redis when missing
+            script = _scripts["generation_and_count"] = client.register_script(
+                _GENERATION_AND_COUNT
+            )
+        raw, count = script(keys=[generation_key, full], args=[timeout], client=client)
     except Exception as exc:  # noqa: BLE001 - nothing counted: the caller's own path decides
         _cache_down(exc, "reading the generation and counting")
         return False

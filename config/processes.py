@@ -2,7 +2,8 @@
 
 - **web**: gunicorn serving ``config.wsgi`` with threaded workers (``gthread``: an SDK stream
   holds one thread for minutes, not a whole worker; hooks in config/gunicorn_hooks.py);
-- **worker**: ``celery -A config worker`` (analyses, webhooks);
+- **worker**: ``celery -A config worker``: every queue (config/queues.py), or the ones given
+  (a pool per queue: docs/operations.md "Queues and worker pools");
 - **beat**: ``celery -A config beat`` (queues the scheduled analyses).
 
 `manage.py run_all` (``make run``), the end-to-end, fault and load tests and the benchmarks start
@@ -12,6 +13,7 @@ environment (``DATABASE_URL``, ``CELERY_BROKER_URL``, ...) and supervises the pr
 """
 
 import sys
+from collections.abc import Sequence
 from os import PathLike
 
 
@@ -49,7 +51,7 @@ def worker(
     name: str,
     pool: str | None = None,
     concurrency: int | None = None,
-    queue: str | None = None,
+    queues: Sequence[str] = (),
     log_level: str = "INFO",
     module: str = "celery",
     python: str = sys.executable,
@@ -57,17 +59,18 @@ def worker(
     """A Celery worker named ``name`` (e.g. ``worker-1@%h``).
 
     ``pool``: Celery's default (prefork) unless given (``solo`` runs tasks in the worker process
-    itself); ``queue``: the settings' default queue (``ABACUS_TASK_QUEUE``) unless given;
-    ``module``: what ``python -m`` runs, ``celery`` or a wrapper that ends by calling Celery's
-    command line (the fault tests' paused worker).
+    itself); ``queues``: the broker's queue names to consume (``config.queues.queue_name``), by
+    default every declared queue (``make run``'s one worker); ``module``: what ``python -m``
+    runs, ``celery`` or a wrapper that ends by calling Celery's command line (the fault tests'
+    paused worker).
     """
     args = [python, "-m", module, "-A", "config", "worker", "--loglevel", log_level, "-n", name]
     if pool:
         args += ["--pool", pool]
     if concurrency:
         args += ["--concurrency", str(concurrency)]
-    if queue:
-        args += ["-Q", queue]
+    if queues:
+        args += ["-Q", ",".join(queues)]
     return args
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config import queues
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("ABACUS_VAR_DIR", BASE_DIR / "var"))
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -253,8 +255,14 @@ if os.environ.get("ABACUS_BROKER_VISIBILITY_TIMEOUT"):
         os.environ["ABACUS_BROKER_VISIBILITY_TIMEOUT"]
     )
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
-# A private queue name lets tests share one Redis without stealing each other's tasks.
-CELERY_TASK_DEFAULT_QUEUE = os.environ.get("ABACUS_TASK_QUEUE", "celery")
+# Four queues (releases, ingest, analysis, notify), every task routed by name with its priority
+# (config/queues.py). ABACUS_TASK_QUEUE prefixes their names (<prefix>.analysis, ...) so that
+# deployments, or tests, sharing one Redis never take each other's tasks. A worker without -Q
+# consumes every declared queue.
+ABACUS_TASK_QUEUE = os.environ.get("ABACUS_TASK_QUEUE", "").strip()
+CELERY_TASK_DEFAULT_QUEUE = queues.default_queue(ABACUS_TASK_QUEUE)
+CELERY_TASK_QUEUES = queues.declared(ABACUS_TASK_QUEUE)
+CELERY_TASK_ROUTES = (queues.Router(ABACUS_TASK_QUEUE),)
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import requests
 from django.db import connection
 
-from config import processes
+from config import processes, queues
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,7 +54,8 @@ def base_env(var: Path, *, broker: str | None = None, **extra: str) -> dict[str,
         env["CELERY_BROKER_URL"] = broker
     elif not env.get("CELERY_BROKER_URL", "").startswith("redis://"):
         env["CELERY_BROKER_URL"] = "filesystem://"
-    # A private queue, so no other worker on a shared broker takes these tasks.
+    # Private queues (fault-xxxx.analysis, ...), so no other worker on a shared broker takes
+    # these tasks; a worker without -Q consumes all of them.
     env["ABACUS_TASK_QUEUE"] = f"fault-{uuid.uuid4().hex[:8]}"
     env.update(extra)
     return env
@@ -120,14 +121,21 @@ def gunicorn(
 
 
 def celery_worker(
-    env: dict, log: Path, name: str, pool: str = "solo", module: str | None = None
+    env: dict,
+    log: Path,
+    name: str,
+    pool: str = "solo",
+    module: str | None = None,
+    roles: tuple[str, ...] = (),
 ) -> Proc:
-    """A worker; `module` runs a wrapper (e.g. tests.fault.paused_worker) instead of celery."""
+    """A worker of the private queues (all of them, or the given roles: config/queues.py);
+    `module` runs a wrapper (e.g. tests.fault.paused_worker) instead of celery."""
+    prefix = env["ABACUS_TASK_QUEUE"]
     args = processes.worker(
         name=f"{name}-{uuid.uuid4().hex[:6]}@%h",
         pool=pool,
         concurrency=1 if pool == "prefork" else None,
-        queue=env["ABACUS_TASK_QUEUE"],
+        queues=[queues.queue_name(role, prefix) for role in roles],
         module=module or "celery",
     )
     return Proc(name, args, env, log)

@@ -36,6 +36,8 @@ class Command(BaseCommand):
         var = settings.VAR_DIR
         commands = {
             "web": processes.web(bind=f"{o['host']}:{o['port']}", workers=2),
+            # One worker for every queue (releases, ingest, analysis, notify: config/queues.py);
+            # production runs a pool per queue (docs/operations.md section 17).
             "worker": processes.worker(name=f"worker-{os.getpid()}@%h", concurrency=2),
             "beat": processes.beat(schedule=var / "celerybeat-schedule"),
         }

@@ -12,14 +12,16 @@ connect), in alternating rounds so a change of the machine's load affects them a
 - ``POST /api/v1/assign`` for one returning unit (a random unit among those assigned
   beforehand): API key, rate limit, specs, the stored assignment;
 - ``POST /api/v1/evaluate`` for one returning unit: API key, rate limit, the environment's flags
-  (20 flags of every rule kind, all evaluated), the usage counts.
+  (bench/evaluate.py's 20 flags of every rule kind; every one evaluated, or the first
+  ``flags=N`` of them), the usage counts.
 
 Printed per path: requests/s and its ratio to the baseline's, p50 / p99 latency seen by the
 clients, and the server's CPU time per request (user + system time of the gunicorn processes,
 read from /proc; the database and Redis run in their own processes and are not counted):
 requests per second of one core = 1 / CPU seconds per request. Options (``--option key=value``):
-``seconds`` per path and round (default 10; 3 with ``--quick``), ``rounds`` (3; 2), ``clients``
-(8), ``workers`` (gunicorn processes: the machine's cores), ``units`` (returning units, 5,000).
+``seconds`` per path and round (default 4; 2 with ``--quick``), ``rounds`` (6; 3), ``clients``
+(8), ``workers`` (gunicorn processes: the machine's cores), ``units`` (returning units, 5,000),
+``flags`` (flags asked for per ``/evaluate``; default every served flag).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from bench.common import (
 )
 from bench.evaluate import _bench_flags, _units
 from config import processes
+from flags.selectors import environment_flags
 
 PATHS = ("baseline /healthz", "/api/v1/assign", "/api/v1/evaluate")
 
@@ -57,30 +60,35 @@ def run_serve(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str
     """Returning units' /assign and /evaluate against /healthz, same server, same run."""
     from experiments.services import api_key_create
 
-    seconds = float(options.get("seconds", 3 if quick else 10))
-    rounds = int(options.get("rounds", 2 if quick else 3))
+    seconds = float(options.get("seconds", 2 if quick else 4))
+    rounds = int(options.get("rounds", 3 if quick else 6))
     clients = int(options.get("clients", 8))
     workers = int(options.get("workers", os.cpu_count() or 2))
     units_n = int(options.get("units", 5_000))
+    flags_n = int(options.get("flags", 0))
     call_command("migrate", verbosity=0)
+    load_before = load_average()
     project, experiment = bench_project("serve")
     secret = api_key_create(project=project, name="bench", scopes=["assign", "evaluate"]).secret
     try:
-        _bench_flags(project)
+        environment = _bench_flags(project)
+        keys = sorted(environment_flags(environment).specs)[:flags_n] if flags_n else None
         units = _units(units_n, random.Random(7))
         cache = settings.CACHES["default"]["BACKEND"].rsplit(".", 1)[-1]
         out.write(
             f"{connection.vendor}, cache {cache}; gunicorn {workers} workers x 32 threads; "
             f"{clients} keep-alive clients; {rounds} rounds of {seconds:g} s per path; "
+            f"/evaluate asks for {len(keys) if keys else 'every'} flag(s); "
             f"load {load_average()}"
         )
         with _server(workers) as (port, master):
             _assign_all(port, secret, units)
-            bodies = _bodies(units)
+            bodies = _bodies(units, keys)
             timings = _measure(port, master, secret, bodies, seconds, rounds, clients, out)
     finally:
         delete_projects(project)
-    return _report(out, timings, quick=quick, workers=workers, clients=clients)
+    result = _report(out, timings, quick=quick, workers=workers, clients=clients)
+    return {**result, "load_before": load_before, "evaluate_flags": len(keys) if keys else "all"}
 
 
 class _server:
@@ -131,10 +139,12 @@ def _assign_all(port: int, secret: str, units: list[dict]) -> None:
             raise CommandError(f"/assign/bulk answered {status}: {data[:300]!r}")
 
 
-def _bodies(units: list[dict]) -> dict[str, list[bytes]]:
-    """The same returning units' bodies for both paths."""
-    bodies = [json.dumps({"unit_id": u["id"], "attributes": u}).encode() for u in units]
-    return {"/api/v1/assign": bodies, "/api/v1/evaluate": bodies}
+def _bodies(units: list[dict], keys: list[str] | None) -> dict[str, list[bytes]]:
+    """The same returning units for both paths (``/evaluate`` asks for ``keys``, or all)."""
+    assign = [json.dumps({"unit_id": u["id"], "attributes": u}).encode() for u in units]
+    flags = {"flags": keys} if keys else {}
+    evaluate = [json.dumps({"unit_id": u["id"], "attributes": u, **flags}).encode() for u in units]
+    return {"/api/v1/assign": assign, "/api/v1/evaluate": evaluate}
 
 
 def _cpu_seconds(master: int) -> float:

@@ -146,3 +146,31 @@ def test_on_redis_the_generation_and_a_count_take_one_round_trip():
     finally:
         request_finished.send(sender=None)
     assert not serving.generation_with_count(key, 60)  # outside a request: not done
+
+
+def test_file_counters_give_every_count_its_exact_rank(tmp_path):
+    """Beside the file cache a counter is an append-only file: 8 threads (each its own file
+    descriptor, as separate processes have) counting 100 times each get 1..800, no count
+    twice; a new window's first count removes counters past their lifetime."""
+    import os
+    import threading
+    import time
+
+    counts: list[int] = []
+    lock = threading.Lock()
+
+    def count() -> None:
+        mine = [serving._count_in_file(tmp_path, "ratelimit:k:1", 120) for _ in range(100)]
+        with lock:
+            counts.extend(mine)
+
+    threads = [threading.Thread(target=count) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(counts) == list(range(1, 801))
+    [old] = list(tmp_path.iterdir())
+    os.utime(old, (time.time() - 200, time.time() - 200))
+    assert serving._count_in_file(tmp_path, "ratelimit:k:2", 120) == 1
+    assert [p.name for p in tmp_path.iterdir()] != [old.name] and not old.exists()

@@ -78,7 +78,7 @@ def run_serve(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str
         out.write(
             f"{connection.vendor}, cache {cache}; gunicorn {workers} workers x 32 threads; "
             f"{clients} keep-alive clients; {rounds} rounds of {seconds:g} s per path; "
-            f"/evaluate asks for {len(keys) if keys else 'every'} flag(s); "
+            f"/evaluate asks for {f'{len(keys)} flags' if keys else 'every flag'}; "
             f"load {load_average()}"
         )
         with _server(workers) as (port, master):

@@ -272,6 +272,11 @@ CELERY_TIMEZONE = "UTC"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # How often beat refreshes every running experiment, in seconds.
 ABACUS_ANALYSIS_INTERVAL = int(os.environ.get("ABACUS_ANALYSIS_INTERVAL", 300))
+# Seconds of data between two computations of an experiment's daily and novelty views by the
+# analysis run (analysis/time_views.py); 0: with every snapshot.
+ABACUS_TIME_VIEWS_INTERVAL = int(os.environ.get("ABACUS_TIME_VIEWS_INTERVAL", 3600))
+# Seconds between the scheduled comparisons of each holdout (analysis.schedule_holdouts).
+ABACUS_HOLDOUT_INTERVAL = int(os.environ.get("ABACUS_HOLDOUT_INTERVAL", 3600))
 # Guarded releases (docs/releases.md): the beat's tick looks for due release analyses this
 # often; a release's own cadence (analysis_interval_seconds) is at least the minimum below.
 ABACUS_RELEASE_TICK_SECONDS = float(os.environ.get("ABACUS_RELEASE_TICK_SECONDS", 10))
@@ -296,6 +301,19 @@ ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS = int(
 )
 if ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS <= 0:
     raise ImproperlyConfigured("ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS must be a positive number.")
+# Live snapshots read per-unit aggregates stored and brought up to date from the events added
+# since the last one (analysis/incremental.py); off: every snapshot reads all the events. On
+# PostgreSQL a snapshot waits up to ABACUS_AGGREGATES_WAIT_SECONDS for ingestion transactions in
+# progress to commit (analysis/watermarks.py); events still uncommitted then are read separately.
+ABACUS_INCREMENTAL_AGGREGATES = env_bool("ABACUS_INCREMENTAL_AGGREGATES", True)
+ABACUS_AGGREGATES_WAIT_SECONDS = float(os.environ.get("ABACUS_AGGREGATES_WAIT_SECONDS", 2))
+# A dimension breakdown is computed when a person asks for it (results page, API, export): its
+# statements stop after this many milliseconds (PostgreSQL), so a request never waits longer.
+ABACUS_BREAKDOWN_STATEMENT_TIMEOUT_MS = int(
+    os.environ.get("ABACUS_BREAKDOWN_STATEMENT_TIMEOUT_MS", 60_000)
+)
+if ABACUS_BREAKDOWN_STATEMENT_TIMEOUT_MS <= 0:
+    raise ImproperlyConfigured("ABACUS_BREAKDOWN_STATEMENT_TIMEOUT_MS must be a positive number.")
 
 # Webhooks go only to public addresses; these hosts, addresses or CIDRs are allowed besides
 # (deliberate internal receivers). docs/operations.md "Webhooks".
@@ -410,19 +428,30 @@ if ABACUS_STREAM_POLL_SECONDS <= 0 or ABACUS_STREAM_HEARTBEAT_SECONDS <= 0:
     )
 
 
+# The serving paths' caches (API keys, specs, flags, payloads; core/cache.py) are checked
+# against the database when the shared cache's serving generation changes (every change does
+# that at once) and at least this often (bounding staleness when a change could not reach the
+# shared cache, or a row changed without a model save).
+ABACUS_SERVING_RECHECK_SECONDS = float(os.environ.get("ABACUS_SERVING_RECHECK_SECONDS", 5))
+if ABACUS_SERVING_RECHECK_SECONDS < 0:
+    raise ImproperlyConfigured("ABACUS_SERVING_RECHECK_SECONDS must be zero or more.")
+
+
 def _cache_config() -> dict:
-    """The shared cache that counts rate limits across processes.
+    """The shared cache: rate limits and the serving generation, across processes.
 
     Redis when one is configured (ABACUS_CACHE_URL, REDIS_URL, or a redis:// broker): exact and
     shared by every web machine. Otherwise a file cache under var/: shared by the processes of
-    one machine (the embedded default), with approximate counts under contention.
+    one machine (the embedded default), with approximate counts under contention. ``locmem://``
+    is one process's memory: for tests and single-process runs only.
     """
     url = os.environ.get("ABACUS_CACHE_URL") or os.environ.get("REDIS_URL") or ""
     if not url and CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
         url = CELERY_BROKER_URL
     if url.startswith(("redis://", "rediss://")):
         return {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            # Django's, keeping its redis-py clients (core/redis_cache.py).
+            "BACKEND": "core.redis_cache.RedisCache",
             "LOCATION": url,
             "KEY_PREFIX": "abacus",
             # A dead cache must not stall requests: the limiter fails open (experiments/auth.py).

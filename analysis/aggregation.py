@@ -19,7 +19,12 @@ Metric value per unit, from the metric's events with ``t0 <= ts < t0 + window`` 
   binomial: 1 if there is such an event, else 0;   count: the number of such events;
   mean: the sum of their values;   ratio: numerator = that sum, denominator = the sum of the
   denominator event's values (events default to value 1, so usually a count).
-Units without events count with 0. Events before t0 never count toward the metric; those with
+Units without events count with 0. A metric with ``filters`` counts only its events whose
+``properties`` pass every filter, and one with ``value_property`` takes that property's number
+as the event's value: an event without it, or with a non-number there, adds nothing (as if its
+value were 0 in a mean or a ratio's numerator); the rules of each operator are in
+experiments/filters.py. Neither applies to a ratio's denominator event. Events before t0 never
+count toward the metric; those with
 ``t0 - window <= ts < t0`` form the CUPED covariate, the same metric over the pre-exposure window
 (not for ratio metrics: the stats engine does not apply CUPED to them).
 
@@ -62,9 +67,11 @@ from datetime import datetime, timedelta
 from django.db import DatabaseError, connections
 
 from analysis.sql import builders
-from analysis.sql.builders import CLEAN, HASH_JOIN, INDEX_LOOKUP, MISMATCH, Column
+from analysis.sql.builders import CLEAN, HASH_JOIN, INDEX_LOOKUP, MISMATCH, Column, EventColumn
 from analysis.sql.dialects import Dialect, dialect_for
+from analysis.sql.properties import PropertySQL
 from core.replica import read_alias
+from experiments.filters import PropertyFilter
 from stats import SampleStats
 
 logger = logging.getLogger(__name__)
@@ -81,6 +88,8 @@ class MetricSpec:
     window_hours: int = 72
     winsorize_quantile: float | None = None
     cuped: bool = True
+    filters: tuple[PropertyFilter, ...] = ()  # experiments.filters.clean_filters
+    value_property: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,20 +175,63 @@ def read_strategy() -> str:
 # --- metrics ----------------------------------------------------------------------------------
 
 
-def _columns(index: int, metric: MetricSpec, codes: dict[str, int]) -> dict[str, Column]:
-    """The per-unit columns of one metric: value, and denominator or covariate."""
+def _columns(
+    index: int, metric: MetricSpec, codes: dict[str, int], properties: dict | None = None
+) -> dict[str, Column]:
+    """The per-unit columns of one metric: value, and denominator or covariate (``properties``:
+    the aliases of ``_property_columns``)."""
     q = metric.winsorize_quantile if metric.kind != "binomial" else None
     if q is not None and q >= 1:
         q = None
     hours = int(metric.window_hours)
     code = codes[metric.event_name]
-    cols = {"value": Column(f"m{index}_v", metric.kind, code, hours, False, q)}
+    aliases = properties or {}
+    reads = {
+        "match": aliases[(code, "match", metric.filters)] if metric.filters else "",
+        "value": aliases[(code, "number", metric.value_property)]
+        if metric.value_property
+        else "value",
+    }
+    cols = {"value": Column(f"m{index}_v", metric.kind, code, hours, False, q, **reads)}
     if metric.kind == "ratio":
         den = codes[metric.denominator_event]
         cols["denominator"] = Column(f"m{index}_d", "mean", den, hours, False, q)
     elif metric.cuped:
-        cols["covariate"] = Column(f"m{index}_c", metric.kind, code, hours, True, q)
+        cols["covariate"] = Column(f"m{index}_c", metric.kind, code, hours, True, q, **reads)
     return cols
+
+
+def _property_columns(metrics: Sequence[MetricSpec], codes: dict[str, int]) -> dict[tuple, str]:
+    """The per-event property columns the metrics read, each once: (event-name code, "match",
+    filters) and (code, "number", value property) -> alias."""
+    aliases: dict[tuple, str] = {}
+    for m in metrics:
+        code = codes[m.event_name]
+        if m.filters:
+            aliases.setdefault((code, "match", m.filters), f"p{len(aliases)}")
+        if m.value_property:
+            aliases.setdefault((code, "number", m.value_property), f"p{len(aliases)}")
+    return aliases
+
+
+def _event_columns(
+    aliases: dict[tuple, str], dialect: Dialect
+) -> tuple[list[EventColumn], dict[str, object]]:
+    """The property columns' SQL and their parameters (``q0``, ``q1``, ...: every property
+    name and filter value is bound)."""
+    params: dict[str, object] = {}
+
+    def bind(value: object) -> str:
+        name = f"q{len(params)}"
+        params[name] = value
+        return dialect.param(name)
+
+    sql = PropertySQL(dialect, "e.properties", bind)
+    columns = [
+        EventColumn(alias, kind, sql.match(spec) if kind == "match" else sql.number(spec), code)
+        for (code, kind, spec), alias in aliases.items()
+    ]
+    return columns, params
 
 
 def _event_names(metrics: Sequence[MetricSpec]) -> list[str]:
@@ -197,10 +249,21 @@ def _metrics_sql(
     names: list[str],
     strategy: str = HASH_JOIN,
     dialect: Dialect | None = None,
+    properties: Sequence[EventColumn] = (),
+    unindexed: bool = True,
 ) -> str:
-    """The statement for a group of metrics (``_columns`` of each, ``_event_names`` of all)."""
+    """The statement for a group of metrics (``_columns`` of each, ``_event_names`` of all,
+    ``_event_columns`` of their properties; ``unindexed``: see ``builders.metrics_statement``)."""
     windows = sorted({int(m.window_hours) for m in metrics})
-    return builders.metrics_statement(dialect or _dialect(), windows, columns, len(names), strategy)
+    return builders.metrics_statement(
+        dialect or _dialect(),
+        windows,
+        columns,
+        len(names),
+        strategy,
+        properties,
+        unindexed=unindexed,
+    )
 
 
 def _read_rows(
@@ -292,7 +355,9 @@ def _group_rows(
     caller's transaction usable."""
     names = _event_names(group)
     codes = {name: i for i, name in enumerate(names)}
-    columns = [_columns(i, m, codes) for i, m in enumerate(group)]
+    aliases = _property_columns(group, codes)
+    columns = [_columns(i, m, codes, aliases) for i, m in enumerate(group)]
+    properties, property_params = _event_columns(aliases, dialect)
     longest = max(int(m.window_hours) for m in group)
     params: dict[str, object] = {
         "experiment": experiment_id,
@@ -301,9 +366,23 @@ def _group_rows(
         "through": dialect.param_ts(through),
         "earliest": dialect.param_ts(since - timedelta(hours=longest)),
         **{f"name{i}": name for i, name in enumerate(names)},
+        **property_params,
     }
+    unindexed = False
+    if properties and strategy == INDEX_LOOKUP:
+        with dialect.connection.cursor() as cursor:
+            unindexed = dialect.unindexed_properties(cursor, project_id)
+    sql = _metrics_sql(
+        group,
+        columns,
+        names,
+        strategy,
+        dialect=dialect,
+        properties=properties,
+        unindexed=unindexed,
+    )
     with dialect.statement_scope(), dialect.connection.cursor() as cursor:
-        cursor.execute(_metrics_sql(group, columns, names, strategy, dialect=dialect), params)
+        cursor.execute(sql, params)
         rows = cursor.fetchall()
     return _read_rows(rows, group, columns)
 

@@ -29,6 +29,7 @@ from analysis.recommendations import (
     estimate_extension,
 )
 from core.replica import analysis_reads
+from experiments.filters import clean_filters
 from experiments.models import Experiment, ExperimentMetric, Variant
 from stats import SampleStats
 from stats.analyze import inconsistency
@@ -134,6 +135,8 @@ def _metric_spec(em: ExperimentMetric) -> aggregation.MetricSpec:
         window_hours=int(m.conversion_window_hours),
         winsorize_quantile=m.winsorize_quantile,
         cuped=m.cuped,
+        filters=tuple(clean_filters(m.filters)),
+        value_property=m.value_property,
     )
 
 

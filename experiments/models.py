@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from experiments.filters import describe_filters
+
 
 def new_client_key() -> str:
     return "sdk-" + secrets.token_urlsafe(12)
@@ -167,6 +169,11 @@ class Metric(models.Model):
     quantile = models.FloatField(null=True, blank=True)
     conversion_window_hours = models.PositiveIntegerField(default=72)
     cuped = models.BooleanField(default=True)
+    # Metrics from event properties (experiments/filters.py): which of the event's occurrences
+    # count ([{"property", "op", "value"}], all must match), and the property whose number is
+    # the value instead of the event's value ("" for the value).
+    filters = models.JSONField(default=list, blank=True)
+    value_property = models.CharField(max_length=100, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -192,6 +199,11 @@ class Metric(models.Model):
 
     def __str__(self) -> str:
         return self.key
+
+    @property
+    def filters_text(self) -> str:
+        """The filters in words, e.g. ``plan in ["pro", "team"] and amount ≥ 2``."""
+        return describe_filters(self.filters)
 
 
 class Segment(models.Model):

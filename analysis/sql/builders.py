@@ -12,10 +12,17 @@ The statement (the rules are in ``analysis/aggregation.py``'s docstring)::
 Builders take the dialect ``d`` (``analysis/sql/dialects.py``) and return SQL text. Values are
 bound parameters (``d.param``); the only literals are identifiers and integers or floats the
 caller generated or checked (column aliases, event-name codes, window hours, quantiles).
+
+Metrics from event properties add per-event columns (``EventColumn``: whether the event passes a
+metric's filters, or its value property's number), written by ``analysis/sql/properties.py``
+with their values bound, and computed with the other per-event columns. The index lookup then
+reads each unit's events through the indexes that also hold their properties
+(``Dialect.property_events``).
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from analysis.sql.dialects import Dialect
 
@@ -38,6 +45,35 @@ class Column:
     window_hours: int
     pre: bool  # the pre-exposure window (CUPED covariate) rather than the window after t0
     cap_quantile: float | None
+    match: str = ""  # the EventColumn (kind "match") the event must pass: the metric's filters
+    value: str = "value"  # what a sum adds per event: its value, or an EventColumn ("number")
+
+
+@dataclass(frozen=True)
+class EventColumn:
+    """A per-event column from the event's properties, computed for the events of one name
+    (code); the others get 0 (match) or NULL (number)."""
+
+    alias: str
+    kind: str  # "match": 1 when the event passes ``sql`` (a predicate), else 0 | "number"
+    sql: str  # over ``e.properties``, every value bound (analysis/sql/properties.py)
+    code: int
+
+
+def event_column(d: Dialect, column: EventColumn) -> str:
+    """The column's expression over a joined event ``e``, guarded by the event name so that
+    only that name's events have their properties parsed."""
+    name = d.param(f"name{column.code}")
+    if column.kind == "match":
+        return (
+            f"CASE WHEN e.name = {name} THEN CASE WHEN {column.sql} THEN 1 ELSE 0 END ELSE 0 END"
+            f" AS {column.alias}"
+        )
+    return f"CASE WHEN e.name = {name} THEN {column.sql} END AS {column.alias}"
+
+
+def event_columns(d: Dialect, columns: Sequence[EventColumn]) -> str:
+    return "".join(f", {event_column(d, c)}" for c in columns)
 
 
 def exposed_cte(d: Dialect, windows: Sequence[int] = (), ordered: bool = False) -> str:
@@ -107,13 +143,15 @@ def unit_value(d: Dialect, column: Column) -> str:
     """The column's aggregate over one unit's joined events: the event is of the column's name
     and inside its window, one integer comparison on the slot."""
     condition = f"j.s{column.window_hours} = {2 * column.code + (2 if column.pre else 1)}"
+    if column.match:
+        condition += f" AND j.{column.match} = 1"
     if column.kind == "binomial":
         return (
             f"CASE WHEN {d.count_if(condition)} > 0 THEN {d.double('1')} ELSE {d.double('0')} END"
         )
     if column.kind == "count":
         return d.double(d.count_if(condition))
-    return f"COALESCE({d.sum_if('j.value', condition)}, {d.double('0')})"
+    return f"COALESCE({d.sum_if(f'j.{column.value}', condition)}, {d.double('0')})"
 
 
 def unit_values(d: Dialect, columns: Sequence[Column]) -> str:
@@ -121,10 +159,14 @@ def unit_values(d: Dialect, columns: Sequence[Column]) -> str:
 
 
 def hash_join_ctes(
-    d: Dialect, windows: Sequence[int], columns: Sequence[Column], names: int
+    d: Dialect,
+    windows: Sequence[int],
+    columns: Sequence[Column],
+    names: int,
+    properties: Sequence[EventColumn] = (),
 ) -> str:
-    """exposed, joined (every unit LEFT JOIN its events in the widest window pair) and per_unit
-    (a hash aggregate by unit)."""
+    """exposed, joined (every unit LEFT JOIN its events in the widest window pair, with the
+    property columns) and per_unit (a hash aggregate by unit)."""
     t, widest, project, in_names = (
         d.instant("e.ts"),
         windows[-1],
@@ -134,7 +176,9 @@ def hash_join_ctes(
     return f"""
     WITH {exposed_cte(d, windows)},
     joined AS (
-        SELECT u.uid, u.variant_id, u.state, e.value, {slots(d, names, windows)}
+        SELECT u.uid, u.variant_id, u.state, e.value, {slots(d, names, windows)}{
+        event_columns(d, properties)
+    }
         FROM exposed u
         LEFT JOIN assignments_metricevent e
           ON e.project_id = {project} AND e.name IN ({in_names}) AND e.unit_id = u.unit_id
@@ -151,12 +195,27 @@ def hash_join_ctes(
 
 
 def index_lookup_ctes(
-    d: Dialect, windows: Sequence[int], columns: Sequence[Column], names: int
+    d: Dialect,
+    windows: Sequence[int],
+    columns: Sequence[Column],
+    names: int,
+    properties: Sequence[EventColumn] = (),
+    unindexed: bool = True,
 ) -> str:
     """exposed in unit_id order, and per_unit: each unit's events read from the covering index
     by a LATERAL subquery. The probes walk the index in order, and the aggregate over one unit's
-    few events is one row."""
+    few events is one row. When some column reads properties, the unit's events come from the
+    indexes that also hold them (``d.property_events``): still one lookup per unit, every
+    column from it, and no table row fetched for events whose properties the index holds."""
     widest = windows[-1]
+    where = f"""e.project_id = {d.param("project")} AND e.unit_id = u.unit_id
+                  AND e.ts >= u.pre_{widest} AND e.ts < u.end_{widest}
+                  AND e.ts <= {d.param("through")} AND e.name IN ({name_list(d, names)})"""
+    if properties:
+        source = d.property_events("e.name, e.value, e.ts, e.properties", where, unindexed)
+        events = f"{source} e"
+    else:
+        events = f"assignments_metricevent e\n                WHERE {where}"
     return f"""
     WITH {exposed_cte(d, windows, ordered=True)},
     per_unit AS {d.materialized()}(
@@ -164,11 +223,8 @@ def index_lookup_ctes(
         FROM exposed u CROSS JOIN LATERAL (
             SELECT {unit_values(d, columns)}
             FROM (
-                SELECT e.value, {slots(d, names, windows)}
-                FROM assignments_metricevent e
-                WHERE e.project_id = {d.param("project")} AND e.unit_id = u.unit_id
-                  AND e.ts >= u.pre_{widest} AND e.ts < u.end_{widest}
-                  AND e.ts <= {d.param("through")} AND e.name IN ({name_list(d, names)})
+                SELECT e.value, {slots(d, names, windows)}{event_columns(d, properties)}
+                FROM {events}
                 {d.fence()}
             ) j
         ) s
@@ -229,16 +285,25 @@ def metrics_statement(
     metrics: Sequence[dict[str, Column]],
     names: int,
     strategy: str = HASH_JOIN,
+    properties: Sequence[EventColumn] = (),
+    unindexed: bool = True,
 ) -> str:
     """The whole statement for a group of metrics: ``windows`` are their distinct window hours,
     ascending; ``metrics`` their columns by role; ``names`` how many event names are bound
     (``name0``, ``name1``, ...; with ``experiment``, ``project``, ``since``, ``through`` and
-    ``earliest``, the earliest pre-exposure bound)."""
+    ``earliest``, the earliest pre-exposure bound); ``properties`` the per-event columns the
+    metrics' filters and value properties read (their parameters bound by the caller), and
+    ``unindexed`` whether the project has events whose properties no index holds
+    (``Dialect.unindexed_properties``)."""
     windows = sorted(windows)
     flat = [c for cols in metrics for c in cols.values()]
-    units = index_lookup_ctes if strategy == INDEX_LOOKUP else hash_join_ctes
+    units = (
+        partial(index_lookup_ctes, unindexed=unindexed)
+        if strategy == INDEX_LOOKUP
+        else hash_join_ctes
+    )
     finals = capped_ctes(d, flat)
-    return f"""{units(d, windows, flat, names)}{finals}
+    return f"""{units(d, windows, flat, names, properties)}{finals}
     SELECT variant_id, state, {", ".join(variant_sums(metrics))}
     FROM {"capped" if finals else "per_unit"}
     GROUP BY variant_id, state

@@ -2,8 +2,9 @@
 
 The statement builders (``analysis/sql/builders.py``) write only SQL that every engine reads the
 same way, and ask a ``Dialect`` for each piece that is not: the parameter placeholder, time
-arithmetic, the float type, conditional aggregates, LEAST, quantiles, the planner hints, whether
-per-unit index lookups (a LATERAL join) exist, and, outside the SQL, how parameters are adapted,
+arithmetic, the float type, conditional aggregates, LEAST, quantiles, reading an event's JSON
+properties, the planner hints, whether per-unit index lookups (a LATERAL join) exist, and,
+outside the SQL, how parameters are adapted,
 whether a failed statement leaves the transaction usable and which failures are a metric's fault.
 
 ``dialect_for(connection)`` picks the class from Django's ``connection.vendor``; it is the only
@@ -12,6 +13,7 @@ place that looks at the vendor. Another engine (e.g. ClickHouse) is one more sub
 """
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Sequence
 from datetime import datetime
@@ -36,6 +38,13 @@ class Dialect:
         "sum_if",
         "least",
         "quantiles",
+        "property_text",
+        "property_number",
+        "property_bool",
+        "text_contains",
+        "list_contains_text",
+        "property_in",
+        "property_events",
         "fence",
         "materialized",
     )
@@ -86,6 +95,60 @@ class Dialect:
         PostgreSQL's ``percentile_cont``). ``q`` is a float the caller has checked."""
         raise NotImplementedError
 
+    # --- event properties (a JSON object column; analysis/sql/properties.py) -------------------
+    # ``props`` is the column, ``key`` the placeholder of a top-level property's key as
+    # ``param_property`` adapts it. Each value is NULL when the property is missing or of
+    # another JSON type, so a comparison with it is never true and never an error.
+
+    def param_property(self, name: str) -> object:
+        """The parameter that names a top-level property (a checked identifier-like name)."""
+        return name
+
+    def property_text(self, props: str, key: str) -> str:
+        """A string property's text."""
+        raise NotImplementedError
+
+    def property_number(self, props: str, key: str) -> str:
+        """A number property as a float8 (integers and decimals alike)."""
+        raise NotImplementedError
+
+    def property_bool(self, props: str, key: str) -> str:
+        """A boolean property as the text 'true' or 'false'."""
+        raise NotImplementedError
+
+    def text_contains(self, text: str, needle: str) -> str:
+        """Whether ``needle`` occurs in ``text`` (case-sensitive; NULL when text is NULL)."""
+        raise NotImplementedError
+
+    def list_contains_text(self, props: str, key: str, needle: str) -> str:
+        """Whether the property is a list with the string ``needle`` as one of its elements."""
+        raise NotImplementedError
+
+    def param_scalar(self, value: str | bool) -> object:
+        """A string or boolean that ``property_in`` compares a property with."""
+        return value if isinstance(value, str) else ("true" if value else "false")
+
+    def property_in(self, props: str, key: str, kind: str, values: Sequence[str]) -> str:
+        """Whether the property equals one of ``values`` (placeholders) of one JSON type:
+        ``kind`` "text" and "bool" (values as ``param_scalar`` adapts them) or "number"
+        (floats). NULL when the property is missing or of another type."""
+        accessor = {
+            "text": self.property_text,
+            "bool": self.property_bool,
+            "number": self.property_number,
+        }[kind]
+        return f"{accessor(props, key)} IN ({', '.join(values)})"
+
+    def property_events(self, columns: str, where: str, unindexed: bool = True) -> str:
+        """A subquery of the events ``e`` matching ``where``, with ``columns`` (properties
+        among them), for one unit's index lookup; ``unindexed``: whether the project may have
+        events whose properties no index holds (``unindexed_properties``)."""
+        return f"(SELECT {columns} FROM assignments_metricevent e WHERE {where})"
+
+    def unindexed_properties(self, cursor: Any, project_id: int) -> bool:
+        """Whether the project has events whose properties the covering index does not hold."""
+        return True
+
     # --- planner hints ------------------------------------------------------------------------
 
     def fence(self) -> str:
@@ -100,7 +163,8 @@ class Dialect:
     # --- outside the SQL ----------------------------------------------------------------------
 
     def index_columns(self, cursor: Any, table: str) -> list[list[str]]:
-        """The key and included columns of each index on ``table``, in order."""
+        """The key and included columns of each index on ``table`` that holds every row (not
+        a partial index), in order."""
         return []
 
     def statement_scope(self) -> contextlib.AbstractContextManager:
@@ -125,7 +189,7 @@ class PostgresDialect(Dialect):
     FROM pg_index i
     CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-    WHERE i.indrelid = %(table)s::regclass
+    WHERE i.indrelid = %(table)s::regclass AND i.indpred IS NULL
     GROUP BY i.indexrelid
 """
 
@@ -141,6 +205,78 @@ class PostgresDialect(Dialect):
             for name, q in columns
         ]
         return f"SELECT {', '.join(parts)} FROM {source} WHERE {where}"
+
+    def property_text(self, props: str, key: str) -> str:
+        k = f"CAST({key} AS TEXT)"
+        return f"CASE WHEN jsonb_typeof({props} -> {k}) = 'string' THEN {props} ->> {k} END"
+
+    def property_number(self, props: str, key: str) -> str:
+        k = f"CAST({key} AS TEXT)"
+        return (
+            f"CASE WHEN jsonb_typeof({props} -> {k}) = 'number'"
+            f" THEN CAST({props} ->> {k} AS DOUBLE PRECISION) END"
+        )
+
+    def property_bool(self, props: str, key: str) -> str:
+        k = f"CAST({key} AS TEXT)"
+        return f"CASE WHEN jsonb_typeof({props} -> {k}) = 'boolean' THEN {props} ->> {k} END"
+
+    def text_contains(self, text: str, needle: str) -> str:
+        return f"strpos({text}, CAST({needle} AS TEXT)) > 0"
+
+    def list_contains_text(self, props: str, key: str, needle: str) -> str:
+        k = f"CAST({key} AS TEXT)"
+        return (
+            f"(jsonb_typeof({props} -> {k}) = 'array'"
+            f" AND {props} -> {k} @> jsonb_build_array(CAST({needle} AS TEXT)))"
+        )
+
+    def param_scalar(self, value: str | bool) -> object:
+        return json.dumps(value)  # compared as jsonb: one lookup of the key, type included
+
+    def property_in(self, props: str, key: str, kind: str, values: Sequence[str]) -> str:
+        if kind == "number":  # as float8, as SQLite compares them
+            return super().property_in(props, key, kind, values)
+        listed = ", ".join(f"CAST({v} AS JSONB)" for v in values)
+        return f"{props} -> CAST({key} AS TEXT) IN ({listed})"
+
+    # Which events' properties the covering index metricevent_unit_ts_props holds (its
+    # predicate, from migration assignments/0008: a bound on the index row that keeps it under
+    # the B-tree's 2704 bytes: jsonb takes at most about 5 bytes per character of its text) and
+    # which ones only the partial index metricevent_unit_ts_large finds. The planner uses a
+    # partial index only for a query that states its predicate, word for word.
+    PROPERTIES_IN_INDEX = (
+        "(e.properties IS NULL OR octet_length(e.unit_id) + octet_length(e.name)"
+        " + 6 * octet_length(e.properties::text) <= 2400)"
+    )
+    PROPERTIES_OUTSIDE_INDEX = (
+        "(e.properties IS NOT NULL AND octet_length(e.unit_id) + octet_length(e.name)"
+        " + 6 * octet_length(e.properties::text) > 2400)"
+    )
+
+    def property_events(self, columns: str, where: str, unindexed: bool = True) -> str:
+        # Index-only for the events whose properties the index holds (nearly all), and, when the
+        # project has any, the larger ones from the table: a second scan per unit, which costs
+        # about a sixth of the statement, so it is left out when there are none.
+        indexed = (
+            f"SELECT {columns} FROM assignments_metricevent e"
+            f" WHERE {where} AND {self.PROPERTIES_IN_INDEX}"
+        )
+        if not unindexed:
+            return f"({indexed})"
+        return (
+            f"({indexed} UNION ALL SELECT {columns} FROM assignments_metricevent e"
+            f" WHERE {where} AND {self.PROPERTIES_OUTSIDE_INDEX})"
+        )
+
+    def unindexed_properties(self, cursor: Any, project_id: int) -> bool:
+        # One probe of the (usually empty) partial index metricevent_unit_ts_large.
+        cursor.execute(
+            "SELECT EXISTS (SELECT 1 FROM assignments_metricevent e WHERE e.project_id = %s"
+            f" AND {self.PROPERTIES_OUTSIDE_INDEX})",
+            [project_id],
+        )
+        return bool(cursor.fetchone()[0])
 
     def fence(self) -> str:
         return "OFFSET 0"
@@ -189,6 +325,34 @@ class SqliteDialect(Dialect):
                     FROM (SELECT {name} AS x, ROW_NUMBER() OVER (ORDER BY {name}) - 1 AS r,
                                  COUNT(*) OVER () AS n FROM {source} WHERE {where})))
                     AS cap_{name}"""
+
+    def param_property(self, name: str) -> object:
+        # A JSON path; the quoted label takes the name as written (dots and dashes included).
+        return f'$."{name}"'
+
+    def property_text(self, props: str, key: str) -> str:
+        return f"CASE WHEN json_type({props}, {key}) = 'text' THEN json_extract({props}, {key}) END"
+
+    def property_number(self, props: str, key: str) -> str:
+        return (
+            f"CASE WHEN json_type({props}, {key}) IN ('integer', 'real')"
+            f" THEN CAST(json_extract({props}, {key}) AS REAL) END"
+        )
+
+    def property_bool(self, props: str, key: str) -> str:
+        return (
+            f"CASE WHEN json_type({props}, {key}) IN ('true', 'false')"
+            f" THEN json_type({props}, {key}) END"
+        )
+
+    def text_contains(self, text: str, needle: str) -> str:
+        return f"instr({text}, {needle}) > 0"
+
+    def list_contains_text(self, props: str, key: str, needle: str) -> str:
+        return (
+            f"(json_type({props}, {key}) = 'array' AND EXISTS (SELECT 1 FROM json_each({props},"
+            f" {key}) AS item WHERE item.type = 'text' AND item.value = {needle}))"
+        )
 
     def fence(self) -> str:
         return "LIMIT -1 OFFSET 0"

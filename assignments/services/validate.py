@@ -7,6 +7,7 @@ exposures (``"type": "exposure"`` with ``"flag"`` and no ``"experiment"``) and m
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,12 +17,19 @@ from django.conf import settings
 from django.utils import timezone
 
 from assignments.selectors import ProjectSpecs
+from experiments.filters import MAX_PROPERTY_NAME_LENGTH
 from experiments.models import PRODUCTION, Environment, ExperimentStatus
 from flags.models import Flag
 
 MAX_ID_LENGTH = 200
 MAX_NAME_LENGTH = 200
+# A metric event's "properties", which metrics may filter on and take values from
+# (docs/analysts.md "Metrics from event properties"): a JSON object of at most this many bytes,
+# nested at most this deep (the object itself is 1), with at most this many keys in all (nested
+# objects' too), each no longer than a metric's property name may be.
 MAX_PROPERTIES_BYTES = 4096
+MAX_PROPERTIES_DEPTH = 3
+MAX_PROPERTY_KEYS = 100
 # An exposure's "attributes" (the unit's attributes when exposed, for dimension breakdowns): a
 # JSON object of at most this many bytes, nested at most this deep (the object itself is 1).
 MAX_ATTRIBUTES_BYTES = 4096
@@ -34,6 +42,7 @@ EARLIEST_TIMESTAMP = datetime(1970, 1, 1, tzinfo=UTC)
 # A numeric timestamp is Unix seconds; one past 3000-01-01 is most likely milliseconds.
 LATEST_EPOCH_SECONDS = int(datetime(3000, 1, 1, tzinfo=UTC).timestamp())
 _RUNNING = ExperimentStatus.RUNNING
+_LARGEST_DOUBLE = sys.float_info.max
 
 
 @dataclass
@@ -204,7 +213,42 @@ def _metric_value(value: Any, bound: float = math.inf) -> float | str:
 
 def _properties_json(value: Any) -> str | None | tuple[str]:
     """The properties as JSON text (None when absent), or ``(message,)`` when unacceptable."""
-    return _object_json(value, "properties", MAX_PROPERTIES_BYTES)
+    text = _object_json(value, "properties", MAX_PROPERTIES_BYTES, MAX_PROPERTIES_DEPTH)
+    if text.__class__ is str and (error := _properties_error(value)):
+        return (error,)
+    return text
+
+
+def _properties_error(value: dict[str, Any]) -> str | None:
+    """Why properties no deeper than MAX_PROPERTIES_DEPTH are unacceptable: too many keys, a
+    key too long, or an integer beyond a double's range (the analysis compares numbers as
+    doubles on every database). None when they are fine."""
+    keys = 0
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if item.__class__ is dict:
+            keys += len(item)
+            for key in item:
+                if len(key) > MAX_PROPERTY_NAME_LENGTH:
+                    return (
+                        f"'properties' key '{key[:40]}...' is longer than "
+                        f"{MAX_PROPERTY_NAME_LENGTH} characters."
+                    )
+            children = item.values()
+        else:
+            children = item
+        for child in children:
+            if child.__class__ is dict or child.__class__ is list:
+                stack.append(child)
+            elif child.__class__ is int and not -_LARGEST_DOUBLE <= child <= _LARGEST_DOUBLE:
+                return "'properties' must hold numbers within a double's range."
+    if keys > MAX_PROPERTY_KEYS:
+        return (
+            f"'properties' has {keys} keys (nested objects' included); the limit is "
+            f"{MAX_PROPERTY_KEYS}."
+        )
+    return None
 
 
 def _deeper_than(value: Any, depth: int) -> bool:

@@ -9,7 +9,21 @@ from rest_framework.views import APIView
 
 from experiments import services
 from experiments.apis.access import project_for
+from experiments.filters import MAX_FILTERS, MAX_PROPERTY_NAME_LENGTH, OPS
 from experiments.models import Direction, Metric, MetricKind
+
+
+class MetricFilterSerializer(serializers.Serializer):
+    """One filter on the metric's events' properties (docs/analysts.md)."""
+
+    property = serializers.CharField(
+        max_length=MAX_PROPERTY_NAME_LENGTH, help_text="A top-level property of the events."
+    )
+    op = serializers.ChoiceField(choices=OPS)
+    value = serializers.JSONField(
+        help_text="A string, number or boolean; a list of them for 'in'; a number for "
+        "gt/gte/lt/lte; a string for 'contains'."
+    )
 
 
 class MetricSerializer(serializers.ModelSerializer):
@@ -21,6 +35,19 @@ class MetricSerializer(serializers.ModelSerializer):
     quantile = serializers.FloatField(min_value=0.0, max_value=1.0, required=False, allow_null=True)
     conversion_window_hours = serializers.IntegerField(
         min_value=1, max_value=services.MAX_CONVERSION_WINDOW_HOURS, required=False
+    )
+    filters = serializers.ListField(
+        child=MetricFilterSerializer(),
+        max_length=MAX_FILTERS,
+        required=False,
+        help_text="Only the events whose properties pass every filter count.",
+    )
+    value_property = serializers.CharField(
+        max_length=MAX_PROPERTY_NAME_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="Mean, ratio and quantile metrics: the property whose number is the event's "
+        "value ('' for the event's value).",
     )
 
     class Meta:

@@ -6,7 +6,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 
 from core.errors import DomainError
-from experiments.forms.fields import add_error_to_form
+from experiments.filters import MAX_PROPERTY_NAME_LENGTH
+from experiments.forms.fields import JSONTextField, add_error_to_form
 from experiments.models import Direction, Metric, MetricKind
 from experiments.services import MAX_CONVERSION_WINDOW_HOURS
 
@@ -44,6 +45,20 @@ class MetricForm(forms.Form):
         widget=forms.NumberInput(attrs={"step": "any"}),
         help_text="Optional: cap per-unit values at this quantile (0.99) to tame outliers.",
     )
+    filters = JSONTextField(
+        empty=[],
+        label="Filters on event properties",
+        help_text="Optional: only events whose properties pass every filter count, e.g. "
+        '[{"property": "plan", "op": "in", "value": ["pro", "team"]}]. Operators: eq, neq, in, '
+        "gt, gte, lt, lte, contains.",
+    )
+    value_property = forms.CharField(
+        max_length=MAX_PROPERTY_NAME_LENGTH,
+        required=False,
+        label="Value from property",
+        help_text="Optional, mean and ratio metrics: the property whose number is the event's "
+        "value (e.g. amount); events without a number there add nothing.",
+    )
     cuped = forms.BooleanField(
         required=False,
         initial=True,
@@ -59,6 +74,8 @@ class MetricForm(forms.Form):
                 for name in ("kind", "event_name", "denominator_event", "direction"):
                     self.fields[name].disabled = True
                 for name in ("conversion_window_hours", "winsorize_quantile", "quantile", "cuped"):
+                    self.fields[name].disabled = True
+                for name in ("filters", "value_property"):
                     self.fields[name].disabled = True
 
     def clean(self) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from core.errors import DomainError
+from experiments.filters import clean_filters, clean_value_property, stored_filters
 from experiments.models import ExperimentStatus, Metric, Project
 from experiments.services.audit import audit_log_record
 from experiments.services.rules import MAX_CONVERSION_WINDOW_HOURS, _same, is_number
@@ -21,6 +22,8 @@ METRIC_FIELDS = (
     "quantile",
     "conversion_window_hours",
     "cuped",
+    "filters",
+    "value_property",
 )
 # What a metric computes: frozen while a live experiment uses it (name and description are not).
 METRIC_DEFINITION_FIELDS = (
@@ -32,6 +35,8 @@ METRIC_DEFINITION_FIELDS = (
     "quantile",
     "conversion_window_hours",
     "cuped",
+    "filters",
+    "value_property",
 )
 LIVE_STATUSES = (ExperimentStatus.RUNNING, ExperimentStatus.PAUSED)
 
@@ -70,6 +75,8 @@ def _metric_check(metric: Metric) -> None:
             f"{MAX_CONVERSION_WINDOW_HOURS} (one year); 72 counts three days after exposure.",
             "conversion_window_hours",
         )
+    metric.filters = stored_filters(clean_filters(metric.filters))
+    metric.value_property = clean_value_property(metric.value_property, metric.kind)
     metric.full_clean()
 
 

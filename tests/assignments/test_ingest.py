@@ -88,6 +88,21 @@ INVALID = [
     ("properties too big", metric(properties={"k": "v" * 5000}), "properties", "limit is 4096"),
     ("properties not finite", metric(properties={"x": float("inf")}), "properties", "finite"),
     ("properties with NUL", metric(properties={"x": "\x00"}), "properties", "NUL"),
+    (
+        "properties too deep",
+        metric(properties={"a": {"b": {"c": {"d": 1}}}}),
+        "properties",
+        "more than 3 levels deep",
+    ),
+    ("properties a list too deep", metric(properties={"a": [[[1]]]}), "properties", "3 levels"),
+    (
+        "properties with too many keys",
+        metric(properties={"o": {f"k{i}": i for i in range(100)}}),
+        "properties",
+        "101 keys (nested objects' included); the limit is 100",
+    ),
+    ("properties key too long", metric(properties={"k" * 101: 1}), "properties", "longer than"),
+    ("properties integer beyond a double", metric(properties={"n": 10**400}), "properties", ""),
 ]
 
 
@@ -220,6 +235,15 @@ def test_retried_exposures_do_not_create_assignments(project, experiment):
     Assignment.objects.all().delete()
     events_ingest(project=project, events=[exposure()])
     assert not Assignment.objects.exists()
+
+
+def test_properties_at_the_depth_and_key_limits_are_accepted(project, experiment):
+    """Three levels (an object in an object in the properties), 100 keys, 100-character keys."""
+    properties = {"a": {"b": {"c": 1}}, "l": [[1], {"x": "y"}], "k" * 100: 2}
+    properties.update({f"k{i}": i for i in range(100 - 6)})
+    result = events_ingest(project=project, events=[metric(properties=properties)])
+    assert (result.accepted, result.rejected) == (1, [])
+    assert MetricEvent.objects.get().properties == properties
 
 
 def test_properties_at_the_limit_are_accepted(project, experiment):

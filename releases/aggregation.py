@@ -11,6 +11,13 @@ metrics in one statement. Quantile metrics read the step's event values with the
 (clustered standard error): that is the one place values travel to Python, bounded by the
 step's own events.
 
+Metrics from event properties (docs/analysts.md) apply here as in experiments, through the same
+SQL (analysis/sql/properties.py): only the metric event's occurrences that pass its filters
+count, and a value property replaces the event's value (an event without a number there adds
+nothing, and is no sample of a quantile); never on a ratio's denominator event. Their names and
+values are bound parameters; the statement then reads the events' rows (properties are not in
+``metricevent_unit_ts``), which a step's few events afford.
+
 The exposure window is read through ``flag_exposure_env_flag_ts`` and the events through
 ``metricevent_unit_ts`` (one index lookup per unit), so the cost follows the step's data, not
 the table's history. Portable SQL: the same statements run on PostgreSQL and SQLite.
@@ -25,6 +32,9 @@ from datetime import datetime
 import numpy as np
 from django.db import connection
 
+from analysis.sql.dialects import dialect_for
+from analysis.sql.properties import PropertySQL
+from experiments.filters import PropertyFilter
 from stats.estimators import SampleStats
 from stats.quantiles import arm_quantile
 
@@ -47,6 +57,43 @@ class MetricSource:
     spec: MetricSpec
     event_name: str
     denominator_event: str = ""
+    filters: tuple[PropertyFilter, ...] = ()  # on event_name's events (experiments.filters)
+    value_property: str = ""
+
+    @property
+    def reads_properties(self) -> bool:
+        return bool(self.filters or self.value_property)
+
+
+class _Properties:
+    """The SQL of the sources' filters and value properties over ``e.properties``, with named
+    parameters (``q0``, ...): ``bind`` turns a statement's positional ``%s`` parameters into
+    named ones too, so that both kinds can share it."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, object] = {}
+        self.sql = PropertySQL(dialect_for(connection), "e.properties", self._bind)
+
+    def _bind(self, value: object) -> str:
+        name = f"q{len(self.params)}"
+        self.params[name] = value
+        return f"%({name})s"
+
+    def match(self, src: MetricSource) -> str:
+        return f" AND ({self.sql.match(src.filters)})" if src.filters else ""
+
+    def value(self, src: MetricSource) -> str:
+        return self.sql.number(src.value_property) if src.value_property else "e.value"
+
+    def bind(self, sql: str, params: Sequence[object]) -> tuple[str, dict[str, object]]:
+        parts = sql.split("%s")
+        assert len(parts) == len(params) + 1
+        named = dict(self.params)
+        out = [parts[0]]
+        for i, (value, part) in enumerate(zip(params, parts[1:], strict=True)):
+            named[f"p{i}"] = value
+            out += [f"%(p{i})s", part]
+        return "".join(out), named
 
 
 def _ts(value: datetime) -> object:
@@ -70,22 +117,23 @@ def _units_cte(
     return sql, [environment_id, flag_id, _ts(start), _ts(end), *variations]
 
 
-def _events_join(outer: bool, names: str) -> str:
+def _events_join(outer: bool, names: str, properties: bool = False) -> str:
     """Each unit's events of the window, by one index lookup per unit.
 
     On PostgreSQL the lookup is a LATERAL subquery fenced with OFFSET 0: as a plain join,
     with the step's rows not yet in the table statistics (a fresh step; autovacuum behind),
     the planner may pick a nested loop that scans all the project's events per unit (minutes,
     not milliseconds). SQLite has no LATERAL; its planner looks events up per unit by the
-    index on its own."""
+    index on its own. ``properties``: the lookup also reads the events' properties."""
     kind = "LEFT JOIN" if outer else "JOIN"
     where = (
         "e.project_id = %s AND e.unit_id = u.unit_id AND e.ts >= u.t0 AND e.ts < %s "
         f"AND e.name {names}"
     )
     if connection.vendor == "postgresql":
+        columns = "e.name, e.value, e.properties" if properties else "e.name, e.value"
         return (
-            f"{kind} LATERAL (SELECT e.name, e.value FROM assignments_metricevent e "
+            f"{kind} LATERAL (SELECT {columns} FROM assignments_metricevent e "
             f"WHERE {where} OFFSET 0) e ON TRUE"
         )
     return f"{kind} assignments_metricevent e ON {where}"
@@ -111,17 +159,19 @@ def statistics_refresh(units: int) -> bool:
     return True
 
 
-def _unit_columns(sources: Sequence[MetricSource]) -> tuple[list[str], list[object]]:
+def _unit_columns(
+    sources: Sequence[MetricSource], props: _Properties
+) -> tuple[list[str], list[object]]:
     """The per-unit value (and denominator) columns: c<i> and d<i>."""
     cols, params = [], []
     for i, src in enumerate(sources):
-        kind = src.spec.kind
+        kind, event = src.spec.kind, f"e.name = %s{props.match(src)}"
         if kind == "binomial":
-            cols.append(f"MAX(CASE WHEN e.name = %s THEN 1.0 ELSE 0.0 END) AS c{i}")
+            cols.append(f"MAX(CASE WHEN {event} THEN 1.0 ELSE 0.0 END) AS c{i}")
         elif kind == "count":
-            cols.append(f"SUM(CASE WHEN e.name = %s THEN 1.0 ELSE 0.0 END) AS c{i}")
+            cols.append(f"SUM(CASE WHEN {event} THEN 1.0 ELSE 0.0 END) AS c{i}")
         else:
-            cols.append(f"SUM(CASE WHEN e.name = %s THEN e.value ELSE 0.0 END) AS c{i}")
+            cols.append(f"SUM(CASE WHEN {event} THEN {props.value(src)} ELSE 0.0 END) AS c{i}")
         params.append(src.event_name)
         if kind == "ratio":
             cols.append(f"SUM(CASE WHEN e.name = %s THEN e.value ELSE 0.0 END) AS d{i}")
@@ -178,22 +228,25 @@ def means_statement(
     start: datetime,
     end: datetime,
     sources: Sequence[MetricSource],
-) -> tuple[str, list[object]]:
+) -> tuple[str, list[object] | dict[str, object]]:
     units, params = _units_cte(environment_id, flag_id, variations, start, end)
-    cols, col_params = _unit_columns(sources)
+    props = _Properties()
+    cols, col_params = _unit_columns(sources, props)
     names = _names(sources)
     name_list = ", ".join(["%s"] * len(names))
+    reads = any(src.reads_properties for src in sources)
     sql = f"""
     WITH {units},
     unit_values AS (
         SELECT u.unit_id, u.v, {", ".join(cols)}
         FROM per_unit u
-        {_events_join(True, f"IN ({name_list})")}
+        {_events_join(True, f"IN ({name_list})", reads)}
         WHERE u.v = u.v_max
         GROUP BY u.unit_id, u.v
     )
     SELECT v, {", ".join(_side_sums(sources))} FROM unit_values GROUP BY v"""
-    return sql, [*params, *col_params, project_id, _ts(end), *names]
+    positional = [*params, *col_params, project_id, _ts(end), *names]
+    return props.bind(sql, positional) if reads else (sql, positional)
 
 
 def mean_stats(
@@ -228,19 +281,26 @@ def quantile_statement(
     start: datetime,
     end: datetime,
     event_name: str,
-) -> tuple[str, list[object]]:
+    filters: tuple[PropertyFilter, ...] = (),
+    value_property: str = "",
+) -> tuple[str, list[object] | dict[str, object]]:
     units, params = _units_cte(environment_id, flag_id, variations, start, end)
+    src = MetricSource(MetricSpec("", "quantile"), event_name, "", filters, value_property)
+    props = _Properties()
+    value = props.value(src)
     sql = f"""
     WITH {units}
-    SELECT u.v, u.unit_id, e.value
+    SELECT u.v, u.unit_id, {value}
     FROM per_unit u
-    {_events_join(False, "= %s")}
-    WHERE u.v = u.v_max"""
-    return sql, [*params, project_id, _ts(end), event_name]
+    {_events_join(False, "= %s", src.reads_properties)}
+    WHERE u.v = u.v_max{props.match(src)}{f" AND {value} IS NOT NULL" if value_property else ""}"""
+    positional = [*params, project_id, _ts(end), event_name]
+    return props.bind(sql, positional) if src.reads_properties else (sql, positional)
 
 
 def quantile_values(**window: object) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """variation -> (values, unit index) of the event's values (``event_name``) in the window."""
+    """variation -> (values, unit index) of the event's values (``event_name``; with
+    ``filters`` and ``value_property``, those of its metric) in the window."""
     sql, params = quantile_statement(**window)
     grouped: dict[str, tuple[list[str], list[float]]] = {}
     with connection.cursor() as cursor:

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from experiments.filters import clean_filters
 from flags.services.environments import config_get
 
 from . import aggregation as agg
@@ -53,6 +54,8 @@ def _sources(metrics: list[ReleaseMetric]) -> list[agg.MetricSource]:
             MetricSpec(rm.metric.key, rm.metric.kind, quantile=rm.metric.quantile),
             rm.metric.event_name,
             rm.metric.denominator_event,
+            tuple(clean_filters(rm.metric.filters)),
+            rm.metric.value_property,
         )
         for rm in metrics
     ]
@@ -88,7 +91,11 @@ def step_data(release: Release, metrics: list[ReleaseMetric], through: datetime)
         for src in sources:
             if src.spec.kind == "quantile":
                 values = agg.quantile_values(
-                    project_id=ids["project_id"], event_name=src.event_name, **window
+                    project_id=ids["project_id"],
+                    event_name=src.event_name,
+                    filters=src.filters,
+                    value_property=src.value_property,
+                    **window,
                 )
                 quantile_values.setdefault(src.spec.key, {}).update(values)
     per_metric: dict[str, Any] = {}

@@ -442,7 +442,8 @@ def _cache_config() -> dict:
 
     Redis when one is configured (ABACUS_CACHE_URL, REDIS_URL, or a redis:// broker): exact and
     shared by every web machine. Otherwise a file cache under var/: shared by the processes of
-    one machine (the embedded default), with approximate counts under contention. ``locmem://``
+    one machine (the embedded default; rate counts are append-only files beside it, exact:
+    core/cache.py). ``locmem://``
     is one process's memory: for tests and single-process runs only.
     """
     url = os.environ.get("ABACUS_CACHE_URL") or os.environ.get("REDIS_URL") or ""

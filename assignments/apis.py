@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import OpenApiExample, extend_schema, inline_serializer
@@ -40,6 +40,7 @@ from assignments.services import (
     events_delete,
     events_ingest,
 )
+from core.cache import ProcessCache
 from experiments.apis import project_for
 from experiments.auth import ApiKeyAuthentication, scope_required
 from experiments.models import Environment, Metric
@@ -360,12 +361,20 @@ class EventDeleteApi(APIView):
         )
 
 
+# Environments by client key, kept in the process like API keys (core/cache.py).
+_environments: ProcessCache[Environment] = ProcessCache("client keys")
+
+
 @require_GET
 def features_view(request: HttpRequest, client_key: str) -> HttpResponse:
-    """GrowthBook-compatible features payload; the client key is public, not a secret."""
-    environment = get_object_or_404(
-        Environment.objects.select_related("project"), client_key=client_key
+    """GrowthBook-compatible features payload; the client key is public, not a secret. The
+    environment and its payload are cached in the process (no query while nothing changed)."""
+    environment = _environments.get_loaded(
+        client_key,
+        lambda: Environment.objects.select_related("project").filter(client_key=client_key).first(),
     )
+    if environment is None:
+        raise Http404("No environment has this client key.")
     payload, tag = features_payload_for(environment)
     wanted = _etags(request.headers.get("If-None-Match", ""))
     fresh = tag in wanted or "*" in wanted

@@ -325,3 +325,20 @@ def test_etag_follows_the_environment_and_date_updated_the_latest_change(client,
     stamp = config.updated_at.isoformat().replace("+00:00", "Z")
     assert second.json()["dateUpdated"] >= stamp
     assert client.get(url, headers={"If-None-Match": second["ETag"]}).status_code == 304
+
+
+@pytest.mark.django_db
+def test_a_served_payload_is_answered_from_the_process_caches(
+    client, served, django_assert_num_queries
+):
+    """Once served, the environment (by client key) and its payload ask the database nothing;
+    a flag change is served at once (docs/operations.md section 19)."""
+    from flags.services import flag_toggle
+
+    flag, environments = served
+    url = f"/api/features/{environments['staging'].client_key}"
+    client.get(url)
+    with django_assert_num_queries(0):
+        assert client.get(url).json()["features"]["new-checkout"]["defaultValue"] is True
+    flag_toggle(flag=flag, environment=environments["staging"], enabled=False)
+    assert client.get(url).json()["features"]["new-checkout"]["defaultValue"] is False

@@ -36,3 +36,10 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     list_display = ("event", "experiment", "url", "status", "attempts", "last_status_code")
     list_filter = ("status", "event")
     readonly_fields = ("body", "last_error")
+
+
+@admin.register(models.HoldoutSnapshot)
+class HoldoutSnapshotAdmin(admin.ModelAdmin):
+    list_display = ("holdout", "data_through", "computed_at", "srm_p_value")
+    search_fields = ("holdout__name",)
+    readonly_fields = ("units", "metrics", "warnings")

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from analysis import apis
+from analysis import apis, holdout_apis
 
 P = "projects/<slug:project>"
 E = f"{P}/experiments/<slug:key>"
@@ -13,5 +13,15 @@ urlpatterns = [
     path(f"{E}/analyze", apis.AnalyzeApi.as_view(), name="analyze"),
     path(f"{E}/export", apis.ExperimentExportApi.as_view(), name="experiment-export"),
     path(f"{P}/library/", apis.LibraryApi.as_view(), name="library"),
+    path(
+        f"{P}/holdouts/<int:holdout_id>/results",
+        holdout_apis.HoldoutResultsApi.as_view(),
+        name="holdout-results-api",
+    ),
+    path(
+        f"{P}/holdouts/<int:holdout_id>/analyze",
+        holdout_apis.HoldoutAnalyzeApi.as_view(),
+        name="holdout-analyze-api",
+    ),
     path(f"{P}/results/export", apis.ProjectExportApi.as_view(), name="results-export"),
 ]

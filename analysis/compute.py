@@ -30,7 +30,7 @@ from analysis.recommendations import (
 )
 from core.replica import analysis_reads
 from experiments.filters import clean_filters
-from experiments.models import Experiment, ExperimentMetric, Variant
+from experiments.models import Experiment, ExperimentMetric, Metric, Variant
 from stats import SampleStats
 from stats.analyze import inconsistency
 from stats.estimators import arm_estimate
@@ -126,7 +126,11 @@ def _consistent_read() -> Iterator[None]:
 
 
 def _metric_spec(em: ExperimentMetric) -> aggregation.MetricSpec:
-    m = em.metric
+    return metric_spec(em.metric)
+
+
+def metric_spec(m: Metric) -> aggregation.MetricSpec:
+    """A catalog metric as the aggregation reads it (also the holdouts' comparison's)."""
     return aggregation.MetricSpec(
         key=m.key,
         kind=m.kind,

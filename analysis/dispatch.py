@@ -18,3 +18,10 @@ def enqueue_webhook(delivery_id: int) -> None:
     from analysis.tasks import deliver_webhook
 
     deliver_webhook.delay(delivery_id)
+
+
+def enqueue_holdout_run(holdout_id: int) -> None:
+    """Send ``analysis.holdout_run``: the holdout's comparison now."""
+    from analysis.tasks import run_holdout
+
+    run_holdout.delay(holdout_id)

@@ -184,3 +184,32 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} -> {self.url}: {self.status}"
+
+
+class HoldoutSnapshot(models.Model):
+    """The long-term comparison of a holdout at one data cut-off: units per arm, the sample
+    ratio check and one row per project metric (analysis/holdouts.py). Snapshots form the
+    holdout's time series."""
+
+    holdout = models.ForeignKey(
+        "experiments.Holdout", on_delete=models.CASCADE, related_name="snapshots"
+    )
+    computed_at = models.DateTimeField()
+    data_through = models.DateTimeField()
+    method = models.CharField(max_length=32, default="sequential")
+    units = models.JSONField(default=dict)  # {"holdout": n, "general": n}
+    srm_p_value = models.FloatField(null=True, blank=True)
+    # [{"metric", "name", "kind", "direction", "holdout_n", "general_n", ... , "status"}]
+    metrics = models.JSONField(default=list)
+    warnings = models.JSONField(default=list)
+
+    class Meta:
+        ordering = ["-data_through", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["holdout", "data_through"], name="holdoutsnapshot_cutoff"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"holdout {self.holdout_id} through {self.data_through:%Y-%m-%d %H:%M}"

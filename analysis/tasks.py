@@ -1,4 +1,5 @@
-"""Thin Celery tasks: the beat fan-out, one analysis run per experiment, webhook delivery.
+"""Thin Celery tasks: the beat fan-out, one analysis run per experiment, webhook delivery, the
+holdouts' comparisons.
 
 Tasks take ids, have soft and hard time limits, and call one service. ``analysis.run`` holds the
 experiment's lock while it computes, retries on transient database errors with the same run
@@ -11,13 +12,15 @@ from datetime import datetime, timedelta
 from celery import shared_task
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from analysis.holdouts import holdout_analyze
 from analysis.locks import experiment_lock
 from analysis.models import AnalysisRun, DeliveryStatus, RunStatus
 from analysis.services import analysis_run, analysis_run_create, analysis_runs_expire
 from analysis.webhooks import WebhookError, webhook_deliver, webhook_give_up
-from experiments.models import Experiment, ExperimentStatus
+from experiments.models import Experiment, ExperimentStatus, Holdout
 
 logger = logging.getLogger(__name__)
 TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
@@ -132,3 +135,44 @@ def deliver_webhook(self, delivery_id: int) -> bool:  # noqa: ANN001
         base = float(getattr(settings, "ABACUS_WEBHOOK_RETRY_SECONDS", 10))
         raise self.retry(exc=exc, countdown=min(900.0, base * 2**self.request.retries)) from exc
     return delivery.status == DeliveryStatus.DELIVERED  # False: refused (core.egress)
+
+
+@shared_task(name="analysis.schedule_holdouts", soft_time_limit=60, time_limit=90)
+def schedule_holdouts() -> int:
+    """Queue the comparison of every running holdout, and of every ended one whose latest
+    snapshot is from before its end (its final comparison); each expires after one interval."""
+    interval = float(settings.ABACUS_HOLDOUT_INTERVAL)
+    ids = list(Holdout.objects.filter(enabled=True).values_list("pk", flat=True))
+    ids += [
+        h.pk
+        for h in Holdout.objects.filter(enabled=False, ended_at__isnull=False)
+        if not h.snapshots.filter(data_through__gte=h.ended_at).exists()
+    ]
+    for holdout_id in ids:
+        run_holdout.apply_async(args=[holdout_id], expires=interval)
+    return len(ids)
+
+
+@shared_task(
+    name="analysis.holdout_run",
+    bind=True,
+    soft_time_limit=RUN_TIME_LIMIT - 300,
+    time_limit=RUN_TIME_LIMIT,
+    max_retries=MAX_RETRIES,
+    acks_late=True,
+)
+def run_holdout(self, holdout_id: int, through: str | None = None) -> int | None:  # noqa: ANN001
+    """Compute and store the holdout's comparison now (or at ``through``, ISO 8601); retried on
+    transient database errors at the same cut-off. Two runs at once store two cut-offs."""
+    cutoff = _parse(through) or timezone.now()
+    if not Holdout.objects.filter(pk=holdout_id, started_at__isnull=False).exists():
+        return None
+    try:
+        return holdout_analyze(holdout_id=holdout_id, through=cutoff).pk
+    except TRANSIENT_DB_ERRORS as exc:
+        if not connection.in_atomic_block:
+            connection.close()
+        if self.request.retries >= self.max_retries:
+            raise
+        retry = [holdout_id, cutoff.isoformat()]
+        raise self.retry(args=retry, exc=exc, countdown=_backoff(self)) from exc

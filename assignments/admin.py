@@ -59,3 +59,11 @@ class FlagExposureAdmin(ReadOnlyAdmin):
     list_select_related = ("flag", "environment")
     search_fields = ("=unit_id", "=event_id")
     raw_id_fields = ("flag", "environment")
+
+
+@admin.register(models.HoldoutExposure)
+class HoldoutExposureAdmin(ReadOnlyAdmin):
+    list_display = ("unit_id", "holdout", "arm", "ts")
+    list_select_related = ("holdout",)
+    search_fields = ("=unit_id",)
+    raw_id_fields = ("holdout",)

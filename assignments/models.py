@@ -146,3 +146,30 @@ class MetricEvent(models.Model):
 
     def __str__(self) -> str:
         return self.event_id
+
+
+class HoldoutArm(models.IntegerChoices):
+    HOLDOUT = 0, "holdout"
+    GENERAL = 1, "general"
+
+
+class HoldoutExposure(models.Model):
+    """A unit of the holdout, or of the equal-sized sample of everyone else ("general"), seen by
+    a serving path while the holdout ran: one row per (holdout, unit), stamped with the first
+    time it was seen. The denominators of the long-term comparison (docs/analysts.md
+    "Holdouts" says which paths record them)."""
+
+    holdout = models.ForeignKey(
+        "experiments.Holdout", on_delete=models.CASCADE, related_name="exposures"
+    )
+    unit_id = models.CharField(max_length=200)
+    arm = models.PositiveSmallIntegerField(choices=HoldoutArm.choices)
+    ts = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["holdout", "unit_id"], name="holdoutexposure_unit"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.unit_id} ({self.get_arm_display()})"

@@ -10,6 +10,12 @@ from django.db import connection
 from django.utils import timezone
 
 from bucketing.payload import ExperimentSpec, build_payload, etag
+from experiments.holdouts import (
+    ServedHoldout,
+    holdout_changed_at,
+    holdout_version_sql,
+    served_holdout,
+)
 from experiments.models import Environment, Experiment, ExperimentStatus, Metric, Project
 from experiments.selectors import experiment_spec
 from flags.selectors import environment_flags
@@ -43,6 +49,8 @@ class ProjectSpecs:
     updated_at: datetime | None = None  # the latest change of a served experiment
     # key -> when the current phase started: analyses count exposures from then on.
     phase_starts: dict[str, datetime] = field(default_factory=dict)
+    # The project's running holdout: its units get no experiment (docs/flags.md "Holdout").
+    holdout: ServedHoldout | None = None
 
 
 _cache: dict[int, ProjectSpecs] = {}
@@ -57,8 +65,10 @@ def _version(project: Project) -> tuple:
     # on every request, and the ORM would spend longer compiling it than the database running it.
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT MAX(updated_at), COUNT(*) FROM experiments_experiment WHERE project_id = %s",
-            [project.pk],
+            "SELECT MAX(updated_at), COUNT(*), "
+            + holdout_version_sql("%s")
+            + " FROM experiments_experiment WHERE project_id = %s",
+            [project.pk, project.pk, project.pk],
         )
         return tuple(cursor.fetchone())
 
@@ -76,7 +86,8 @@ def project_specs(project: Project) -> ProjectSpecs:
     phases: dict[str, int] = {}
     phase_starts: dict[str, datetime] = {}
     broken: dict[str, str] = {}
-    updated_at: datetime | None = None
+    holdout = served_holdout(project.pk)  # kept out of every experiment
+    updated_at: datetime | None = holdout_changed_at(project.pk)
     experiments = (
         Experiment.objects.filter(project=project)
         .exclude(status=ExperimentStatus.DRAFT)
@@ -96,7 +107,9 @@ def project_specs(project: Project) -> ProjectSpecs:
         for v in variants:
             variant_ids[(experiment.key, v.key)] = v.pk
         try:
-            specs[experiment.key] = experiment_spec(experiment, variants)
+            specs[experiment.key] = experiment_spec(
+                experiment, variants, holdout.spec if holdout else None
+            )
         except ValueError as exc:
             broken[experiment.key] = str(exc)
             logger.error(
@@ -112,6 +125,7 @@ def project_specs(project: Project) -> ProjectSpecs:
         broken,
         updated_at,
         phase_starts,
+        holdout=holdout,
     )
     with _lock:
         _cache[project.pk] = built

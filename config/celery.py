@@ -21,6 +21,13 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
         name="analysis: refresh every running experiment",
         expires=float(settings.ABACUS_ANALYSIS_INTERVAL),
     )
+    # Holdouts: the long-term comparison of each running holdout (and an ended one's last).
+    sender.add_periodic_task(
+        float(settings.ABACUS_HOLDOUT_INTERVAL),
+        sender.signature("analysis.schedule_holdouts"),
+        name="analysis: compare every running holdout",
+        expires=float(settings.ABACUS_HOLDOUT_INTERVAL),
+    )
     # Scheduled flag changes (turn on, move a rollout) land within this many seconds of their time.
     sender.add_periodic_task(
         15.0,

@@ -136,3 +136,17 @@ class UserTokenAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+@admin.register(models.Holdout)
+class HoldoutAdmin(admin.ModelAdmin):
+    """Name and description only: share, seed and state move through the services (the
+    holdout page or API), which keep one running, freeze what must stay and audit it."""
+
+    list_display = ("name", "project", "share", "status", "started_at", "ended_at")
+    list_filter = ("project", "enabled")
+    search_fields = ("name", "project__slug")
+    readonly_fields = ("share", "seed", "enabled", "started_at", "ended_at", "created_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -23,6 +23,13 @@ urlpatterns = [
     path(f"{P}/metrics/", apis.MetricListApi.as_view(), name="metrics"),
     path(f"{P}/metrics/<slug:key>/", apis.MetricDetailApi.as_view(), name="metric"),
     path(f"{P}/layers/", apis.LayerListApi.as_view(), name="layers"),
+    path(f"{P}/holdouts/", apis.HoldoutListApi.as_view(), name="holdouts"),
+    path(f"{P}/holdouts/<int:holdout_id>/", apis.HoldoutDetailApi.as_view(), name="holdout-api"),
+    re_path(
+        r"^projects/(?P<project>[-\w]+)/holdouts/(?P<holdout_id>[0-9]+)/(?P<action>start|end)/?$",
+        apis.HoldoutActionApi.as_view(),
+        name="holdout-action-api",
+    ),
     path(f"{P}/experiments/", apis.ExperimentListApi.as_view(), name="experiments"),
     path(f"{E}/", apis.ExperimentDetailApi.as_view(), name="experiment"),
     path(f"{E}/audit-log/", apis.ExperimentAuditApi.as_view(), name="experiment-audit-log"),

@@ -409,3 +409,54 @@ class AuditLog(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.actor_label} {self.action} {self.target}"
+
+
+def new_holdout_seed() -> str:
+    return "holdout-" + uuid.uuid4().hex[:12]
+
+
+class Holdout(models.Model):
+    """A share of the project's units kept out of every experiment and rollout, to compare with
+    everyone else over a long time (docs/analysts.md "Holdouts"). A unit is in it by the hash of
+    its id with the holdout's own seed (`bucketing.holdout`). At most one is enabled per project;
+    once started, its share and seed are frozen, and an ended holdout stays ended."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="holdouts")
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True, default="")
+    share = models.FloatField()
+    seed = models.CharField(max_length=64, default=new_holdout_seed)
+    enabled = models.BooleanField(default=False)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"], condition=Q(enabled=True), name="holdout_one_enabled"
+            ),
+            models.CheckConstraint(
+                condition=Q(share__gt=0) & Q(share__lte=0.2), name="holdout_share_range"
+            ),
+            models.CheckConstraint(
+                condition=Q(enabled=False) | Q(started_at__isnull=False),
+                name="holdout_enabled_is_started",
+            ),
+            models.CheckConstraint(
+                condition=Q(ended_at__isnull=True) | Q(enabled=False),
+                name="holdout_ended_is_disabled",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}: holdout {self.name}"
+
+    @property
+    def status(self) -> str:
+        """``draft`` (never started), ``running`` or ``ended``."""
+        if self.enabled:
+            return "running"
+        return "ended" if self.ended_at is not None else "draft"

@@ -12,6 +12,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from bucketing.flags import SegmentSpec, segment_condition
+from bucketing.holdout import HoldoutSpec
 from bucketing.payload import ExperimentSpec, VariantSpec
 from experiments.models import (
     RAMP_STAGE_DEFAULT_HOURS,
@@ -331,9 +332,12 @@ def segment_spec(segment: Segment) -> SegmentSpec:
     )
 
 
-def experiment_spec(experiment: Experiment, variants: list | None = None) -> ExperimentSpec:
+def experiment_spec(
+    experiment: Experiment, variants: list | None = None, holdout: HoldoutSpec | None = None
+) -> ExperimentSpec:
     """The pure spec of one experiment; raises ValueError when its definition is inconsistent.
-    A saved segment is AND-ed with the targeting condition."""
+    A saved segment is AND-ed with the targeting condition; ``holdout`` is the project's running
+    holdout (experiments.holdouts.served_holdout), kept out of the experiment."""
     variants = variants if variants is not None else list(experiment.variants.all())
     namespace = None
     if experiment.layer:
@@ -359,4 +363,5 @@ def experiment_spec(experiment: Experiment, variants: list | None = None) -> Exp
         status=experiment.status,
         shipped_variant=shipped,
         phase=experiment.phase,
+        holdout=holdout,
     )

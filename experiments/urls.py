@@ -1,6 +1,8 @@
-"""Web pages: experiments, the metric catalog and project settings, under /p/<project>/.
+"""Web pages: experiments, the metric catalog, the holdout's form and actions, and project
+settings, under /p/<project>/.
 
-The results pages under .../experiments/<key>/results/ live in analysis/urls.py.
+The results pages under .../experiments/<key>/results/ and the holdout page live in
+analysis/urls.py.
 """
 
 from django.urls import path, re_path
@@ -21,6 +23,14 @@ urlpatterns = [
         r"(?P<action>start|pause|resume|ramp|conclude|rollback|delete)/$",
         views.experiment_action,
         name="experiment-action",
+    ),
+    path(f"{P}/holdout/new/", views.holdout_new, name="holdout-new"),
+    path(f"{P}/holdout/<int:holdout_id>/edit/", views.holdout_edit, name="holdout-edit"),
+    path(f"{P}/holdout/<int:holdout_id>/delete/", views.holdout_remove, name="holdout-delete"),
+    re_path(
+        r"^p/(?P<project>[-\w]+)/holdout/(?P<holdout_id>[0-9]+)/(?P<action>start|end)/$",
+        views.holdout_action,
+        name="holdout-action",
     ),
     path(f"{P}/layers/", views.layer_list, name="layer-list"),
     path(f"{P}/layers/<path:layer>/", views.layer_list, name="layer-detail"),

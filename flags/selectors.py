@@ -15,7 +15,14 @@ from django.http import Http404
 from django.utils import timezone
 
 from bucketing.flags import FlagSpec, Prerequisite, RuleSpec, SegmentSpec, Variation
+from bucketing.holdout import HoldoutSpec
 from bucketing.payload import ExperimentSpec
+from experiments.holdouts import (
+    ServedHoldout,
+    holdout_changed_at,
+    holdout_version_sql,
+    served_holdout,
+)
 from experiments.models import Environment, Experiment, Project, Segment
 from experiments.selectors import experiment_spec, segment_spec
 from flags.models import (
@@ -46,6 +53,7 @@ class EnvironmentFlags:
     updated_at: datetime | None = None
     archived: frozenset[str] = frozenset()
     broken: dict[str, str] = field(default_factory=dict)
+    holdout: ServedHoldout | None = None  # the running holdout, in production only
 
 
 _cache: dict[int, EnvironmentFlags] = {}
@@ -63,8 +71,8 @@ SELECT
   (SELECT MAX(updated_at) FROM experiments_segment WHERE project_id = %(p)s),
   (SELECT COUNT(*) FROM experiments_segment WHERE project_id = %(p)s),
   (SELECT MAX(updated_at) FROM experiments_experiment WHERE project_id = %(p)s),
-  (SELECT COUNT(*) FROM experiments_experiment WHERE project_id = %(p)s)
-"""
+  (SELECT COUNT(*) FROM experiments_experiment WHERE project_id = %(p)s),
+  """ + holdout_version_sql("%(p)s")
 
 
 def environment_version(environment: Environment) -> tuple:
@@ -109,8 +117,10 @@ def flag_spec(
     config: FlagEnvironment,
     segments: Mapping[str, SegmentSpec],
     experiments: Mapping[str, ExperimentSpec],
+    holdout: HoldoutSpec | None = None,
 ) -> FlagSpec:
-    """A flag in one environment as a pure spec; ValueError when it cannot be served."""
+    """A flag in one environment as a pure spec; ValueError when it cannot be served.
+    ``holdout``: the project's running holdout, in production (docs/flags.md "Holdout")."""
     return FlagSpec(
         key=flag.key,
         type=flag.type,
@@ -123,6 +133,7 @@ def flag_spec(
         prerequisites=tuple(
             Prerequisite(p["flag"], tuple(p["variations"])) for p in flag.prerequisites or []
         ),
+        holdout=holdout,
     )
 
 
@@ -156,7 +167,9 @@ def _build(environment: Environment, version: tuple) -> EnvironmentFlags:
     experiments = _experiment_specs(environment.project_id, experiment_keys)
     specs: dict[str, FlagSpec] = {}
     broken: dict[str, str] = {}
-    updated_at: datetime | None = None
+    # The running holdout applies in production only (docs/flags.md "Holdout").
+    holdout = served_holdout(environment.project_id) if environment.production else None
+    updated_at = holdout_changed_at(environment.project_id) if environment.production else None
     for flag in flags:
         config = configs.get(flag.pk)
         stamps = [flag.updated_at] + ([config.updated_at] if config else [])
@@ -167,7 +180,9 @@ def _build(environment: Environment, version: tuple) -> EnvironmentFlags:
             broken[flag.key] = "no configuration in this environment"
             continue
         try:
-            specs[flag.key] = flag_spec(flag, config, segments, experiments)
+            specs[flag.key] = flag_spec(
+                flag, config, segments, experiments, holdout.spec if holdout else None
+            )
         except (ValueError, KeyError, TypeError) as exc:
             broken[flag.key] = str(exc)
             logger.error("Not serving flag %s in %s: %s", flag.key, environment.key, exc)
@@ -179,6 +194,7 @@ def _build(environment: Environment, version: tuple) -> EnvironmentFlags:
         updated_at=updated_at,
         archived=frozenset(f.key for f in flags if f.archived),
         broken=broken,
+        holdout=holdout,
     )
 
 

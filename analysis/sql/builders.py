@@ -20,7 +20,9 @@ reads each unit's events through the indexes that also hold their properties
 (``Dialect.property_events``).
 """
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 
@@ -33,6 +35,27 @@ INDEX_LOOKUP = "index_lookup"  # PostgreSQL with COVERING_INDEX: per-unit index-
 CLEAN, MULTI_VARIANT, MISMATCH = 0, 1, 2
 
 _MISMATCH = "MAX(CASE WHEN assignment_mismatch THEN 1 ELSE 0 END)"
+
+# Where the units come from: an experiment's exposures, or (`units_from`) another relation with
+# the columns exposed_cte reads, e.g. a holdout's exposures with the two arms as variants
+# (analysis/holdouts.py; they have no attributes, so no breakdown).
+EXPERIMENT_EXPOSURES = "assignments_exposure"
+HOLDOUT_EXPOSURES = (
+    "(SELECT id, holdout_id AS experiment_id, arm AS variant_id, unit_id, ts,"
+    " FALSE AS assignment_mismatch FROM assignments_holdoutexposure)"
+)
+_units: ContextVar[str] = ContextVar("units", default=EXPERIMENT_EXPOSURES)
+
+
+@contextmanager
+def units_from(relation: str) -> Iterator[None]:
+    """Statements built inside read their units from ``relation`` (one of the constants above)
+    instead of the experiments' exposures; ``experiment`` then binds that relation's key."""
+    token = _units.set(relation)
+    try:
+        yield
+    finally:
+        _units.reset(token)
 
 
 @dataclass(frozen=True)
@@ -95,7 +118,7 @@ def exposed_cte(d: Dialect, windows: Sequence[int] = (), ordered: bool = False) 
                CASE WHEN MIN(variant_id) <> MAX(variant_id) THEN {MULTI_VARIANT}
                     WHEN {_MISMATCH} = 1 THEN {MISMATCH} ELSE {CLEAN} END AS state,
                {t0} AS t0{bounds}
-        FROM assignments_exposure
+        FROM {_units.get()} x
         WHERE experiment_id = {experiment} AND ts >= {since} AND ts <= {through}
         GROUP BY unit_id{" ORDER BY unit_id" if ordered else ""}
     )"""

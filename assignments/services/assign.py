@@ -3,9 +3,13 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from django.utils import timezone
+
 from assignments.selectors import ProjectSpecs, project_specs
 from assignments.services.assignment_rows import _assignment_rows, _assignments_insert
+from assignments.services.holdout_exposures import holdout_exposures_record
 from bucketing.conditions import eval_condition
+from bucketing.holdout import HOLDOUT, arms_many
 from bucketing.payload import ExperimentSpec, evaluate, evaluate_many
 from core.errors import DomainError
 from experiments.models import ExperimentStatus, Project
@@ -35,16 +39,29 @@ def assignments_get_or_create(
     Those answers carry ``"in_experiment": false``. Units not in an experiment are omitted
     for it. Unknown or draft keys raise `DomainError`; an experiment whose definition is broken
     is omitted (the selector logs it).
+
+    With a running holdout (docs/flags.md "Holdout"), its units get no running experiment (a
+    stored assignment included: nothing new is stored) and control instead of a shipped
+    variant; every unit asked about is recorded as the holdout's exposure when it is in either
+    arm of the comparison (`holdout_exposures`).
     """
     specs = project_specs(project)
     keys = _requested_keys(specs, experiment_keys)
     running = [k for k in keys if specs.statuses[k] == _RUNNING]
     fixed = {k: _fixed_answer(specs.specs[k]) for k in keys if k not in running}
     results: list[Answer] = [dict(fixed) for _ in units]
+    held = _held_out(specs, units)
+    if held:
+        _hold_fixed(specs, fixed, results, units, held)
     if not running or not units:
         return results
     stored = _stored_variants(specs, running, list({unit_id for unit_id, _ in units}))
     chosen = {key: _decide(specs.specs[key], units, stored) for key in running}
+    if held:
+        for variants in chosen.values():
+            for i, (unit_id, _) in enumerate(units):
+                if unit_id in held:
+                    variants[i] = None
     new_rows: dict[tuple[str, str], str] = {}
     for key, variants in chosen.items():
         for (unit_id, _), variant_key in zip(units, variants, strict=True):
@@ -68,6 +85,39 @@ def _requested_keys(specs: ProjectSpecs, experiment_keys: Sequence[str] | None) 
     if unknown:
         raise DomainError(f"Unknown or draft experiment(s): {', '.join(unknown)}.", "experiments")
     return [k for k in dict.fromkeys(experiment_keys) if k in specs.specs]
+
+
+def _held_out(specs: ProjectSpecs, units: Sequence[Unit]) -> set[str]:
+    """The units in the running holdout (none without one); records the holdout's exposures."""
+    holdout = specs.holdout
+    if holdout is None or not units:
+        return set()
+    ids = list(dict.fromkeys(unit_id for unit_id, _ in units))
+    now = timezone.now()
+    holdout_exposures_record(holdout=holdout, units=[(unit_id, now) for unit_id in ids])
+    arms = arms_many(holdout.spec, ids)
+    return {unit_id for unit_id, arm in zip(ids, arms, strict=True) if arm == HOLDOUT}
+
+
+def _hold_fixed(
+    specs: ProjectSpecs,
+    fixed: Mapping[str, dict[str, Any]],
+    results: list[Answer],
+    units: Sequence[Unit],
+    held: set[str],
+) -> None:
+    """The holdout's units get control, not a shipped variant."""
+    shipped = [k for k, answer in fixed.items() if answer["variant"] != specs.specs[k].control.key]
+    if not shipped:
+        return
+    control = {k: _control_answer(specs.specs[k]) for k in shipped}
+    for answer, (unit_id, _) in zip(results, units, strict=True):
+        if unit_id in held:
+            answer.update(control)
+
+
+def _control_answer(spec: ExperimentSpec) -> dict[str, Any]:
+    return {"variant": spec.control.key, "value": spec.control.value, "in_experiment": False}
 
 
 def _fixed_answer(spec: ExperimentSpec) -> dict[str, Any]:

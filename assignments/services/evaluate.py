@@ -21,6 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from assignments.services.flag_usage import usage_day
+from assignments.services.holdout_exposures import holdout_exposures_record
 from assignments.services.usage_buffer import flag_usage_buffer
 from bucketing.flags import FlagResult, evaluate_flags
 from core.errors import DomainError
@@ -66,7 +67,9 @@ def flags_evaluate(
 
     ``attributes`` get ``id`` = ``unit_id`` unless they carry their own ``id``, as ``/assign``
     does. Archived and unknown keys are listed in ``unknown``. Counts one evaluation per flag
-    served; with ``track`` also stores one flag exposure per flag served."""
+    served; with ``track`` also stores one flag exposure per flag served and, in production
+    with a running holdout, the holdout's exposure of the unit. The holdout's units skip
+    rollouts, experiment rules and shipped experiments (docs/flags.md "Holdout")."""
     if keys is not None and len(keys) > MAX_EVALUATE_FLAGS:
         raise DomainError(f"At most {MAX_EVALUATE_FLAGS} flags per request.", "flags")
     served = environment_flags(environment)
@@ -78,6 +81,8 @@ def flags_evaluate(
     unknown = [key for key in keys if key not in results] if keys is not None else []
     if results:
         _record(environment, served.flag_ids, unit_id, results, track)
+        if track and served.holdout is not None:  # production: the holdout's exposure too
+            holdout_exposures_record(holdout=served.holdout, units=[(unit_id, timezone.now())])
     return Evaluation(environment.key, results, unknown)
 
 

@@ -16,6 +16,7 @@ from assignments.services.assignment_rows import (
     _assignments_insert,
 )
 from assignments.services.flag_usage import flag_usage_add, usage_counts
+from assignments.services.holdout_exposures import holdout_exposures_record
 from assignments.services.validate import (
     EventBatch,
     FlagTargets,
@@ -23,7 +24,8 @@ from assignments.services.validate import (
     events_validate,
 )
 from core.errors import DomainError
-from experiments.models import Project
+from experiments.holdouts import ServedHoldout
+from experiments.models import Environment, Project
 
 MAX_BATCH = 10_000
 
@@ -44,13 +46,17 @@ def events_ingest(
     exposure of a unit without a stored assignment in a running experiment stores one (the
     unit was bucketed by an SDK evaluating locally), so ``/assign`` keeps answering what the unit
     saw; it costs one set-based INSERT per batch.
+
+    Flag exposures in production are also the running holdout's exposures (units of either arm
+    of the comparison, `holdout_exposures`), in the same transaction.
     """
     if len(events) > MAX_BATCH:
         raise DomainError(
             f"A batch holds at most {MAX_BATCH} events (got {len(events)}).", "events"
         )
+    specs = project_specs(project)
     batch, result = events_validate(
-        specs=project_specs(project),
+        specs=specs,
         events=events,
         flags=FlagTargets(project.pk, environment_id),
     )
@@ -66,9 +72,24 @@ def events_ingest(
                 inserted = copy_events(project_id=project.pk, batch=batch)
             else:
                 inserted = _insert_events(project_id=project.pk, batch=batch)
+            if specs.holdout is not None and batch.flag_exposures:
+                _holdout_exposures(specs.holdout, batch)
         result.accepted = inserted
         result.duplicates += valid - inserted
     return result
+
+
+def _holdout_exposures(holdout: ServedHoldout, batch: EventBatch) -> None:
+    """The batch's flag exposures seen in production, as the holdout's exposures."""
+    rows = batch.flag_exposures.values()  # (event id, environment, flag, variation, unit, ts)
+    production = set(
+        Environment.objects.filter(pk__in={row[1] for row in rows}, production=True).values_list(
+            "pk", flat=True
+        )
+    )
+    units = [(row[4], row[5]) for row in rows if row[1] in production]
+    if units:
+        holdout_exposures_record(holdout=holdout, units=units)
 
 
 def probe_other_type_sql(table: str) -> str:

@@ -1,7 +1,7 @@
 """REST API for people (session or token auth): projects, metrics, experiments, lifecycle.
 
-One module per domain (``projects``, ``metrics``, ``experiments``, ``power``); the URL conf
-(experiments/api_urls.py) and other apps import the views from the package.
+One module per domain (``projects``, ``metrics``, ``experiments``, ``holdouts``, ``power``);
+the URL conf (experiments/api_urls.py) and other apps import the views from the package.
 """
 
 from experiments.apis.access import project_for
@@ -20,6 +20,12 @@ from experiments.apis.experiments import (
     RampStageSerializer,
     RollbackInput,
     VariantSerializer,
+)
+from experiments.apis.holdouts import (
+    HoldoutActionApi,
+    HoldoutDetailApi,
+    HoldoutListApi,
+    HoldoutSerializer,
 )
 from experiments.apis.layers import LayerListApi, LayerSerializer, LayerSliceSerializer
 from experiments.apis.metrics import MetricDetailApi, MetricListApi, MetricSerializer
@@ -53,6 +59,10 @@ __all__ = [
     "ExperimentListApi",
     "ExperimentMetricSerializer",
     "ExperimentSerializer",
+    "HoldoutActionApi",
+    "HoldoutDetailApi",
+    "HoldoutListApi",
+    "HoldoutSerializer",
     "LayerListApi",
     "LayerSerializer",
     "LayerSliceSerializer",

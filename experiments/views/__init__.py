@@ -4,8 +4,8 @@ Every page resolves the project for the user (404 for a project they are not in)
 their role (403 with a page that says why). Views parse a form, call one service and render;
 a service's DomainError is shown next to the field it names.
 
-One module per page family (``experiments``, ``metrics``, ``projects``; what they share in
-``pages``); the URL conf (experiments/urls.py) imports the views from the package.
+One module per page family (``experiments``, ``metrics``, ``holdouts``, ``projects``; what they
+share in ``pages``); the URL conf (experiments/urls.py) imports the views from the package.
 """
 
 from experiments.views.experiments import (
@@ -16,6 +16,7 @@ from experiments.views.experiments import (
     experiment_list,
     experiment_new,
 )
+from experiments.views.holdouts import holdout_action, holdout_edit, holdout_new, holdout_remove
 from experiments.views.layers import layer_list
 from experiments.views.metrics import metric_delete, metric_edit, metric_list, metric_new
 from experiments.views.pages import PERMISSION_WORDS, Page, percent, project_page
@@ -42,6 +43,10 @@ __all__ = [
     "experiment_edit",
     "experiment_list",
     "experiment_new",
+    "holdout_action",
+    "holdout_edit",
+    "holdout_new",
+    "holdout_remove",
     "home",
     "layer_list",
     "member_add",

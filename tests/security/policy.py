@@ -28,6 +28,9 @@ Decisions recorded here (docs/operations.md "Access policy" says the same):
   (in the query string) from a page of an allowed origin, and that key opens nothing else (every
   other endpoint ignores it: the "browser-key" column sends it as ?key= everywhere). Members read
   an environment's browser settings (the key is public), admins change them.
+- Holdouts (api/v1/projects/P/holdouts/..., p/P/holdout/...): members read and queue a
+  comparison, editors create and edit them, admins start and end them (that changes what
+  production serves); read-scoped keys of the project read a holdout's results.
 - Releases (api/v1/projects/P/releases/...): members read, editors create and move them (in
   production only admins: the services refuse); API keys of the project with the `release`
   scope, only in their own environment (no key here has that scope: tests/releases/test_apis.py
@@ -245,6 +248,21 @@ RULES: tuple[Rule, ...] = (
         "results: every member; read-scoped keys of the project",
     ),
     Rule(
+        rf"{PROJECT}/holdouts/\{{holdout_id\}}/results/?",
+        ProjectPermission("read", key_scope="read"),
+        "a holdout's comparison (stored snapshots): every member; read-scoped keys",
+    ),
+    Rule(
+        rf"{PROJECT}/holdouts/\{{holdout_id\}}/analyze/?",
+        ProjectPermission("read"),
+        "queueing a holdout's comparison of what a reader may see",
+    ),
+    Rule(
+        rf"{PROJECT}/holdouts/\{{holdout_id\}}/\{{action\}}/?",
+        ProjectPermission("manage"),
+        "starting or ending a holdout changes what production serves: admins only",
+    ),
+    Rule(
         rf"{PROJECT}/library/?",
         ProjectPermission("read", key_scope="read"),
         "the library of decisions (stored results): every member; read-scoped keys",
@@ -319,6 +337,17 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(rf"{PAGE}/(.*/)?export/?", ProjectPermission("export"), "exports: analysts and up"),
     Rule(rf"{PAGE}/experiments/\{{key\}}/analyze/", ProjectPermission("read"), "as the API"),
+    Rule(rf"{PAGE}/holdout/\{{holdout_id\}}/analyze/", ProjectPermission("read"), "as the API"),
+    Rule(
+        rf"{PAGE}/holdout/\{{holdout_id\}}/\{{action\}}/",
+        ProjectPermission("manage"),
+        "starting or ending a holdout: admins only, as the API",
+    ),
+    Rule(
+        rf"{PAGE}/holdout/(new|\{{holdout_id\}}/(edit|delete))/",
+        ProjectPermission("edit"),
+        "the holdout's form and deleting a draft: editors and admins",
+    ),
     Rule(
         rf"{PAGE}/(experiments|metrics)/(new|\{{key\}}/(edit|delete|\{{action\}}))/",
         ProjectPermission("edit"),

@@ -27,6 +27,7 @@ from experiments.services import (
     metric_create,
     project_create,
 )
+from experiments.services.holdouts import holdout_create
 from flags.services import (
     change_request_create,
     flag_create,
@@ -110,6 +111,7 @@ def world(django_user_model, settings) -> World:
     values = {
         **flag_values,
         "channel_id": str(channel.pk),
+        "holdout_id": str(holdout_create(project=shop, name="H", share=0.05).pk),
         "project": "shop",
         "key": "checkout-v2",
         "layer": "search",

@@ -22,11 +22,13 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from analysis.policy import MetricDef, Plan, evaluate, look_status
 from stats import SampleStats
+from stats.montecarlo import replicate
 
 SNAPSHOT_MINUTES = 5
 DAYS_TO_PLAN = 14  # traffic reaches the planned sample in two weeks of 5-minute snapshots
@@ -137,12 +139,12 @@ def run_one(
     return "none", snaps[-1][0] if snaps else 0.0
 
 
-def simulate(scenario: Scenario, runs: int, seed: int = 0, progress: bool = False) -> Outcome:
-    plan = scenario.plan()
-    snaps = schedule(plan, scenario.overrun)
+def _chunk(
+    scenario: Scenario, plan: Plan, snaps: list, runs: int, seed: np.random.SeedSequence
+) -> Outcome:
     rng = np.random.default_rng(seed)
     out = Outcome()
-    for i in range(runs):
+    for _ in range(runs):
         verdict, days = run_one(scenario, plan, snaps, rng)
         out.runs += 1
         out.harm_rollbacks += verdict == "harm"
@@ -150,8 +152,35 @@ def simulate(scenario: Scenario, runs: int, seed: int = 0, progress: bool = Fals
         out.no_improvement += verdict == "stop"
         if verdict in ("harm", "keep"):
             out.days_to_decision.append(days)
-        if progress and (i + 1) % max(runs // 10, 1) == 0:
-            print(f"  {scenario.name}: {i + 1}/{runs}", file=sys.stderr, flush=True)
+    return out
+
+
+def simulate(
+    scenario: Scenario,
+    runs: int,
+    seed: int = 0,
+    progress: bool = False,
+    workers: int | None = None,
+) -> Outcome:
+    """``runs`` simulated experiments, in seeded chunks on the machine's cores (stats.montecarlo:
+    the outcome depends on the seed, not on ``workers``)."""
+    plan = scenario.plan()
+    snaps = schedule(plan, scenario.overrun)
+
+    def report(done: int, total: int) -> None:
+        print(f"  {scenario.name}: {done}/{total}", file=sys.stderr, flush=True)
+
+    parts = replicate(
+        partial(_chunk, scenario, plan, snaps), runs, seed, workers=workers,
+        progress=report if progress else None,
+    )  # fmt: skip
+    out = Outcome()
+    for part in parts:
+        out.runs += part.runs
+        out.harm_rollbacks += part.harm_rollbacks
+        out.keeps += part.keeps
+        out.no_improvement += part.no_improvement
+        out.days_to_decision.extend(part.days_to_decision)
     return out
 
 

@@ -24,10 +24,12 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 
 import numpy as np
 
 from stats.estimators import SampleStats
+from stats.montecarlo import replicate
 from stats.quantiles import arm_quantile
 
 from .policy import (
@@ -195,15 +197,31 @@ class Summary:
     median_minutes_to_complete: float | None
 
 
-def simulate(scenario: Scenario, runs: int, seed: int = 0, progress: bool = False) -> Summary:
+def _chunk(scenario: Scenario, runs: int, seed: np.random.SeedSequence) -> list[Outcome]:
     rng = np.random.default_rng(seed)
-    outcomes = []
+    return [run_release(scenario, rng) for _ in range(runs)]
+
+
+def simulate(
+    scenario: Scenario,
+    runs: int,
+    seed: int = 0,
+    progress: bool = False,
+    workers: int | None = None,
+) -> Summary:
+    """``runs`` simulated releases, in seeded chunks on the machine's cores (stats.montecarlo:
+    the summary depends on the seed, not on ``workers``)."""
     started = time.monotonic()
-    for i in range(runs):
-        outcomes.append(run_release(scenario, rng))
-        if progress and (i + 1) % max(1, runs // 10) == 0:
-            print(f"  {scenario.name}: {i + 1}/{runs} ({time.monotonic() - started:.0f} s)",
-                  file=sys.stderr, flush=True)  # fmt: skip
+
+    def report(done: int, total: int) -> None:
+        print(f"  {scenario.name}: {done}/{total} ({time.monotonic() - started:.0f} s)",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+    parts = replicate(
+        partial(_chunk, scenario), runs, seed, workers=workers,
+        progress=report if progress else None,
+    )  # fmt: skip
+    outcomes = [o for part in parts for o in part]
     rolled = [o for o in outcomes if o.rolled_back]
     done = [o for o in outcomes if o.completed]
     return Summary(

@@ -9,10 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from django.db import connection
 from rest_framework.test import APIClient
 
-from analysis import aggregation
 from analysis.holdouts import (
     ALPHA,
     GENERAL_ARM,
@@ -28,20 +26,12 @@ from experiments.models import Holdout
 from experiments.services import api_key_create, metric_create
 from experiments.services.holdouts import holdout_create, holdout_end, holdout_start
 from stats import AnalysisConfig, SampleStats, analyze_metric
+from tests.analysis.test_aggregation import strategy  # noqa: F401 - each test reads both ways
 
 pytestmark = pytest.mark.django_db
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 CUTOFF = T0 + timedelta(days=30)
-
-
-@pytest.fixture(autouse=True, params=[aggregation.HASH_JOIN, aggregation.INDEX_LOOKUP])
-def strategy(request, monkeypatch):
-    """Each test reads events both ways (index lookups: PostgreSQL only)."""
-    if request.param == aggregation.INDEX_LOOKUP and connection.vendor != "postgresql":
-        pytest.skip("index lookups are a PostgreSQL plan")
-    monkeypatch.setattr(aggregation, "read_strategy", lambda: request.param)
-    return request.param
 
 
 @pytest.fixture

@@ -11,37 +11,20 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 from growthbook import GrowthBook
-from rest_framework.test import APIClient
 
 from assignments.models import Assignment, HoldoutArm, HoldoutExposure
 from bucketing.holdout import GENERAL, HOLDOUT, arm
 from experiments.holdouts import served_holdout
 from experiments.models import Environment, Experiment
-from experiments.services import api_key_create, experiment_conclude
+from experiments.services import experiment_conclude
 from experiments.services.holdouts import holdout_create, holdout_end, holdout_start
-from flags.models import Flag
-from flags.services import flag_create, flag_environment_update
+from flags.services import flag_create
+from tests.assignments.test_evaluate import client_for, configure
 from tests.factories import running_experiment
 
 pytestmark = pytest.mark.django_db
 SHARE = 0.2  # the largest share: plenty of units in each arm
-
-
-def _client(project, environment="production", scopes=("assign", "ingest", "evaluate")):
-    secret = api_key_create(
-        project=project, name=f"svc-{environment}", scopes=list(scopes), environment=environment
-    ).secret
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
-    return client
-
-
-def _configure(project, key, environment="production", **change):
-    flag_environment_update(
-        flag=Flag.objects.get(project=project, key=key),
-        environment=Environment.objects.get(project=project, key=environment),
-        **change,
-    )
+SCOPES = ("assign", "ingest", "evaluate")
 
 
 @pytest.fixture
@@ -64,7 +47,7 @@ def world(project, metrics):
     experiment_conclude(experiment=pricing, decision="cheap", rationale="cheaper sells")
     flag_create(project=project, key="nav", name="Navigation")
     for environment in ("production", "staging"):
-        _configure(
+        configure(
             project,
             "nav",
             environment,
@@ -83,14 +66,14 @@ def world(project, metrics):
         off_variation="control",
         default_variation="control",
     )
-    _configure(
+    configure(
         project,
         "checkout-ui",
         enabled=True,
         rules=[{"id": "ab", "type": "experiment", "experiment": "checkout-v2"}],
     )
     flag_create(project=project, key="kill", name="Killed")
-    _configure(
+    configure(
         project, "kill", enabled=False, rules=[{"id": "all", "type": "force", "variation": "on"}]
     )
     holdout = holdout_start(holdout=holdout_create(project=project, name="2027", share=SHARE))
@@ -150,7 +133,7 @@ def test_the_sdk_agrees_with_assign_and_evaluate_in_and_out_of_the_holdout(clien
     leaves the unit out) and every flag the value /api/v1/evaluate gives; held-out units never
     get an experiment, a shipped variant or the rollout, and still get the targeted force rule
     and the kill switch."""
-    service = _client(project)
+    service = client_for(project, scopes=SCOPES)
     payload = _payload(client, project)
     gb = GrowthBook(attributes={}, features=payload["features"])
     units = _units(600)
@@ -197,7 +180,7 @@ def world_spec(holdout):
 def test_held_out_units_keep_no_assignment_even_a_stored_one(project, world):
     """A unit assigned before the holdout started gets no experiment once it is held out (like
     the SDKs, which have no memory), and no held-out unit gets an assignment stored."""
-    service = _client(project)
+    service = client_for(project, scopes=SCOPES)
     spec = world_spec(world)
     ids = [u["id"] for u in _units(300, seed=8)]
     held = [u for u in ids if arm(spec, u) == HOLDOUT]
@@ -223,7 +206,7 @@ def test_held_out_units_keep_no_assignment_even_a_stored_one(project, world):
 
 
 def test_assign_records_the_holdouts_exposures_in_both_arms_only(project, world):
-    service = _client(project)
+    service = client_for(project, scopes=SCOPES)
     spec = world_spec(world)
     ids = [u["id"] for u in _units(400, seed=9)]
     _assign_bulk(service, [{"id": u} for u in ids])
@@ -245,7 +228,7 @@ def test_tracked_evaluations_and_flag_exposure_events_record_exposures_in_produc
     world.save()
     spec = world_spec(world)
     ids = [u for u in (x["id"] for x in _units(200, seed=11)) if arm(spec, u) is not None]
-    service = _client(project)
+    service = client_for(project, scopes=SCOPES)
     service.post("/api/v1/evaluate", {"unit_id": ids[0], "track": False}, format="json")
     assert not HoldoutExposure.objects.exists()  # untracked: nothing written
     service.post("/api/v1/evaluate", {"unit_id": ids[0], "track": True}, format="json")
@@ -275,7 +258,7 @@ def test_tracked_evaluations_and_flag_exposure_events_record_exposures_in_produc
     service.post("/api/v1/events", {"events": late}, format="json")
     moved = HoldoutExposure.objects.get(unit_id=ids[1]).ts
     assert abs((moved - (now - timedelta(hours=5))).total_seconds()) < 1  # the earliest wins
-    staging = _client(project, "staging")
+    staging = client_for(project, "staging", SCOPES)
     staged = [
         {"event_id": "s-1", "type": "exposure", "flag": "nav", "variation": "on",
          "unit_id": ids[8], "timestamp": now.isoformat()}
@@ -286,7 +269,7 @@ def test_tracked_evaluations_and_flag_exposure_events_record_exposures_in_produc
 
 
 def test_starting_and_ending_the_holdout_change_what_is_served_at_once(client, project, world):
-    service = _client(project)
+    service = client_for(project, scopes=SCOPES)
     spec = world_spec(world)
     unit = next(u["id"] for u in _units(200, seed=3) if arm(spec, u["id"]) == HOLDOUT)
     before = client.get(f"/api/features/{project.client_key}")

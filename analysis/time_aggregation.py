@@ -30,8 +30,9 @@ No CUPED (a day's value has no pre-exposure twin).
 
 One statement per ``METRICS_PER_QUERY`` metrics (``analysis/sql/time_views.py``); a statement
 that fails on a metric's data is retried metric by metric, as ``experiment_aggregates`` does,
-and a metric that still fails gets a reason in ``errors``. Metrics with event filters or a
-value property (``filters``, ``value_property``) are not computed yet: they get a reason.
+and a metric that still fails gets a reason in ``errors``. A metric's event filters and value
+property apply as in the cumulative analysis (the same per-event property columns,
+``aggregation._property_columns``).
 """
 
 import logging
@@ -82,17 +83,23 @@ def calendar_span(
     return last - timedelta(days=days - 1), days
 
 
-def _unsupported(metric: MetricSpec) -> str:
-    if getattr(metric, "filters", None) or getattr(metric, "value_property", None):
-        return "the daily views do not apply event filters or a value property yet"
-    return ""
-
-
 def _columns(
-    index: int, metric: MetricSpec, codes: dict[str, int], caps: dict[str, float]
+    index: int,
+    metric: MetricSpec,
+    codes: dict[str, int],
+    caps: dict[str, float],
+    aliases: dict[tuple, str],
 ) -> tuple[dict[str, sql.DayColumn], dict[str, float]]:
-    """The metric's per-unit-day columns and the parameters of their caps."""
+    """The metric's per-unit-day columns and the parameters of their caps (``aliases``: the
+    property columns of ``aggregation._property_columns``)."""
     hours = int(metric.window_hours)
+    code = codes[metric.event_name]
+    reads = {
+        "match": aliases[(code, "match", metric.filters)] if metric.filters else "",
+        "value": aliases[(code, "number", metric.value_property)]
+        if metric.value_property
+        else "value",
+    }
     kind = metric.kind if metric.kind in ("binomial", "count") else "sum"
     params: dict[str, float] = {}
 
@@ -103,9 +110,7 @@ def _columns(
         params[f"cap{index}_{role[0]}"] = float(value)
         return f"cap{index}_{role[0]}"
 
-    cols = {
-        "value": sql.DayColumn(f"m{index}_v", kind, codes[metric.event_name], hours, cap("value"))
-    }
+    cols = {"value": sql.DayColumn(f"m{index}_v", kind, code, hours, cap("value"), **reads)}
     if metric.kind == "ratio":
         den = codes[metric.denominator_event]
         cols["denominator"] = sql.DayColumn(f"m{index}_d", "sum", den, hours, cap("denominator"))
@@ -177,9 +182,11 @@ def _group(group: Sequence[MetricSpec], w: _Window) -> dict[str, DayAggregates]:
             if name and name not in names:
                 names.append(name)
     codes = {name: i for i, name in enumerate(names)}
+    aliases = aggregation._property_columns(group, codes)
+    properties, property_params = aggregation._event_columns(aliases, d)
     columns, caps = [], {}
     for i, m in enumerate(group):
-        cols, params = _columns(i, m, codes, w.caps.get(m.key, {}))
+        cols, params = _columns(i, m, codes, w.caps.get(m.key, {}), aliases)
         columns.append(cols)
         caps.update(params)
     windows = sorted({int(m.window_hours) for m in group})
@@ -192,11 +199,21 @@ def _group(group: Sequence[MetricSpec], w: _Window) -> dict[str, DayAggregates]:
         **{f"day{i}": d.param_ts(w.day0 + timedelta(days=i)) for i in range(w.calendar_days)},
         **{f"name{i}": name for i, name in enumerate(names)},
         **caps,
+        **property_params,
     }
-    statement = sql.time_views_statement(
-        d, windows, columns, len(names), w.calendar_days, exposure_days, w.lookup
-    )
     with d.statement_scope(), d.connection.cursor() as cursor:
+        unindexed = bool(properties and w.lookup and d.unindexed_properties(cursor, w.project_id))
+        statement = sql.time_views_statement(
+            d,
+            windows,
+            columns,
+            len(names),
+            w.calendar_days,
+            exposure_days,
+            w.lookup,
+            properties,
+            unindexed,
+        )
         cursor.execute(statement, params)
         rows = cursor.fetchall()
     return _read(rows, group, columns, windows)
@@ -238,10 +255,9 @@ def time_aggregates(
         (strategy or aggregation.read_strategy()) == aggregation.INDEX_LOOKUP,
     )
     out: dict[str, DayAggregates] = {}
-    errors = {m.key: _unsupported(m) for m in metrics if _unsupported(m)}
-    supported = [m for m in metrics if m.key not in errors]
-    for start in range(0, len(supported), METRICS_PER_QUERY):
-        group = supported[start : start + METRICS_PER_QUERY]
+    errors: dict[str, str] = {}
+    for start in range(0, len(metrics), METRICS_PER_QUERY):
+        group = list(metrics[start : start + METRICS_PER_QUERY])
         try:
             out.update(_group(group, window))
             continue

@@ -23,7 +23,7 @@ dialect's existing time hooks (``instant``, ``shift``), about log2(days) compari
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from analysis.sql.builders import CLEAN, exposed_cte, name_list
+from analysis.sql.builders import CLEAN, EventColumn, event_columns, exposed_cte, name_list
 from analysis.sql.dialects import Dialect
 
 CALENDAR, SINCE_EXPOSURE = 0, 1  # the two views, the statement's first column
@@ -38,6 +38,8 @@ class DayColumn:
     code: int  # the event name's code (its position among the statement's names)
     window_hours: int
     cap: str | None  # the parameter holding its winsorization cap, if any
+    match: str = ""  # the EventColumn (kind "match") the event must pass: the metric's filters
+    value: str = "value"  # what a sum adds per event: its value, or an EventColumn ("number")
 
 
 def bucket(value: str, bounds: Sequence[str], strict: bool = False) -> str:
@@ -115,17 +117,25 @@ def spans_ctes(d: Dialect, windows: Sequence[int], calendar_days: int, exposure_
     )"""
 
 
-def _events_of_unit(d: Dialect, names: int, widest: int, lookup: bool) -> str:
+def _events_of_unit(
+    d: Dialect, names: int, widest: int, lookup: bool, properties: bool, unindexed: bool
+) -> str:
     """The FROM clause pairing each unit with its events in ``[t0, t0 + widest window)`` at or
     before the cut-off: one hash join of units and events, or (``lookup``, PostgreSQL with the
-    covering index: ``aggregation.read_strategy``) one index range scan per unit in unit order."""
+    covering index: ``aggregation.read_strategy``) one index range scan per unit in unit order,
+    from the indexes that also hold the events' properties when a metric reads them
+    (``d.property_events``, as the metrics statement does)."""
     t = d.instant("e.ts")
     if lookup:
+        where = f"""e.project_id = {d.param("project")} AND e.unit_id = u.unit_id
+                  AND e.ts >= u.t0 AND e.ts < u.end_{widest} AND e.ts <= {d.param("through")}
+                  AND e.name IN ({name_list(d, names)})"""
+        if properties:
+            columns = "e.value, e.name, e.ts, e.properties"
+            return f"exposed u CROSS JOIN LATERAL {d.property_events(columns, where, unindexed)} e"
         return f"""exposed u CROSS JOIN LATERAL (
                 SELECT e.value, e.name, e.ts FROM assignments_metricevent e
-                WHERE e.project_id = {d.param("project")} AND e.unit_id = u.unit_id
-                  AND e.ts >= u.t0 AND e.ts < u.end_{widest} AND e.ts <= {d.param("through")}
-                  AND e.name IN ({name_list(d, names)})
+                WHERE {where}
                 {d.fence()}
             ) e"""
     return f"""exposed u
@@ -143,11 +153,14 @@ def joined_cte(
     calendar_days: int,
     exposure_days: int,
     lookup: bool = False,
+    properties: Sequence[EventColumn] = (),
+    unindexed: bool = True,
 ) -> str:
     """Every analysed unit's events in ``[t0, t0 + widest window)`` up to the cut-off, each with
     its name's code, a flag per window, its calendar day (-1 before day 0), its day since
-    exposure and the unit's complete days. The inner fence computes the event's instant once;
-    the outer one computes the day indexes once per event."""
+    exposure, the unit's complete days and the metrics' property columns (filters passed, value
+    property). The inner fence computes the event's instant and properties once; the outer one
+    computes the day indexes once per event."""
     codes = " ".join(f"WHEN {d.param(f'name{i}')} THEN {i}" for i in range(names))
     flags = "".join(f", CASE WHEN x.t < x.end_{h} THEN 1 ELSE 0 END AS in_{h}" for h in windows)
     ends = "".join(f", u.end_{h}" for h in windows)
@@ -155,16 +168,19 @@ def joined_cte(
     calendar = bucket("x.t", day_bounds(d, calendar_days))
     since = exposure_bounds(d, "x.t0", exposure_days)
     through = d.instant(d.param("through"))
+    carried = "".join(f", x.{c.alias}" for c in properties)
     return f""",
     joined AS {d.materialized()}(
-        SELECT x.uid, x.variant_id, x.state, x.value, x.code{flags},
+        SELECT x.uid, x.variant_id, x.state, x.value, x.code{flags}{carried},
                CASE WHEN x.t >= {day0} THEN {calendar} ELSE -1 END AS cal_day,
                {bucket("x.t", since)} AS exp_day,
                {bucket(through, since)} AS complete
         FROM (
             SELECT u.uid, u.variant_id, u.state, u.t0{ends}, e.value,
-                   CASE e.name {codes} END AS code, {d.instant("e.ts")} AS t
-            FROM {_events_of_unit(d, names, windows[-1], lookup)}
+                   CASE e.name {codes} END AS code, {d.instant("e.ts")} AS t{
+        event_columns(d, properties)
+    }
+            FROM {_events_of_unit(d, names, windows[-1], lookup, bool(properties), unindexed)}
             {d.fence()}
         ) x
         {d.fence()}
@@ -175,6 +191,8 @@ def day_value(d: Dialect, column: DayColumn, view: int) -> str:
     """The column's aggregate over one unit's events of one day (capped when it has a cap).
     Days since exposure count only whole days inside the window."""
     condition = f"j.code = {column.code} AND j.in_{column.window_hours} = 1"
+    if column.match:
+        condition += f" AND j.{column.match} = 1"
     if view == SINCE_EXPOSURE:
         condition += f" AND j.exp_day < {column.window_hours // 24}"
     if column.kind == "binomial":
@@ -184,7 +202,7 @@ def day_value(d: Dialect, column: DayColumn, view: int) -> str:
     elif column.kind == "count":
         value = d.double(d.count_if(condition))
     else:
-        value = f"COALESCE({d.sum_if('j.value', condition)}, {d.double('0')})"
+        value = f"COALESCE({d.sum_if(f'j.{column.value}', condition)}, {d.double('0')})"
     if column.cap is not None:
         value = d.least(value, d.double(d.param(column.cap)))
     return f"{value} AS {column.name}"
@@ -227,8 +245,11 @@ def time_views_statement(
     calendar_days: int,
     exposure_days: int,
     lookup: bool = False,
+    properties: Sequence[EventColumn] = (),
+    unindexed: bool = True,
 ) -> str:
-    """The whole statement (``lookup``: read each unit's events by an index range scan).
+    """The whole statement (``lookup``: read each unit's events by an index range scan;
+    ``properties`` and ``unindexed`` as for ``builders.metrics_statement``).
     Parameters: ``experiment``, ``project``, ``since``, ``through``, ``name0`` ... (event
     names), ``day0`` ... ``day{calendar_days - 1}`` (the starts of the calendar days) and each
     column's cap. Rows: (view, variant id, day, units per window in ``windows`` order, then
@@ -242,7 +263,7 @@ def time_views_statement(
     return f"""
     WITH RECURSIVE {days_cte(max(calendar_days, exposure_days))},
     {exposed_cte(d, windows, ordered=lookup)}{spans_ctes(d, windows, calendar_days, exposure_days)}{
-        joined_cte(d, windows, names, calendar_days, exposure_days, lookup)
+        joined_cte(d, windows, names, calendar_days, exposure_days, lookup, properties, unindexed)
     }{unit_days_cte(d, flat)},
     sums AS (
         SELECT view_id, variant_id, day_index, {aliased}

@@ -341,3 +341,53 @@ def test_the_statement_binds_every_value(dialect):
     for param in ("experiment", "project", "since", "through", "day0", "day2", "name0", "cap0_v"):
         assert f"%({param})s" in text
     assert "purchase" not in text
+
+
+def test_filters_and_value_properties_apply_per_day(experiment, arms, compute):
+    """As in the cumulative analysis: only the purchases of plan "pro" count for one metric,
+    the "amount" property is the value of the other (an event without it adds nothing).
+    c1 (t0 Jan 1 10:00): Jan 1 12:00 10 pro amount 30; Jan 2 09:00 5 free amount 7; Jan 2 11:00
+    7 pro without amount. t1 (t0 Jan 1 00:00): Jan 1 00:00 20 pro amount 2.5."""
+    from assignments.models import MetricEvent
+    from experiments.filters import PropertyFilter
+
+    control, treatment = arms
+    p = experiment.project
+    expose(experiment, control, "c1", at(1, 10))
+    expose(experiment, treatment, "t1", at(1, 0))
+    for i, (unit, ts, value, props) in enumerate(
+        [
+            ("c1", at(1, 12), 10, {"plan": "pro", "amount": 30}),
+            ("c1", at(2, 9), 5, {"plan": "free", "amount": 7}),
+            ("c1", at(2, 11), 7, {"plan": "pro"}),
+            ("t1", at(1, 0), 20, {"plan": "pro", "amount": 2.5}),
+        ]
+    ):
+        MetricEvent.objects.create(
+            project=p, event_id=f"prop{i}", name="purchase", unit_id=unit, value=value, ts=ts,
+            properties=props,
+        )  # fmt: skip
+    pro = MetricSpec(
+        "pro", "mean", "purchase", window_hours=48, filters=(PropertyFilter("plan", "eq", "pro"),)
+    )
+    amount = MetricSpec("amount", "mean", "purchase", window_hours=48, value_property="amount")
+    result = compute(experiment, pro, amount, REVENUE)
+    assert table(result.metrics["pro"].calendar, arms) == {
+        0: (stats_of(10), stats_of(20)),
+        1: (stats_of(7), stats_of(0)),
+        2: (stats_of(0), None),
+    }
+    assert table(result.metrics["amount"].calendar, arms) == {
+        0: (stats_of(30), stats_of(2.5)),
+        1: (stats_of(7), stats_of(0)),
+        2: (stats_of(0), None),
+    }
+    assert table(result.metrics["pro"].since_exposure, arms) == {
+        0: (stats_of(10), stats_of(20)),
+        1: (stats_of(7), stats_of(0)),
+    }
+    assert table(result.metrics["amount"].since_exposure, arms) == {
+        0: (stats_of(37), stats_of(2.5)),
+        1: (stats_of(0), stats_of(0)),
+    }
+    assert table(result.metrics["revenue"].calendar, arms)[1] == (stats_of(12), stats_of(0))

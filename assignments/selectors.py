@@ -10,6 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bucketing.payload import ExperimentSpec, build_payload, etag
+from core.errors import DomainError
 from experiments.holdouts import (
     ServedHoldout,
     holdout_changed_at,
@@ -263,6 +264,14 @@ def metric_baseline(metric: Metric, days: int = 14, now: datetime | None = None)
     exceed the conversion window."""
     from stats.estimators import SampleStats, arm_estimate
 
+    if metric.filters or metric.value_property:
+        # The property SQL lives with the aggregation (analysis/sql/properties.py), a layer up.
+        raise DomainError(
+            f"Metric '{metric.key}' is computed from event properties (filters or "
+            "value_property): its recent baseline is not available; enter the baseline in the "
+            "calculator by hand.",
+            "filters",
+        )
     window = int(metric.conversion_window_hours)
     if days * 24 <= window:
         raise ValueError(

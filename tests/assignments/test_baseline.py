@@ -175,3 +175,17 @@ def test_endpoint_without_data_and_for_non_members(project, metrics, django_user
     stranger.force_authenticate(django_user_model.objects.create_user("s", "s@x.io", "pw-1234567"))
     assert stranger.get(URL.format(key="purchase")).status_code == 404
     assert APIClient().get(URL.format(key="purchase")).status_code in (401, 403)
+
+
+def test_a_metric_from_event_properties_has_no_baseline_yet(project, django_user_model):
+    """The baseline's SQL does not read properties: a filtered metric gets a 400 naming its
+    filters, not a baseline of the unfiltered event."""
+    metric_create(
+        project=project, key="paid", name="Paid", kind="binomial", event_name="purchase",
+        filters=[{"property": "plan", "op": "eq", "value": "pro"}],
+    )  # fmt: skip
+    client = APIClient()
+    client.force_authenticate(django_user_model.objects.get(username="alice"))
+    r = client.get(URL.format(key="paid"))
+    assert r.status_code == 400 and r.json()["field"] == "filters"
+    assert "event properties" in r.json()["detail"]

@@ -143,3 +143,81 @@ class ResultsHistorySchema(serializers.Serializer):
 class AnalyzeQueuedSchema(serializers.Serializer):
     run_id = serializers.IntegerField()
     status = serializers.CharField(help_text="queued")
+
+
+# --- time views (analysis/time_views.py; docs/analysts.md "Time views") --------------------------
+
+
+class DayEffectSchema(serializers.Serializer):
+    """One treatment arm against control on one day's data; intervals fixed-horizon at the
+    experiment's alpha and not corrected for the number of days (exploratory)."""
+
+    metric = serializers.CharField()
+    variant = serializers.CharField()
+    control_n = serializers.IntegerField(help_text="control units counted that day")
+    variant_n = serializers.IntegerField()
+    control_mean = serializers.FloatField(allow_null=True)
+    variant_mean = serializers.FloatField(allow_null=True)
+    lift_abs = serializers.FloatField(allow_null=True)
+    abs_ci_low = serializers.FloatField(allow_null=True, help_text="Welch interval")
+    abs_ci_high = serializers.FloatField(allow_null=True)
+    lift_rel = serializers.FloatField(allow_null=True)
+    ci_low = serializers.FloatField(allow_null=True, help_text="relative lift, delta method")
+    ci_high = serializers.FloatField(allow_null=True)
+    p_value = serializers.FloatField(allow_null=True, help_text="two-sided, absolute difference")
+
+
+class CalendarDaySchema(DayEffectSchema):
+    date = serializers.DateField(help_text="the UTC calendar day")
+    partial = serializers.BooleanField(help_text="the cut-off's day, not over yet")
+
+
+class ExposureDaySchema(DayEffectSchema):
+    day = serializers.IntegerField(help_text="days since each unit's first exposure, from 0")
+
+
+class TimeViewHeaderSchema(serializers.Serializer):
+    experiment = serializers.CharField()
+    timezone = serializers.CharField(help_text="UTC: days run from midnight to midnight UTC")
+    computed_at = serializers.DateTimeField(
+        allow_null=True, help_text="null until an analysis run has computed the views"
+    )
+    data_through = serializers.DateTimeField(allow_null=True, help_text="the data cut-off")
+    phase = serializers.IntegerField(allow_null=True)
+    alpha = serializers.FloatField(help_text="two-sided level of the intervals")
+    max_days = serializers.IntegerField(help_text="the most days the view keeps")
+    errors = serializers.DictField(
+        child=serializers.CharField(), help_text="metric key -> why it has no time views"
+    )
+
+
+class DailyLiftSchema(TimeViewHeaderSchema):
+    first_day = serializers.DateField(allow_null=True, help_text="the first calendar day kept")
+    days = CalendarDaySchema(many=True, help_text="oldest day first")
+
+
+class NoveltyTrendSchema(serializers.Serializer):
+    """The weighted least squares line of the per-day relative lifts on the day since
+    exposure, and the one-sided test that the effect fades (moves toward zero)."""
+
+    metric = serializers.CharField()
+    variant = serializers.CharField()
+    days = serializers.IntegerField(help_text="days with a usable relative lift")
+    slope = serializers.FloatField(allow_null=True, help_text="change of the lift per day")
+    se = serializers.FloatField(allow_null=True)
+    z = serializers.FloatField(allow_null=True)
+    intercept = serializers.FloatField(allow_null=True, help_text="the line at day 0")
+    weighted_mean = serializers.FloatField(allow_null=True, help_text="its sign: toward zero")
+    dispersion = serializers.FloatField(allow_null=True, help_text="weighted residual variance")
+    p_value = serializers.FloatField(allow_null=True, help_text="one-sided, fading")
+    adjusted_p_value = serializers.FloatField(
+        allow_null=True, help_text="Holm over the experiment's metrics x treatment arms"
+    )
+    fading = serializers.BooleanField()
+    verdict = serializers.ChoiceField(choices=["fading", "not_fading", "not_tested"])
+    reason = serializers.CharField(required=False, help_text="not_tested: why")
+
+
+class NoveltySchema(TimeViewHeaderSchema):
+    days = ExposureDaySchema(many=True)
+    trends = NoveltyTrendSchema(many=True)

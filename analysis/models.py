@@ -213,3 +213,33 @@ class HoldoutSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"holdout {self.holdout_id} through {self.data_through:%Y-%m-%d %H:%M}"
+
+
+class TimeView(models.Model):
+    """The daily lift and novelty views of an experiment (analysis/time_views.py): recomputed by
+    the analysis run from the events (at most every ABACUS_TIME_VIEWS_INTERVAL seconds), one
+    row per experiment, describing the snapshot it was computed with."""
+
+    experiment = models.OneToOneField(
+        Experiment, on_delete=models.CASCADE, related_name="time_view"
+    )
+    snapshot = models.ForeignKey(
+        ResultSnapshot, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    phase = models.PositiveIntegerField(default=0)
+    data_through = models.DateTimeField()
+    computed_at = models.DateTimeField()
+    seconds = models.FloatField(default=0)  # how long the statements took
+    first_day = models.DateField()  # calendar day 0 (UTC)
+    alpha = models.FloatField()
+    # One row per (metric, treatment arm, day) of each view, and per (metric, arm) the trend:
+    # the shapes of the results/daily and results/novelty endpoints (docs/analysts.md).
+    daily = models.JSONField(default=list)
+    novelty = models.JSONField(default=list)
+    trends = models.JSONField(default=list)
+    # Per metric and view, the per-day sufficient statistics of every variant they came from.
+    sufficient = models.JSONField(default=dict)
+    errors = models.JSONField(default=dict)  # metric key -> why it has no time views
+
+    def __str__(self) -> str:
+        return f"time views of {self.experiment_id} through {self.data_through:%Y-%m-%d %H:%M}"

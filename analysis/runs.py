@@ -15,6 +15,7 @@ from analysis.compute import evaluate_cutoff
 from analysis.dispatch import enqueue_run
 from analysis.models import AnalysisRun, ResultSnapshot, RunStatus
 from analysis.persist import snapshot_rows, snapshot_save
+from analysis.time_views import time_views_refresh
 from experiments.models import Experiment
 
 # --- queueing ---------------------------------------------------------------------------------
@@ -146,7 +147,8 @@ def analysis_backfill(
 def _compute(experiment: Experiment, run: AnalysisRun, live: bool) -> ResultSnapshot | None:
     """Evaluate the run's cut-off and store a snapshot when it is a look (or the experiment
     is still collecting data); otherwise record why on the run and store nothing. A live run
-    then acts at counted looks and alerts, in the snapshot's transaction."""
+    then acts at counted looks and alerts, in the snapshot's transaction; after it commits, the
+    daily and novelty views are refreshed when due (analysis/time_views.py)."""
     cut = evaluate_cutoff(experiment, run.data_through)
     status = cut.evaluation.status
     if not status.stored:
@@ -167,6 +169,7 @@ def _compute(experiment: Experiment, run: AnalysisRun, live: bool) -> ResultSnap
                 snapshot.save(update_fields=["actions"])
         if live:
             alert(experiment, snapshot)
+    time_views_refresh(experiment=experiment, snapshot=snapshot, cut=cut)  # never raises
     return snapshot
 
 

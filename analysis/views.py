@@ -31,6 +31,7 @@ from analysis.selectors import (
     snapshot_json,
 )
 from analysis.services import analysis_enqueue
+from analysis.time_views import time_views_context
 from experiments.models import Experiment, ExperimentStatus
 from experiments.selectors import experiment_get, project_get_for_user, role_of, user_can
 
@@ -359,6 +360,9 @@ def results_page(request: HttpRequest, project: str, key: str) -> HttpResponse:
             arms=results["arms"] if len(results["arms"]) > 1 else [],
             charts=_chart_data(experiment, groups, history, progress),
             history_points=len(history),
+        )
+        context["time_views"] = time_views_context(
+            experiment, [(b.key, b.name, b.role) for g in groups for b in g.metrics]
         )
     return render(request, "analysis/results.html", context)
 

@@ -50,11 +50,15 @@ def _peak_rss_mb() -> float:
 
 
 def _child_sql(experiment_id: int) -> dict[str, Any]:
+    from analysis.models import TimeView
     from analysis.services import analysis_run
 
     started = time.perf_counter()
     snapshot = analysis_run(experiment_id=experiment_id, trigger="benchmark")
     seconds = time.perf_counter() - started
+    # The daily and novelty views, when this run refreshed them (every run: the parent sets
+    # ABACUS_TIME_VIEWS_INTERVAL=0 unless time_views=0): their statement's share of the run.
+    view = TimeView.objects.filter(experiment_id=experiment_id, snapshot=snapshot).first()
     rows = {
         f"{r.metric_key}/{r.variant}": [r.n, r.sum, r.sum_sq, r.den_sum, r.cov_sum, r.sum_prod]
         for r in snapshot.rows.all()
@@ -65,6 +69,7 @@ def _child_sql(experiment_id: int) -> dict[str, Any]:
         "data_through": snapshot.data_through.isoformat(),
         "recommendation": snapshot.recommendation,
         "rows": rows,
+        "time_views_seconds": view.seconds if view else None,
     }
 
 
@@ -94,8 +99,9 @@ def _database_url() -> str:
     return f"postgres://{user}{password}@{host}/{s['NAME']}"
 
 
-def _measure(*args: str) -> dict[str, Any]:
+def _measure(*args: str, time_views: bool = True) -> dict[str, Any]:
     env = {**os.environ, "DATABASE_URL": _database_url(), "PYTHONUNBUFFERED": "1"}
+    env["ABACUS_TIME_VIEWS_INTERVAL"] = "0" if time_views else str(10**9)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     code = "import sys; from bench.analyze import child_main; child_main(sys.argv[1:])"
     proc = subprocess.run(
@@ -177,6 +183,7 @@ def _explain(experiment_id: int, out: Any) -> None:
 
 def run_analyze(quick: bool, options: dict[str, str], out: Any) -> dict[str, Any]:
     sizes, with_pandas, repeat, keep = _options(quick, options)
+    time_views = options.get("time_views", "1") != "0"
     from analysis.aggregation import read_strategy
 
     strategy = read_strategy()
@@ -189,7 +196,7 @@ def run_analyze(quick: bool, options: dict[str, str], out: Any) -> dict[str, Any
         try:
             if options.get("explain") == "1" and connection.vendor == "postgresql":
                 _explain(data["experiment_id"], out)
-            sql, pandas = _contend(data["experiment_id"], repeat, with_pandas)
+            sql, pandas = _contend(data["experiment_id"], repeat, with_pandas, time_views)
         finally:
             if not keep:
                 drop(project.slug)
@@ -199,7 +206,9 @@ def run_analyze(quick: bool, options: dict[str, str], out: Any) -> dict[str, Any
     out.write(
         f"sql: analysis_run end to end (aggregation, statistics, snapshot stored); pandas: "
         f"read_sql + aggregation only; each the best of {repeat} alternating runs in a fresh "
-        "process. MB: the process's peak RSS (the highest of its runs).\n"
+        "process. MB: the process's peak RSS (the highest of its runs). views s: of sql s, the "
+        "daily and novelty views' statement (every run refreshes them here; the worker does at "
+        "most hourly; time_views=0 leaves them out).\n"
     )
     return {
         "benchmark": "analyze",
@@ -229,19 +238,20 @@ def _write_header(out: Any, strategy: str) -> None:
     )
     header = (
         f"{'events':>12} {'units':>10} {'generate s':>10} {'sql s':>8} {'sql MB':>8} "
-        f"{'pandas s':>9} {'pandas MB':>9} {'sql/pandas':>10} {'max rel diff':>12}"
+        f"{'pandas s':>9} {'pandas MB':>9} {'sql/pandas':>10} {'max rel diff':>12} "
+        f"{'views s':>8}"
     )
     out.write(header + "\n")
 
 
 def _contend(
-    experiment_id: int, repeat: int, with_pandas: bool
+    experiment_id: int, repeat: int, with_pandas: bool, time_views: bool = True
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The best sql run and the best pandas run (None without the baseline). The contenders
     alternate and each one's best run is kept: other load on the machine only ever adds time."""
     sql_runs, pandas_runs = [], []
     for _ in range(repeat):
-        sql_runs.append(_measure("sql", str(experiment_id)))
+        sql_runs.append(_measure("sql", str(experiment_id), time_views=time_views))
         if with_pandas:
             cutoff = sql_runs[0]["data_through"]
             pandas_runs.append(_measure("pandas", str(experiment_id), cutoff))
@@ -264,6 +274,7 @@ def _report_size(
         "sql_peak_rss_mb": sql["peak_rss_mb"],
         "sql_baseline_rss_mb": sql["baseline_rss_mb"],
         "sql_runs_seconds": sql["seconds_runs"],
+        "sql_time_views_seconds": sql.get("time_views_seconds"),
     }
     line = (
         f"{events:>12,} {data['units']:>10,} {generated:>10.1f} {sql['seconds']:>8.2f} "
@@ -282,4 +293,8 @@ def _report_size(
             f" {pandas['seconds']:>9.2f} {pandas['peak_rss_mb']:>9.0f} "
             f"{row['ratio']:>10.3f} {row['max_relative_difference']:>12.1e}"
         )
+    else:
+        line += " " * 43
+    views = sql.get("time_views_seconds")
+    line += f" {views:>8.2f}" if views is not None else f" {'-':>8}"
     return row, line

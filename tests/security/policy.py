@@ -263,6 +263,11 @@ RULES: tuple[Rule, ...] = (
         "starting or ending a holdout changes what production serves: admins only",
     ),
     Rule(
+        rf"{PROJECT}/experiments/\{{key\}}/results/(daily|novelty)/?",
+        ProjectPermission("read", key_scope="read"),
+        "the time views of results (daily lift, novelty): every member; read-scoped keys",
+    ),
+    Rule(
         rf"{PROJECT}/library/?",
         ProjectPermission("read", key_scope="read"),
         "the library of decisions (stored results): every member; read-scoped keys",

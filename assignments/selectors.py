@@ -10,6 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from bucketing.payload import ExperimentSpec, build_payload, etag
+from core.cache import ProcessCache
 from core.errors import DomainError
 from experiments.holdouts import (
     ServedHoldout,
@@ -50,20 +51,24 @@ class ProjectSpecs:
     updated_at: datetime | None = None  # the latest change of a served experiment
     # key -> when the current phase started: analyses count exposures from then on.
     phase_starts: dict[str, datetime] = field(default_factory=dict)
+    # key -> "id.created.phase": the experiment's phase as the assignment cache names it
+    # (services/assignment_cache.py; the creation time tells apart experiments given an id again)
+    assignment_tags: dict[str, str] = field(default_factory=dict)
     # The project's running holdout: its units get no experiment (docs/flags.md "Holdout").
     holdout: ServedHoldout | None = None
 
 
-_cache: dict[int, ProjectSpecs] = {}
+_specs: ProcessCache[ProjectSpecs] = ProcessCache("project specs")
 _payloads: dict[int, tuple[tuple, dict[str, Any], str]] = {}
 _environment_payloads: dict[int, tuple[tuple, dict[str, Any], str]] = {}
 _lock = threading.Lock()
 
 
 def _version(project: Project) -> tuple:
-    # One cheap query per request tells whether any definition changed (any process may edit):
-    # every lifecycle service saves the experiment, which bumps updated_at. Raw SQL: this runs
-    # on every request, and the ORM would spend longer compiling it than the database running it.
+    # One cheap query tells whether any definition changed (any process may edit): every
+    # lifecycle service saves the experiment, which bumps updated_at. It runs when the serving
+    # generation changed or the cached specs are a few seconds old (core/cache.py). Raw SQL: the
+    # ORM would spend longer compiling it than the database running it.
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT MAX(updated_at), COUNT(*), "
@@ -75,17 +80,22 @@ def _version(project: Project) -> tuple:
 
 
 def project_specs(project: Project) -> ProjectSpecs:
-    """The project's served experiments, rebuilt only when a definition changed."""
-    version = _version(project)
-    cached = _cache.get(project.pk)
-    if cached is not None and cached.version == version:
-        return cached
+    """The project's served experiments, kept in the process (`core.cache.ProcessCache`: no
+    query while the serving generation is unchanged) and rebuilt only when a definition
+    changed (the version query)."""
+    return _specs.get_versioned(
+        project.pk, lambda: _version(project), lambda version: _build_specs(project, version)
+    )
+
+
+def _build_specs(project: Project, version: tuple) -> ProjectSpecs:
     specs: dict[str, ExperimentSpec] = {}
     experiment_ids: dict[str, int] = {}
     variant_ids: dict[tuple[str, str], int] = {}
     statuses: dict[str, str] = {}
     phases: dict[str, int] = {}
     phase_starts: dict[str, datetime] = {}
+    assignment_tags: dict[str, str] = {}
     broken: dict[str, str] = {}
     holdout = served_holdout(project.pk)  # kept out of every experiment
     updated_at: datetime | None = holdout_changed_at(project.pk)
@@ -100,6 +110,8 @@ def project_specs(project: Project) -> ProjectSpecs:
         experiment_ids[experiment.key] = experiment.pk
         statuses[experiment.key] = experiment.status
         phases[experiment.key] = experiment.phase
+        created_us = int(experiment.created_at.timestamp() * 1_000_000)
+        assignment_tags[experiment.key] = f"{experiment.pk}.{created_us}.{experiment.phase}"
         phase_start = experiment.phase_started_at or experiment.started_at
         if phase_start is not None:
             phase_starts[experiment.key] = phase_start
@@ -116,7 +128,7 @@ def project_specs(project: Project) -> ProjectSpecs:
             logger.error(
                 "Not serving experiment %s of project %s: %s", experiment.key, project.slug, exc
             )
-    built = ProjectSpecs(
+    return ProjectSpecs(
         version,
         specs,
         experiment_ids,
@@ -126,11 +138,9 @@ def project_specs(project: Project) -> ProjectSpecs:
         broken,
         updated_at,
         phase_starts,
+        assignment_tags,
         holdout=holdout,
     )
-    with _lock:
-        _cache[project.pk] = built
-    return built
 
 
 def features_payload(project: Project) -> tuple[dict[str, Any], str]:

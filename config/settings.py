@@ -443,7 +443,7 @@ def _cache_config() -> dict:
     Redis when one is configured (ABACUS_CACHE_URL, REDIS_URL, or a redis:// broker): exact and
     shared by every web machine. Otherwise a file cache under var/: shared by the processes of
     one machine (the embedded default; rate counts are append-only files beside it, exact:
-    core/cache.py). ``locmem://``
+    core/cache.py); ``file:///path`` puts it elsewhere. ``locmem://``
     is one process's memory: for tests and single-process runs only.
     """
     url = os.environ.get("ABACUS_CACHE_URL") or os.environ.get("REDIS_URL") or ""
@@ -460,6 +460,11 @@ def _cache_config() -> dict:
         }
     if url.startswith("locmem://"):
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    if url.startswith("file://"):  # a file cache shared with other processes (tests' servers)
+        return {
+            "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+            "LOCATION": url.removeprefix("file://"),
+        }
     return {
         "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
         "LOCATION": str(VAR_DIR / "cache"),

@@ -2,7 +2,6 @@
 payloads, /evaluate, streaming), lists, segment usage and stale flags."""
 
 import logging
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -17,6 +16,7 @@ from django.utils import timezone
 from bucketing.flags import FlagSpec, Prerequisite, RuleSpec, SegmentSpec, Variation
 from bucketing.holdout import HoldoutSpec
 from bucketing.payload import ExperimentSpec
+from core.cache import ProcessCache
 from experiments.holdouts import (
     ServedHoldout,
     holdout_changed_at,
@@ -56,12 +56,12 @@ class EnvironmentFlags:
     holdout: ServedHoldout | None = None  # the running holdout, in production only
 
 
-_cache: dict[int, EnvironmentFlags] = {}
-_lock = threading.Lock()
+_served: ProcessCache[EnvironmentFlags] = ProcessCache("environment flags")
 
 # Everything a served flag depends on, in one statement: the project's flags, this
 # environment's configs, the segments and the experiments (experiment rules). Services bump
-# updated_at on every change; counts catch deletions. Raw SQL: it runs on every request.
+# updated_at on every change; counts catch deletions. Raw SQL: it runs whenever the serving
+# generation changed or the cached flags are a few seconds old (core/cache.py).
 _VERSION_SQL = """
 SELECT
   (SELECT MAX(updated_at) FROM flags_flag WHERE project_id = %(p)s),
@@ -199,15 +199,14 @@ def _build(environment: Environment, version: tuple) -> EnvironmentFlags:
 
 
 def environment_flags(environment: Environment) -> EnvironmentFlags:
-    """The environment's served flags, rebuilt only when something they depend on changed."""
-    version = environment_version(environment)
-    cached = _cache.get(environment.pk)
-    if cached is not None and cached.version == version:
-        return cached
-    built = _build(environment, version)
-    with _lock:
-        _cache[environment.pk] = built
-    return built
+    """The environment's served flags, kept in the process (`core.cache.ProcessCache`: no query
+    while the serving generation is unchanged) and rebuilt only when something they depend on
+    changed (the version query)."""
+    return _served.get_versioned(
+        environment.pk,
+        lambda: environment_version(environment),
+        lambda version: _build(environment, version),
+    )
 
 
 # --- pages and the API --------------------------------------------------------------------------

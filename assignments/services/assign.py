@@ -6,6 +6,11 @@ from typing import Any
 from django.utils import timezone
 
 from assignments.selectors import ProjectSpecs, project_specs
+from assignments.services.assignment_cache import (
+    cached_variants,
+    remember_stored_variants,
+    remember_variants,
+)
 from assignments.services.assignment_rows import _assignment_rows, _assignments_insert
 from assignments.services.holdout_exposures import holdout_exposures_record
 from bucketing.conditions import eval_condition
@@ -177,16 +182,34 @@ def _decide(
 def _stored_variants(
     specs: ProjectSpecs, keys: Sequence[str], unit_ids: Sequence[str]
 ) -> dict[tuple[str, str], str]:
-    """``(experiment key, unit id) -> variant key`` of the stored assignments."""
+    """``(experiment key, unit id) -> variant key`` of the stored assignments: from the
+    assignment cache, the rest from the database (and then cached)."""
     if not keys or not unit_ids:
         return {}
-    by_id = {specs.experiment_ids[k]: k for k in keys}
+    tags = {k: specs.assignment_tags[k] for k in keys}
     variant_keys = {vid: vkey for (_, vkey), vid in specs.variant_ids.items()}
-    return {
-        (by_id[e], u): variant_keys[v]
-        for e, u, v in _assignment_rows(list(by_id), unit_ids)
-        if v in variant_keys
-    }
+    hits = cached_variants((tag, u) for tag in tags.values() for u in unit_ids)
+    stored: dict[tuple[str, str], str] = {}
+    missing_keys: set[str] = set()
+    missing_units: dict[str, None] = {}  # ordered: the statement's parameters stay stable
+    for key, tag in tags.items():
+        for unit_id in unit_ids:
+            variant_id = hits.get((tag, unit_id))
+            if variant_id is not None and variant_id in variant_keys:
+                stored[(key, unit_id)] = variant_keys[variant_id]
+            else:
+                missing_keys.add(key)
+                missing_units[unit_id] = None
+    if not missing_keys:
+        return stored
+    by_id = {specs.experiment_ids[k]: k for k in missing_keys}
+    read: dict[tuple[str, str], int] = {}
+    for e, u, v in _assignment_rows(list(by_id), list(missing_units)):
+        if v in variant_keys:
+            stored[(by_id[e], u)] = variant_keys[v]
+            read[(tags[by_id[e]], u)] = v
+    remember_variants(read)
+    return stored
 
 
 def _store_assignments(
@@ -204,6 +227,12 @@ def _store_assignments(
     ]
     inserted = _assignments_insert(values)
     by_id = {specs.experiment_ids[key]: key for key, _ in rows}
+    remember_stored_variants(
+        {
+            (specs.assignment_tags[by_id[e]], u): specs.variant_ids[(by_id[e], rows[(by_id[e], u)])]
+            for e, u in inserted
+        }
+    )
     lost = {(key, unit_id) for key, unit_id in rows} - {(by_id[e], u) for e, u in inserted}
     if not lost:
         return {}

@@ -3,15 +3,12 @@ keys, specs, flags and assignments) on the test database, changed from this proc
 
 Every change must be served by the very next request, in whichever worker answers it: the
 server runs with ``ABACUS_SERVING_RECHECK_SECONDS=600``, so only the serving generation in the
-shared cache (Redis, or on SQLite the file cache under the same var/ directory) can tell the
-workers. Each check sends several requests, so both workers answer.
+shared cache (Redis, or on SQLite this process's file cache, which `base_env` hands the server)
+can tell the workers. Each check sends several requests, so both workers answer.
 """
-
-from pathlib import Path
 
 import pytest
 import requests
-from django.conf import settings
 
 from experiments.models import Environment
 from experiments.services import (
@@ -36,10 +33,7 @@ def server(django_db_setup, tmp_path_factory):
     """One server for the module's tests (each test makes its own project)."""
     tmp_path = tmp_path_factory.mktemp("serving-cache")
     port = free_port()
-    env = base_env(
-        Path(settings.VAR_DIR),  # the same file cache as this process on the embedded default
-        ABACUS_SERVING_RECHECK_SECONDS="600",
-    )
+    env = base_env(tmp_path, ABACUS_SERVING_RECHECK_SECONDS="600")
     log = tmp_path / "web.log"
     web = gunicorn(env, port, log, workers=2, threads=4).start()
     base = f"http://127.0.0.1:{port}"

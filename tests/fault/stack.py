@@ -17,6 +17,7 @@ from contextlib import suppress
 from pathlib import Path
 
 import requests
+from django.conf import settings
 from django.db import connection
 
 from config import processes, queues
@@ -54,6 +55,14 @@ def base_env(var: Path, *, broker: str | None = None, **extra: str) -> dict[str,
         env["CELERY_BROKER_URL"] = broker
     elif not env.get("CELERY_BROKER_URL", "").startswith("redis://"):
         env["CELERY_BROKER_URL"] = "filesystem://"
+    if not env["CELERY_BROKER_URL"].startswith("redis") and not (
+        env.get("ABACUS_CACHE_URL") or env.get("REDIS_URL")
+    ):
+        # This process's file cache, not one under `var`: the serving generation must be shared
+        # for a change made here to reach the server's caches at once (docs/operations.md 19).
+        location = settings.CACHES["default"].get("LOCATION", "")
+        if settings.CACHES["default"]["BACKEND"].endswith("FileBasedCache") and location:
+            env["ABACUS_CACHE_URL"] = f"file://{location}"
     # Private queues (fault-xxxx.analysis, ...), so no other worker on a shared broker takes
     # these tasks; a worker without -Q consumes all of them.
     env["ABACUS_TASK_QUEUE"] = f"fault-{uuid.uuid4().hex[:8]}"

@@ -63,6 +63,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.db import DatabaseError, connections
 
@@ -185,13 +186,7 @@ def _columns(
         q = None
     hours = int(metric.window_hours)
     code = codes[metric.event_name]
-    aliases = properties or {}
-    reads = {
-        "match": aliases[(code, "match", metric.filters)] if metric.filters else "",
-        "value": aliases[(code, "number", metric.value_property)]
-        if metric.value_property
-        else "value",
-    }
+    reads = property_reads(metric, code, properties or {})
     cols = {"value": Column(f"m{index}_v", metric.kind, code, hours, False, q, **reads)}
     if metric.kind == "ratio":
         den = codes[metric.denominator_event]
@@ -203,15 +198,28 @@ def _columns(
 
 def _property_columns(metrics: Sequence[MetricSpec], codes: dict[str, int]) -> dict[tuple, str]:
     """The per-event property columns the metrics read, each once: (event-name code, "match",
-    filters) and (code, "number", value property) -> alias."""
+    filter) for each filter and (code, "number", value property) -> alias. A filter that several
+    metrics share is evaluated once per event (property lookups are most of their cost)."""
     aliases: dict[tuple, str] = {}
     for m in metrics:
         code = codes[m.event_name]
-        if m.filters:
-            aliases.setdefault((code, "match", m.filters), f"p{len(aliases)}")
+        for f in m.filters:
+            aliases.setdefault((code, "match", f), f"p{len(aliases)}")
         if m.value_property:
             aliases.setdefault((code, "number", m.value_property), f"p{len(aliases)}")
     return aliases
+
+
+def property_reads(metric: MetricSpec, code: int, aliases: dict[tuple, str]) -> dict[str, Any]:
+    """What a metric's value column reads of the property columns (``_property_columns``):
+    ``match``, the aliases of its filters (an event counts when each is 1), and ``value``, its
+    value property's alias or the event's value."""
+    return {
+        "match": tuple(aliases[(code, "match", f)] for f in metric.filters),
+        "value": aliases[(code, "number", metric.value_property)]
+        if metric.value_property
+        else "value",
+    }
 
 
 def _event_columns(
@@ -228,7 +236,7 @@ def _event_columns(
 
     sql = PropertySQL(dialect, "e.properties", bind)
     columns = [
-        EventColumn(alias, kind, sql.match(spec) if kind == "match" else sql.number(spec), code)
+        EventColumn(alias, kind, sql.predicate(spec) if kind == "match" else sql.number(spec), code)
         for (code, kind, spec), alias in aliases.items()
     ]
     return columns, params

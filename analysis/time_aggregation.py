@@ -94,12 +94,7 @@ def _columns(
     property columns of ``aggregation._property_columns``)."""
     hours = int(metric.window_hours)
     code = codes[metric.event_name]
-    reads = {
-        "match": aliases[(code, "match", metric.filters)] if metric.filters else "",
-        "value": aliases[(code, "number", metric.value_property)]
-        if metric.value_property
-        else "value",
-    }
+    reads = aggregation.property_reads(metric, code, aliases)
     kind = metric.kind if metric.kind in ("binomial", "count") else "sum"
     params: dict[str, float] = {}
 

@@ -17,7 +17,9 @@ The contenders alternate (sql, pandas, sql, pandas) and each one's best run is r
 other load on the machine only adds time. Options (``--option key=value``):
 ``events=100000,1000000`` (sizes), ``repeat=2`` (runs of each; 1 with --quick), ``pandas=0``
 (skip the baseline), ``keep=1`` (keep the generated projects and reuse kept ones; by default
-they are deleted), ``explain=1`` (print PostgreSQL's EXPLAIN ANALYZE of the metrics query).
+they are deleted), ``explain=1`` (print PostgreSQL's EXPLAIN ANALYZE of the metrics query),
+``properties=0`` (skip the variant with metrics from event properties,
+bench/analyze_properties.py, which runs in the same run and prints its ratio to the plain one).
 
 The report names the plan the metrics statement used (``analysis.aggregation.read_strategy``):
 ``hash_join`` on the schema the migrations create, ``index_lookup`` once PostgreSQL has the
@@ -30,11 +32,13 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from django.db import connection, transaction
 
-from bench.analyze_data import EVENTS_PER_UNIT, drop, setup
+from bench import analyze_properties
+from bench.analyze_data import EVENTS_PER_UNIT, WINDOW_HOURS, drop, setup
 
 SIZES = (100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (10_000, 100_000)
@@ -53,6 +57,7 @@ def _child_sql(experiment_id: int) -> dict[str, Any]:
     from analysis.models import TimeView
     from analysis.services import analysis_run
 
+    aggregation_seconds = _time_aggregation()
     started = time.perf_counter()
     snapshot = analysis_run(experiment_id=experiment_id, trigger="benchmark")
     seconds = time.perf_counter() - started
@@ -69,8 +74,27 @@ def _child_sql(experiment_id: int) -> dict[str, Any]:
         "data_through": snapshot.data_through.isoformat(),
         "recommendation": snapshot.recommendation,
         "rows": rows,
+        "aggregation_seconds": aggregation_seconds[0],
         "time_views_seconds": view.seconds if view else None,
     }
+
+
+def _time_aggregation() -> list[float]:
+    """The seconds the run spends in the aggregation statements (``[seconds]``, updated)."""
+    from analysis import aggregation
+
+    spent = [0.0]
+    real = aggregation.experiment_aggregates
+
+    def timed(**kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return real(**kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    aggregation.experiment_aggregates = timed
+    return spent
 
 
 def child_main(argv: list[str]) -> None:
@@ -99,8 +123,10 @@ def _database_url() -> str:
     return f"postgres://{user}{password}@{host}/{s['NAME']}"
 
 
-def _measure(*args: str, time_views: bool = True) -> dict[str, Any]:
-    env = {**os.environ, "DATABASE_URL": _database_url(), "PYTHONUNBUFFERED": "1"}
+def _measure(
+    *args: str, time_views: bool = True, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    env = {**os.environ, "DATABASE_URL": _database_url(), "PYTHONUNBUFFERED": "1", **(env or {})}
     env["ABACUS_TIME_VIEWS_INTERVAL"] = "0" if time_views else str(10**9)
     env.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     code = "import sys; from bench.analyze import child_main; child_main(sys.argv[1:])"
@@ -188,6 +214,8 @@ def run_analyze(quick: bool, options: dict[str, str], out: Any) -> dict[str, Any
 
     strategy = read_strategy()
     results = []
+    properties = options.get("properties", "1") != "0"
+    variants: list[tuple[int, dict[str, Any]]] = []
     _write_header(out, strategy)
     for events in sizes:
         started = time.perf_counter()
@@ -197,11 +225,22 @@ def run_analyze(quick: bool, options: dict[str, str], out: Any) -> dict[str, Any
             if options.get("explain") == "1" and connection.vendor == "postgresql":
                 _explain(data["experiment_id"], out)
             sql, pandas = _contend(data["experiment_id"], repeat, with_pandas, time_views)
+            if properties:
+                experiment = str(data["experiment_id"])
+                variant = analyze_properties.contend(
+                    data["experiment_id"],
+                    repeat,
+                    partial(_measure, "sql", experiment, time_views=time_views),
+                    WINDOW_HOURS,
+                )
         finally:
             if not keep:
                 drop(project.slug)
         row, line = _report_size(events, data, generated, sql, pandas)
         out.write(line + "\n")
+        if properties:
+            row["properties"] = variant
+            variants.append((events, variant))
         results.append(row)
     out.write(
         f"sql: analysis_run end to end (aggregation, statistics, snapshot stored); pandas: "
@@ -210,6 +249,16 @@ def run_analyze(quick: bool, options: dict[str, str], out: Any) -> dict[str, Any
         "daily and novelty views' statement (every run refreshes them here; the worker does at "
         "most hourly; time_views=0 leaves them out).\n"
     )
+    if variants:
+        out.write(
+            "Metrics from event properties (properties=0 leaves them out): the same snapshot "
+            "with purchase-paid and revenue-amount (filters, value_property) instead of "
+            "purchase and revenue, against the plain metrics; both on the full statement, "
+            f"alternating, best of {repeat}; agg: the aggregation statement alone.\n"
+            + analyze_properties.HEADER
+            + "\n"
+            + "".join(analyze_properties.line(events, v) + "\n" for events, v in variants)
+        )
     return {
         "benchmark": "analyze",
         "database": connection.vendor,

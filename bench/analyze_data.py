@@ -146,8 +146,35 @@ def _events_sql(project_id: int, units: int, events: int) -> str:
         {with_e}INSERT INTO assignments_metricevent
             (project_id, event_id, name, unit_id, value, ts, properties, received_at)
         SELECT {project_id}, 'e' || i, {name}, 'u' || {unit}, {value},
-               {_ts_plus_seconds(event_at)}, NULL, {now}
+               {_ts_plus_seconds(event_at)}, {_properties(i, kind, value)}, {now}
         FROM {source_e}"""
+
+
+def _properties(i: str, kind: str, value: str) -> str:
+    """Every event's properties (JSON): purchases ``{"plan", "amount", "items"}`` (plan free,
+    pro or team; amount 1.5 times the value, missing on 2% and the text "n/a" on 1%; items 1 to
+    5), clicks ``{"button"}``, page views ``{"path"}``: what the filtered metrics read."""
+    h = _hash(i, 6)
+    plan = f"(CASE {h} % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'team' END)"
+    items = f"({_hash(i, 7)} % 5 + 1)"
+    button = f"(CASE WHEN {h} % 4 = 0 THEN 'buy' ELSE 'nav' END)"
+    path = f"('/p' || ({h} % 50))"
+    if connection.vendor == "postgresql":
+        obj, amount_text = "jsonb_build_object", "to_jsonb('n/a'::text)"
+        amount = f"to_jsonb(ROUND(CAST({value} * 1.5 AS NUMERIC), 2))"
+    else:
+        obj, amount_text = "json_object", "'n/a'"
+        amount = f"ROUND({value} * 1.5, 2)"
+    missing = f"({_hash(i, 8)} % 100)"
+    purchase = (
+        f"CASE WHEN {missing} < 2 THEN {obj}('plan', {plan}, 'items', {items}) "
+        f"ELSE {obj}('plan', {plan}, 'items', {items}, 'amount', "
+        f"CASE WHEN {missing} < 3 THEN {amount_text} ELSE {amount} END) END"
+    )
+    return (
+        f"(CASE WHEN {kind} < 2 THEN {purchase} WHEN {kind} < 5 THEN {obj}('button', {button}) "
+        f"ELSE {obj}('path', {path}) END)"
+    )
 
 
 def _kept(slug: str, events: int) -> tuple[Any, dict] | None:

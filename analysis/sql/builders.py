@@ -68,7 +68,7 @@ class Column:
     window_hours: int
     pre: bool  # the pre-exposure window (CUPED covariate) rather than the window after t0
     cap_quantile: float | None
-    match: str = ""  # the EventColumn (kind "match") the event must pass: the metric's filters
+    match: tuple[str, ...] = ()  # the EventColumns (kind "match") the event must pass: filters
     value: str = "value"  # what a sum adds per event: its value, or an EventColumn ("number")
 
 
@@ -89,7 +89,7 @@ def event_column(d: Dialect, column: EventColumn) -> str:
     name = d.param(f"name{column.code}")
     if column.kind == "match":
         return (
-            f"CASE WHEN e.name = {name} THEN CASE WHEN {column.sql} THEN 1 ELSE 0 END ELSE 0 END"
+            f"CASE WHEN e.name = {name} THEN CASE WHEN ({column.sql}) THEN 1 ELSE 0 END ELSE 0 END"
             f" AS {column.alias}"
         )
     return f"CASE WHEN e.name = {name} THEN {column.sql} END AS {column.alias}"
@@ -166,8 +166,7 @@ def unit_value(d: Dialect, column: Column) -> str:
     """The column's aggregate over one unit's joined events: the event is of the column's name
     and inside its window, one integer comparison on the slot."""
     condition = f"j.s{column.window_hours} = {2 * column.code + (2 if column.pre else 1)}"
-    if column.match:
-        condition += f" AND j.{column.match} = 1"
+    condition += "".join(f" AND j.{alias} = 1" for alias in column.match)
     if column.kind == "binomial":
         return (
             f"CASE WHEN {d.count_if(condition)} > 0 THEN {d.double('1')} ELSE {d.double('0')} END"

@@ -38,7 +38,7 @@ class DayColumn:
     code: int  # the event name's code (its position among the statement's names)
     window_hours: int
     cap: str | None  # the parameter holding its winsorization cap, if any
-    match: str = ""  # the EventColumn (kind "match") the event must pass: the metric's filters
+    match: tuple[str, ...] = ()  # the EventColumns (kind "match") the event must pass
     value: str = "value"  # what a sum adds per event: its value, or an EventColumn ("number")
 
 
@@ -191,8 +191,7 @@ def day_value(d: Dialect, column: DayColumn, view: int) -> str:
     """The column's aggregate over one unit's events of one day (capped when it has a cap).
     Days since exposure count only whole days inside the window."""
     condition = f"j.code = {column.code} AND j.in_{column.window_hours} = 1"
-    if column.match:
-        condition += f" AND j.{column.match} = 1"
+    condition += "".join(f" AND j.{alias} = 1" for alias in column.match)
     if view == SINCE_EXPOSURE:
         condition += f" AND j.exp_day < {column.window_hours // 24}"
     if column.kind == "binomial":

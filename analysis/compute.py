@@ -14,7 +14,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connections, transaction
 
-from analysis import aggregation
+from analysis import aggregation, incremental
 from analysis.models import ResultSnapshot
 from analysis.policy import DEFAULT_TUNING_N, EMPTY, Evaluation, MetricDef, Plan, evaluate
 from analysis.recommendations import (
@@ -51,20 +51,29 @@ class CutoffEvaluation:
     evaluation: Evaluation
 
 
-def evaluate_cutoff(experiment: Experiment, through: datetime) -> CutoffEvaluation:
-    """Aggregate the phase's data up to ``through`` and evaluate it against the plan."""
+def evaluate_cutoff(
+    experiment: Experiment, through: datetime, live: bool = False
+) -> CutoffEvaluation:
+    """Aggregate the phase's data up to ``through`` and evaluate it against the plan. A
+    ``live`` run (its cut-off moves forward) reads the stored per-unit aggregates, brought up
+    to date first (analysis.incremental); a backfill runs the full statement."""
     since = experiment.phase_started_at or experiment.started_at or experiment.created_at
     variants = list(experiment.variants.all())
     by_pk = {v.pk: v for v in variants}
     ems = list(experiment.experiment_metrics.select_related("metric"))
+    window = {
+        "experiment_id": experiment.pk,
+        "project_id": experiment.project_id,
+        "metrics": [_metric_spec(em) for em in ems],
+        "since": since,
+        "through": through,
+    }
+    stored = live and incremental.refresh(**window)
     with _consistent_read():
-        result = aggregation.experiment_aggregates(
-            experiment_id=experiment.pk,
-            project_id=experiment.project_id,
-            metrics=[_metric_spec(em) for em in ems],
-            since=since,
-            through=through,
+        aggregate = (
+            incremental.experiment_aggregates if stored else aggregation.experiment_aggregates
         )
+        result = aggregate(**window)
     counts, aggregates = result.counts, result.metrics
     errors = dict(getattr(result, "errors", {}) or {})
     plan = _plan(experiment, variants, ems)

@@ -243,3 +243,6 @@ class TimeView(models.Model):
 
     def __str__(self) -> str:
         return f"time views of {self.experiment_id} through {self.data_through:%Y-%m-%d %H:%M}"
+
+
+from analysis.unit_aggregates import AggregateState, UnitAggregate  # noqa: E402, F401

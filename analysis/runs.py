@@ -149,7 +149,7 @@ def _compute(experiment: Experiment, run: AnalysisRun, live: bool) -> ResultSnap
     is still collecting data); otherwise record why on the run and store nothing. A live run
     then acts at counted looks and alerts, in the snapshot's transaction; after it commits, the
     daily and novelty views are refreshed when due (analysis/time_views.py)."""
-    cut = evaluate_cutoff(experiment, run.data_through)
+    cut = evaluate_cutoff(experiment, run.data_through, live=live)
     status = cut.evaluation.status
     if not status.stored:
         run.note = status.message

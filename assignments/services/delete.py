@@ -9,6 +9,7 @@ from django.db import transaction
 
 from assignments.models import Exposure, FlagExposure, MetricEvent
 from assignments.services.validate import MAX_ID_LENGTH, _string_error
+from assignments.signals import events_deleted
 from core.errors import DomainError
 from experiments.models import Project
 from experiments.services import audit_log_record
@@ -98,6 +99,8 @@ def events_delete(
         matched[table] = rows.count()
         if not dry_run and matched[table]:
             deleted[table] = rows.delete()[0]
+    if not dry_run and any(deleted.values()):
+        events_deleted.send(sender=EventDeletion, project_id=project.pk, deleted=deleted)
     if not dry_run:
         audit_log_record(
             project=project,

@@ -101,20 +101,34 @@ def _ts(value: datetime) -> object:
     return connection.ops.adapt_datetimefield_value(value)
 
 
+# A project holdout's units never get a rollout (docs/flags.md "Holdout"): they are no part of
+# the step's split (left in, they would all count as baseline: a sample-ratio mismatch), so the
+# units a holdout running in the window recorded as its own are left out of both sides.
+_NOT_HELD_OUT = """AND NOT EXISTS (
+            SELECT 1 FROM assignments_holdoutexposure h
+            JOIN experiments_holdout o ON o.id = h.holdout_id
+            WHERE h.unit_id = x.unit_id AND h.arm = 0
+              AND o.project_id = (SELECT project_id FROM experiments_environment WHERE id = %s)
+              AND o.started_at < %s AND (o.ended_at IS NULL OR o.ended_at > %s))"""
+
+
 def _units_cte(
     environment_id: int, flag_id: int, variations: Sequence[str], start: datetime, end: datetime
 ) -> tuple[str, list[object]]:
     """Per unit of the window: its first exposure, and whether it saw one variation only (the
-    ``per_unit`` CTE every statement starts with, and its parameters)."""
+    ``per_unit`` CTE every statement starts with, and its parameters); a running holdout's
+    units are not in it."""
     chosen = "variation IN (%s, %s)" if len(variations) == 2 else "variation = %s"
     sql = f"""
     per_unit AS (
         SELECT unit_id, MIN(variation) AS v, MAX(variation) AS v_max, MIN(ts) AS t0
-        FROM assignments_flagexposure
+        FROM assignments_flagexposure x
         WHERE environment_id = %s AND flag_id = %s AND ts >= %s AND ts < %s AND {chosen}
+          {_NOT_HELD_OUT}
         GROUP BY unit_id
     )"""
-    return sql, [environment_id, flag_id, _ts(start), _ts(end), *variations]
+    held = [environment_id, _ts(end), _ts(start)]
+    return sql, [environment_id, flag_id, _ts(start), _ts(end), *variations, *held]
 
 
 def _events_join(outer: bool, names: str, properties: bool = False) -> str:

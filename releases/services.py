@@ -22,6 +22,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import DomainError
+from experiments.holdouts import served_holdout
 from experiments.models import Environment, Metric, Project
 from experiments.services import audit_log_record
 from experiments.services.rules import is_number
@@ -475,10 +476,15 @@ def _finish(
     label: str | None,
     reason: str,
     now: datetime,
+    keep_rule: bool = False,
 ) -> Release:
-    """Serve one variation to everyone (the rule removed, it the default) and end the release."""
+    """Serve one variation to everyone (the rule removed, it the default; with ``keep_rule``,
+    the rule at 100% of it) and end the release."""
     before = (release.status, release.step)
-    _serve_only(release, served, actor, label or MONITOR)
+    if keep_rule:
+        _serve_share(release, 100.0, actor, label or MONITOR)
+    else:
+        _serve_only(release, served, actor, label or MONITOR)
     release.status = status
     release.finished_at = now
     release.next_analysis_at = None
@@ -491,6 +497,11 @@ def _finish(
 def _complete(
     release: Release, actor: Any, label: str | None, reason: str, now: datetime
 ) -> Release:
+    if release.environment.production and served_holdout(release.project_id) is not None:
+        # The new variation as the default would reach the holdout's units too: the rule stays,
+        # at 100%, and they keep the baseline (docs/flags.md "Holdout").
+        return _finish(release, release.variation, ReleaseStatus.COMPLETED, "release.completed",
+                       actor, label, reason, now, keep_rule=True)  # fmt: skip
     return _finish(release, release.variation, ReleaseStatus.COMPLETED, "release.completed",
                    actor, label, reason, now)  # fmt: skip
 

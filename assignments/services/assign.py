@@ -3,8 +3,6 @@
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.utils import timezone
-
 from assignments.selectors import ProjectSpecs, project_specs
 from assignments.services.assignment_cache import (
     cached_variants,
@@ -12,9 +10,8 @@ from assignments.services.assignment_cache import (
     remember_variants,
 )
 from assignments.services.assignment_rows import _assignment_rows, _assignments_insert
-from assignments.services.holdout_exposures import holdout_exposures_record
+from assignments.services.holdout_exposures import holdout_exposures_seen_now
 from bucketing.conditions import eval_condition
-from bucketing.holdout import HOLDOUT, arms_many
 from bucketing.payload import ExperimentSpec, evaluate, evaluate_many
 from core.errors import DomainError
 from experiments.models import ExperimentStatus, Project
@@ -94,14 +91,11 @@ def _requested_keys(specs: ProjectSpecs, experiment_keys: Sequence[str] | None) 
 
 def _held_out(specs: ProjectSpecs, units: Sequence[Unit]) -> set[str]:
     """The units in the running holdout (none without one); records the holdout's exposures."""
-    holdout = specs.holdout
-    if holdout is None or not units:
+    if specs.holdout is None or not units:
         return set()
-    ids = list(dict.fromkeys(unit_id for unit_id, _ in units))
-    now = timezone.now()
-    holdout_exposures_record(holdout=holdout, units=[(unit_id, now) for unit_id in ids])
-    arms = arms_many(holdout.spec, ids)
-    return {unit_id for unit_id, arm in zip(ids, arms, strict=True) if arm == HOLDOUT}
+    return holdout_exposures_seen_now(
+        holdout=specs.holdout, unit_ids=[unit_id for unit_id, _ in units]
+    )
 
 
 def _hold_fixed(

@@ -21,7 +21,7 @@ from django.db import connection
 from django.utils import timezone
 
 from assignments.services.flag_usage import usage_day
-from assignments.services.holdout_exposures import holdout_exposures_record
+from assignments.services.holdout_exposures import holdout_exposures_seen_now
 from assignments.services.usage_buffer import flag_usage_buffer
 from bucketing.flags import FlagResult, evaluate_flags
 from core.errors import DomainError
@@ -82,7 +82,7 @@ def flags_evaluate(
     if results:
         _record(environment, served.flag_ids, unit_id, results, track)
         if track and served.holdout is not None:  # production: the holdout's exposure too
-            holdout_exposures_record(holdout=served.holdout, units=[(unit_id, timezone.now())])
+            holdout_exposures_seen_now(holdout=served.holdout, unit_ids=[unit_id])
     return Evaluation(environment.key, results, unknown)
 
 

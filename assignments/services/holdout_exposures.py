@@ -5,10 +5,12 @@ every flag exposure stored in production (posted, or tracked by ``/evaluate``): 
 a unit whether or not it is in the holdout, so neither arm is favoured. Experiment exposures do
 not count: the holdout's units never have any."""
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 
 from django.db import connection
+from django.utils import timezone
 
 from assignments.models import HoldoutArm
 from bucketing.holdout import GENERAL, HOLDOUT, arms_many
@@ -16,6 +18,13 @@ from experiments.holdouts import ServedHoldout
 
 ARM_CODES = {HOLDOUT: HoldoutArm.HOLDOUT.value, GENERAL: HoldoutArm.GENERAL.value}
 _ROWS_PER_STATEMENT = 1000  # 4 parameters a row: well under SQLite's bound-parameter limit
+# Units this process recorded as seen "now" per holdout (its id and start, so that a holdout
+# given an id again starts afresh): seen again later, nothing can change (the first time
+# stays), so returning units cost no write. Bounded: forgotten all at once when full.
+_SEEN_MAX = 100_000
+_seen: dict[tuple[int, datetime], set[str]] = {}
+_seen_size = 0
+_seen_lock = threading.Lock()
 
 
 def holdout_exposures_record(
@@ -51,3 +60,24 @@ def holdout_exposures_record(
             )
             written += max(cursor.rowcount, 0)
     return written
+
+
+def holdout_exposures_seen_now(*, holdout: ServedHoldout, unit_ids: Sequence[str]) -> set[str]:
+    """The serving paths' call (``/assign``, tracked ``/evaluate``): record the units seen now
+    that this process has not recorded yet, and return those in the holdout."""
+    global _seen_size
+    ids = list(dict.fromkeys(unit_ids))
+    arms = dict(zip(ids, arms_many(holdout.spec, ids), strict=True))
+    key = (holdout.id, holdout.started_at)
+    seen = _seen.get(key, set())
+    fresh = [u for u in ids if arms[u] is not None and u not in seen]
+    if fresh:
+        now = timezone.now()
+        holdout_exposures_record(holdout=holdout, units=[(u, now) for u in fresh])
+        with _seen_lock:
+            if _seen_size + len(fresh) > _SEEN_MAX:
+                _seen.clear()
+                _seen_size = 0
+            _seen.setdefault(key, set()).update(fresh)
+            _seen_size += len(fresh)
+    return {u for u in ids if arms[u] == HOLDOUT}

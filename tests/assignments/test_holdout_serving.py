@@ -286,3 +286,21 @@ def test_starting_and_ending_the_holdout_change_what_is_served_at_once(client, p
     answer = service.post("/api/v1/assign", {"unit_id": unit}, format="json").json()
     assert answer["assignments"]["pricing"]["variant"] == "cheap"
     assert "checkout-v2" in answer["assignments"]
+
+
+def test_a_returning_unit_is_not_recorded_again(project, world):
+    """The first /assign of a unit of either arm records it; the process remembers that, so the
+    unit's later calls write nothing for the holdout."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    service = client_for(project, scopes=SCOPES)
+    spec = world_spec(world)
+    unit = next(u["id"] for u in _units(100, seed=12) if arm(spec, u["id"]) is not None)
+    with CaptureQueriesContext(connection) as first:
+        service.post("/api/v1/assign", {"unit_id": unit}, format="json")
+    with CaptureQueriesContext(connection) as again:
+        service.post("/api/v1/assign", {"unit_id": unit}, format="json")
+    holdout_writes = [q for q in first.captured_queries if "holdoutexposure" in q["sql"]]
+    assert len(holdout_writes) == 1
+    assert not [q for q in again.captured_queries if "holdoutexposure" in q["sql"]]

@@ -44,6 +44,13 @@ PostgreSQL's ``percentile_cont``, and on SQLite the same formula over ROW_NUMBER
 Per variant (and unit state) the statement returns n, sum, sum_sq and, for ratio and CUPED,
 den_sum, den_sum_sq, sum_prod, cov_sum, cov_sum_sq, cov_sum_prod: a few small rows.
 
+Breakdowns (``breakdown_aggregates``): the same statement, with each unit's level, the value
+of one exposure attribute (bound as a parameter) on the unit's first exposure in the window, as
+a string's text, a number's JSON text or true/false (NULL when missing, null, an object or a
+list); the same sums per (level, variant). The ``levels`` values with the most analysed units
+are kept (ties by the value's bytes), every other value is one level ("other"), units without a
+value another ("none"). Per-unit values and winsorization caps are those of the results.
+
 The statement is built from named CTEs: ``exposed`` (one row per unit: variant, state, t0 and
 window bounds), ``per_unit`` (one row per unit: its metric columns), ``caps`` and ``capped``
 (winsorization), then the per-variant sums. ``per_unit`` reads events in one of two ways (see
@@ -60,10 +67,10 @@ are a metric's fault), one class per engine, picked from ``connection.vendor`` b
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from django.db import DatabaseError, connections
 
@@ -78,6 +85,7 @@ from stats import SampleStats
 logger = logging.getLogger(__name__)
 
 METRICS_PER_QUERY = 16  # keeps one statement's width and hash-aggregate state bounded
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -258,10 +266,12 @@ def _metrics_sql(
     strategy: str = HASH_JOIN,
     dialect: Dialect | None = None,
     properties: Sequence[EventColumn] = (),
+    levels: int | None = None,
     unindexed: bool = True,
 ) -> str:
     """The statement for a group of metrics (``_columns`` of each, ``_event_names`` of all,
-    ``_event_columns`` of their properties; ``unindexed``: see ``builders.metrics_statement``)."""
+    ``_event_columns`` of their properties; ``levels``: a breakdown's, ``unindexed``: see
+    ``builders.metrics_statement``)."""
     windows = sorted({int(m.window_hours) for m in metrics})
     return builders.metrics_statement(
         dialect or _dialect(),
@@ -270,6 +280,7 @@ def _metrics_sql(
         len(names),
         strategy,
         properties,
+        levels,
         unindexed=unindexed,
     )
 
@@ -348,7 +359,7 @@ def _finite(aggregate: MetricAggregate) -> bool:
     ) and all(math.isfinite(cap) for cap in aggregate.caps.values())
 
 
-def _group_rows(
+def _group_statement(
     group: Sequence[MetricSpec],
     *,
     experiment_id: int,
@@ -357,10 +368,11 @@ def _group_rows(
     through: datetime,
     strategy: str,
     dialect: Dialect,
-) -> tuple[ExposureCounts, dict[str, MetricAggregate]]:
+    breakdown: "Breakdown | None" = None,
+) -> tuple[list[tuple], list[dict[str, Column]]]:
     """One statement for ``group``, in the dialect's statement scope (a savepoint on
     PostgreSQL, which aborts a transaction on any failed statement): a failure leaves the
-    caller's transaction usable."""
+    caller's transaction usable. Its rows, and the metrics' columns that read them."""
     names = _event_names(group)
     codes = {name: i for i, name in enumerate(names)}
     aliases = _property_columns(group, codes)
@@ -376,6 +388,8 @@ def _group_rows(
         **{f"name{i}": name for i, name in enumerate(names)},
         **property_params,
     }
+    if breakdown is not None:
+        params["dimension"] = dialect.param_property(breakdown.dimension)
     unindexed = False
     if properties and strategy == INDEX_LOOKUP:
         with dialect.connection.cursor() as cursor:
@@ -387,12 +401,58 @@ def _group_rows(
         strategy,
         dialect=dialect,
         properties=properties,
+        levels=breakdown.levels if breakdown is not None else None,
         unindexed=unindexed,
     )
     with dialect.statement_scope(), dialect.connection.cursor() as cursor:
         cursor.execute(sql, params)
         rows = cursor.fetchall()
+    return rows, columns
+
+
+def _group_rows(
+    group: Sequence[MetricSpec], **window: object
+) -> tuple[ExposureCounts, dict[str, MetricAggregate]]:
+    """The counts and the metrics' statistics from one statement for ``group``."""
+    rows, columns = _group_statement(group, **window)  # type: ignore[arg-type]
     return _read_rows(rows, group, columns)
+
+
+def _by_group(
+    metrics: Sequence[MetricSpec],
+    run: Callable[[list[MetricSpec]], T],
+    *,
+    experiment_id: int,
+    dialect: Dialect,
+) -> tuple[list[T], dict[str, str]]:
+    """``run`` over the metrics, METRICS_PER_QUERY at a time; a group whose statement fails by
+    the data's or the SQL's fault (``Dialect.is_per_metric_failure``) is retried metric by
+    metric, and a metric that still fails gets a reason. Database failures are raised."""
+    results: list[T] = []
+    errors: dict[str, str] = {}
+    for start in range(0, len(metrics), METRICS_PER_QUERY):
+        group = list(metrics[start : start + METRICS_PER_QUERY])
+        try:
+            results.append(run(group))
+        except DatabaseError as exc:
+            if not dialect.is_per_metric_failure(exc):
+                raise
+            logger.warning(
+                "experiment %s: the statement for %d metric(s) failed (%s); retrying one by one",
+                experiment_id,
+                len(group),
+                exc,
+            )
+            for metric in group if len(group) > 1 else []:
+                try:
+                    results.append(run([metric]))
+                except DatabaseError as one:
+                    if not dialect.is_per_metric_failure(one):
+                        raise
+                    errors[metric.key] = _reason(one)
+            if len(group) == 1:
+                errors[group[0].key] = _reason(exc)
+    return results, errors
 
 
 def experiment_aggregates(
@@ -428,33 +488,15 @@ def experiment_aggregates(
     }
     counts: ExposureCounts | None = None
     out: dict[str, MetricAggregate] = {}
-    errors: dict[str, str] = {}
-    for start in range(0, len(metrics), METRICS_PER_QUERY):
-        group = list(metrics[start : start + METRICS_PER_QUERY])
-        try:
-            results = [_group_rows(group, **window)]
-        except DatabaseError as exc:
-            if not dialect.is_per_metric_failure(exc):
-                raise
-            logger.warning(
-                "experiment %s: the statement for %d metric(s) failed (%s); retrying one by one",
-                experiment_id,
-                len(group),
-                exc,
-            )
-            results = []
-            for metric in group if len(group) > 1 else []:
-                try:
-                    results.append(_group_rows([metric], **window))
-                except DatabaseError as one:
-                    if not dialect.is_per_metric_failure(one):
-                        raise
-                    errors[metric.key] = _reason(one)
-            if len(group) == 1:
-                errors[group[0].key] = _reason(exc)
-        for group_counts, aggregates in results:
-            counts = counts or group_counts
-            out.update(aggregates)
+    results, errors = _by_group(
+        metrics,
+        lambda group: _group_rows(group, **window),
+        experiment_id=experiment_id,
+        dialect=dialect,
+    )
+    for group_counts, aggregates in results:
+        counts = counts or group_counts
+        out.update(aggregates)
     for key, aggregate in list(out.items()):
         if not _finite(aggregate):
             del out[key]
@@ -484,3 +526,127 @@ def metric_aggregates(
         through=through,
         strategy=strategy,
     ).metrics
+
+
+# --- breakdowns by a unit attribute -------------------------------------------------------------
+
+BREAKDOWN_LEVELS = 20  # values kept per dimension, the most common; the rest are one level
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Results per level of the exposure attribute ``dimension``: its ``levels`` values with
+    the most analysed units, one level for every other value, one for units without one."""
+
+    dimension: str
+    levels: int = BREAKDOWN_LEVELS
+
+
+@dataclass(frozen=True)
+class Level:
+    kind: str  # "value" (one of the kept values) | "other" (any other value) | "none"
+    value: str | None = None  # the attribute's value, for kind "value"
+
+
+_LEVEL_KINDS = {builders.LEVEL_VALUE: "value", builders.LEVEL_OTHER: "other"}
+
+
+@dataclass(frozen=True)
+class LevelAggregates:
+    level: Level
+    counts: ExposureCounts
+    metrics: dict[str, MetricAggregate]  # by metric key, as in ExperimentAggregates
+
+
+@dataclass(frozen=True)
+class BreakdownAggregates:
+    """The levels with analysed units: kept values by units (most first, ties by the value's
+    code points), then "other", then "none"."""
+
+    levels: list[LevelAggregates]
+    errors: dict[str, str] = field(default_factory=dict)  # metric key -> why it failed
+
+
+def _by_level(rows: Sequence[Sequence[object]]) -> dict[Level, list[Sequence[object]]]:
+    """(bucket, kept value, variant id, state, ...) rows -> the rest of each row, by level."""
+    out: dict[Level, list[Sequence[object]]] = {}
+    for row in rows:
+        level = Level(_LEVEL_KINDS.get(int(row[0]), "none"), row[1])  # type: ignore[arg-type]
+        out.setdefault(level, []).append(row[2:])
+    return out
+
+
+def _level_order(level: Level, units: int) -> tuple:
+    return ({"value": 0, "other": 1, "none": 2}[level.kind], -units, level.value or "")
+
+
+def _breakdown_counts(
+    experiment_id: int, since: datetime, through: datetime, breakdown: Breakdown, d: Dialect
+) -> dict[Level, ExposureCounts]:
+    params = {
+        "experiment": experiment_id,
+        "since": d.param_ts(since),
+        "through": d.param_ts(through),
+        "dimension": d.param_property(breakdown.dimension),
+    }
+    with d.connection.cursor() as cursor:
+        cursor.execute(builders.breakdown_counts_sql(d, breakdown.levels), params)
+        rows = cursor.fetchall()
+    return {level: _counts(level_rows) for level, level_rows in _by_level(rows).items()}  # type: ignore[arg-type]
+
+
+def breakdown_aggregates(
+    *,
+    experiment_id: int,
+    project_id: int,
+    metrics: Sequence[MetricSpec],
+    since: datetime,
+    through: datetime,
+    breakdown: Breakdown,
+    strategy: str | None = None,
+) -> BreakdownAggregates:
+    """``experiment_aggregates`` per level of ``breakdown.dimension``: each analysed unit counts
+    in the level of the attribute on its first exposure in the window (``builders.exposed_cte``)
+    with the same per-unit values as in the experiment's results (winsorized at the caps of all
+    units). Failing metrics are retried and reported as ``experiment_aggregates`` does."""
+    dialect = _dialect()
+    counts: dict[Level, ExposureCounts] = {}
+    stats: dict[Level, dict[str, MetricAggregate]] = {}
+    errors: dict[str, str] = {}
+    if metrics:
+        window = {
+            "experiment_id": experiment_id,
+            "project_id": project_id,
+            "since": since,
+            "through": through,
+            "strategy": strategy or read_strategy(),
+            "dialect": dialect,
+            "breakdown": breakdown,
+        }
+
+        def run(group: list[MetricSpec]) -> dict[Level, tuple]:
+            rows, columns = _group_statement(group, **window)  # type: ignore[arg-type]
+            return {
+                level: _read_rows(level_rows, group, columns)
+                for level, level_rows in _by_level(rows).items()
+            }
+
+        results, errors = _by_group(metrics, run, experiment_id=experiment_id, dialect=dialect)
+        for by_level in results:
+            for level, (level_counts, aggregates) in by_level.items():
+                counts.setdefault(level, level_counts)
+                stats.setdefault(level, {}).update(aggregates)
+        overflowing = {k for aggs in stats.values() for k, a in aggs.items() if not _finite(a)}
+        for key in overflowing:
+            errors[key] = OVERFLOW_REASON
+            for aggregates in stats.values():
+                aggregates.pop(key, None)
+    if not counts:  # no metrics, or every metric failed
+        counts = _breakdown_counts(experiment_id, since, through, breakdown, dialect)
+    levels = sorted(
+        (level for level, c in counts.items() if c.units > 0),
+        key=lambda level: _level_order(level, counts[level].units),
+    )
+    return BreakdownAggregates(
+        [LevelAggregates(level, counts[level], stats.get(level, {})) for level in levels], errors
+    )

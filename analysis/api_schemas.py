@@ -145,6 +145,86 @@ class AnalyzeQueuedSchema(serializers.Serializer):
     status = serializers.CharField(help_text="queued")
 
 
+class SufficientStatsSchema(serializers.Serializer):
+    """One arm of one metric in one level: the per-unit sums (docs/statistics.md section 1)."""
+
+    n = serializers.IntegerField()
+    sum = serializers.FloatField()
+    sum_sq = serializers.FloatField()
+    den_sum = serializers.FloatField()
+    den_sum_sq = serializers.FloatField()
+    sum_prod = serializers.FloatField()
+    cov_sum = serializers.FloatField()
+    cov_sum_sq = serializers.FloatField()
+    cov_sum_prod = serializers.FloatField()
+
+
+class BreakdownRowSchema(ResultRowSchema):
+    """A treatment arm of a metric within one level: fixed-horizon, intervals at the
+    breakdown's false-coverage-rate level, ``adjusted_p_value`` Benjamini-Hochberg over the
+    breakdown, ``significant`` when it is below the experiment's alpha."""
+
+    control_stats = SufficientStatsSchema()
+    variant_stats = SufficientStatsSchema()
+
+
+class BreakdownLevelSchema(serializers.Serializer):
+    value = serializers.CharField(
+        help_text="the attribute's value; '(other)' for values past the cap, '(none)' for units "
+        "without one"
+    )
+    kind = serializers.CharField(help_text="value, other or none")
+    units = serializers.IntegerField(help_text="analysed units in the level, all variants")
+    units_by_variant = serializers.DictField(child=serializers.IntegerField())
+    metrics = BreakdownRowSchema(many=True)
+
+
+class HeterogeneitySchema(serializers.Serializer):
+    """Cochran's Q across the levels of one (metric, treatment arm)."""
+
+    metric = serializers.CharField()
+    variant = serializers.CharField()
+    p_value = serializers.FloatField(allow_null=True, help_text="chi-square with levels - 1 df")
+    adjusted_p_value = serializers.FloatField(
+        allow_null=True, help_text="Holm over the breakdown's (metric, arm) tests"
+    )
+    significant = serializers.BooleanField()
+    q = serializers.FloatField(allow_null=True)
+    df = serializers.IntegerField()
+    levels = serializers.IntegerField(help_text="levels with a usable relative lift")
+    i_squared = serializers.FloatField(allow_null=True)
+
+
+class BreakdownCorrectionSchema(serializers.Serializer):
+    levels = serializers.CharField(help_text="benjamini_hochberg")
+    heterogeneity = serializers.CharField(help_text="holm")
+    alpha = serializers.FloatField()
+    tests = serializers.IntegerField()
+    rejected = serializers.IntegerField()
+    interval_alpha = serializers.FloatField()
+
+
+class BreakdownSchema(serializers.Serializer):
+    """The results per level of a unit attribute sent with exposures (docs/analysts.md,
+    "Dimension breakdowns"): exploratory, with their own multiple-testing note."""
+
+    experiment = serializers.CharField()
+    dimension = serializers.CharField()
+    data_through = serializers.DateTimeField()
+    snapshot_id = serializers.IntegerField(
+        allow_null=True, help_text="the snapshot whose cut-off the breakdown uses"
+    )
+    phase = serializers.IntegerField()
+    method = serializers.CharField(help_text="fixed")
+    exploratory = serializers.BooleanField()
+    max_levels = serializers.IntegerField()
+    levels = BreakdownLevelSchema(many=True)
+    heterogeneity = HeterogeneitySchema(many=True)
+    correction = BreakdownCorrectionSchema()
+    note = serializers.CharField(help_text="how to read the breakdown's p-values and intervals")
+    metric_errors = serializers.DictField(child=serializers.CharField())
+
+
 # --- time views (analysis/time_views.py; docs/analysts.md "Time views") --------------------------
 
 

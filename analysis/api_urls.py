@@ -12,6 +12,7 @@ urlpatterns = [
     path(f"{E}/results/history", apis.ResultsHistoryApi.as_view(), name="results-history"),
     path(f"{E}/results/daily", time_view_apis.DailyLiftApi.as_view(), name="results-daily"),
     path(f"{E}/results/novelty", time_view_apis.NoveltyApi.as_view(), name="results-novelty"),
+    path(f"{E}/results/breakdown", apis.ResultsBreakdownApi.as_view(), name="results-breakdown"),
     path(f"{E}/analyze", apis.AnalyzeApi.as_view(), name="analyze"),
     path(f"{E}/export", apis.ExperimentExportApi.as_view(), name="experiment-export"),
     path(f"{P}/library/", apis.LibraryApi.as_view(), name="library"),

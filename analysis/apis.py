@@ -8,14 +8,22 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.exceptions import APIException, NotFound, PermissionDenied
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analysis.api_schemas import AnalyzeQueuedSchema, ResultsHistorySchema, ResultsSchema
+from analysis.aggregation import BREAKDOWN_LEVELS
+from analysis.api_schemas import (
+    AnalyzeQueuedSchema,
+    BreakdownSchema,
+    ResultsHistorySchema,
+    ResultsSchema,
+)
+from analysis.breakdown import MAX_BREAKDOWN_LEVELS, BreakdownTooSlow, experiment_breakdown
+from analysis.breakdown_exports import breakdown_export_filename, breakdown_export_stream
 from analysis.exports import (
     CONTENT_TYPES,
     FORMATS,
@@ -28,6 +36,7 @@ from analysis.library import DECISIONS, library_search
 from analysis.pagination import HISTORY_PAGE_PARAMETERS, HistoryPageQuery
 from analysis.selectors import latest_run, latest_snapshot, results_history_page, snapshot_json
 from analysis.services import analysis_enqueue
+from core.errors import DomainError
 from experiments.apis import project_for
 from experiments.auth import ApiKeyAuthentication, UserTokenAuthentication
 from experiments.models import ApiKey, Experiment, Project
@@ -85,6 +94,60 @@ class ResultsHistoryApi(ResultsAuthMixin, APIView):
         query.is_valid(raise_exception=True)
         page = results_history_page(experiment, **query.validated_data)
         return Response({"experiment": key, **page})
+
+
+class BreakdownTimeout(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "breakdown_too_slow"
+
+
+class BreakdownQuery(serializers.Serializer):
+    # dimension is checked by the service (one message for the page, the API and the CLI).
+    dimension = serializers.CharField(required=False, allow_blank=True, trim_whitespace=False)
+    levels = serializers.IntegerField(
+        required=False,
+        default=BREAKDOWN_LEVELS,
+        min_value=1,
+        max_value=MAX_BREAKDOWN_LEVELS,
+        help_text="values kept as levels of their own, the most common; the rest are '(other)'",
+    )
+
+
+class ResultsBreakdownApi(ResultsAuthMixin, APIView):
+    """GET .../results/breakdown?dimension=<attribute>: the results per level of a unit
+    attribute sent with exposures, computed at the latest snapshot's cut-off."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "dimension",
+                OpenApiTypes.STR,
+                required=True,
+                description='a unit attribute sent with exposures ("attributes"), e.g. country',
+            ),
+            OpenApiParameter(
+                "levels",
+                OpenApiTypes.INT,
+                default=BREAKDOWN_LEVELS,
+                description=f"values kept as levels (1 to {MAX_BREAKDOWN_LEVELS}); the rest are "
+                "'(other)'",
+            ),
+        ],
+        responses={200: BreakdownSchema},
+    )
+    def get(self, request: Request, project: str, key: str) -> Response:
+        experiment = experiment_get(readable_project(request, project), key)
+        query = BreakdownQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        try:
+            data = experiment_breakdown(
+                experiment,
+                query.validated_data.get("dimension"),
+                levels=query.validated_data["levels"],
+            )
+        except BreakdownTooSlow as exc:
+            raise BreakdownTimeout({"detail": str(exc), "field": "dimension"}) from exc
+        return Response(data)
 
 
 class AnalyzeApi(APIView):
@@ -189,7 +252,17 @@ class ExportApiBase(ResultsAuthMixin, APIView):
 
 class ExperimentExportApi(ExportApiBase):
     @extend_schema(
-        parameters=EXPORT_PARAMETERS,
+        parameters=[
+            *EXPORT_PARAMETERS,
+            OpenApiParameter(
+                "dimension",
+                OpenApiTypes.STR,
+                description="export the breakdown by this exposure attribute instead: one row "
+                "per (level, metric, treatment arm) at the latest snapshot's cut-off (since, "
+                "until, latest and history do not apply)",
+            ),
+            OpenApiParameter("levels", OpenApiTypes.INT, description="with dimension"),
+        ],
         responses=EXPORT_RESPONSES,
         description="One row per (snapshot, metric, variant) of this experiment; "
         "columns in docs/exports.md. Needs the export permission or an API key's read scope.",
@@ -197,7 +270,35 @@ class ExperimentExportApi(ExportApiBase):
     def get(self, request: Request, project: str, key: str) -> Any:
         proj = readable_project(request, project, "export")
         experiment = experiment_get(proj, key)
+        if "dimension" in request.query_params:
+            return self.breakdown(request, experiment)
         return self.stream(request, proj, [experiment.key])
+
+    def breakdown(self, request: Request, experiment: Experiment) -> Any:
+        """The breakdown export (analysis.breakdown_exports), in the asked format."""
+        for name in ("since", "until", "latest", "history"):
+            if name in request.query_params:
+                raise DomainError(
+                    f"'{name}' does not apply to a breakdown export (dimension): it is computed "
+                    "at the latest snapshot's cut-off.",
+                    field=name,
+                )
+        query = BreakdownQuery(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        fmt = ExportQuerySerializer(data={"format": request.query_params.get("format", "csv")})
+        fmt.is_valid(raise_exception=True)
+        dimension, fmt = query.validated_data.get("dimension"), fmt.validated_data["format"]
+        try:
+            stream = breakdown_export_stream(
+                experiment, dimension, fmt, levels=query.validated_data["levels"]
+            )
+        except BreakdownTooSlow as exc:
+            raise BreakdownTimeout({"detail": str(exc), "field": "dimension"}) from exc
+        response = StreamingHttpResponse(stream, content_type=CONTENT_TYPES[fmt])
+        filename = breakdown_export_filename(experiment, dimension, fmt)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        response["Cache-Control"] = "no-store"
+        return response
 
 
 class ProjectExportApi(ExportApiBase):
@@ -212,6 +313,12 @@ class ProjectExportApi(ExportApiBase):
     )
     def get(self, request: Request, project: str) -> Any:
         proj = readable_project(request, project, "export")
+        if "dimension" in request.query_params:
+            raise DomainError(
+                "A breakdown export is one experiment's: use "
+                f"/api/v1/projects/{proj.slug}/experiments/<key>/export?dimension=...",
+                field="dimension",
+            )
         return self.stream(request, proj, request.query_params.getlist("experiment"))
 
 

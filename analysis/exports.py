@@ -457,9 +457,12 @@ def _batches(
 
 
 def stream_csv(
-    groups: Iterable[list[dict[str, Any]]], on_rows: Callable[[int], None] | None = None
+    groups: Iterable[list[dict[str, Any]]],
+    on_rows: Callable[[int], None] | None = None,
+    cols: tuple[Column, ...] | None = None,
 ) -> Iterator[bytes]:
-    cols = columns()
+    """CSV of the rows in ``groups``, in the columns ``cols`` (default: the result export's)."""
+    cols = cols or columns()
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow([c.name for c in cols])
@@ -473,8 +476,11 @@ def stream_csv(
 
 
 def stream_json(
-    groups: Iterable[list[dict[str, Any]]], on_rows: Callable[[int], None] | None = None
+    groups: Iterable[list[dict[str, Any]]],
+    on_rows: Callable[[int], None] | None = None,
+    cols: tuple[Column, ...] | None = None,
 ) -> Iterator[bytes]:
+    """``{"rows": [...]}``: each row as it is (its keys are the columns, in their order)."""
     yield b'{"rows": ['
     first = True
     for batch in _batches(groups, on_rows):
@@ -511,15 +517,19 @@ class _Sink(io.RawIOBase):
         return out
 
 
-def arrow_schema() -> pa.Schema:
-    return pa.schema([pa.field(c.name, _ARROW[c.type]) for c in columns()])
+def arrow_schema(cols: tuple[Column, ...] | None = None) -> pa.Schema:
+    return pa.schema([pa.field(c.name, _ARROW[c.type]) for c in cols or columns()])
 
 
 def stream_parquet(
-    groups: Iterable[list[dict[str, Any]]], on_rows: Callable[[int], None] | None = None
+    groups: Iterable[list[dict[str, Any]]],
+    on_rows: Callable[[int], None] | None = None,
+    cols: tuple[Column, ...] | None = None,
 ) -> Iterator[bytes]:
-    schema = arrow_schema()
-    json_cols = [c.name for c in columns() if c.type == "json"]
+    """Parquet of the rows, typed by ``cols`` (default: the result export's columns)."""
+    cols = cols or columns()
+    schema = arrow_schema(cols)
+    json_cols = [c.name for c in cols if c.type == "json"]
     sink = _Sink()
     writer = pq.ParquetWriter(sink, schema, compression="zstd")
     try:

@@ -26,10 +26,12 @@ def snapshot_rows(cut: CutoffEvaluation) -> list[ResultRow]:
     for em in cut.ems:
         key = em.metric.key
         caps = cut.aggregates[key].caps if key in cut.aggregates else {}
-        rows.append(_row(em, plan.control, stats.get(key, {}).get(plan.control, EMPTY), None, caps))
+        rows.append(
+            result_row(em, plan.control, stats.get(key, {}).get(plan.control, EMPTY), None, caps)
+        )
         for comp in (c for c in evaluation.comparisons if c.metric.key == key):
             t_stats = stats.get(key, {}).get(comp.variant, EMPTY)
-            rows.append(_row(em, comp.variant, t_stats, comp, caps, evaluation.status.kind))
+            rows.append(result_row(em, comp.variant, t_stats, comp, caps, evaluation.status.kind))
     return rows
 
 
@@ -106,7 +108,7 @@ def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
 
-def _row(
+def result_row(
     em: ExperimentMetric,
     variant: str,
     stats: SampleStats,
@@ -114,6 +116,8 @@ def _row(
     caps: dict[str, float],
     look_kind: str = LOOK,
 ) -> ResultRow:
+    """The row of one (metric, variant), not saved: the control's when ``comp`` is None, else a
+    treatment's with its comparison (dimension breakdowns build theirs the same way)."""
     metric = em.metric
     row = ResultRow(
         metric=metric,

@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from analysis.breakdown import BreakdownTooSlow, attributes_seen, experiment_breakdown
 from analysis.library import DECISIONS, LIBRARY_LIMIT, library_search, library_tags
 from analysis.models import Recommendation, ResultSnapshot
 from analysis.selectors import (
@@ -32,6 +33,7 @@ from analysis.selectors import (
 )
 from analysis.services import analysis_enqueue
 from analysis.time_views import time_views_context
+from core.errors import DomainError
 from experiments.models import Experiment, ExperimentStatus
 from experiments.selectors import experiment_get, project_get_for_user, role_of, user_can
 
@@ -154,6 +156,63 @@ def _table(groups: list[RoleGroup]) -> list[dict[str, Any]]:
             )
         out.append({"role": group.role, "label": group.label, "metrics": metrics})
     return out
+
+
+def _breakdown_table(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    """The breakdown's levels and heterogeneity tests as the page shows them."""
+    levels = []
+    for level in data["levels"]:
+        rows = []
+        for row in level["metrics"]:
+            kind = row["kind"]
+            rows.append(
+                {
+                    "metric": names.get(row["metric"], row["metric"]),
+                    "metric_key": row["metric"],
+                    "variant": row["variant"],
+                    "status": row["status"] or "none",
+                    "status_label": STATUS_LABELS.get(row["status"], row["status"]),
+                    "control": _value(row["control_mean"], kind),
+                    "control_n": f"{row['control_n']:,}" if row["control_n"] is not None else "—",
+                    "treatment": _value(row["variant_mean"], kind),
+                    "treatment_n": f"{row['variant_n']:,}",
+                    "lift_rel": _pct(row["lift_rel"]),
+                    "interval": _interval(row["ci_low"], row["ci_high"]),
+                    "p_value": _p(row["p_value"]),
+                    "adjusted_p": _p(row["adjusted_p_value"]),
+                    "message": (row.get("details") or {}).get("message") or "",
+                }
+            )
+        levels.append({**level, "units_text": f"{level['units']:,}", "rows": rows})
+    tests = [
+        {
+            **t,
+            "metric_name": names.get(t["metric"], t["metric"]),
+            "p_text": _p(t["p_value"]),
+            "adjusted_text": _p(t["adjusted_p_value"]),
+            "i_squared_text": _pct(t["i_squared"], signed=False, digits=0),
+        }
+        for t in data["heterogeneity"]
+    ]
+    return {**data, "levels": levels, "heterogeneity": tests}
+
+
+def _breakdown_context(request: HttpRequest, experiment: Experiment) -> dict[str, Any]:
+    """The picker (attributes seen) and, when one is picked (?dimension=), its breakdown or
+    why there is none."""
+    context: dict[str, Any] = {"dimensions": attributes_seen(experiment)}
+    dimension = request.GET.get("dimension")
+    if dimension is None:
+        return context
+    context["dimension"] = dimension
+    try:
+        data = experiment_breakdown(experiment, dimension)
+    except (DomainError, BreakdownTooSlow) as exc:
+        context["error"] = getattr(exc, "message", str(exc))
+        return context
+    names = {em.metric.key: em.metric.name for em in experiment.experiment_metrics.all()}
+    context["table"] = _breakdown_table(data, names)
+    return context
 
 
 def _days(x: float | None) -> str:
@@ -347,6 +406,7 @@ def results_page(request: HttpRequest, project: str, key: str) -> HttpResponse:
             "results": reverse("results", kwargs={"project": proj.slug, "key": key}),
             "analyze": reverse("analyze", kwargs={"project": proj.slug, "key": key}),
             "export": reverse("experiment-export", kwargs={"project": proj.slug, "key": key}),
+            "breakdown": reverse("results-breakdown", kwargs={"project": proj.slug, "key": key}),
         },
     }
     if snapshot is not None:
@@ -360,6 +420,7 @@ def results_page(request: HttpRequest, project: str, key: str) -> HttpResponse:
             arms=results["arms"] if len(results["arms"]) > 1 else [],
             charts=_chart_data(experiment, groups, history, progress),
             history_points=len(history),
+            breakdown=_breakdown_context(request, experiment),
         )
         context["time_views"] = time_views_context(
             experiment, [(b.key, b.name, b.role) for g in groups for b in g.metrics]

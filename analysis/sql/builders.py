@@ -99,10 +99,14 @@ def event_columns(d: Dialect, columns: Sequence[EventColumn]) -> str:
     return "".join(f", {event_column(d, c)}" for c in columns)
 
 
-def exposed_cte(d: Dialect, windows: Sequence[int] = (), ordered: bool = False) -> str:
+def exposed_cte(
+    d: Dialect, windows: Sequence[int] = (), ordered: bool = False, level: bool = False
+) -> str:
     """Per unit in the window: an integer key (its first exposure row's id), variant, state,
     first exposure t0 and the bounds of each metric window, computed once per unit here rather
-    than once per joined event.
+    than once per joined event; with ``level``, the value of the attribute ``dimension`` on the
+    unit's first exposure in the window (earliest ts, then lowest id), NULL when that exposure
+    has no such scalar attribute.
 
     Multi-variant units are dropped only after the events are joined: a filter here would make
     PostgreSQL expect a handful of units (it cannot estimate a HAVING on aggregates) and pick a
@@ -112,16 +116,33 @@ def exposed_cte(d: Dialect, windows: Sequence[int] = (), ordered: bool = False) 
         f", {d.shift(t0, h)} AS end_{h}, {d.shift(t0, -h)} AS pre_{h}" for h in windows
     )
     experiment, since, through = d.param("experiment"), d.param("since"), d.param("through")
+    # The level: one probe of the (experiment_id, unit_id, ts) index per unit.
+    first_level = (
+        f""",
+               (SELECT {d.attribute_level("f.attributes", d.param("dimension"))}
+                FROM {_units.get()} f
+                WHERE f.experiment_id = {experiment} AND f.unit_id = x.unit_id
+                  AND f.ts >= {since} AND f.ts <= {through}
+                ORDER BY f.ts, f.id LIMIT 1) AS level"""
+        if level
+        else ""
+    )
     return f"""
     exposed AS (
         SELECT unit_id, MIN(id) AS uid, MIN(variant_id) AS variant_id,
                CASE WHEN MIN(variant_id) <> MAX(variant_id) THEN {MULTI_VARIANT}
                     WHEN {_MISMATCH} = 1 THEN {MISMATCH} ELSE {CLEAN} END AS state,
-               {t0} AS t0{bounds}
+               {t0} AS t0{bounds}{first_level}
         FROM {_units.get()} x
         WHERE experiment_id = {experiment} AND ts >= {since} AND ts <= {through}
         GROUP BY unit_id{" ORDER BY unit_id" if ordered else ""}
     )"""
+
+
+def unit_keys(alias: str, level: bool = False) -> str:
+    """What each per-unit row carries besides its metric columns: variant and state, and with a
+    breakdown the unit's level."""
+    return f"{alias}.variant_id, {alias}.state" + (f", {alias}.level" if level else "")
 
 
 def exposure_counts_sql(d: Dialect) -> str:
@@ -186,6 +207,7 @@ def hash_join_ctes(
     columns: Sequence[Column],
     names: int,
     properties: Sequence[EventColumn] = (),
+    level: bool = False,
 ) -> str:
     """exposed, joined (every unit LEFT JOIN its events in the widest window pair, with the
     property columns) and per_unit (a hash aggregate by unit)."""
@@ -196,9 +218,9 @@ def hash_join_ctes(
         name_list(d, names),
     )
     return f"""
-    WITH {exposed_cte(d, windows)},
+    WITH {exposed_cte(d, windows, level=level)},
     joined AS (
-        SELECT u.uid, u.variant_id, u.state, e.value, {slots(d, names, windows)}{
+        SELECT u.uid, {unit_keys("u", level)}, e.value, {slots(d, names, windows)}{
         event_columns(d, properties)
     }
         FROM exposed u
@@ -209,10 +231,10 @@ def hash_join_ctes(
         {d.fence()}
     ),
     per_unit AS {d.materialized()}(
-        SELECT j.variant_id, j.state,
+        SELECT {unit_keys("j", level)},
                {unit_values(d, columns)}
         FROM joined j
-        GROUP BY j.uid, j.variant_id, j.state
+        GROUP BY j.uid, {unit_keys("j", level)}
     )"""
 
 
@@ -222,6 +244,7 @@ def index_lookup_ctes(
     columns: Sequence[Column],
     names: int,
     properties: Sequence[EventColumn] = (),
+    level: bool = False,
     unindexed: bool = True,
 ) -> str:
     """exposed in unit_id order, and per_unit: each unit's events read from the covering index
@@ -239,9 +262,9 @@ def index_lookup_ctes(
     else:
         events = f"assignments_metricevent e\n                WHERE {where}"
     return f"""
-    WITH {exposed_cte(d, windows, ordered=True)},
+    WITH {exposed_cte(d, windows, ordered=True, level=level)},
     per_unit AS {d.materialized()}(
-        SELECT u.variant_id, u.state, s.*
+        SELECT {unit_keys("u", level)}, s.*
         FROM exposed u CROSS JOIN LATERAL (
             SELECT {unit_values(d, columns)}
             FROM (
@@ -256,7 +279,7 @@ def index_lookup_ctes(
 # --- winsorization and the per-variant sums -----------------------------------------------------
 
 
-def capped_ctes(d: Dialect, columns: Sequence[Column]) -> str:
+def capped_ctes(d: Dialect, columns: Sequence[Column], level: bool = False) -> str:
     """caps (each capped column's quantile over the analysed units) and capped (every column,
     the capped ones at their cap, and the caps themselves); empty when nothing is capped."""
     capped = [c for c in columns if c.cap_quantile is not None]
@@ -277,7 +300,7 @@ def capped_ctes(d: Dialect, columns: Sequence[Column]) -> str:
     return f""",
     caps AS ({caps}),
     capped AS (
-        SELECT p.variant_id, p.state, {selected}, {cap_values}
+        SELECT {unit_keys("p", level)}, {selected}, {cap_values}
         FROM per_unit p CROSS JOIN caps
     )"""
 
@@ -308,6 +331,7 @@ def metrics_statement(
     names: int,
     strategy: str = HASH_JOIN,
     properties: Sequence[EventColumn] = (),
+    levels: int | None = None,
     unindexed: bool = True,
 ) -> str:
     """The whole statement for a group of metrics: ``windows`` are their distinct window hours,
@@ -316,7 +340,10 @@ def metrics_statement(
     ``earliest``, the earliest pre-exposure bound); ``properties`` the per-event columns the
     metrics' filters and value properties read (their parameters bound by the caller), and
     ``unindexed`` whether the project has events whose properties no index holds
-    (``Dialect.unindexed_properties``)."""
+    (``Dialect.unindexed_properties``).
+
+    ``levels``: a breakdown by the attribute bound as ``dimension``, its ``levels`` most common
+    values kept (``breakdown_select``); the winsorization caps stay those of all units."""
     windows = sorted(windows)
     flat = [c for cols in metrics for c in cols.values()]
     units = (
@@ -324,9 +351,51 @@ def metrics_statement(
         if strategy == INDEX_LOOKUP
         else hash_join_ctes
     )
-    finals = capped_ctes(d, flat)
-    return f"""{units(d, windows, flat, names, properties)}{finals}
+    level = levels is not None
+    finals = capped_ctes(d, flat, level)
+    source = "capped" if finals else "per_unit"
+    head = f"{units(d, windows, flat, names, properties, level)}{finals}"
+    if level:
+        return head + breakdown_select(d, source, variant_sums(metrics), levels)
+    return f"""{head}
     SELECT variant_id, state, {", ".join(variant_sums(metrics))}
-    FROM {"capped" if finals else "per_unit"}
+    FROM {source}
     GROUP BY variant_id, state
     """
+
+
+# --- breakdowns by a unit attribute -------------------------------------------------------------
+
+# Which rows a level holds: one of the kept values, every other value, or no value.
+LEVEL_VALUE, LEVEL_OTHER, LEVEL_NONE = 0, 1, 2
+
+
+def breakdown_select(d: Dialect, source: str, sums: Sequence[str], levels: int) -> str:
+    """The end of a breakdown statement (after the CTEs of ``exposed`` with its ``level`` and
+    of ``source``, one row per unit): top_levels, the ``levels`` values with the most analysed
+    units (ties by the value's bytes), and the sums per (bucket, kept value, variant, state).
+    Rows of the kept values carry their value; the others are grouped as LEVEL_OTHER (another
+    value) and LEVEL_NONE (no value)."""
+    return f""",
+    top_levels AS (
+        SELECT level FROM exposed WHERE state = {CLEAN} AND level IS NOT NULL
+        GROUP BY level ORDER BY COUNT(*) DESC, {d.binary_order("level")} LIMIT {int(levels)}
+    ),
+    leveled AS (
+        SELECT s.*,
+               CASE WHEN s.level IS NULL THEN {LEVEL_NONE}
+                    WHEN s.level IN (SELECT level FROM top_levels) THEN {LEVEL_VALUE}
+                    ELSE {LEVEL_OTHER} END AS bucket
+        FROM {source} s
+    )
+    SELECT bucket, CASE WHEN bucket = {LEVEL_VALUE} THEN level END AS level_value,
+           variant_id, state, {", ".join(sums)}
+    FROM leveled
+    GROUP BY bucket, CASE WHEN bucket = {LEVEL_VALUE} THEN level END, variant_id, state
+    """
+
+
+def breakdown_counts_sql(d: Dialect, levels: int) -> str:
+    """Units per (bucket, kept value, variant, state) of a breakdown without metrics."""
+    return f"""
+    WITH {exposed_cte(d, level=True)}{breakdown_select(d, "exposed", ["COUNT(*)"], levels)}"""

@@ -45,6 +45,8 @@ class Dialect:
         "list_contains_text",
         "property_in",
         "property_events",
+        "attribute_level",
+        "binary_order",
         "fence",
         "materialized",
     )
@@ -138,6 +140,16 @@ class Dialect:
             "number": self.property_number,
         }[kind]
         return f"{accessor(props, key)} IN ({', '.join(values)})"
+
+    def attribute_level(self, attributes: str, key: str) -> str:
+        """A top-level attribute of an exposure as a breakdown level: the text of a string, the
+        JSON text of a number, 'true' or 'false'; NULL when missing, null, an object or a list.
+        ``key`` as ``param_property`` adapts it."""
+        raise NotImplementedError
+
+    def binary_order(self, expr: str) -> str:
+        """``expr`` ordered by its bytes (the same order on every engine)."""
+        raise NotImplementedError
 
     def property_events(self, columns: str, where: str, unindexed: bool = True) -> str:
         """A subquery of the events ``e`` matching ``where``, with ``columns`` (properties
@@ -239,6 +251,16 @@ class PostgresDialect(Dialect):
             return super().property_in(props, key, kind, values)
         listed = ", ".join(f"CAST({v} AS JSONB)" for v in values)
         return f"{props} -> CAST({key} AS TEXT) IN ({listed})"
+
+    def attribute_level(self, attributes: str, key: str) -> str:
+        k = f"CAST({key} AS TEXT)"
+        return (
+            f"CASE WHEN jsonb_typeof({attributes} -> {k}) IN ('string', 'number', 'boolean')"
+            f" THEN {attributes} ->> {k} END"
+        )
+
+    def binary_order(self, expr: str) -> str:
+        return f'{expr} COLLATE "C"'
 
     # Which events' properties the covering index metricevent_unit_ts_props holds (its
     # predicate, from migration assignments/0008: a bound on the index row that keeps it under
@@ -353,6 +375,18 @@ class SqliteDialect(Dialect):
             f"(json_type({props}, {key}) = 'array' AND EXISTS (SELECT 1 FROM json_each({props},"
             f" {key}) AS item WHERE item.type = 'text' AND item.value = {needle}))"
         )
+
+    def attribute_level(self, attributes: str, key: str) -> str:
+        return (
+            f"CASE json_type({attributes}, {key})"
+            f" WHEN 'text' THEN json_extract({attributes}, {key})"
+            f" WHEN 'integer' THEN CAST(json_extract({attributes}, {key}) AS TEXT)"
+            f" WHEN 'real' THEN CAST(json_extract({attributes}, {key}) AS TEXT)"
+            f" WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' END"
+        )
+
+    def binary_order(self, expr: str) -> str:
+        return expr  # SQLite compares text by its bytes (BINARY) unless told otherwise
 
     def fence(self) -> str:
         return "LIMIT -1 OFFSET 0"

@@ -376,7 +376,8 @@
   }
 
   function swapDashboard() {
-    return fetch(window.location.pathname, { credentials: "same-origin", headers: { Accept: "text/html" } })
+    // The query keeps the page's choices (e.g. ?dimension= of the breakdown).
+    return fetch(window.location.pathname + window.location.search, { credentials: "same-origin", headers: { Accept: "text/html" } })
       .then(function (r) {
         if (!r.ok) throw new Error("the page answered " + r.status);
         return r.text();

@@ -243,9 +243,10 @@ RULES: tuple[Rule, ...] = (
         "exports: analysts and up; read-scoped keys of the project",
     ),
     Rule(
-        rf"{PROJECT}/experiments/\{{key\}}/results(/history)?/?",
+        rf"{PROJECT}/experiments/\{{key\}}/results(/history|/breakdown)?/?",
         ProjectPermission("read", key_scope="read"),
-        "results: every member; read-scoped keys of the project",
+        "results (their history, their breakdowns by a unit attribute): every member; "
+        "read-scoped keys of the project",
     ),
     Rule(
         rf"{PROJECT}/holdouts/\{{holdout_id\}}/results/?",

@@ -1,15 +1,19 @@
 """Export result snapshots as CSV, JSON or Parquet: the same tables as the UI and the API."""
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from analysis.aggregation import BREAKDOWN_LEVELS
+from analysis.breakdown import MAX_BREAKDOWN_LEVELS, BreakdownTooSlow
+from analysis.breakdown_exports import breakdown_export_stream
 from analysis.exports import FORMATS, HISTORY, export_filter_build, export_stream
 from analysis.selectors import export_row_count
 from core.errors import DomainError
-from experiments.models import Project
+from experiments.models import Experiment, Project
 
 
 class ProgressBar:
@@ -103,6 +107,17 @@ class Command(BaseCommand):
         )
         parser.add_argument("--output", "-o", default="-", help="file path, or - for stdout")
         parser.add_argument("--no-progress", action="store_true", help="no progress on stderr")
+        parser.add_argument(
+            "--dimension",
+            help="export one experiment's breakdown by this exposure attribute instead: one row "
+            "per (level, metric, treatment arm) at its latest snapshot's cut-off",
+        )
+        parser.add_argument(
+            "--levels",
+            type=int,
+            default=BREAKDOWN_LEVELS,
+            help=f"with --dimension: values kept as levels (default {BREAKDOWN_LEVELS})",
+        )
 
     def handle(self, *args: Any, **o: Any) -> None:
         project = Project.objects.filter(slug=o["project"]).first()
@@ -119,6 +134,9 @@ class Command(BaseCommand):
                 raise CommandError(
                     f"Cannot tell the format from '{output}': pass --format ({', '.join(FORMATS)})."
                 )
+        if o["dimension"] is not None:
+            self._breakdown(project, o, fmt, output)
+            return
         try:
             flt = export_filter_build(
                 project=project,
@@ -133,19 +151,54 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from None
         total = export_row_count(flt)
         progress = ProgressBar(total, self.stderr._out, enabled=not o["no_progress"])
+        path = self._output(output, fmt, lambda out: self._write(out, flt, fmt, progress))
+        if path is not None:
+            self.stderr.write(f"wrote {progress.done:,} rows to {path}")
+
+    def _output(self, output: str, fmt: str, write: Callable[[Any], None]) -> Path | None:
+        """``write`` onto stdout (``-``) or into the file ``output``; the file's path."""
         if output == "-":
             binary = getattr(self.stdout._out, "buffer", None)
             if binary is None and fmt == "parquet":
                 raise CommandError("Parquet is binary: pass --output <file>.parquet.")
-            self._write(binary or _TextOut(self.stdout._out), flt, fmt, progress)
-        else:
-            path = Path(output)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            partial = path.with_name(path.name + ".partial")
-            with partial.open("wb") as out:
-                self._write(out, flt, fmt, progress)
-            partial.replace(path)  # never leave a truncated file under the final name
-            self.stderr.write(f"wrote {progress.done:,} rows to {path}")
+            write(binary or _TextOut(self.stdout._out))
+            return None
+        path = Path(output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("wb") as out:
+            write(out)
+        partial.replace(path)  # never leave a truncated file under the final name
+        return path
+
+    def _breakdown(self, project: Project, o: dict[str, Any], fmt: str, output: str) -> None:
+        """--dimension: the breakdown export of the one experiment named."""
+        keys = [k for value in o["experiment"] for k in value.split(",") if k.strip()]
+        if len(keys) != 1:
+            raise CommandError("--dimension exports one experiment's breakdown: pass --experiment.")
+        for option in ("since", "until", "status"):
+            if o[option]:
+                raise CommandError(f"--{option} does not apply to a breakdown (--dimension).")
+        if o["latest"] or o["history"] != "all":
+            raise CommandError("--latest and --history do not apply to a breakdown (--dimension).")
+        if not 1 <= o["levels"] <= MAX_BREAKDOWN_LEVELS:
+            raise CommandError(f"--levels must be between 1 and {MAX_BREAKDOWN_LEVELS}.")
+        experiment = Experiment.objects.filter(project=project, key=keys[0].strip()).first()
+        if experiment is None:
+            raise CommandError(f"No experiment '{keys[0].strip()}' in project '{project.slug}'.")
+        try:
+            chunks = breakdown_export_stream(experiment, o["dimension"], fmt, levels=o["levels"])
+        except (DomainError, BreakdownTooSlow) as exc:
+            raise CommandError(getattr(exc, "message", str(exc))) from None
+
+        def write(out: Any) -> None:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+
+        path = self._output(output, fmt, write)
+        if path is not None:
+            self.stderr.write(f"wrote the breakdown by '{o['dimension']}' to {path}")
 
     def _write(self, out: BinaryIO, flt: Any, fmt: str, progress: ProgressBar) -> None:
         if progress.total == 0:

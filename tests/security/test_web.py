@@ -14,6 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from experiments.services import metric_create
+from experiments.services.holdouts import holdout_create
 from flags.services import (
     change_request_create,
     flag_create,
@@ -62,6 +63,7 @@ def site(admin_user, project):
         "request_id": str(request.pk),
         "channel_id": str(channel.pk),
         "release_id": str(release.pk),
+        "holdout_id": str(holdout_create(project=project, name="H", share=0.05).pk),
         "project": "shop",
         "key": "checkout-v2",
         "layer": "search",

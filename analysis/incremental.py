@@ -41,11 +41,12 @@ from django.utils import timezone
 
 from analysis import aggregation, watermarks
 from analysis.aggregation import ExperimentAggregates, MetricAggregate, MetricSpec
+from analysis.models import AggregateState, ResultRow, ResultSnapshot
 from analysis.sql import incremental as sql
 from analysis.sql.builders import CLEAN, INDEX_LOOKUP
 from analysis.sql.dialects import Dialect, dialect_for
 from analysis.sql.incremental import SUMS_PER_SLOT
-from analysis.unit_aggregates import SLOTS, AggregateState
+from analysis.unit_aggregates import SLOTS
 from analysis.watermarks import Watermark
 from core.replica import read_alias
 from experiments.models import Experiment
@@ -573,7 +574,8 @@ def experiment_aggregates(
     try:
         with d.statement_scope():
             jit = _without_jit(d)
-            counts, stored = _read(d, plan, Sums.load(state.sums), params)
+            previous = _previous_caps(alias, experiment_id, plan)
+            counts, stored = _read(d, plan, Sums.load(state.sums), params, previous)
             _restore_jit(d, jit)
     except DatabaseError as exc:
         if not d.is_per_metric_failure(exc):
@@ -595,7 +597,11 @@ TOP_LIMIT = 50_000  # a cap needing more of the highest values is computed by on
 
 
 def _read(
-    d: Dialect, plan: Plan, totals: Sums, params: dict[str, Any]
+    d: Dialect,
+    plan: Plan,
+    totals: Sums,
+    params: dict[str, Any],
+    previous: dict[tuple[int, str], float],
 ) -> tuple[aggregation.ExposureCounts, dict[str, MetricAggregate]]:
     """The counts and every stored metric's statistics: the kept sums, corrected for the units
     with rows above the watermarks; a winsorized metric's caps from the highest values of its
@@ -623,10 +629,7 @@ def _read(
                 passes.append(i)
         out: dict[str, MetricAggregate] = {}
         if wanted:
-            cursor.execute(sql.top_sql(d, s, wanted, lateral), params)
-            tops: dict[int, list[tuple]] = {}
-            for q, unit_id, variant_id, *values in cursor.fetchall():
-                tops.setdefault(int(q), []).append((unit_id, int(variant_id), *values))
+            tops = _tops(cursor, d, s, wanted, params, previous)
             for i in capped:
                 if i not in passes:
                     mine = {(c, n) for n, (slot, c, _) in enumerate(wanted) if slot == i}
@@ -644,6 +647,69 @@ def _read(
         if i not in capped:
             out[metric.key] = MetricAggregate(totals.stats(i, metric))
     return totals.counts(), out
+
+
+GUARD = 0.75  # of the previous cap: the values fetched in one scan when it still holds
+ABOVE_LIMIT = 4 * TOP_LIMIT
+
+
+def _tops(
+    cursor: Any,
+    d: Dialect,
+    s: sql.Stored,
+    wanted: Sequence[tuple[int, str, int]],
+    params: dict[str, Any],
+    previous: dict[tuple[int, str], float],
+) -> dict[int, list[tuple]]:
+    """Per index of ``wanted`` (slot, "v" or "x", k): its k highest rows (unit_id, variant_id,
+    the slot's v and x). One scan fetches every value above GUARD times the previous snapshot's
+    caps; a column for which that is fewer than k values (its cap fell, or it has none yet) is
+    read by its own ordered scan."""
+    lateral = _lateral(d)
+    tops: dict[int, list[tuple]] = {}
+    missing = list(range(len(wanted)))
+    guards = [(slot, c, previous.get((slot, c), 0.0) * GUARD) for slot, c, _ in wanted]
+    if all(g > 0 for _, _, g in guards):
+        cursor.execute(sql.above_sql(d, s, guards, ABOVE_LIMIT, lateral), params)
+        rows = cursor.fetchall()
+        slots = sorted({slot for slot, _, _ in wanted})
+        if len(rows) < ABOVE_LIMIT:
+            missing = []
+            for n, ((slot, c, k), (_, _, g)) in enumerate(zip(wanted, guards, strict=True)):
+                at = 2 + 2 * slots.index(slot)
+                key = at if c == "v" else at + 1
+                above = sorted((r for r in rows if r[key] >= g), key=lambda r: r[key])[::-1]
+                if len(above) >= k:
+                    tops[n] = [(r[0], int(r[1]), r[at], r[at + 1]) for r in above[:k]]
+                else:
+                    missing.append(n)
+    if missing:
+        cursor.execute(sql.top_sql(d, s, [wanted[n] for n in missing], lateral), params)
+        for q, unit_id, variant_id, *values in cursor.fetchall():
+            tops.setdefault(missing[int(q)], []).append((unit_id, int(variant_id), *values))
+    return tops
+
+
+def _previous_caps(alias: str, experiment_id: int, plan: Plan) -> dict[tuple[int, str], float]:
+    """The caps the experiment's latest snapshot used, by (slot, "v" or "x"): a guess of this
+    snapshot's, to fetch the values above them in one scan."""
+    latest = (
+        ResultSnapshot.objects.using(alias)
+        .filter(experiment_id=experiment_id)
+        .order_by("-data_through", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    slots = {m.key: i for i, m in enumerate(plan.metrics)}
+    rows = ResultRow.objects.using(alias).filter(
+        snapshot_id=latest, is_control=True, metric_key__in=list(slots)
+    )
+    out = {}
+    for key, details in rows.values_list("metric_key", "details"):
+        for role, cap in ((details or {}).get("winsor_caps") or {}).items():
+            if isinstance(cap, int | float):
+                out[(slots[key], "v" if role == "value" else "x")] = float(cap)
+    return out
 
 
 def _top_count(units: int, column: Any) -> int:

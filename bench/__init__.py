@@ -4,6 +4,8 @@
   growthbook SDK;
 - ``ingest`` (bench/ingest.py, PostgreSQL only): ``POST /api/v1/events`` against a raw ``COPY``;
 - ``analyze`` (bench/analyze.py): one snapshot computed in SQL against the same in pandas;
+- ``incremental`` (bench/incremental.py): a snapshot after 1% new events from the stored per-unit
+  aggregates against the full recompute;
 - ``evaluate`` (bench/evaluate.py): ``POST /api/v1/evaluate`` and the flag decision in-process
   against the growthbook SDK evaluating the same payload;
 - ``propagation`` (bench/propagation.py): a kill switch reaching growthbook SDKs in streaming
@@ -32,6 +34,7 @@ BENCHMARKS = {
     "evaluate": "bench.evaluate:run_evaluate",
     "propagation": "bench.propagation:run_propagation",
     "serve": "bench.serve:run_serve",
+    "incremental": "bench.incremental:run_incremental",
 }
 
 

@@ -131,11 +131,9 @@ def _new_values(
     {name}_raw AS (
         SELECT {"".join(f"u.{k}, " for k in keys.split(", ") if k)}u.unit_id, e.value, e.ts AS t,
                {builders.slots(d, s.names, s.windows)}
-        FROM assignments_metricevent e
+        FROM ({_new_events(d, s, ids, lateral)}) e
         {unit}
-        WHERE e.project_id = %(project)s AND {ids}
-          AND e.name IN ({builders.name_list(d, s.names)})
-          AND {t} >= u.pre_{widest} AND {t} < u.end_{widest}
+        WHERE {t} >= u.pre_{widest} AND {t} < u.end_{widest}
         {d.fence()}
     ),
     {name} AS (
@@ -144,6 +142,18 @@ def _new_values(
         FROM ({_cut(d, s, f"{name}_raw", keys + "unit_id, ")}) j
         GROUP BY {"".join(f"j.{k}, " for k in keys.split(", ") if k)}j.unit_id
     )"""
+
+
+def _new_events(d: Dialect, s: Stored, ids: str, ordered: bool) -> str:
+    """The metric events of the project with ids matching ``ids`` (a range of the primary
+    key); ``ordered``: in unit order, so that looking their units up walks the index and the
+    rows (stored in unit order by a rebuild) in order."""
+    order = f" ORDER BY e.unit_id {d.fence()}" if ordered else ""
+    return (
+        f"SELECT e.unit_id, e.name, e.value, e.ts FROM assignments_metricevent e"
+        f" WHERE e.project_id = %(project)s AND {ids}"
+        f" AND e.name IN ({builders.name_list(d, s.names)}){order}"
+    )
 
 
 # --- per-unit rows for a set of units --------------------------------------------------------
@@ -429,12 +439,10 @@ def hot_sums_sql(d: Dialect, s: Stored, lateral: bool) -> str:
     """
 
 
-def top_sql(d: Dialect, s: Stored, wanted: Sequence[tuple[int, str, int]], lateral: bool) -> str:
-    """The analysed units with the highest values of some stored columns: per (slot, "v" or
-    "x", k) of ``wanted``, k rows (index in ``wanted``, unit_id, variant_id, the slot's v and
-    x) in descending order of that column; from the stored rows, except units with rows above
-    the watermarks, which are computed from their events here."""
-    slots = sorted({slot for slot, _, _ in wanted})
+def _clean_ctes(d: Dialect, s: Stored, slots: Sequence[int], lateral: bool) -> str:
+    """CTEs ending in ``clean``: the analysed units' unit_id, variant_id and the v and x of
+    ``slots``, from the stored rows, except units with rows above the watermarks, which are
+    computed from their events here."""
     stored = [f"{s.read(f'{c}{i}', i)} AS {c}{i}" for i in slots for c in "vx"]
     aliases = {alias: column for column, alias in s.slot_columns()}
     fresh = [
@@ -442,13 +450,8 @@ def top_sql(d: Dialect, s: Stored, wanted: Sequence[tuple[int, str, int]], later
         for i in slots
         for alias in (c.name for c in s.columns[i].values())
     ]
-    parts = [
-        f"SELECT * FROM (SELECT {n} AS q, unit_id, variant_id, v{i}, x{i} FROM clean"
-        f" ORDER BY {c}{i} DESC LIMIT {int(k)}) t{n}"
-        for n, (i, c, k) in enumerate(wanted)
-    ]
     return f"""
-    WITH {unit_rows_ctes(d, s, hot_units(s, d), extras=False, lateral=lateral)},
+    {unit_rows_ctes(d, s, hot_units(s, d), extras=False, lateral=lateral)},
     clean AS {not_materialized(d)}(
         SELECT unit_id, variant_id, {", ".join(stored)}
         FROM {TABLE}
@@ -457,8 +460,37 @@ def top_sql(d: Dialect, s: Stored, wanted: Sequence[tuple[int, str, int]], later
         UNION ALL
         SELECT unit_id, variant_id, {", ".join(fresh)}
         FROM r_rows WHERE t0 IS NOT NULL AND state = {CLEAN}
-    )
+    )"""
+
+
+def top_sql(d: Dialect, s: Stored, wanted: Sequence[tuple[int, str, int]], lateral: bool) -> str:
+    """The analysed units with the highest values of some stored columns: per (slot, "v" or
+    "x", k) of ``wanted``, k rows (index in ``wanted``, unit_id, variant_id, the slot's v and
+    x) in descending order of that column (one scan of the rows each)."""
+    slots = sorted({slot for slot, _, _ in wanted})
+    parts = [
+        f"SELECT * FROM (SELECT {n} AS q, unit_id, variant_id, v{i}, x{i} FROM clean"
+        f" ORDER BY {c}{i} DESC LIMIT {int(k)}) t{n}"
+        for n, (i, c, k) in enumerate(wanted)
+    ]
+    return f"""
+    WITH {_clean_ctes(d, s, slots, lateral)}
     {" UNION ALL ".join(parts)}
+    """
+
+
+def above_sql(
+    d: Dialect, s: Stored, guards: Sequence[tuple[int, str, float]], limit: int, lateral: bool
+) -> str:
+    """In one scan of the rows, the analysed units (unit_id, variant_id, v and x of each slot
+    of ``guards``, in that order) with a value at or above a guard: per (slot, "v" or "x",
+    guard); at most ``limit`` rows."""
+    slots = sorted({slot for slot, _, _ in guards})
+    above = " OR ".join(f"{c}{i} >= {float(g)!r}" for i, c, g in guards)
+    columns = ", ".join(f"v{i}, x{i}" for i in slots)
+    return f"""
+    WITH {_clean_ctes(d, s, slots, lateral)}
+    SELECT unit_id, variant_id, {columns} FROM clean WHERE {above} LIMIT {int(limit)}
     """
 
 

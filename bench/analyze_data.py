@@ -156,7 +156,9 @@ def _properties(i: str, kind: str, value: str) -> str:
     5), clicks ``{"button"}``, page views ``{"path"}``: what the filtered metrics read."""
     h = _hash(i, 6)
     plan = f"(CASE {h} % 3 WHEN 0 THEN 'free' WHEN 1 THEN 'pro' ELSE 'team' END)"
-    items = f"({_hash(i, 7)} % 5 + 1)"
+    # Divided before the modulo: the hashes are linear in i, and so is the event's kind (only
+    # some residues are purchases); the division breaks that pattern.
+    items = f"({_hash(i, 7)} / 977 % 5 + 1)"
     button = f"(CASE WHEN {h} % 4 = 0 THEN 'buy' ELSE 'nav' END)"
     path = f"('/p' || ({h} % 50))"
     if connection.vendor == "postgresql":
@@ -165,7 +167,7 @@ def _properties(i: str, kind: str, value: str) -> str:
     else:
         obj, amount_text = "json_object", "'n/a'"
         amount = f"ROUND({value} * 1.5, 2)"
-    missing = f"({_hash(i, 8)} % 100)"
+    missing = f"({_hash(i, 8)} / 991 % 100)"
     purchase = (
         f"CASE WHEN {missing} < 2 THEN {obj}('plan', {plan}, 'items', {items}) "
         f"ELSE {obj}('plan', {plan}, 'items', {items}, 'amount', "

@@ -1,7 +1,10 @@
 """Metrics from event properties in the SQL aggregation: filters and value properties against
 hand-computed per-unit values, on SQLite and PostgreSQL, with both ways of reading events."""
 
-from datetime import UTC, datetime, timedelta
+# The fixtures imported below are pytest's, requested by name as arguments.
+# ruff: noqa: F811
+
+from datetime import timedelta
 
 import pytest
 from django.db import connection
@@ -9,54 +12,24 @@ from django.db import connection
 from analysis import aggregation
 from analysis.aggregation import MetricSpec, experiment_aggregates
 from analysis.sql.dialects import PostgresDialect, SqliteDialect
-from assignments.models import Exposure, MetricEvent
+from assignments.models import MetricEvent
 from experiments.filters import clean_filters
-from experiments.models import Experiment
-from tests.analysis.test_aggregation import marked, skeleton
-from tests.factories import running_experiment
+
+# The experiment, its arms, its clock and both ways of reading events (the autouse
+# ``strategy``), as the plain aggregation's tests have them.
+from tests.analysis.test_aggregation import (  # noqa: F401
+    T0,
+    THROUGH,
+    arms,
+    experiment,
+    expose,
+    h,
+    marked,
+    skeleton,
+    strategy,
+)
 
 pytestmark = pytest.mark.django_db
-
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
-THROUGH = T0 + timedelta(hours=48)
-
-
-@pytest.fixture(autouse=True, params=[aggregation.HASH_JOIN, aggregation.INDEX_LOOKUP])
-def strategy(request, monkeypatch):
-    """Every test runs with each way of reading events (index lookups: PostgreSQL only)."""
-    if request.param == aggregation.INDEX_LOOKUP and connection.vendor != "postgresql":
-        pytest.skip("index lookups are a PostgreSQL plan")
-    monkeypatch.setattr(aggregation, "read_strategy", lambda: request.param)
-    return request.param
-
-
-def h(hours: float) -> datetime:
-    return T0 + timedelta(hours=hours)
-
-
-@pytest.fixture
-def experiment(project, metrics):
-    experiment = running_experiment(project)
-    Experiment.objects.filter(pk=experiment.pk).update(phase_started_at=T0, started_at=T0)
-    experiment.refresh_from_db()
-    return experiment
-
-
-@pytest.fixture
-def arms(experiment):
-    variants = {v.key: v for v in experiment.variants.all()}
-    return variants["control"], variants["treatment"]
-
-
-def expose(experiment, variant, unit, at):
-    Exposure.objects.create(
-        project=experiment.project,
-        event_id=f"x-{unit}-{at.timestamp()}-{variant.pk}",
-        experiment=experiment,
-        variant=variant,
-        unit_id=unit,
-        ts=at,
-    )
 
 
 def buy(project, unit, at, properties=None, value=1.0, name="purchase", n=[0]):  # noqa: B006

@@ -249,6 +249,11 @@ RULES: tuple[Rule, ...] = (
         "read-scoped keys of the project",
     ),
     Rule(
+        rf"{PROJECT}/experiments/\{{key\}}/results/(daily|novelty)/?",
+        ProjectPermission("read", key_scope="read"),
+        "the time views of results (daily lift, novelty): every member; read-scoped keys",
+    ),
+    Rule(
         rf"{PROJECT}/holdouts/\{{holdout_id\}}/results/?",
         ProjectPermission("read", key_scope="read"),
         "a holdout's comparison (stored snapshots): every member; read-scoped keys",
@@ -262,11 +267,6 @@ RULES: tuple[Rule, ...] = (
         rf"{PROJECT}/holdouts/\{{holdout_id\}}/\{{action\}}/?",
         ProjectPermission("manage"),
         "starting or ending a holdout changes what production serves: admins only",
-    ),
-    Rule(
-        rf"{PROJECT}/experiments/\{{key\}}/results/(daily|novelty)/?",
-        ProjectPermission("read", key_scope="read"),
-        "the time views of results (daily lift, novelty): every member; read-scoped keys",
     ),
     Rule(
         rf"{PROJECT}/library/?",

@@ -14,7 +14,7 @@ from datetime import datetime
 from django.conf import settings
 from django.db import connections, transaction
 
-from analysis import aggregation, incremental
+from analysis import aggregation, incremental, incremental_read
 from analysis.models import ResultSnapshot
 from analysis.policy import DEFAULT_TUNING_N, EMPTY, Evaluation, MetricDef, Plan, evaluate
 from analysis.recommendations import (
@@ -71,7 +71,7 @@ def evaluate_cutoff(
     stored = live and incremental.refresh(**window)
     with _consistent_read():
         aggregate = (
-            incremental.experiment_aggregates if stored else aggregation.experiment_aggregates
+            incremental_read.experiment_aggregates if stored else aggregation.experiment_aggregates
         )
         result = aggregate(**window)
     counts, aggregates = result.counts, result.metrics

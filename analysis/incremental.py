@@ -7,15 +7,17 @@ from the rows added to the event tables since (by id, whatever their timestamps)
 
 1. ``refresh`` (on the primary, before the snapshot's read): a safe watermark on the event
    tables' ids (analysis/watermarks.py: no event at or below it can commit later); the metric
-   events with ids between the old and the new watermark are added to their units' rows (a
-   count or sum grows, a binomial becomes 1); then the units whose t0 or state may have changed
-   are recomputed from their events: those with a new exposure (it may move t0 earlier or add a
-   second variant) and those whose ``pending`` timestamp (an exposure, or an event in the
-   window, stamped after the previous cut-off) the new cut-off has reached.
-2. ``experiment_aggregates`` (in the snapshot's consistent read): the winsorization caps and the
-   per-variant sums from the stored rows (one row per unit); units with rows above the
-   watermark (committed since step 1) are computed from their events in the same statement. The
-   result is the full statement's for the same cut-off and the same events.
+   events with ids between the old and the new watermark are added to their units' rows (every
+   stored column adds up: a binomial's count of events is read as 0 or 1); then the units whose
+   t0 or state may have changed are recomputed from their events: those with a new exposure
+   (it may move t0 earlier or add a second variant) and those whose ``pending`` timestamp (an
+   exposure, or an event in the window, stamped after the previous cut-off) the new cut-off
+   has reached. The per-variant sums of the rows are kept with them (analysis/unit_sums.py).
+2. ``analysis.incremental_read.experiment_aggregates`` (in the snapshot's consistent read): the
+   per-variant sums kept with the rows, and for a winsorized metric the highest values of its
+   columns (its caps depend on every unit); units with rows above the watermark (committed
+   since step 1) are computed from their events in the same read. The result is the full
+   statement's for the same cut-off and the same events.
 
 The full statement stays the reference and the fallback: it computes the snapshot when the
 incremental path is off (``ABACUS_INCREMENTAL_AGGREGATES``), for a backfill or any cut-off
@@ -29,7 +31,6 @@ definition (the state's ``signature``) rebuilds the rows, as does
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -40,17 +41,15 @@ from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.utils import timezone
 
 from analysis import aggregation, watermarks
-from analysis.aggregation import ExperimentAggregates, MetricAggregate, MetricSpec
-from analysis.models import AggregateState, ResultRow, ResultSnapshot
+from analysis.aggregation import MetricSpec
+from analysis.models import AggregateState
 from analysis.sql import incremental as sql
-from analysis.sql.builders import CLEAN, INDEX_LOOKUP
+from analysis.sql.builders import INDEX_LOOKUP
 from analysis.sql.dialects import Dialect, dialect_for
-from analysis.sql.incremental import SUMS_PER_SLOT
 from analysis.unit_aggregates import SLOTS
+from analysis.unit_sums import Sums
 from analysis.watermarks import Watermark
-from core.replica import read_alias
 from experiments.models import Experiment
-from stats import SampleStats
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +150,7 @@ def plan_for(metrics: Sequence[MetricSpec], since: datetime) -> Plan | None:
     )
 
 
-def _without_jit(d: Dialect) -> str | None:
+def without_jit(d: Dialect) -> str | None:
     """PostgreSQL: turn JIT compilation off for the rest of the transaction (it costs a few
     tenths of a second per statement, more than these statements take); returns the setting
     to restore."""
@@ -162,13 +161,13 @@ def _without_jit(d: Dialect) -> str | None:
         return cursor.fetchone()[0]
 
 
-def _restore_jit(d: Dialect, setting: str | None) -> None:
+def restore_jit(d: Dialect, setting: str | None) -> None:
     if setting is not None:
         with d.connection.cursor() as cursor:
             cursor.execute("SELECT set_config('jit', %s, true)", [setting])
 
 
-def _lateral(d: Dialect) -> bool:
+def lateral_lookups(d: Dialect) -> bool:
     """Read a few units' events by index lookups (as the full statement's INDEX_LOOKUP)."""
     return d.supports_index_lookup and aggregation.read_strategy() == INDEX_LOOKUP
 
@@ -197,10 +196,10 @@ def refresh(
     if not _statements_see_new_rows(d):
         logger.info("experiment %s: inside a snapshot transaction; full statement", experiment_id)
         return False
-    window = _window(experiment_id, project_id, since, through)
+    window = window_of(experiment_id, project_id, since, through)
     try:
         with transaction.atomic():
-            _without_jit(d)
+            without_jit(d)
             state = _locked_state(d, experiment_id)
             if state is not None and state.ready and state.signature == plan.signature:
                 if through < state.through:
@@ -254,7 +253,7 @@ def _wait_seconds() -> float:
     return float(getattr(settings, "ABACUS_AGGREGATES_WAIT_SECONDS", 2.0))
 
 
-def _window(experiment_id: int, project_id: int, since: datetime, through: datetime) -> dict:
+def window_of(experiment_id: int, project_id: int, since: datetime, through: datetime) -> dict:
     """What the statements are about (``Plan.params``; ``aggregation.experiment_aggregates``'s
     keyword arguments but the metrics)."""
     return {
@@ -332,7 +331,7 @@ def _store_changed_units(
     units = sql.changed_units()
     cursor.execute(sql.stored_sums_sql(s, units), params)
     totals.add(cursor.fetchall(), sign=-1)
-    ctes, upsert = sql.store_units_sql(d, s, units, _lateral(d))
+    ctes, upsert = sql.store_units_sql(d, s, units, lateral_lookups(d))
     if d.vendor == "postgresql":
         expressions = sql.sums(s.stored_pairs())
         cursor.execute(sql.sums_of_returned(ctes, upsert, sql.returned(s), expressions), params)
@@ -341,107 +340,6 @@ def _store_changed_units(
     rows = cursor.fetchall()
     totals.add(Sums.of_rows(rows, s.binary))
     return len(rows)
-
-
-class Sums:
-    """Per (variant id, state): the number of exposed units' rows and, per slot, the sums
-    ``analysis.sql.incremental.sums`` lists. Kept with the rows: each write adds what it
-    changed, so a snapshot reads a few numbers instead of every row."""
-
-    def __init__(self, by_group: dict[tuple[int, int], list[float]] | None = None) -> None:
-        self.by_group = by_group or {}
-
-    @classmethod
-    def load(cls, text: str) -> "Sums":
-        data = json.loads(text or "{}")
-        return cls({tuple(map(int, k.split(":"))): v for k, v in data.items()})  # type: ignore[misc]
-
-    def dump(self) -> str:
-        return json.dumps({f"{v}:{st}": sums for (v, st), sums in self.by_group.items()})
-
-    @classmethod
-    def from_rows(cls, rows: Sequence[Sequence[Any]]) -> "Sums":
-        sums = cls()
-        sums.add(rows)
-        return sums
-
-    @staticmethod
-    def of_rows(rows: Sequence[Sequence[Any]], binary: Sequence[bool]) -> list[list[Any]]:
-        """(variant, state, t0, v0, x0, v1, x1, ...) rows -> per (variant, state) the sums
-        ``sql.stored_sums_sql`` gives (``binary``: slots read as 0 or 1)."""
-        out: dict[tuple[int, int], list[float]] = {}
-        for row in rows:
-            if row[2] is None:
-                continue
-            sums = out.setdefault(
-                (int(row[0]), int(row[1])), [0.0] * (1 + SUMS_PER_SLOT * len(binary))
-            )
-            sums[0] += 1
-            for i, flag in enumerate(binary):
-                v, x = float(row[3 + 2 * i]), float(row[4 + 2 * i])
-                if flag:
-                    v, x = float(v > 0), float(x > 0)
-                for j, value in enumerate((v, v * v, x, x * x, v * x, v != 0, x != 0)):
-                    sums[1 + SUMS_PER_SLOT * i + j] += value
-        return [[v, st, *sums] for (v, st), sums in out.items()]
-
-    def add(self, rows: Sequence[Sequence[Any]], sign: int = 1) -> None:
-        """Add (variant, state, values...) rows, or take them away (``sign`` -1)."""
-        for row in rows:
-            key = (int(row[0]), int(row[1]))
-            values = [float(x or 0) for x in row[2:]]
-            current = self.by_group.setdefault(key, [0.0] * len(values))
-            self.by_group[key] = [a + sign * b for a, b in zip(current, values, strict=True)]
-
-    def add_written(self, rows: Sequence[Sequence[Any]]) -> int:
-        """Add ``sums_of_returned`` rows; returns how many rows were written."""
-        self.add([row[:-1] for row in rows])
-        return sum(int(row[-1]) for row in rows)
-
-    def units(self) -> int:
-        return int(sum(sums[0] for sums in self.by_group.values()))
-
-    def counts(self) -> aggregation.ExposureCounts:
-        rows = [(v, st, round(sums[0])) for (v, st), sums in self.by_group.items()]
-        return aggregation._counts([r for r in rows if r[2]])
-
-    def clean_units(self) -> int:
-        return sum(round(sums[0]) for (_, state), sums in self.by_group.items() if state == CLEAN)
-
-    def stats(
-        self, slot: int, metric: MetricSpec, taken: dict[int, list[float]] | None = None
-    ) -> dict[int, SampleStats]:
-        """The metric's per-variant statistics from its slot, as the full statement gives
-        them (analysed units only; a sum whose rows are all 0 is exactly 0), less what
-        winsorization takes off per variant (``taken``: v, v², x, x², v·x)."""
-        out: dict[int, SampleStats] = {}
-        for (variant, state), sums in sorted(self.by_group.items()):
-            n = round(sums[0])
-            if state != CLEAN or n <= 0:
-                continue
-            base = 1 + SUMS_PER_SLOT * slot
-            sv, svv, sx, sxx, svx, nzv, nzx = sums[base : base + SUMS_PER_SLOT]
-            if round(nzv) == 0:
-                sv = svv = svx = 0.0
-            if round(nzx) == 0:
-                sx = sxx = svx = 0.0
-            if taken and variant in taken:
-                off = taken[variant]
-                sv, svv, sx, sxx, svx = (
-                    sv - off[0],
-                    svv - off[1],
-                    sx - off[2],
-                    sxx - off[3],
-                    svx - off[4],
-                )
-            if metric.kind == "ratio":
-                extra = {"den_sum": sx, "den_sum_sq": sxx, "sum_prod": svx}
-            elif metric.cuped:
-                extra = {"cov_sum": sx, "cov_sum_sq": sxx, "cov_sum_prod": svx}
-            else:
-                extra = {}
-            out[variant] = SampleStats(n=n, sum=sv, sum_sq=svv, **extra)
-        return out
 
 
 # --- rebuilding -------------------------------------------------------------------------------
@@ -471,11 +369,11 @@ def _rebuild(
             cursor.execute(f"DELETE FROM {sql.TABLE} WHERE experiment_id = %s", [experiment_id])
     params = plan.params(d, window, e_hi=mark.event)
     chunks, units = _chunks(d, params)
-    ctes, upsert = sql.store_units_sql(d, plan.stored, None, _lateral(d))
+    ctes, upsert = sql.store_units_sql(d, plan.stored, None, lateral_lookups(d))
     statement = f"WITH {ctes} {upsert}"
     for done, (lo, hi) in enumerate(chunks, start=1):
         with transaction.atomic():
-            _without_jit(d)
+            without_jit(d)
             _check_generation(d, experiment_id, generation)
             with d.connection.cursor() as cursor:
                 cursor.execute(statement, {**params, "lo": lo, "hi": hi})
@@ -534,7 +432,7 @@ def rebuild(
         return None
     d = dialect_for(connections[DEFAULT_DB_ALIAS])
     return _rebuild(
-        d, plan, _window(experiment.pk, experiment.project_id, since, through), progress
+        d, plan, window_of(experiment.pk, experiment.project_id, since, through), progress
     )
 
 
@@ -542,245 +440,3 @@ def forget_deleted_events(*, project_id: int, **_: Any) -> None:
     """Events of the project were deleted (assignments.signals.events_deleted): the stored
     rows of its experiments may hold them, so the next snapshot of each rebuilds them."""
     AggregateState.objects.filter(experiment__project_id=project_id).update(ready=False)
-
-
-# --- 2. the snapshot's read -------------------------------------------------------------------
-
-
-def experiment_aggregates(
-    *,
-    experiment_id: int,
-    project_id: int,
-    metrics: Sequence[MetricSpec],
-    since: datetime,
-    through: datetime,
-) -> ExperimentAggregates:
-    """``aggregation.experiment_aggregates`` from the stored rows, after ``refresh`` returned
-    True, in the caller's consistent read. Metrics without winsorization come from the sums
-    kept with the rows, the winsorized ones from one pass over the rows (their caps depend on
-    every unit), both corrected for the units with rows committed since the refresh (computed
-    from their events here); metrics the rows do not hold come from the full statement. Falls
-    back to the full statement for all when the rows are not those of this cut-off or a read
-    fails on the data."""
-    window = _window(experiment_id, project_id, since, through)
-    plan = plan_for(metrics, since)
-    alias = read_alias()
-    state = AggregateState.objects.using(alias).filter(experiment_id=experiment_id).first()
-    if plan is None or not _current(state, plan, through):
-        logger.info("experiment %s: stored aggregates not usable; full statement", experiment_id)
-        return aggregation.experiment_aggregates(metrics=metrics, **window)
-    d = dialect_for(connections[alias])
-    params = plan.params(d, window, x_hi=state.exposure_watermark, e_hi=state.event_watermark)
-    try:
-        with d.statement_scope():
-            jit = _without_jit(d)
-            previous = _previous_caps(alias, experiment_id, plan)
-            counts, stored = _read(d, plan, Sums.load(state.sums), params, previous)
-            _restore_jit(d, jit)
-    except DatabaseError as exc:
-        if not d.is_per_metric_failure(exc):
-            raise
-        logger.warning(
-            "experiment %s: reading the stored aggregates failed (%s)", experiment_id, exc
-        )
-        return aggregation.experiment_aggregates(metrics=metrics, **window)
-    if not all(aggregation._finite(a) for a in stored.values()):
-        return aggregation.experiment_aggregates(metrics=metrics, **window)
-    rest = [m for m in metrics if m.key not in stored]
-    if not rest:
-        return ExperimentAggregates(counts, stored)
-    others = aggregation.experiment_aggregates(metrics=rest, **window)
-    return ExperimentAggregates(counts, {**stored, **others.metrics}, dict(others.errors))
-
-
-TOP_LIMIT = 50_000  # a cap needing more of the highest values is computed by one pass instead
-
-
-def _read(
-    d: Dialect,
-    plan: Plan,
-    totals: Sums,
-    params: dict[str, Any],
-    previous: dict[tuple[int, str], float],
-) -> tuple[aggregation.ExposureCounts, dict[str, MetricAggregate]]:
-    """The counts and every stored metric's statistics: the kept sums, corrected for the units
-    with rows above the watermarks; a winsorized metric's caps from the highest values of its
-    columns (the q-quantile needs only the values above it), and its capped sums as the kept
-    ones less what capping takes off those values."""
-    lateral = _lateral(d)
-    s = plan.stored
-    with d.connection.cursor() as cursor:
-        cursor.execute(sql.hot_sums_sql(d, s, lateral), params)
-        for row in cursor.fetchall():
-            totals.add([row[1:]], sign=1 if row[0] else -1)
-        codes = {name: i for i, name in enumerate(plan.names)}
-        columns = {i: aggregation._columns(i, m, codes) for i, m in enumerate(plan.metrics)}
-        clean = totals.clean_units()
-        capped = {i: cols for i, cols in columns.items() if _capped(cols)}
-        wanted, passes = [], []
-        for i, cols in capped.items():
-            needs = [(i, "v" if role == "value" else "x", c) for role, c in cols.items()]
-            needs = [
-                (slot, c, _top_count(clean, col)) for slot, c, col in needs if col.cap_quantile
-            ]
-            if all(k <= TOP_LIMIT for _, _, k in needs):
-                wanted += needs
-            else:
-                passes.append(i)
-        out: dict[str, MetricAggregate] = {}
-        if wanted:
-            tops = _tops(cursor, d, s, wanted, params, previous)
-            for i in capped:
-                if i not in passes:
-                    mine = {(c, n) for n, (slot, c, _) in enumerate(wanted) if slot == i}
-                    out[plan.metrics[i].key] = _capped_aggregate(
-                        i, plan.metrics[i], columns[i], totals, clean, tops, mine
-                    )
-        if passes:
-            chosen = [columns[i] for i in passes]
-            cursor.execute(sql.read_sql(d, s, passes, chosen, lateral), params)
-            _, aggregates = aggregation._read_rows(
-                cursor.fetchall(), [plan.metrics[i] for i in passes], chosen
-            )
-            out.update(aggregates)
-    for i, metric in enumerate(plan.metrics):
-        if i not in capped:
-            out[metric.key] = MetricAggregate(totals.stats(i, metric))
-    return totals.counts(), out
-
-
-GUARD = 0.75  # of the previous cap: the values fetched in one scan when it still holds
-ABOVE_LIMIT = 4 * TOP_LIMIT
-
-
-def _tops(
-    cursor: Any,
-    d: Dialect,
-    s: sql.Stored,
-    wanted: Sequence[tuple[int, str, int]],
-    params: dict[str, Any],
-    previous: dict[tuple[int, str], float],
-) -> dict[int, list[tuple]]:
-    """Per index of ``wanted`` (slot, "v" or "x", k): its k highest rows (unit_id, variant_id,
-    the slot's v and x). One scan fetches every value above GUARD times the previous snapshot's
-    caps; a column for which that is fewer than k values (its cap fell, or it has none yet) is
-    read by its own ordered scan."""
-    lateral = _lateral(d)
-    tops: dict[int, list[tuple]] = {}
-    missing = list(range(len(wanted)))
-    guards = [(slot, c, previous.get((slot, c), 0.0) * GUARD) for slot, c, _ in wanted]
-    if all(g > 0 for _, _, g in guards):
-        cursor.execute(sql.above_sql(d, s, guards, ABOVE_LIMIT, lateral), params)
-        rows = cursor.fetchall()
-        slots = sorted({slot for slot, _, _ in wanted})
-        if len(rows) < ABOVE_LIMIT:
-            missing = []
-            for n, ((slot, c, k), (_, _, g)) in enumerate(zip(wanted, guards, strict=True)):
-                at = 2 + 2 * slots.index(slot)
-                key = at if c == "v" else at + 1
-                above = sorted((r for r in rows if r[key] >= g), key=lambda r: r[key])[::-1]
-                if len(above) >= k:
-                    tops[n] = [(r[0], int(r[1]), r[at], r[at + 1]) for r in above[:k]]
-                else:
-                    missing.append(n)
-    if missing:
-        cursor.execute(sql.top_sql(d, s, [wanted[n] for n in missing], lateral), params)
-        for q, unit_id, variant_id, *values in cursor.fetchall():
-            tops.setdefault(missing[int(q)], []).append((unit_id, int(variant_id), *values))
-    return tops
-
-
-def _previous_caps(alias: str, experiment_id: int, plan: Plan) -> dict[tuple[int, str], float]:
-    """The caps the experiment's latest snapshot used, by (slot, "v" or "x"): a guess of this
-    snapshot's, to fetch the values above them in one scan."""
-    latest = (
-        ResultSnapshot.objects.using(alias)
-        .filter(experiment_id=experiment_id)
-        .order_by("-data_through", "-id")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    slots = {m.key: i for i, m in enumerate(plan.metrics)}
-    rows = ResultRow.objects.using(alias).filter(
-        snapshot_id=latest, is_control=True, metric_key__in=list(slots)
-    )
-    out = {}
-    for key, details in rows.values_list("metric_key", "details"):
-        for role, cap in ((details or {}).get("winsor_caps") or {}).items():
-            if isinstance(cap, int | float):
-                out[(slots[key], "v" if role == "value" else "x")] = float(cap)
-    return out
-
-
-def _top_count(units: int, column: Any) -> int:
-    """How many of the highest values the column's q-quantile over ``units`` values needs
-    (order statistics from position floor((units - 1) q) up)."""
-    if units == 0:
-        return 0
-    return units - math.floor((units - 1) * float(column.cap_quantile))
-
-
-def winsor_cap(descending: Sequence[float], units: int, q: float) -> float | None:
-    """The q-quantile of ``units`` values from their highest (``_top_count`` of them, in
-    descending order), interpolated as PostgreSQL's percentile_cont (Hyndman-Fan 7):
-    lo + (h - floor h) (hi - lo) at h = q (units - 1)."""
-    if units == 0:
-        return None
-    h = q * (units - 1)
-    k = len(descending)  # = units - floor(h)
-    lo = descending[k - 1]
-    if math.ceil(h) == math.floor(h):
-        return lo
-    hi = descending[k - 2]
-    return lo + (h - math.floor(h)) * (hi - lo)
-
-
-def _capped_aggregate(
-    slot: int,
-    metric: MetricSpec,
-    columns: dict,
-    totals: Sums,
-    clean: int,
-    tops: dict[int, list[tuple]],
-    mine: set[tuple[str, int]],
-) -> MetricAggregate:
-    """A winsorized metric: caps from the highest values, per-variant sums capped."""
-    roles = {("v" if role == "value" else "x"): role for role in columns}
-    caps: dict[str, float] = {}
-    for c, n in mine:
-        values = [row[2] if c == "v" else row[3] for row in tops.get(n, [])]
-        cap = winsor_cap(values, clean, float(columns[roles[c]].cap_quantile))
-        if cap is not None:
-            caps[roles[c]] = cap
-    cv, cx = caps.get(roles["v"]), caps.get(roles.get("x", ""))
-    units = {row[0]: row[1:] for n in (n for _, n in mine) for row in tops.get(n, [])}
-    taken: dict[int, list[float]] = {}
-    for variant, v, x in units.values():
-        v, x = float(v), float(x)
-        kept_v = min(v, cv) if cv is not None else v
-        kept_x = min(x, cx) if cx is not None else x
-        off = taken.setdefault(variant, [0.0] * 5)
-        for j, value in enumerate(
-            (
-                v - kept_v,
-                v * v - kept_v * kept_v,
-                x - kept_x,
-                x * x - kept_x * kept_x,
-                v * x - kept_v * kept_x,
-            )
-        ):
-            off[j] += value
-    return MetricAggregate(totals.stats(slot, metric, taken), caps)
-
-
-def _capped(columns: dict) -> bool:
-    return any(c.cap_quantile is not None for c in columns.values())
-
-
-def _current(state: AggregateState | None, plan: Plan, through: datetime) -> bool:
-    return (
-        state is not None
-        and state.ready
-        and state.signature == plan.signature
-        and state.through == through
-    )

@@ -24,7 +24,7 @@ from .quantiles import (
     quantile_harm_bound,
 )
 from .srm import SRM_P_THRESHOLD, SrmResult, srm_test
-from .winsorize import winsor_cap, winsorize
+from .winsorize import order_statistics_needed, winsor_cap, winsor_cap_from_highest, winsorize
 
 __all__ = [
     "KINDS",
@@ -60,5 +60,7 @@ __all__ = [
     "spent_alpha",
     "srm_test",
     "winsor_cap",
+    "winsor_cap_from_highest",
+    "order_statistics_needed",
     "winsorize",
 ]

@@ -7,15 +7,13 @@ statement's for the same cut-off."""
 import random
 from dataclasses import replace
 from io import StringIO
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from analysis import aggregation, incremental
+from analysis import aggregation, incremental, incremental_read
 from analysis.aggregation import MetricSpec
 from analysis.compute import _metric_spec
 from analysis.models import AggregateState, UnitAggregate
@@ -160,7 +158,7 @@ def snapshot(experiment, through, metrics=METRICS):
     statement's, for the same cut-off."""
     w = window(experiment, through, metrics)
     stored = incremental.refresh(**w)
-    read = incremental.experiment_aggregates if stored else aggregation.experiment_aggregates
+    read = incremental_read.experiment_aggregates if stored else aggregation.experiment_aggregates
     return stored, read(**w), aggregation.experiment_aggregates(**w)
 
 
@@ -190,7 +188,7 @@ def previous_caps(request, monkeypatch):
         }
 
     if request.param != "no caps":
-        monkeypatch.setattr(incremental, "_previous_caps", previous)
+        monkeypatch.setattr(incremental_read, "previous_caps", previous)
     return caps
 
 
@@ -213,7 +211,7 @@ def test_snapshots_from_the_stored_rows_equal_the_full_statement(
         if step % 3 == 2:
             history.batch(now, exposures=2, events=8)  # committed after the refresh
         full = aggregation.experiment_aggregates(**w)
-        assert_same(incremental.experiment_aggregates(**w), full)
+        assert_same(incremental_read.experiment_aggregates(**w), full)
         previous_caps.update({key: agg.caps for key, agg in full.metrics.items()})
         if step == 6:
             past = window(experiment, h(now / 2))
@@ -293,7 +291,7 @@ def test_a_changed_metric_or_phase_rebuilds_the_rows(experiment):
     assert state.generation == generation + 1
     w = {**window(experiment, h(22), changed), "since": h(3)}
     assert incremental.refresh(**w)
-    assert_same(incremental.experiment_aggregates(**w), aggregation.experiment_aggregates(**w))
+    assert_same(incremental_read.experiment_aggregates(**w), aggregation.experiment_aggregates(**w))
     assert AggregateState.objects.get(experiment=experiment).generation == generation + 2
 
 
@@ -333,7 +331,7 @@ def test_the_rebuild_command_repairs_the_rows_after_events_are_deleted(experimen
     w = window(experiment, through, specs)
     assert incremental.refresh(**w)
     MetricEvent.objects.filter(project=experiment.project, name="purchase").delete()
-    stale = incremental.experiment_aggregates(**w)
+    stale = incremental_read.experiment_aggregates(**w)
     assert (
         stale.metrics["purchase"].stats
         != aggregation.experiment_aggregates(**w).metrics["purchase"].stats
@@ -343,25 +341,12 @@ def test_the_rebuild_command_repairs_the_rows_after_events_are_deleted(experimen
     assert "units" in out.getvalue() and "rebuilt" in out.getvalue()
     w = window(experiment, AggregateState.objects.get(experiment=experiment).through, specs)
     assert incremental.refresh(**w)
-    assert_same(incremental.experiment_aggregates(**w), aggregation.experiment_aggregates(**w))
+    assert_same(incremental_read.experiment_aggregates(**w), aggregation.experiment_aggregates(**w))
 
 
 def test_the_rebuild_command_names_an_unknown_experiment(db):
     with pytest.raises(CommandError, match="no experiment with id 999999"):
         call_command("rebuild_aggregates", experiment=999999)
-
-
-def test_the_winsorization_cap_from_the_highest_values_is_percentile_cont():
-    """``winsor_cap`` from the top values equals numpy's linear quantile (Hyndman-Fan 7, as
-    PostgreSQL's percentile_cont) of all of them."""
-    rng = random.Random(4)
-    for n in (1, 2, 3, 10, 101, 1000):
-        values = [rng.choice([0.0, 0.0, rng.expovariate(0.1)]) for _ in range(n)]
-        for q in (0.5, 0.8, 0.9, 0.99, 0.999):
-            k = incremental._top_count(n, SimpleNamespace(cap_quantile=q))
-            top = sorted(values, reverse=True)[:k]
-            expected = float(np.quantile(values, q, method="linear"))
-            assert incremental.winsor_cap(top, n, q) == pytest.approx(expected, rel=1e-12)
 
 
 def test_deleting_events_rebuilds_the_rows_at_the_next_snapshot(experiment, admin_user):

@@ -8,7 +8,7 @@ import time
 import pytest
 from django.db import connection, connections, transaction
 
-from analysis import aggregation, incremental
+from analysis import aggregation, incremental, incremental_read
 from analysis.models import AggregateState
 from assignments.models import Exposure, MetricEvent
 from experiments.models import Experiment
@@ -62,7 +62,7 @@ def consistent(experiment, through):
     assert incremental.refresh(**w)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        return incremental.experiment_aggregates(**w), aggregation.experiment_aggregates(**w)
+        return incremental_read.experiment_aggregates(**w), aggregation.experiment_aggregates(**w)
 
 
 def test_an_event_that_commits_after_one_with_a_higher_id_is_counted_once(experiment):

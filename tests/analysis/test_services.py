@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from analysis import aggregation, incremental
+from analysis import aggregation, incremental_read
 from analysis.models import AnalysisRun, ResultRow, ResultSnapshot, RunStatus, WebhookDelivery
 from analysis.services import analysis_backfill, analysis_run, analysis_run_create
 from experiments.models import AuditLog, Experiment, ExperimentStatus, Project
@@ -189,7 +189,7 @@ def test_a_failed_run_records_its_error_and_the_previous_snapshot_stays(catalog,
         raise RuntimeError("the events table is on fire")
 
     monkeypatch.setattr(aggregation, "experiment_aggregates", broken)
-    monkeypatch.setattr(incremental, "experiment_aggregates", broken)  # the stored path's read
+    monkeypatch.setattr(incremental_read, "experiment_aggregates", broken)  # the stored path's read
     with pytest.raises(RuntimeError):
         analysis_run(experiment_id=experiment.pk)
     failed = AnalysisRun.objects.order_by("-id").first()

@@ -7,7 +7,7 @@ import psycopg
 import pytest
 from django.db import OperationalError, connection
 
-from analysis import aggregation, incremental, services, tasks
+from analysis import aggregation, incremental_read, services, tasks
 from analysis.locks import LOCK_NAMESPACE, experiment_lock
 from analysis.models import AnalysisRun, ResultSnapshot, RunStatus
 from experiments.models import ExperimentStatus
@@ -115,7 +115,7 @@ def test_a_failing_run_is_recorded_and_the_task_fails(experiment, monkeypatch):
         raise ZeroDivisionError("bad data")
 
     monkeypatch.setattr(aggregation, "experiment_aggregates", broken)
-    monkeypatch.setattr(incremental, "experiment_aggregates", broken)  # the stored path's read
+    monkeypatch.setattr(incremental_read, "experiment_aggregates", broken)  # the stored path's read
     result = tasks.run_analysis.apply(args=[experiment.pk])
     assert result.failed()
     run = AnalysisRun.objects.get()

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stats import winsor_cap, winsorize
+from stats import order_statistics_needed, winsor_cap, winsor_cap_from_highest, winsorize
 
 
 def percentile_cont(values, q):
@@ -47,3 +47,23 @@ def test_quantile_one_changes_nothing_and_empty_input_is_fine():
     assert winsorize([], 0.99).size == 0
     with pytest.raises(ValueError):
         winsor_cap([1.0], 0.0)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.just(0.0), st.floats(-1e3, 1e6, allow_nan=False)), min_size=1, max_size=300
+    ),
+    st.floats(0.5, 1.0),
+)
+def test_the_cap_from_the_highest_values_alone_is_the_cap_of_all(values, q):
+    """``winsor_cap_from_highest`` given only the ``order_statistics_needed`` highest values
+    equals numpy.quantile(method='linear') of all of them (the stored aggregates read only the
+    top of each column: analysis/incremental_read.py)."""
+    k = order_statistics_needed(len(values), q)
+    highest = sorted(values, reverse=True)[:k]
+    expected = float(np.quantile(values, q, method="linear"))
+    assert winsor_cap_from_highest(highest, len(values), q) == pytest.approx(
+        expected, rel=1e-12, abs=1e-9
+    )
+    assert order_statistics_needed(0, q) == 0 and winsor_cap_from_highest([], 0, q) is None

@@ -1,0 +1,252 @@
+"""The snapshot's read of the stored per-unit aggregates (analysis/incremental.py brings them up
+to date first): the kept per-variant sums for metrics without winsorization; for a winsorized
+metric its caps from the highest values of its columns (a q-quantile needs only the order
+statistics above it: ``stats.winsor_cap_from_highest``) and its capped sums as the kept ones less
+what capping takes off those values; both corrected for the units with rows committed after
+the refresh, computed from their events in the same read. The highest values (at most
+``TOP_LIMIT`` a column, 1% of the units at q = 0.99) come to Python to take the quantile and the
+corrections; a column needing more is summed in one SQL pass over the rows instead."""
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from django.db import DatabaseError, connections
+
+from analysis import aggregation
+from analysis.aggregation import ExperimentAggregates, MetricAggregate, MetricSpec
+from analysis.incremental import (
+    Plan,
+    lateral_lookups,
+    plan_for,
+    restore_jit,
+    window_of,
+    without_jit,
+)
+from analysis.models import AggregateState, ResultRow, ResultSnapshot
+from analysis.sql import incremental as sql
+from analysis.sql.dialects import Dialect, dialect_for
+from analysis.unit_sums import Sums
+from core.replica import read_alias
+from stats import order_statistics_needed, winsor_cap_from_highest
+
+logger = logging.getLogger(__name__)
+
+
+def experiment_aggregates(
+    *,
+    experiment_id: int,
+    project_id: int,
+    metrics: Sequence[MetricSpec],
+    since: datetime,
+    through: datetime,
+) -> ExperimentAggregates:
+    """``aggregation.experiment_aggregates`` from the stored rows, after ``refresh`` returned
+    True, in the caller's consistent read. Metrics without winsorization come from the sums
+    kept with the rows, the winsorized ones from one pass over the rows (their caps depend on
+    every unit), both corrected for the units with rows committed since the refresh (computed
+    from their events here); metrics the rows do not hold come from the full statement. Falls
+    back to the full statement for all when the rows are not those of this cut-off or a read
+    fails on the data."""
+    window = window_of(experiment_id, project_id, since, through)
+    plan = plan_for(metrics, since)
+    alias = read_alias()
+    state = AggregateState.objects.using(alias).filter(experiment_id=experiment_id).first()
+    if plan is None or not _current(state, plan, through):
+        logger.info("experiment %s: stored aggregates not usable; full statement", experiment_id)
+        return aggregation.experiment_aggregates(metrics=metrics, **window)
+    d = dialect_for(connections[alias])
+    params = plan.params(d, window, x_hi=state.exposure_watermark, e_hi=state.event_watermark)
+    try:
+        with d.statement_scope():
+            jit = without_jit(d)
+            previous = previous_caps(alias, experiment_id, plan)
+            counts, stored = _read(d, plan, Sums.load(state.sums), params, previous)
+            restore_jit(d, jit)
+    except DatabaseError as exc:
+        if not d.is_per_metric_failure(exc):
+            raise
+        logger.warning(
+            "experiment %s: reading the stored aggregates failed (%s)", experiment_id, exc
+        )
+        return aggregation.experiment_aggregates(metrics=metrics, **window)
+    if not all(aggregation._finite(a) for a in stored.values()):
+        return aggregation.experiment_aggregates(metrics=metrics, **window)
+    rest = [m for m in metrics if m.key not in stored]
+    if not rest:
+        return ExperimentAggregates(counts, stored)
+    others = aggregation.experiment_aggregates(metrics=rest, **window)
+    return ExperimentAggregates(counts, {**stored, **others.metrics}, dict(others.errors))
+
+
+TOP_LIMIT = 50_000  # a cap needing more of the highest values is computed by one pass instead
+
+
+def _read(
+    d: Dialect,
+    plan: Plan,
+    totals: Sums,
+    params: dict[str, Any],
+    previous: dict[tuple[int, str], float],
+) -> tuple[aggregation.ExposureCounts, dict[str, MetricAggregate]]:
+    """The counts and every stored metric's statistics: the kept sums, corrected for the units
+    with rows above the watermarks; a winsorized metric's caps from the highest values of its
+    columns (the q-quantile needs only the values above it), and its capped sums as the kept
+    ones less what capping takes off those values."""
+    lateral = lateral_lookups(d)
+    s = plan.stored
+    with d.connection.cursor() as cursor:
+        cursor.execute(sql.hot_sums_sql(d, s, lateral), params)
+        for row in cursor.fetchall():
+            totals.add([row[1:]], sign=1 if row[0] else -1)
+        codes = {name: i for i, name in enumerate(plan.names)}
+        columns = {i: aggregation._columns(i, m, codes) for i, m in enumerate(plan.metrics)}
+        clean = totals.clean_units()
+        capped = {i: cols for i, cols in columns.items() if _capped(cols)}
+        wanted, passes = [], []
+        for i, cols in capped.items():
+            needs = [(i, "v" if role == "value" else "x", c) for role, c in cols.items()]
+            needs = [
+                (slot, c, order_statistics_needed(clean, float(col.cap_quantile)))
+                for slot, c, col in needs
+                if col.cap_quantile
+            ]
+            if all(k <= TOP_LIMIT for _, _, k in needs):
+                wanted += needs
+            else:
+                passes.append(i)
+        out: dict[str, MetricAggregate] = {}
+        if wanted:
+            tops = _tops(cursor, d, s, wanted, params, previous)
+            for i in capped:
+                if i not in passes:
+                    mine = {(c, n) for n, (slot, c, _) in enumerate(wanted) if slot == i}
+                    out[plan.metrics[i].key] = _capped_aggregate(
+                        i, plan.metrics[i], columns[i], totals, clean, tops, mine
+                    )
+        if passes:
+            chosen = [columns[i] for i in passes]
+            cursor.execute(sql.read_sql(d, s, passes, chosen, lateral), params)
+            _, aggregates = aggregation._read_rows(
+                cursor.fetchall(), [plan.metrics[i] for i in passes], chosen
+            )
+            out.update(aggregates)
+    for i, metric in enumerate(plan.metrics):
+        if i not in capped:
+            out[metric.key] = MetricAggregate(totals.stats(i, metric))
+    return totals.counts(), out
+
+
+GUARD = 0.75  # of the previous cap: the values fetched in one scan when it still holds
+ABOVE_LIMIT = 4 * TOP_LIMIT
+
+
+def _tops(
+    cursor: Any,
+    d: Dialect,
+    s: sql.Stored,
+    wanted: Sequence[tuple[int, str, int]],
+    params: dict[str, Any],
+    previous: dict[tuple[int, str], float],
+) -> dict[int, list[tuple]]:
+    """Per index of ``wanted`` (slot, "v" or "x", k): its k highest rows (unit_id, variant_id,
+    the slot's v and x). One scan fetches every value above GUARD times the previous snapshot's
+    caps; a column for which that is fewer than k values (its cap fell, or it has none yet) is
+    read by its own ordered scan."""
+    lateral = lateral_lookups(d)
+    tops: dict[int, list[tuple]] = {}
+    missing = list(range(len(wanted)))
+    guards = [(slot, c, previous.get((slot, c), 0.0) * GUARD) for slot, c, _ in wanted]
+    if all(g > 0 for _, _, g in guards):
+        cursor.execute(sql.above_sql(d, s, guards, ABOVE_LIMIT, lateral), params)
+        rows = cursor.fetchall()
+        slots = sorted({slot for slot, _, _ in wanted})
+        if len(rows) < ABOVE_LIMIT:
+            missing = []
+            for n, ((slot, c, k), (_, _, g)) in enumerate(zip(wanted, guards, strict=True)):
+                at = 2 + 2 * slots.index(slot)
+                key = at if c == "v" else at + 1
+                above = sorted((r for r in rows if r[key] >= g), key=lambda r: r[key])[::-1]
+                if len(above) >= k:
+                    tops[n] = [(r[0], int(r[1]), r[at], r[at + 1]) for r in above[:k]]
+                else:
+                    missing.append(n)
+    if missing:
+        cursor.execute(sql.top_sql(d, s, [wanted[n] for n in missing], lateral), params)
+        for q, unit_id, variant_id, *values in cursor.fetchall():
+            tops.setdefault(missing[int(q)], []).append((unit_id, int(variant_id), *values))
+    return tops
+
+
+def previous_caps(alias: str, experiment_id: int, plan: Plan) -> dict[tuple[int, str], float]:
+    """The caps the experiment's latest snapshot used, by (slot, "v" or "x"): a guess of this
+    snapshot's, to fetch the values above them in one scan."""
+    latest = (
+        ResultSnapshot.objects.using(alias)
+        .filter(experiment_id=experiment_id)
+        .order_by("-data_through", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    slots = {m.key: i for i, m in enumerate(plan.metrics)}
+    rows = ResultRow.objects.using(alias).filter(
+        snapshot_id=latest, is_control=True, metric_key__in=list(slots)
+    )
+    out = {}
+    for key, details in rows.values_list("metric_key", "details"):
+        for role, cap in ((details or {}).get("winsor_caps") or {}).items():
+            if isinstance(cap, int | float):
+                out[(slots[key], "v" if role == "value" else "x")] = float(cap)
+    return out
+
+
+def _capped_aggregate(
+    slot: int,
+    metric: MetricSpec,
+    columns: dict,
+    totals: Sums,
+    clean: int,
+    tops: dict[int, list[tuple]],
+    mine: set[tuple[str, int]],
+) -> MetricAggregate:
+    """A winsorized metric: caps from the highest values, per-variant sums capped."""
+    roles = {("v" if role == "value" else "x"): role for role in columns}
+    caps: dict[str, float] = {}
+    for c, n in mine:
+        values = [row[2] if c == "v" else row[3] for row in tops.get(n, [])]
+        cap = winsor_cap_from_highest(values, clean, float(columns[roles[c]].cap_quantile))
+        if cap is not None:
+            caps[roles[c]] = cap
+    cv, cx = caps.get(roles["v"]), caps.get(roles.get("x", ""))
+    units = {row[0]: row[1:] for n in (n for _, n in mine) for row in tops.get(n, [])}
+    taken: dict[int, list[float]] = {}
+    for variant, v, x in units.values():
+        v, x = float(v), float(x)
+        kept_v = min(v, cv) if cv is not None else v
+        kept_x = min(x, cx) if cx is not None else x
+        off = taken.setdefault(variant, [0.0] * 5)
+        for j, value in enumerate(
+            (
+                v - kept_v,
+                v * v - kept_v * kept_v,
+                x - kept_x,
+                x * x - kept_x * kept_x,
+                v * x - kept_v * kept_x,
+            )
+        ):
+            off[j] += value
+    return MetricAggregate(totals.stats(slot, metric, taken), caps)
+
+
+def _capped(columns: dict) -> bool:
+    return any(c.cap_quantile is not None for c in columns.values())
+
+
+def _current(state: AggregateState | None, plan: Plan, through: datetime) -> bool:
+    return (
+        state is not None
+        and state.ready
+        and state.signature == plan.signature
+        and state.through == through
+    )

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
+from django.utils import timezone
 
 from experiments.services import api_key_create, metric_create, user_token_create
 from flags.services import flag_create, flag_environment_update
@@ -289,7 +290,9 @@ def test_completed_exits_0(world, project):
     first = release.step_started_at
     simulate(project=project, environment=production, flag=world["flag"], rng=rng, units=700,
              at=first + timedelta(seconds=1), share_new=0.5, prefix="a")  # fmt: skip
-    time.sleep(0.5)
+    # The next step starts at the wall clock's now: past these exposures, so that they fall in
+    # the baseline's window before it (on a fast machine the lines above take under a second).
+    time.sleep(max(0.5, (first + timedelta(seconds=2) - timezone.now()).total_seconds()))
     check = release_analyze(release.pk, through=first + timedelta(seconds=2))
     assert check.action == "advance", check.reasons
     release.refresh_from_db()

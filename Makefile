@@ -34,8 +34,17 @@ lint: install
 run: migrate
 	PORT=$(PORT) $(BIN)/python manage.py run_all --port $(PORT)
 
+# In two parts, both always run (the exit code is the first failure's): the in-process tests on
+# TEST_WORKERS pytest-xdist workers (each with a test database and cache-key prefix of its own,
+# tests/conftest.py), then the tests that start real processes, drive a browser, kill processes
+# or measure throughput, one at a time (they need the machine's cores to themselves).
+TEST_WORKERS ?= 2
+PROCESS_MARKERS := e2e or browser or fault or load
 test: install
-	$(BIN)/python -m pytest --durations=30
+	@status=0; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=20 -m "not ($(PROCESS_MARKERS))" || status=$$?; \
+	$(BIN)/python -m pytest --durations=20 -m "$(PROCESS_MARKERS)" || status=$$((status ? status : $$?)); \
+	exit $$status
 
 # The unit tests only (about 2 CPU-minutes): no real processes, browser, fault injection, load,
 # fuzzing, long simulations or the heaviest checks (marker `slow`). `make test` runs everything.

@@ -1,10 +1,33 @@
 """Shared fixtures: people, projects, API keys, API clients."""
 
+import copy
+import os
+
 import pytest
 from rest_framework.test import APIClient
 
 from experiments.models import Role
 from experiments.services import api_key_create, membership_set, metric_create, project_create
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs the in-process tests on several workers) each worker
+    has a test database of its own (pytest-django adds the worker's id to its name), but they
+    share the Redis cache: the same ids in two databases must not read each other's cached keys,
+    payloads and assignments, so each worker's cache keys get a prefix of their own, and its
+    files (the analysis' file locks on SQLite) a directory of their own."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not worker:
+        return
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    caches = copy.deepcopy(settings.CACHES)
+    for cache in caches.values():
+        cache["KEY_PREFIX"] = f"{cache.get('KEY_PREFIX', '')}-{worker}"
+    var = settings.VAR_DIR / f"xdist-{worker}"
+    var.mkdir(exist_ok=True)
+    override_settings(CACHES=caches, VAR_DIR=var).enable()
 
 
 @pytest.fixture(autouse=True)

@@ -33,11 +33,13 @@ from django.db import connection
 
 from bench.common import (
     bench_project,
+    cpu_seconds,
     delete_projects,
     gunicorn,
     in_threads,
     load_average,
     percentile,
+    postgres_cpu_matcher,
     rate,
     request,
     table,
@@ -94,13 +96,13 @@ def run_ingest(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
         )
         with gunicorn(workers) as port:
             _warm_up(port, project, secret, workers)
-            copy_s, http_s, accepted, latencies = _rounds(
+            copy_s, http_s, accepted, latencies, cpu = _rounds(
                 port, secret, baseline, events, bodies, sizes, out
             )
         _check_stored(project, events_n, accepted)
     finally:
         delete_projects(project, baseline)
-    return _report(out, quick, sizes, copy_s, http_s, latencies)
+    return _report(out, quick, sizes, copy_s, http_s, latencies, cpu)
 
 
 def _options(quick: bool, options: dict[str, str]) -> dict[str, int]:
@@ -123,18 +125,23 @@ def _rounds(
     bodies: list[bytes],
     sizes: dict[str, int],
     out: IO[str],
-) -> tuple[float, float, int, list[float]]:
+) -> tuple[float, float, int, list[float], dict[str, float]]:
     """COPY then HTTP, round after round, each its share of the events: the same load hits
-    both sides. (COPY seconds, HTTP seconds, events accepted, batch latencies)."""
+    both sides. (COPY seconds, HTTP seconds, events accepted, batch latencies, CPU seconds of
+    the web processes and of PostgreSQL during the HTTP rounds)."""
     batch, rounds = sizes["batch"], sizes["rounds"]
     copy_s = http_s = 0.0
     accepted = 0
     latencies: list[float] = []
+    cpu = {"web": 0.0, "database": 0.0}
     per_round = -(-len(bodies) // rounds)
     for r in range(rounds):
         lo, hi = r * per_round, min(len(bodies), (r + 1) * per_round)
         copy_s += _raw_copy(baseline, events[lo * batch : hi * batch])
+        before = _cpu(port)
         seconds, n, lat = _post_batches(port, secret, bodies[lo:hi], sizes["clients"])
+        for side, used in _cpu(port).items():
+            cpu[side] += used - before[side]
         http_s += seconds
         accepted += n
         latencies += lat
@@ -142,7 +149,18 @@ def _rounds(
             f"  round {r + 1}/{rounds}: raw COPY {rate(hi * batch, copy_s):,.0f} rows/s, "
             f"HTTP {rate(accepted, http_s):,.0f} events/s (cumulative)"
         )
-    return copy_s, http_s, accepted, latencies
+    return copy_s, http_s, accepted, latencies, cpu
+
+
+def _cpu(port: int) -> dict[str, float]:
+    """CPU seconds so far of the benchmark's gunicorn (master and workers: their command line
+    names the port) and of the PostgreSQL processes serving its database (0 when the server is
+    on another machine)."""
+    database = settings.DATABASES["default"]["NAME"]
+    return {
+        "web": cpu_seconds(lambda command: f"127.0.0.1:{port}" in command),
+        "database": cpu_seconds(postgres_cpu_matcher(database)),
+    }
 
 
 def _check_stored(project: Any, events_n: int, accepted: int) -> None:
@@ -163,8 +181,9 @@ def _report(
     copy_s: float,
     http_s: float,
     latencies: list[float],
+    cpu: dict[str, float],
 ) -> dict[str, Any]:
-    """Print the table and the batch latencies; the result for the JSON."""
+    """Print the table, the batch latencies and the CPU per event; the result for the JSON."""
     events_n, batch = sizes["events"], sizes["batch"]
     http_rate = rate(events_n, http_s)
     copy_rate = rate(events_n, copy_s)
@@ -184,6 +203,8 @@ def _report(
         ],
     )
     out.write(f"per batch of {batch:,}: p50 {p50:.0f} ms, p99 {p99:.0f} ms; load {load_average()}")
+    per_event = {side: seconds / events_n for side, seconds in cpu.items()}
+    out.write(_cpu_line(per_event))
     return {
         "benchmark": "ingest",
         "quick": quick,
@@ -194,7 +215,21 @@ def _report(
         "http_vs_copy": round(http_rate / copy_rate, 3),
         "batch_p50_ms": round(p50, 1),
         "batch_p99_ms": round(p99, 1),
+        "cpu_us_per_event": {side: round(x * 1e6, 2) for side, x in per_event.items()},
     }
+
+
+def _cpu_line(per_event: dict[str, float]) -> str:
+    """The HTTP rounds' CPU per event, and the events per second one core of each side takes."""
+    parts = [
+        f"{side} {x * 1e6:.1f} us ({1 / x:,.0f} events/s per core)"
+        for side, x in per_event.items()
+        if x > 0
+    ]
+    both = sum(per_event.values())
+    if len(parts) == 2:
+        parts.append(f"together {1 / both:,.0f} events/s per core")
+    return "CPU per event over the HTTP rounds: " + ("; ".join(parts) or "not measured (no /proc)")
 
 
 def _in_subprocess(url: str, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 def test_sustained_assignment_and_ingestion_with_analysis_running(tmp_path):
     """Zero errors and zero lost events at over half the peak ingestion rate, analyses running
-    (the rate is checked when the machine's cores are not busy with other work)."""
+    (the rate is checked when the machine's cores are not busy with other work, before and
+    during the run)."""
     with LoadStack(tmp_path) as (target, count, snapshots):
         report = run_load(
             target,
@@ -34,7 +35,15 @@ def test_sustained_assignment_and_ingestion_with_analysis_running(tmp_path):
     (ARTIFACTS / "load-short.json").write_text(json.dumps(report, indent=2))
     found = problems(report)
     rate = [p for p in found if p.startswith("achieved")]
-    if rate and report["load_average_at_start"] >= (os.cpu_count() or 1):
+    busy_before = report["load_average_at_start"] >= (os.cpu_count() or 1)
+    # The peak measured again after the sustained phase: a machine whose cores other work took
+    # meanwhile (the load average misses a hypervisor's steal) ingests less than it did
+    # before. A CI run at load average 1.3 measured a peak of 4,268 events/s, a fifth of an idle
+    # machine's, then achieved 679: whether the machine or abacus had slowed, it could not tell.
+    # abacus slowing under its own load shows as a low achieved rate with the peak back up
+    # afterwards, and fails.
+    slower_after = report["peak_after_events_per_second"] < 0.6 * report["peak_events_per_second"]
+    if rate and (busy_before or slower_after):
         # The rate is a throughput figure: on cores shared with other work (load average at or
         # above the core count when the peak was measured) the peak and the sustained phase see
         # different neighbours, and the ratio measures them, not abacus (a CI run at load 5.3 on

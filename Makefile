@@ -42,7 +42,7 @@ TEST_WORKERS ?= 2
 PROCESS_MARKERS := e2e or browser or fault or load
 test: install
 	@status=0; \
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=20 -m "not ($(PROCESS_MARKERS))" || status=$$?; \
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal --durations=20 -m "not ($(PROCESS_MARKERS))" || status=$$?; \
 	$(BIN)/python -m pytest --durations=20 -m "$(PROCESS_MARKERS)" || status=$$((status ? status : $$?)); \
 	exit $$status
 

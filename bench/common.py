@@ -204,25 +204,24 @@ def rates_table(
     return results
 
 
-def cpu_seconds(matches: Callable[[str], bool]) -> float:
-    """User + system CPU seconds so far of the processes whose command line ``matches`` (read
-    from /proc; 0 where there is no /proc). A PostgreSQL backend's command line is its process
+def cpu_seconds(matches: Callable[[int, int, str], bool]) -> float:
+    """User + system CPU seconds so far of the processes for which ``matches(pid, parent pid,
+    command line)`` holds (read from /proc). A PostgreSQL backend's command line is its process
     title: ``postgres: <cluster>: <user> <database> <client> <state>``."""
-    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
-    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+    for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as f:
                 command = f.read().replace(b"\0", b" ").decode(errors="replace")
-            if not matches(command):
-                continue
             with open(f"/proc/{entry}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
+        if matches(int(entry), int(fields[1]), command):
+            total += (int(fields[11]) + int(fields[12])) / tick
     return total
 
 
@@ -230,11 +229,11 @@ def cpu_seconds(matches: Callable[[str], bool]) -> float:
 _POSTGRES_SHARED = ("walwriter", "checkpointer", "background writer", "walsender")
 
 
-def postgres_cpu_matcher(database: str) -> Callable[[str], bool]:
+def postgres_cpu_matcher(database: str) -> Callable[[int, int, str], bool]:
     """Backends connected to ``database``, plus the WAL writer, checkpointer and background
     writer (shared with any other database's writers on the same server)."""
 
-    def matches(command: str) -> bool:
+    def matches(pid: int, parent: int, command: str) -> bool:
         return command.startswith("postgres:") and (
             f" {database} " in command or any(name in command for name in _POSTGRES_SHARED)
         )

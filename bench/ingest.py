@@ -158,7 +158,7 @@ def _cpu(port: int) -> dict[str, float]:
     on another machine)."""
     database = settings.DATABASES["default"]["NAME"]
     return {
-        "web": cpu_seconds(lambda command: f"127.0.0.1:{port}" in command),
+        "web": cpu_seconds(lambda pid, parent, command: f"127.0.0.1:{port}" in command),
         "database": cpu_seconds(postgres_cpu_matcher(database)),
     }
 

@@ -41,6 +41,7 @@ from django.db import connection
 
 from bench.common import (
     bench_project,
+    cpu_seconds,
     delete_projects,
     free_port,
     load_average,
@@ -147,22 +148,9 @@ def _bodies(units: list[dict], keys: list[str] | None) -> dict[str, list[bytes]]
     return {"/api/v1/assign": assign, "/api/v1/evaluate": evaluate}
 
 
-def _cpu_seconds(master: int) -> float:
+def _server_cpu(master: int) -> float:
     """User + system CPU time of gunicorn's master and workers so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid, ppid = int(entry), int(fields[1])
-        if pid == master or ppid == master:
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+    return cpu_seconds(lambda pid, parent, command: master in (pid, parent))
 
 
 def _client(
@@ -216,11 +204,11 @@ def _measure(
         for path in PATHS:
             latencies: list[float] = []
             errors: list[str] = []
-            cpu = _cpu_seconds(master)
+            cpu = _server_cpu(master)
             started = time.perf_counter()
             _run_phase(port, secret, path, bodies.get(path), seconds, clients, latencies, errors)
             elapsed = time.perf_counter() - started
-            cpu = _cpu_seconds(master) - cpu
+            cpu = _server_cpu(master) - cpu
             if errors:
                 raise CommandError(errors[0])
             timing = timings[path]

@@ -24,13 +24,13 @@ from analysis.api_schemas import (
 )
 from analysis.breakdown import MAX_BREAKDOWN_LEVELS, BreakdownTooSlow, experiment_breakdown
 from analysis.breakdown_exports import breakdown_export_filename, breakdown_export_stream
+from analysis.export_writers import export_stream
 from analysis.exports import (
     CONTENT_TYPES,
     FORMATS,
     HISTORY,
     export_filename,
     export_filter_build,
-    export_stream,
 )
 from analysis.library import DECISIONS, library_search
 from analysis.pagination import HISTORY_PAGE_PARAMETERS, HistoryPageQuery

@@ -11,7 +11,8 @@ from django.utils.text import slugify
 
 from analysis.aggregation import BREAKDOWN_LEVELS
 from analysis.breakdown import experiment_breakdown
-from analysis.exports import COLUMNS, FORMATS, WRITERS, Column
+from analysis.export_writers import WRITERS
+from analysis.exports import COLUMNS, FORMATS, Column
 from core.errors import DomainError
 from experiments.models import Experiment
 from stats import SampleStats

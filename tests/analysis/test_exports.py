@@ -19,8 +19,9 @@ from django.utils import timezone
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from analysis import exports
-from analysis.exports import COLUMNS, columns, export_filter_build, export_stream
+from analysis import export_writers, exports
+from analysis.export_writers import export_stream
+from analysis.exports import COLUMNS, columns, export_filter_build
 from analysis.models import ResultRow, ResultSnapshot
 from analysis.selectors import snapshot_json
 from analysis.services import analysis_run
@@ -600,7 +601,7 @@ def test_empty_export_still_has_the_header_in_every_format(project):
 
 def test_writers_stream_in_batches(project, history, monkeypatch):
     """Bytes leave in several chunks and Parquet holds one row group per batch."""
-    monkeypatch.setattr(exports, "BATCH_ROWS", 5)
+    monkeypatch.setattr(export_writers, "BATCH_ROWS", 5)
     flt = export_filter_build(project=project)
     for fmt in ("csv", "json", "parquet"):
         chunks = list(export_stream(flt, fmt))  # 2 snapshots of 6 rows: 2 batches

@@ -26,7 +26,7 @@ from django.utils import timezone  # noqa: E402
 
 from analysis import aggregation  # noqa: E402
 from analysis.compute import _metric_spec  # noqa: E402
-from analysis.exports import export_stream  # noqa: E402
+from analysis.export_writers import export_stream  # noqa: E402
 from analysis.selectors import ExportFilter  # noqa: E402
 from analysis.services import analysis_run  # noqa: E402
 from assignments.services import events_ingest  # noqa: E402

@@ -80,6 +80,7 @@ from analysis.sql.dialects import Dialect, dialect_for
 from analysis.sql.properties import PropertySQL
 from core.replica import read_alias
 from experiments.filters import PropertyFilter
+from experiments.models import Experiment
 from stats import SampleStats
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,13 @@ def _counts(rows: Sequence[tuple[int, int, int]]) -> ExposureCounts:
     return ExposureCounts(by_variant, multi, mismatch)
 
 
+def _project_of(experiment_id: int, d: Dialect) -> int | None:
+    """The experiment's project: every read of the exposures names it (on PostgreSQL the
+    planner then reads only that project's partitions)."""
+    rows = Experiment.objects.using(d.connection.alias).filter(pk=experiment_id)
+    return rows.values_list("project_id", flat=True).first()
+
+
 def exposure_counts(experiment_id: int, since: datetime, through: datetime) -> ExposureCounts:
     """Analysed units per variant in the window, and the multi-variant units left out.
 
@@ -149,6 +157,7 @@ def exposure_counts(experiment_id: int, since: datetime, through: datetime) -> E
     d = _dialect()
     params = {
         "experiment": experiment_id,
+        "project": _project_of(experiment_id, d),
         "since": d.param_ts(since),
         "through": d.param_ts(through),
     }
@@ -585,6 +594,7 @@ def _breakdown_counts(
 ) -> dict[Level, ExposureCounts]:
     params = {
         "experiment": experiment_id,
+        "project": _project_of(experiment_id, d),
         "since": d.param_ts(since),
         "through": d.param_ts(through),
         "dimension": d.param_property(breakdown.dimension),

@@ -79,7 +79,9 @@ def attributes_seen(experiment: Experiment) -> list[str]:
     dimensions a person may pick. Reads ATTRIBUTE_SAMPLE exposures at most (in the index's
     order, whether they carry attributes or not), so a page costs the same at any size."""
     sample = (
-        Exposure.objects.filter(experiment=experiment, ts__gte=_since(experiment))
+        Exposure.objects.filter(
+            project_id=experiment.project_id, experiment=experiment, ts__gte=_since(experiment)
+        )
         .order_by()
         .values_list("attributes", flat=True)[:ATTRIBUTE_SAMPLE]
     )

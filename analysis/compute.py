@@ -171,7 +171,9 @@ def _pre_start(experiment: Experiment, since: datetime) -> Finding:
     index, which the aggregation reads anyway), not per dashboard view."""
     from assignments.models import Exposure
 
-    count = Exposure.objects.filter(experiment_id=experiment.pk, ts__lt=since).count()
+    count = Exposure.objects.filter(
+        project_id=experiment.project_id, experiment_id=experiment.pk, ts__lt=since
+    ).count()
     return check_pre_start_exposures(count, since)
 
 

@@ -45,7 +45,11 @@ def runner(name: str) -> Callable[..., dict[str, Any]]:
 
 
 def run(name: str, *, quick: bool, options: dict[str, str], out: IO[str], out_dir: Path) -> Path:
-    """Run one benchmark, write its result as JSON under ``out_dir`` and return the file."""
+    """Run one benchmark (on a migrated database: a fresh one is migrated first), write its
+    result as JSON under ``out_dir`` and return the file."""
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
     result = runner(name)(quick=quick, options=options, out=out)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}-{time.strftime('%Y%m%dT%H%M%S')}.json"

@@ -20,7 +20,7 @@ import statistics
 import time
 from typing import IO, Any
 
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 
 from assignments.selectors import features_payload, project_specs
@@ -44,7 +44,6 @@ def run_assign(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
     from experiments.services import api_key_create
 
     units_n, requests_n, workers, clients = _options(quick, options)
-    call_command("migrate", verbosity=0)
     project, experiment = bench_project("assign")
     secret = api_key_create(project=project, name="bench", scopes=["assign"]).secret
     rng = random.Random(1)

@@ -29,7 +29,7 @@ import statistics
 import time
 from typing import IO, Any
 
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 
 from bench.common import (
@@ -57,7 +57,6 @@ def run_evaluate(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[
     requests_n = int(options.get("requests", 400 if quick else 3_000))
     workers = int(options.get("workers", 3))
     clients = int(options.get("clients", 4))
-    call_command("migrate", verbosity=0)
     project, _ = bench_project("evaluate")
     secret = api_key_create(project=project, name="bench", scopes=["evaluate"]).secret
     try:

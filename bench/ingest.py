@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import IO, Any
 
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 
 from bench.common import (
@@ -75,7 +75,6 @@ def run_ingest(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[st
         return _in_subprocess(url, quick, options, out)
     sizes = _options(quick, options)
     events_n, batch, workers = sizes["events"], sizes["batch"], sizes["workers"]
-    call_command("migrate", verbosity=0)
 
     from experiments.services import api_key_create
 

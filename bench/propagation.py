@@ -25,7 +25,7 @@ import time
 from typing import IO, Any
 
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 
 from bench.common import delete_projects, gunicorn, load_average, percentile
@@ -40,7 +40,6 @@ def run_propagation(*, quick: bool, options: dict[str, str], out: IO[str]) -> di
     flips = int(options.get("flips", 10 if quick else 30))
     workers = int(options.get("workers", 2))
     timeout = float(options.get("timeout", 10))
-    call_command("migrate", verbosity=0)
     project, flag, environment = _project()
     try:
         with gunicorn(workers) as port, _sdk_clients(port, environment.client_key, clients) as sdks:

@@ -36,7 +36,7 @@ import time
 from typing import IO, Any
 
 from django.conf import settings
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 
 from bench.common import (
@@ -67,7 +67,6 @@ def run_serve(*, quick: bool, options: dict[str, str], out: IO[str]) -> dict[str
     workers = int(options.get("workers", os.cpu_count() or 2))
     units_n = int(options.get("units", 5_000))
     flags_n = int(options.get("flags", 0))
-    call_command("migrate", verbosity=0)
     load_before = load_average()
     project, experiment = bench_project("serve")
     secret = api_key_create(project=project, name="bench", scopes=["assign", "evaluate"]).secret

@@ -8,12 +8,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("abacus")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["analysis", "flags", "notifications", "releases"])
+app.autodiscover_tasks(["analysis", "assignments", "flags", "notifications", "releases"])
 
 
 @app.on_after_finalize.connect
 def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
     from django.conf import settings
+
+    from assignments.tasks import MAINTENANCE_INTERVAL
 
     sender.add_periodic_task(
         float(settings.ABACUS_ANALYSIS_INTERVAL),
@@ -34,6 +36,13 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
         sender.signature("flags.apply_scheduled_changes"),
         name="flags: apply due scheduled changes",
         expires=15.0,
+    )
+    # Event storage (assignments/tasks.py): weekly partitions ahead and each project's retention.
+    sender.add_periodic_task(
+        MAINTENANCE_INTERVAL,
+        sender.signature("assignments.schedule_event_maintenance"),
+        name="assignments: event partitions and retention",
+        expires=MAINTENANCE_INTERVAL,
     )
     # Guarded releases: due analyses (each release on its own cadence) and scheduled starts.
     tick = float(settings.ABACUS_RELEASE_TICK_SECONDS)

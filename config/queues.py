@@ -6,7 +6,8 @@ Four queues, so that one kind of work never waits behind another (docs/operation
 - ``releases``: guarded releases: the tick and each release's analysis, which advances the
   release or rolls it back. Small and urgent: a rollback must never wait behind analyses;
 - ``ingest``: the serving and ingestion side's own work: the beat's scheduled flag changes
-  (due within 15 s of their time), and any later task of ``flags`` or ``assignments``;
+  (due within 15 s of their time), the hourly event-storage maintenance (partitions,
+  retention), and any later task of ``flags`` or ``assignments``;
 - ``analysis``: experiment analyses (the beat's fan-out and each run): heavy, up to 30 minutes;
 - ``notify``: signed webhooks and notifications (Slack, email): network I/O, retried for
   about half an hour.
@@ -43,6 +44,9 @@ ROUTES: dict[str, tuple[str, int]] = {
     "releases.tick": (RELEASES, URGENT),
     "releases.analyze": (RELEASES, URGENT),
     "flags.apply_scheduled_changes": (INGEST, URGENT),
+    # Hourly housekeeping of the event tables: after any flag change due at the same moment.
+    "assignments.schedule_event_maintenance": (INGEST, SCHEDULED),
+    "assignments.maintain_events": (INGEST, SCHEDULED),
     "analysis.schedule_running": (ANALYSIS, SCHEDULED),
     # An analysis a person asked for (it carries its run id) goes before the beat's fan-out
     # (no run id): see route().

@@ -32,6 +32,10 @@ class Project(models.Model):
     webhook_secret = models.CharField(max_length=64, default=new_webhook_secret)
     # Changes to production flags go through a change request a second member approves.
     require_approval = models.BooleanField(default=False)
+    # Events (exposures, flag exposures, metric events) older than this many days are dropped by
+    # the hourly maintenance and refused at ingestion; null keeps them forever
+    # (docs/operations.md "Event retention"; the rule: experiments.services.projects).
+    event_retention_days = models.PositiveIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

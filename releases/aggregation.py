@@ -35,6 +35,7 @@ from django.db import connection
 from analysis.sql.dialects import dialect_for
 from analysis.sql.properties import PropertySQL
 from experiments.filters import PropertyFilter
+from experiments.models import Environment
 from stats.estimators import SampleStats
 from stats.quantiles import arm_quantile
 
@@ -123,12 +124,16 @@ def _units_cte(
     per_unit AS (
         SELECT unit_id, MIN(variation) AS v, MAX(variation) AS v_max, MIN(ts) AS t0
         FROM assignments_flagexposure x
-        WHERE environment_id = %s AND flag_id = %s AND ts >= %s AND ts < %s AND {chosen}
+        WHERE project_id = %s AND environment_id = %s AND flag_id = %s
+          AND ts >= %s AND ts < %s AND {chosen}
           {_NOT_HELD_OUT}
         GROUP BY unit_id
     )"""
     held = [environment_id, _ts(end), _ts(start)]
-    return sql, [environment_id, flag_id, _ts(start), _ts(end), *variations, *held]
+    # The project as a value, not a subquery: the planner then reads its partitions only.
+    project_id = Environment.objects.filter(pk=environment_id).values_list("project_id", flat=True)
+    where = [project_id.first(), environment_id, flag_id, _ts(start), _ts(end)]
+    return sql, [*where, *variations, *held]
 
 
 def _events_join(outer: bool, names: str, properties: bool = False) -> str:
@@ -153,6 +158,15 @@ def _events_join(outer: bool, names: str, properties: bool = False) -> str:
     return f"{kind} assignments_metricevent e ON {where}"
 
 
+# The events the statistics record: the table's own count, or on the partitioned layout
+# (assignments/partitions.py) its leaf partitions' (the parent's is never recorded).
+_RECORDED_EVENTS = """
+SELECT COALESCE(SUM(c.reltuples) FILTER (WHERE c.reltuples > 0), 0) FROM pg_class c
+WHERE c.oid = 'assignments_metricevent'::regclass
+   OR c.oid IN (SELECT relid FROM pg_partition_tree('assignments_metricevent') WHERE isleaf)
+"""
+
+
 def statistics_refresh(units: int) -> bool:
     """ANALYZE the event tables when PostgreSQL's statistics are plainly stale: fewer events
     recorded than the step has units (a fresh installation, or autovacuum off or behind). With
@@ -162,9 +176,7 @@ def statistics_refresh(units: int) -> bool:
     if connection.vendor != "postgresql" or units <= 0:
         return False
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT reltuples FROM pg_class WHERE oid = 'assignments_metricevent'::regclass"
-        )
+        cursor.execute(_RECORDED_EVENTS)
         (tuples,) = cursor.fetchone()
         if tuples >= units:
             return False

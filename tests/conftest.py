@@ -68,6 +68,26 @@ def serving_caches():
     forget_all()
 
 
+@pytest.fixture(autouse=True)
+def event_partitions_of_flushed_projects(request, django_db_blocker):
+    """PostgreSQL: a transactional test's projects are removed by Django's flush (TRUNCATE: no
+    delete signal), which leaves their event partitions (assignments/partitions.py) behind;
+    they are dropped after the test, as the hourly maintenance would, so a whole run does not
+    pile up thousands of tables."""
+    yield
+    marker = request.node.get_closest_marker("django_db")
+    if marker is None or not (marker.kwargs.get("transaction") or (marker.args[:1] == (True,))):
+        return
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    from assignments.services import orphan_partitions_drop
+
+    with django_db_blocker.unblock():
+        orphan_partitions_drop()
+
+
 @pytest.fixture
 def admin_user(django_user_model):
     return django_user_model.objects.create_user("alice", "alice@example.com", "pw-alice-123")

@@ -47,6 +47,15 @@ HOLDOUT_EXPOSURES = (
 _units: ContextVar[str] = ContextVar("units", default=EXPERIMENT_EXPOSURES)
 
 
+def of_project(d: Dialect, alias: str = "") -> str:
+    """The condition that keeps a read of the experiments' exposures in the experiment's
+    project: on PostgreSQL the partitioned table (assignments/partitions.py) is then planned
+    over that project's partitions only. Other unit relations (a holdout's) have no project."""
+    if _units.get() != EXPERIMENT_EXPOSURES:
+        return ""
+    return f"{alias}project_id = {d.param('project')} AND "
+
+
 @contextmanager
 def units_from(relation: str) -> Iterator[None]:
     """Statements built inside read their units from ``relation`` (one of the constants above)
@@ -121,7 +130,8 @@ def exposed_cte(
         f""",
                (SELECT {d.attribute_level("f.attributes", d.param("dimension"))}
                 FROM {_units.get()} f
-                WHERE f.experiment_id = {experiment} AND f.unit_id = x.unit_id
+                WHERE {of_project(d, "f.")}f.experiment_id = {experiment}
+                  AND f.unit_id = x.unit_id
                   AND f.ts >= {since} AND f.ts <= {through}
                 ORDER BY f.ts, f.id LIMIT 1) AS level"""
         if level
@@ -134,7 +144,7 @@ def exposed_cte(
                     WHEN {_MISMATCH} = 1 THEN {MISMATCH} ELSE {CLEAN} END AS state,
                {t0} AS t0{bounds}{first_level}
         FROM {_units.get()} x
-        WHERE experiment_id = {experiment} AND ts >= {since} AND ts <= {through}
+        WHERE {of_project(d)}experiment_id = {experiment} AND ts >= {since} AND ts <= {through}
         GROUP BY unit_id{" ORDER BY unit_id" if ordered else ""}
     )"""
 

@@ -185,7 +185,8 @@ def _exposed(d: Dialect, s: Stored, units: str) -> str:
                {first} AS first_ts, MIN(CASE WHEN x.ts > {through} THEN x.ts END) AS later,
                {t0} AS t0{_bounds(d, s, t0)}
         FROM assignments_exposure x
-        WHERE x.experiment_id = {d.param("experiment")} AND x.ts >= {d.param("since")}
+        WHERE x.project_id = {d.param("project")} AND x.experiment_id = {d.param("experiment")}
+          AND x.ts >= {d.param("since")}
           AND {units}
         GROUP BY x.unit_id
     )"""
@@ -299,8 +300,8 @@ def returned(s: Stored, added: bool = False) -> str:
 def all_units() -> str:
     """The units exposed in the phase (a rebuild)."""
     return (
-        "SELECT DISTINCT unit_id FROM assignments_exposure WHERE experiment_id = %(experiment)s"
-        " AND ts >= %(since)s"
+        "SELECT DISTINCT unit_id FROM assignments_exposure WHERE project_id = %(project)s"
+        " AND experiment_id = %(experiment)s AND ts >= %(since)s"
     )
 
 
@@ -319,7 +320,8 @@ def changed_units() -> str:
     timestamp the cut-off has reached."""
     return f"""
         SELECT unit_id FROM assignments_exposure
-        WHERE experiment_id = %(experiment)s AND id > %(x_lo)s AND id <= %(x_hi)s
+        WHERE project_id = %(project)s AND experiment_id = %(experiment)s
+          AND id > %(x_lo)s AND id <= %(x_hi)s
           AND ts >= %(since)s
         UNION
         SELECT unit_id FROM {TABLE}
@@ -331,7 +333,8 @@ def hot_units(s: Stored, d: Dialect) -> str:
     to date, read from the events at snapshot time."""
     return f"""
         SELECT unit_id FROM assignments_exposure
-        WHERE experiment_id = %(experiment)s AND id > %(x_hi)s AND ts >= %(since)s
+        WHERE project_id = %(project)s AND experiment_id = %(experiment)s
+          AND id > %(x_hi)s AND ts >= %(since)s
         UNION
         SELECT unit_id FROM assignments_metricevent
         WHERE project_id = %(project)s AND id > %(e_hi)s

@@ -34,6 +34,11 @@ from assignments.services.evaluate import (
 )
 from assignments.services.flag_usage import flag_usage_add
 from assignments.services.ingest import MAX_BATCH, events_ingest
+from assignments.services.retention import (
+    MaintenanceReport,
+    event_storage_maintain,
+    orphan_partitions_drop,
+)
 from assignments.services.usage_buffer import flag_usage_flush
 from assignments.services.validate import (
     EARLIEST_TIMESTAMP,
@@ -56,6 +61,9 @@ from assignments.services.validate import (
 )
 
 __all__ = [
+    "MaintenanceReport",
+    "event_storage_maintain",
+    "orphan_partitions_drop",
     "EARLIEST_TIMESTAMP",
     "EVENT_TYPES",
     "LATEST_EPOCH_SECONDS",

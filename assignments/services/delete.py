@@ -5,9 +5,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 
 from assignments.models import Exposure, FlagExposure, MetricEvent
+from assignments.partitions import LEDGER
 from assignments.services.validate import MAX_ID_LENGTH, _string_error
 from assignments.signals import events_deleted
 from core.errors import DomainError
@@ -98,6 +99,7 @@ def events_delete(
     for table, rows in querysets.items():
         matched[table] = rows.count()
         if not dry_run and matched[table]:
+            _ledger_forget(project, rows)
             deleted[table] = rows.delete()[0]
     if not dry_run and any(deleted.values()):
         events_deleted.send(sender=EventDeletion, project_id=project.pk, deleted=deleted)
@@ -115,6 +117,19 @@ def events_delete(
             },
         )
     return EventDeletion(matched=matched, deleted=deleted, dry_run=dry_run)
+
+
+def _ledger_forget(project: Project, rows: Any) -> None:
+    """PostgreSQL: the deleted events' ids leave the event-id ledger too, so a corrected event
+    sent again with the same id is stored, as it is on SQLite (no ledger: the row was the key)."""
+    if connection.vendor != "postgresql":
+        return
+    ids, params = rows.values("event_id").query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {LEDGER} WHERE project_id = %s AND event_id IN ({ids})",
+            [project.pk, *params],
+        )
 
 
 def _delete_filters(

@@ -112,6 +112,22 @@ def tracked_event_id(
     return TRACKED_ID_PREFIX + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
+# PostgreSQL: the ids go through the event-id ledger first, in key order (assignments/copy.py).
+_TRACKED_PG = """
+WITH served (event_id, flag_id, variation) AS (VALUES {values}),
+fresh AS (
+    INSERT INTO assignments_eventid (project_id, event_id, ts)
+    SELECT %s, event_id, %s FROM served ORDER BY event_id COLLATE "C"
+    ON CONFLICT (project_id, event_id) DO NOTHING
+    RETURNING event_id
+)
+INSERT INTO assignments_flagexposure
+    (project_id, event_id, environment_id, flag_id, variation, unit_id, ts, received_at)
+SELECT %s, s.event_id, %s, s.flag_id, s.variation, %s, %s, %s
+FROM served s JOIN fresh f ON f.event_id = s.event_id
+"""
+
+
 def _flag_exposures_insert(
     environment: Environment, unit_id: str, served: list[tuple[int, str, str]], now: datetime
 ) -> None:
@@ -123,6 +139,23 @@ def _flag_exposures_insert(
     project_id = environment.project_id
     ts = connection.ops.adapt_datetimefield_value(now)
     with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                _TRACKED_PG.format(
+                    values=", ".join(["(%s::varchar, %s::bigint, %s::varchar)"] * len(rows))
+                ),
+                [
+                    *(x for row in rows for x in row),
+                    project_id,
+                    ts,
+                    project_id,
+                    environment.pk,
+                    unit_id,
+                    ts,
+                    ts,
+                ],
+            )
+            return
         cursor.execute(
             "INSERT INTO assignments_flagexposure (project_id, event_id, environment_id, "
             "flag_id, variation, unit_id, ts, received_at) VALUES "

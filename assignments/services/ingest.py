@@ -1,6 +1,8 @@
-"""Batch event ingestion: validate, then store every valid event in one statement per table
-(COPY on PostgreSQL, ``INSERT OR IGNORE`` elsewhere), idempotently by (project, event_id): one
-event id is one event across experiment exposures, flag exposures and metric events."""
+"""Batch event ingestion: validate, then store every valid event idempotently by (project,
+event_id): one event id is one event across experiment exposures, flag exposures and metric
+events. PostgreSQL: COPY, then one statement through the event-id ledger (assignments/copy.py);
+elsewhere ``INSERT OR IGNORE`` per table on its unique (project, event_id) key, after a probe of
+the other types' tables."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -59,17 +61,17 @@ def events_ingest(
         specs=specs,
         events=events,
         flags=FlagTargets(project.pk, environment_id),
+        retention_days=project.event_retention_days,
     )
     valid = len(batch.exposures) + len(batch.metrics) + len(batch.flag_exposures)
     if valid:
         with transaction.atomic():
-            dropped = _drop_ids_of_the_other_type(project_id=project.pk, batch=batch)
-            if dropped == valid:
-                inserted = 0
-            elif connection.vendor == "postgresql":
+            if connection.vendor == "postgresql":
                 from assignments.copy import copy_events
 
                 inserted = copy_events(project_id=project.pk, batch=batch)
+            elif _drop_ids_of_the_other_type(project_id=project.pk, batch=batch) == valid:
+                inserted = 0
             else:
                 inserted = _insert_events(project_id=project.pk, batch=batch)
             if specs.holdout is not None and batch.flag_exposures:
@@ -92,28 +94,15 @@ def _holdout_exposures(holdout: ServedHoldout, batch: EventBatch) -> None:
         holdout_exposures_record(holdout=holdout, units=units)
 
 
-def probe_other_type_sql(table: str) -> str:
-    """PostgreSQL: which of the ids (an array parameter) the table holds for the project.
-
-    A LATERAL subquery with LIMIT 1 is a nested loop by construction, one unique-index lookup
-    per id. ``event_id = ANY(%s)`` let the planner read every event of the project (a bitmap
-    scan on project_id, then a filter), a cost that grew with the project's history."""
-    return (
-        "SELECT k.id FROM unnest(%s::varchar[]) AS k(id) CROSS JOIN LATERAL "
-        f"(SELECT 1 FROM {table} o WHERE o.project_id = %s AND o.event_id = k.id LIMIT 1) AS hit"
-    )
-
-
 def _drop_ids_of_the_other_type(*, project_id: int, batch: EventBatch) -> int:
-    """One event id per project, across the three types: drop the batch's events whose id is
-    stored in another type's table (each table's unique (project, event_id) constraint covers
-    its own type). Each table is probed once, for the ids of the other types. Returns how many
-    were dropped.
-
-    Two batches racing with one id as two types could still both store it; a client retry
-    resends the same type, so that needs a client sending one id for two different events."""
+    """SQLite: one event id per project, across the three types: drop the batch's events whose
+    id is stored in another type's table (each table's unique (project, event_id) constraint
+    covers its own type). Each table is probed once, for the ids of the other types, in chunks
+    under SQLite's bound-parameter limit (its IN list on the index's two columns is one index
+    lookup per id). Returns how many were dropped. SQLite's transactions are IMMEDIATE
+    (config/settings.py): the probe and the inserts hold the write lock together. PostgreSQL
+    needs no probe: its event-id ledger holds every type's ids (assignments/copy.py)."""
     dropped = 0
-    postgresql = connection.vendor == "postgresql"
     kinds = (
         (batch.exposures, Exposure),
         (batch.metrics, MetricEvent),
@@ -122,24 +111,15 @@ def _drop_ids_of_the_other_type(*, project_id: int, batch: EventBatch) -> int:
     for _, model in kinds:
         others = [ids for ids, other in kinds if other is not model and ids]
         keys = [key for ids in others for key in ids]
-        if not keys:
-            continue
         table = model._meta.db_table
-        # One probe of the table's unique (project_id, event_id) index per id: a single array
-        # parameter on PostgreSQL, chunks under SQLite's bound-parameter limit (its IN list on
-        # the index's two columns is one index lookup per id).
-        step = len(keys) if postgresql else _ROWS_PER_STATEMENT
         with connection.cursor() as cursor:
-            for start in range(0, len(keys), step):
-                chunk = keys[start : start + step]
-                if postgresql:
-                    cursor.execute(probe_other_type_sql(table), [chunk, project_id])
-                else:
-                    cursor.execute(
-                        f"SELECT event_id FROM {table} WHERE project_id = %s "
-                        f"AND event_id IN ({', '.join(['%s'] * len(chunk))})",
-                        [project_id, *chunk],
-                    )
+            for start in range(0, len(keys), _ROWS_PER_STATEMENT):
+                chunk = keys[start : start + _ROWS_PER_STATEMENT]
+                cursor.execute(
+                    f"SELECT event_id FROM {table} WHERE project_id = %s "
+                    f"AND event_id IN ({', '.join(['%s'] * len(chunk))})",
+                    [project_id, *chunk],
+                )
                 for (event_id,) in cursor.fetchall():
                     for ids in others:
                         if ids.pop(event_id, None) is not None:

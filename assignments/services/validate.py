@@ -144,7 +144,24 @@ def _epoch_seconds(value: int | float) -> datetime | str:
     return datetime.fromtimestamp(value, UTC)
 
 
-def _timestamp(value: Any, latest: datetime) -> datetime | str:
+@dataclass(frozen=True)
+class _Window:
+    """The timestamps a batch accepts: up to ``latest``; from ``earliest`` when the project
+    keeps events ``retention_days`` (older ones would be dropped within the hour, and the
+    event-id ledger forgets their ids: an old event must never come in again)."""
+
+    latest: datetime
+    earliest: datetime = EARLIEST_TIMESTAMP
+    retention_days: int | None = None
+
+    @classmethod
+    def at(cls, now: datetime, retention_days: int | None) -> "_Window":
+        if retention_days is None:
+            return cls(now + MAX_CLOCK_SKEW)
+        return cls(now + MAX_CLOCK_SKEW, now - timedelta(days=retention_days), retention_days)
+
+
+def _timestamp(value: Any, window: _Window) -> datetime | str:
     """The event time, or why it is not acceptable: an ISO 8601 string (UTC without an offset)
     or a number of Unix seconds."""
     if value.__class__ is int or value.__class__ is float:
@@ -173,7 +190,13 @@ def _timestamp(value: Any, latest: datetime) -> datetime | str:
     try:
         if ts < EARLIEST_TIMESTAMP:
             return "'timestamp' is before 1970."
-        if ts > latest:
+        if ts < window.earliest:
+            return (
+                f"'timestamp' is older than the project's event retention "
+                f"({window.retention_days} days): events before "
+                f"{window.earliest:%Y-%m-%dT%H:%M:%SZ} are not kept."
+            )
+        if ts > window.latest:
             return (
                 f"'timestamp' is more than {MAX_CLOCK_SKEW.days} day ahead of the server's "
                 "clock: check the client's clock."
@@ -298,21 +321,26 @@ class _Rejected(Exception):
 
 
 def events_validate(
-    *, specs: ProjectSpecs, events: Sequence[Any], flags: FlagTargets | None = None
+    *,
+    specs: ProjectSpecs,
+    events: Sequence[Any],
+    flags: FlagTargets | None = None,
+    retention_days: int | None = None,
 ) -> tuple[EventBatch, IngestResult]:
     """Check every event; return the rows to store and the result so far (rejections and
     in-batch duplicates). The first problem of an event names its field. ``flags``: what flag
-    exposures may name (without it, a flag exposure is rejected as an unknown flag)."""
+    exposures may name (without it, a flag exposure is rejected as an unknown flag).
+    ``retention_days``: the project's event retention (older events are rejected)."""
     batch = EventBatch()
     result = IngestResult()
-    latest = timezone.now() + MAX_CLOCK_SKEW
+    window = _Window.at(timezone.now(), retention_days)
     bound = max_event_value()
     exposures = batch.exposures
     metrics = batch.metrics
     flag_exposures = batch.flag_exposures
     for index, event in enumerate(events):
         try:
-            event_id, kind, unit_id, ts = _event_envelope(event, latest)
+            event_id, kind, unit_id, ts = _event_envelope(event, window)
             if kind == "exposure":
                 if "experiment" not in event and "flag" in event:
                     kind = "flag"
@@ -338,7 +366,7 @@ def events_validate(
     return batch, result
 
 
-def _event_envelope(event: Any, latest: datetime) -> tuple[str, str, str, datetime]:
+def _event_envelope(event: Any, window: _Window) -> tuple[str, str, str, datetime]:
     """The fields every event has, checked in this order: event_id, type, unit_id, timestamp."""
     if event.__class__ is not dict:
         raise _Rejected("event", "Each event must be a JSON object.")
@@ -351,7 +379,7 @@ def _event_envelope(event: Any, latest: datetime) -> tuple[str, str, str, dateti
     unit_id = event.get("unit_id")
     if error := _string_error(unit_id, "unit_id", MAX_ID_LENGTH):
         raise _Rejected("unit_id", error)
-    ts = _timestamp(event.get("timestamp"), latest)
+    ts = _timestamp(event.get("timestamp"), window)
     if ts.__class__ is str:
         raise _Rejected("timestamp", ts)
     return event_id, kind, unit_id, ts

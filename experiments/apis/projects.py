@@ -54,6 +54,8 @@ class ProjectSettingsSerializer(serializers.Serializer):
     slug = serializers.SlugField(read_only=True)
     name = serializers.CharField(max_length=200, required=False)
     webhook_url = serializers.URLField(max_length=200, required=False, allow_blank=True)
+    # Shape only: the range is the service's rule (experiments.services.event_retention_check).
+    event_retention_days = serializers.IntegerField(required=False, allow_null=True)
     webhook_events = serializers.SerializerMethodField()
 
     def get_webhook_events(self, project: Project) -> list[str]:
@@ -61,7 +63,8 @@ class ProjectSettingsSerializer(serializers.Serializer):
 
 
 class ProjectSettingsApi(APIView):
-    """A project's settings (name, webhook URL): admins only, like the settings page."""
+    """A project's settings (name, webhook URL, event retention): admins only, like the
+    settings page."""
 
     @extend_schema(responses=ProjectSettingsSerializer)
     def get(self, request: Request, project: str) -> Response:

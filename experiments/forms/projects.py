@@ -28,6 +28,12 @@ class ProjectSettingsForm(forms.Form):
         help_text="A second admin reviews each production change (a change request); turning "
         "a flag off stays immediate for admins.",
     )
+    event_retention_days = forms.IntegerField(
+        required=False,
+        label="Keep events for (days)",
+        help_text="Exposures and metric events older than this are deleted every hour and "
+        "refused when sent; at least 7. Empty: keep them forever.",
+    )
 
 
 class MemberAddForm(forms.Form):

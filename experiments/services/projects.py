@@ -96,6 +96,41 @@ def webhook_url_check(url: str) -> None:
             raise DomainError(refusal, "webhook_url")
 
 
+# Event retention (Project.event_retention_days): at least a week, since the event tables are
+# kept in weekly partitions on PostgreSQL and the maintenance drops whole weeks; at most ten years.
+MIN_EVENT_RETENTION_DAYS = 7
+MAX_EVENT_RETENTION_DAYS = 3650
+_UNCHANGED: Any = object()  # project_update's "not given" for settings where None is a value
+
+
+def event_retention_check(days: Any) -> int | None:
+    """The retention in days (None: keep events forever), or a DomainError naming the field."""
+    if days is None:
+        return None
+    if isinstance(days, bool) or not isinstance(days, int):
+        raise DomainError(
+            "'event_retention_days' must be a whole number of days or null.", "event_retention_days"
+        )
+    if not MIN_EVENT_RETENTION_DAYS <= days <= MAX_EVENT_RETENTION_DAYS:
+        raise DomainError(
+            f"'event_retention_days' must be between {MIN_EVENT_RETENTION_DAYS} and "
+            f"{MAX_EVENT_RETENTION_DAYS} days (or null to keep events forever): events are "
+            "dropped a whole week at a time.",
+            "event_retention_days",
+        )
+    return days
+
+
+def _project_settings(project: Project) -> dict[str, Any]:
+    """The settings project_update changes, as the audit log records them."""
+    return {
+        "name": project.name,
+        "webhook_url": project.webhook_url,
+        "require_approval": project.require_approval,
+        "event_retention_days": project.event_retention_days,
+    }
+
+
 @transaction.atomic
 def project_update(
     *,
@@ -104,13 +139,12 @@ def project_update(
     name: str | None = None,
     webhook_url: str | None = None,
     require_approval: bool | None = None,
+    event_retention_days: int | None = _UNCHANGED,
 ) -> Project:
-    """``require_approval``: production flag changes need a second admin's approval."""
-    before = {
-        "name": project.name,
-        "webhook_url": project.webhook_url,
-        "require_approval": project.require_approval,
-    }
+    """``require_approval``: production flag changes need a second admin's approval.
+    ``event_retention_days``: events older than this are dropped by the hourly maintenance and
+    refused at ingestion (None: kept forever; not given: unchanged)."""
+    before = _project_settings(project)
     if name is not None:
         project.name = name
     if require_approval is not None:
@@ -118,20 +152,17 @@ def project_update(
     if webhook_url is not None:
         webhook_url_check(webhook_url.strip())
         project.webhook_url = webhook_url.strip()
+    if event_retention_days is not _UNCHANGED:
+        project.event_retention_days = event_retention_check(event_retention_days)
     project.full_clean()
     project.save()
-    after = {
-        "name": project.name,
-        "webhook_url": project.webhook_url,
-        "require_approval": project.require_approval,
-    }
     audit_log_record(
         project=project,
         action="project.update",
         target=project.slug,
         actor=actor,
         before=before,
-        after=after,
+        after=_project_settings(project),
     )
     return project
 

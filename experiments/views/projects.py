@@ -60,6 +60,7 @@ def _settings_page(
                 "name": project.name,
                 "webhook_url": project.webhook_url,
                 "require_approval": project.require_approval,
+                "event_retention_days": project.event_retention_days,
             }
         ),
         "member_form": forms.MemberAddForm(),

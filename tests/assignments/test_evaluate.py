@@ -267,7 +267,7 @@ def test_constant_number_of_queries_and_no_write_untracked(
 ):
     """Once the key and the flags are cached (core/cache.py), an untracked evaluation asks the
     database nothing (the counts are buffered) and a tracked one writes its exposures in one
-    INSERT."""
+    statement (on PostgreSQL a WITH that takes the ids in the event-id ledger first)."""
     settings.ABACUS_SERVING_RECHECK_SECONDS = 600  # only a change may send it to the database
     client = client_for(project)
     evaluate(client, {"unit_id": "warm"})  # builds the cached specs, touches the key
@@ -275,7 +275,7 @@ def test_constant_number_of_queries_and_no_write_untracked(
         assert evaluate(client, {"unit_id": "u1"}).status_code == 200
     with django_assert_num_queries(1) as context:  # the exposures
         assert evaluate(client, {"unit_id": "u2", "track": True}).status_code == 200
-    assert context.captured_queries[0]["sql"].lstrip().upper().startswith("INSERT")
+    assert "INSERT INTO assignments_flagexposure" in context.captured_queries[0]["sql"]
 
 
 def test_the_sdk_on_the_same_payload_serves_what_evaluate_serves(project, flags):

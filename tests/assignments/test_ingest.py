@@ -288,26 +288,6 @@ def test_postgresql_ingests_through_copy(project, experiment):
     assert stored.unit_id == tricky and stored.properties == {"s": tricky}
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's plan")
-@pytest.mark.parametrize(
-    "table", ["assignments_metricevent", "assignments_exposure", "assignments_flagexposure"]
-)
-def test_the_cross_type_id_probe_looks_ids_up_without_reading_the_project(project, table):
-    """One index lookup per id of the batch, whatever the project's history: the plan is a
-    nested loop over the ids, never a scan of the project's events (the earlier `= ANY`
-    form read all of them, and ingestion slowed as the project grew)."""
-    from assignments.services.ingest import probe_other_type_sql
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "EXPLAIN " + probe_other_type_sql(table),
-            [[f"e{i}" for i in range(1000)], project.pk],
-        )
-        plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert plan.startswith("Nested Loop"), plan
-    assert "Index" in plan and "Seq Scan" not in plan and "Bitmap" not in plan, plan
-
-
 def test_an_event_id_stored_as_one_type_is_a_duplicate_as_the_other(project, experiment):
     assert events_ingest(project=project, events=[metric("same"), exposure("other")]).accepted == 2
     result = events_ingest(project=project, events=[exposure("same"), metric("other")])

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from config import processes, queues
 from config.celery import app
@@ -20,9 +21,12 @@ def tasks():
     return {name: task for name, task in app.tasks.items() if not name.startswith("celery.")}
 
 
+PREFIX = settings.ABACUS_TASK_QUEUE  # a run sharing its Redis may set one: the roles stay
+
+
 def _route(name, args=()):
     options = app.amqp.router.route({}, name, args=args)
-    return options["queue"].name, options["priority"]
+    return options["queue"].name.removeprefix(f"{PREFIX}."), options["priority"]
 
 
 def test_every_task_goes_to_one_of_the_four_queues_by_name(tasks):
@@ -31,13 +35,15 @@ def test_every_task_goes_to_one_of_the_four_queues_by_name(tasks):
     assert set(queues.ROUTES) <= set(tasks)
     for name in tasks:
         queue, _ = _route(name, args=(1, 2))
-        assert queue in {queues.queue_name(role) for role in queues.ROLES}, name
+        assert queue in set(queues.ROLES), name
     assert _route("releases.analyze") == ("releases", 0)
     assert _route("releases.tick") == ("releases", 0)
     assert _route("flags.apply_scheduled_changes") == ("ingest", 0)
     assert _route("notifications.deliver") == ("notify", 3)
     assert _route("analysis.deliver_webhook") == ("notify", 3)
     assert _route("analysis.schedule_running") == ("analysis", 6)
+    assert _route("assignments.schedule_event_maintenance") == ("ingest", 6)
+    assert _route("assignments.maintain_events", args=(1,)) == ("ingest", 6)
     # A later task of an app goes to its app's queue.
     assert _route("assignments.compact_events") == ("ingest", 0)
 
@@ -57,8 +63,11 @@ def test_every_queue_is_declared_and_a_worker_without_q_consumes_them_all():
     """make run's one worker (no -Q) consumes the four queues and the default one (tasks an
     older abacus queued there)."""
     names = [queue.name for queue in app.conf.task_queues]
-    assert sorted(names) == sorted(["celery", "releases", "ingest", "analysis", "notify"])
-    assert app.conf.task_default_queue == "celery"
+    roles = ["releases", "ingest", "analysis", "notify"]
+    assert sorted(names) == sorted(
+        [queues.default_queue(PREFIX)] + [queues.queue_name(r, PREFIX) for r in roles]
+    )
+    assert app.conf.task_default_queue == queues.default_queue(PREFIX)
     assert "-Q" not in processes.worker(name="w@%h")
     args = processes.worker(name="w@%h", queues=["releases", "ingest"])
     assert args[args.index("-Q") + 1] == "releases,ingest"

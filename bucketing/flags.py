@@ -453,20 +453,78 @@ def evaluate_flag(
 ) -> FlagResult:
     """What the SDK would serve this unit, and why. ``flags``: every flag served in the
     environment by key (for prerequisites)."""
-    return _evaluate(spec, attributes, flags, 0)
+    try:
+        return _evaluate(spec, attributes, flags, 0, {})[0]
+    except _TooDeep:
+        return _evaluate(spec, attributes, flags, 0, None)[0]
+
+
+class _TooDeep(Exception):
+    """Reusing a result would reach ``MAX_PREREQUISITE_DEPTH`` where deciding it afresh
+    would: near the cap a result depends on the depth it is asked at, so decide afresh."""
+
+
+# One unit's decisions within one call, by flag key: the result and its height (how many
+# prerequisite levels deciding it went down; 0: none). None: decide every flag afresh.
+_Memo = dict[str, tuple["FlagResult", int]] | None
 
 
 def _evaluate(
-    spec: FlagSpec, attributes: Mapping[str, Any], flags: Mapping[str, FlagSpec], depth: int
-) -> FlagResult:
+    spec: FlagSpec,
+    attributes: Mapping[str, Any],
+    flags: Mapping[str, FlagSpec],
+    depth: int,
+    memo: _Memo,
+) -> tuple[FlagResult, int]:
+    if memo is not None:
+        found = memo.get(spec.key)
+        if found is not None:
+            # Decided afresh at this depth, its chain would end past the cap (see _decide).
+            if depth + found[1] > MAX_PREREQUISITE_DEPTH:
+                raise _TooDeep
+            return found
+    found = _decide(spec, attributes, flags, depth, memo)
+    if memo is not None:
+        memo[spec.key] = found
+    return found
+
+
+def _decide(
+    spec: FlagSpec,
+    attributes: Mapping[str, Any],
+    flags: Mapping[str, FlagSpec],
+    depth: int,
+    memo: _Memo,
+) -> tuple[FlagResult, int]:
+    """The flag's result (off, a prerequisite unmet, or its rules') and its height. A flag at
+    ``depth`` asks its parents only below ``MAX_PREREQUISITE_DEPTH``; beyond, the prerequisite
+    is unmet (a chain that long is a mistake, and the SDKs would recurse without end)."""
     plan = spec._plan
     if not spec.enabled:
-        return FlagResult(plan.values[spec.off_variation], spec.off_variation, "off")
+        return FlagResult(plan.values[spec.off_variation], spec.off_variation, "off"), 0
+    height = 0
     for prerequisite in spec.prerequisites:
-        if not _prerequisite_met(spec, prerequisite, attributes, flags, depth):
+        condition = _parent_condition(spec, prerequisite, flags)
+        met = False
+        if condition is not None:
+            if depth < MAX_PREREQUISITE_DEPTH:
+                parent, parent_height = _evaluate(
+                    flags[prerequisite.flag], attributes, flags, depth + 1, memo
+                )
+                height = max(height, parent_height + 1)
+                met = not eval_condition({"value": parent.value}, condition)
+            elif memo is not None:
+                raise _TooDeep
+        if not met:
             off = spec.off_variation
             extra = {"prerequisite": prerequisite.flag}
-            return FlagResult(plan.values[off], off, "prerequisite", extra=extra)
+            return FlagResult(plan.values[off], off, "prerequisite", extra=extra), height
+    return _by_rules(spec, attributes), height
+
+
+def _by_rules(spec: FlagSpec, attributes: Mapping[str, Any]) -> FlagResult:
+    """The first matching rule's result, else the default (prerequisites met)."""
+    plan = spec._plan
     attrs = attributes if isinstance(attributes, dict) else dict(attributes)
     holdout = plan.holdout
     for rule in plan.rules:
@@ -497,25 +555,24 @@ def _evaluate(
     return FlagResult(plan.values[default], default, "default")
 
 
-def _prerequisite_met(
-    spec: FlagSpec,
-    prerequisite: Prerequisite,
-    attributes: Mapping[str, Any],
-    flags: Mapping[str, FlagSpec],
-    depth: int,
-) -> bool:
-    condition = _parent_condition(spec, prerequisite, flags)
-    if condition is None or depth >= MAX_PREREQUISITE_DEPTH:
-        return False
-    parent = _evaluate(flags[prerequisite.flag], attributes, flags, depth + 1)
-    return not eval_condition({"value": parent.value}, condition)
-
-
 def evaluate_flags(
     flags: Mapping[str, FlagSpec],
     attributes: Mapping[str, Any],
     keys: Iterable[str] | None = None,
 ) -> dict[str, FlagResult]:
-    """`evaluate_flag` for the given keys (every flag when None); unknown keys are left out."""
+    """`evaluate_flag` for the given keys (every flag when None); unknown keys are left out.
+
+    A flag is decided once per call: a prerequisite's parent asked for too (or the parent of
+    several flags) reuses its result, unless a chain reached ``MAX_PREREQUISITE_DEPTH`` (then
+    every flag is decided on its own, as `evaluate_flag` alone would)."""
     wanted = flags.keys() if keys is None else keys
-    return {key: evaluate_flag(flags[key], attributes, flags) for key in wanted if key in flags}
+    attrs = attributes if isinstance(attributes, dict) else dict(attributes)
+    memo: dict[str, tuple[FlagResult, int]] = {}
+    try:
+        return {
+            key: _evaluate(flags[key], attrs, flags, 0, memo)[0] for key in wanted if key in flags
+        }
+    except _TooDeep:
+        return {
+            key: _evaluate(flags[key], attrs, flags, 0, None)[0] for key in wanted if key in flags
+        }

@@ -5,6 +5,10 @@ services and nothing imports back. The task objects are imported when a message 
 when this module loads: analysis.tasks imports the services, which import this module.
 """
 
+import logging
+
+logger = logging.getLogger(__name__)
+
 
 def enqueue_run(experiment_id: int, run_id: int) -> None:
     """Send ``analysis.run`` for a recorded run (raises when the broker is unavailable)."""
@@ -14,10 +18,16 @@ def enqueue_run(experiment_id: int, run_id: int) -> None:
 
 
 def enqueue_webhook(delivery_id: int) -> None:
-    """Send ``analysis.deliver_webhook`` for a stored delivery."""
+    """Send ``analysis.deliver_webhook`` for a stored delivery. Runs after the caller's
+    transaction commits, so it must not raise into it (the rollback or analysis that sent it is
+    done): a broker outage leaves the delivery pending, logged, and the beat's
+    ``analysis.resend_webhooks`` queues it again (`analysis.webhooks.webhook_deliveries_resend`)."""
     from analysis.tasks import deliver_webhook
 
-    deliver_webhook.delay(delivery_id)
+    try:
+        deliver_webhook.delay(delivery_id)
+    except Exception:
+        logger.exception("webhook delivery %s not queued; it stays pending", delivery_id)
 
 
 def enqueue_holdout_run(holdout_id: int) -> None:

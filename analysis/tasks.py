@@ -19,7 +19,12 @@ from analysis.holdouts import holdout_analyze
 from analysis.locks import experiment_lock
 from analysis.models import AnalysisRun, DeliveryStatus, RunStatus
 from analysis.services import analysis_run, analysis_run_create, analysis_runs_expire
-from analysis.webhooks import WebhookError, webhook_deliver, webhook_give_up
+from analysis.webhooks import (
+    WebhookError,
+    webhook_deliver,
+    webhook_deliveries_resend,
+    webhook_give_up,
+)
 from experiments.models import Experiment, ExperimentStatus, Holdout
 
 logger = logging.getLogger(__name__)
@@ -135,6 +140,15 @@ def deliver_webhook(self, delivery_id: int) -> bool:  # noqa: ANN001
         base = float(getattr(settings, "ABACUS_WEBHOOK_RETRY_SECONDS", 10))
         raise self.retry(exc=exc, countdown=min(900.0, base * 2**self.request.retries)) from exc
     return delivery.status == DeliveryStatus.DELIVERED  # False: refused (core.egress)
+
+
+@shared_task(name="analysis.resend_webhooks", soft_time_limit=60, time_limit=90)
+def resend_webhooks() -> list[int]:
+    """`webhook_deliveries_resend`: [queued again, given up]."""
+    queued, given_up = webhook_deliveries_resend()
+    if queued or given_up:
+        logger.warning("webhooks never queued: %d queued again, %d given up", queued, given_up)
+    return [queued, given_up]
 
 
 @shared_task(name="analysis.schedule_holdouts", soft_time_limit=60, time_limit=90)

@@ -16,6 +16,7 @@ send is not retried: the delivery ends failed with a ``Refused: ...`` note.
 """
 
 import json
+from datetime import datetime, timedelta
 from typing import Any
 
 import requests
@@ -75,6 +76,16 @@ def webhook_deliver(*, delivery_id: int) -> WebhookDelivery:
     delivery = WebhookDelivery.objects.select_related("project").get(pk=delivery_id)
     if delivery.status == DeliveryStatus.DELIVERED:
         return delivery  # a redelivered task: already done
+    # The attempt is claimed before sending: of two tasks for one delivery (one queued again by
+    # `webhook_deliveries_resend` while the first was only late), one sends.
+    claimed = (
+        WebhookDelivery.objects.filter(pk=delivery_id, attempts=delivery.attempts)
+        .exclude(status=DeliveryStatus.DELIVERED)
+        .update(attempts=delivery.attempts + 1)
+    )
+    if not claimed:
+        delivery.refresh_from_db()
+        return delivery
     body = delivery.body.encode()
     headers = {
         "Content-Type": "application/json",
@@ -137,3 +148,30 @@ def webhook_give_up(*, delivery_id: int) -> None:
     WebhookDelivery.objects.filter(pk=delivery_id).exclude(status=DeliveryStatus.DELIVERED).update(
         status=DeliveryStatus.FAILED
     )
+
+
+# --- deliveries never queued ------------------------------------------------------------------
+
+RESEND_AFTER = timedelta(minutes=10)  # never attempted this long after it was stored: lost
+GIVE_UP_AFTER = timedelta(days=1)  # ... and this long: too stale to send, marked failed
+NEVER_QUEUED = (
+    "Never sent: it could not be handed to a worker for a day (the task broker was unavailable)."
+)
+
+
+def webhook_deliveries_resend(*, now: datetime | None = None) -> tuple[int, int]:
+    """Queue again the deliveries never attempted ``RESEND_AFTER`` after they were stored (the
+    broker was down, or their message was lost), and mark failed those older than
+    ``GIVE_UP_AFTER``. A delivery being retried (attempts > 0) is Celery's. Returns (queued
+    again, given up)."""
+    now = now or timezone.now()
+    never = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, attempts=0)
+    given_up = never.filter(created_at__lt=now - GIVE_UP_AFTER).update(
+        status=DeliveryStatus.FAILED, last_error=NEVER_QUEUED
+    )
+    ids = list(
+        never.filter(created_at__lt=now - RESEND_AFTER).order_by("pk").values_list("pk", flat=True)
+    )
+    for delivery_id in ids:
+        enqueue_webhook(delivery_id)
+    return len(ids), given_up

@@ -6,6 +6,8 @@ from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
+RESEND_SWEEP_SECONDS = 300.0  # how often undelivered webhooks and notifications are looked at
+
 app = Celery("abacus")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["analysis", "assignments", "flags", "notifications", "releases"])
@@ -44,6 +46,13 @@ def setup_periodic_tasks(sender: Celery, **kwargs: object) -> None:
         name="assignments: event partitions and retention",
         expires=MAINTENANCE_INTERVAL,
     )
+    # Webhooks and notifications stored while the broker was down (or whose message was lost):
+    # queued again after 10 minutes, given up after a day (analysis/webhooks.py,
+    # notifications/services.py).
+    for task in ("analysis.resend_webhooks", "notifications.resend_pending"):
+        sender.add_periodic_task(
+            RESEND_SWEEP_SECONDS, sender.signature(task), name=task, expires=60.0
+        )
     # Guarded releases: due analyses (each release on its own cadence) and scheduled starts.
     tick = float(settings.ABACUS_RELEASE_TICK_SECONDS)
     sender.add_periodic_task(

@@ -53,6 +53,9 @@ ROUTES: dict[str, tuple[str, int]] = {
     "analysis.run": (ANALYSIS, REQUESTED),
     "analysis.deliver_webhook": (NOTIFY, REQUESTED),
     "notifications.deliver": (NOTIFY, REQUESTED),
+    # The sweeps that queue again the deliveries whose message never reached a worker.
+    "analysis.resend_webhooks": (NOTIFY, SCHEDULED),
+    "notifications.resend_pending": (NOTIFY, SCHEDULED),
 }
 # A task not named in ROUTES goes to its app's queue (its name's prefix).
 APP_QUEUES: dict[str, tuple[str, int]] = {

@@ -33,6 +33,14 @@ def notification_deliver(*, delivery_id: int) -> NotificationDelivery:
     delivery = NotificationDelivery.objects.select_related("project").get(pk=delivery_id)
     if delivery.status != DeliveryStatus.PENDING:
         return delivery  # a redelivered task: already sent, or given up
+    # The attempt is claimed before sending: of two tasks for one delivery (one queued again by
+    # `notification_deliveries_resend` while the first was only late), one sends.
+    claimed = NotificationDelivery.objects.filter(
+        pk=delivery_id, status=DeliveryStatus.PENDING, attempts=delivery.attempts
+    ).update(attempts=delivery.attempts + 1)
+    if not claimed:
+        delivery.refresh_from_db()
+        return delivery
     delivery.attempts += 1
     if delivery.kind == ChannelKind.SLACK:
         error, final = _post_slack(delivery)

@@ -1,5 +1,6 @@
-"""The Celery task that sends one stored notification (Slack or email), retried with
-exponential backoff like analysis.deliver_webhook."""
+"""The Celery tasks of notifications: sending one stored notification (Slack or email),
+retried with exponential backoff like analysis.deliver_webhook, and the beat's sweep that
+queues again the deliveries whose task never reached a worker."""
 
 import logging
 
@@ -8,6 +9,7 @@ from django.conf import settings
 
 from notifications.models import DeliveryStatus
 from notifications.sending import DeliveryError, notification_deliver, notification_give_up
+from notifications.services import notification_deliveries_resend
 
 logger = logging.getLogger(__name__)
 
@@ -34,3 +36,12 @@ def deliver(self, delivery_id: int) -> bool:  # noqa: ANN001
         base = float(getattr(settings, "ABACUS_WEBHOOK_RETRY_SECONDS", 10))
         raise self.retry(exc=exc, countdown=min(900.0, base * 2**self.request.retries)) from exc
     return delivery.status == DeliveryStatus.SENT
+
+
+@shared_task(name="notifications.resend_pending", soft_time_limit=60, time_limit=90)
+def resend_pending() -> list[int]:
+    """`notification_deliveries_resend`: [queued again, given up]."""
+    queued, given_up = notification_deliveries_resend()
+    if queued or given_up:
+        logger.warning("notifications never queued: %d queued again, %d given up", queued, given_up)
+    return [queued, given_up]

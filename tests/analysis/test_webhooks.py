@@ -199,3 +199,64 @@ def test_the_documented_verification_accepts_a_real_delivery_and_nothing_else(
     assert verify(secret, body + b" ", headers[SIGNATURE_HEADER]) is False
     assert verify("another-secret", body, headers[SIGNATURE_HEADER]) is False
     assert verify(secret, body, "sha256=" + "0" * 64) is False
+
+
+def test_a_broker_outage_leaves_the_delivery_pending_and_the_sweep_sends_it_later(
+    project, receiver, monkeypatch, django_capture_on_commit_callbacks, caplog
+):
+    """The rollback that sent it is not disturbed; 10 minutes on, the beat's sweep queues it
+    again; a day on, it is given up, failed with a note; one being retried is left alone."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from analysis.webhooks import NEVER_QUEUED, webhook_deliveries_resend
+
+    queued = []
+    monkeypatch.setattr(deliver_webhook, "delay", lambda *a: (_ for _ in ()).throw(OSError("down")))
+    Project.objects.filter(pk=project.pk).update(webhook_url=receiver.url)
+    project.refresh_from_db()
+    with django_capture_on_commit_callbacks(execute=True):
+        lost = webhook_enqueue(project=project, event="experiment.rolled_back", payload={})
+    assert "stays pending" in caplog.text
+    stale = webhook_enqueue(project=project, event="experiment.rolled_back", payload={})
+    retried = webhook_enqueue(project=project, event="experiment.rolled_back", payload={})
+    WebhookDelivery.objects.filter(pk=stale.pk).update(
+        created_at=timezone.now() - timedelta(days=2)
+    )
+    WebhookDelivery.objects.filter(pk=retried.pk).update(
+        attempts=1, created_at=timezone.now() - timedelta(hours=1)
+    )
+    monkeypatch.setattr(deliver_webhook, "delay", lambda delivery_id: queued.append(delivery_id))
+
+    assert webhook_deliveries_resend() == (0, 1)  # the lost one is only a few seconds old
+    later = timezone.now() + timedelta(minutes=11)
+    assert webhook_deliveries_resend(now=later) == (1, 0)
+    assert queued == [lost.pk]
+    stale.refresh_from_db()
+    assert (stale.status, stale.last_error) == (DeliveryStatus.FAILED, NEVER_QUEUED)
+    deliver_webhook.apply(args=[lost.pk])
+    lost.refresh_from_db()
+    assert lost.status == DeliveryStatus.DELIVERED and len(receiver.received) == 1
+
+
+def test_of_two_tasks_for_one_delivery_one_sends(
+    project, receiver, monkeypatch, django_capture_on_commit_callbacks
+):
+    """A task that read the delivery before another claimed its attempt sends nothing."""
+    from django.db.models.query import QuerySet
+
+    delivery = enqueue(project, receiver.url, django_capture_on_commit_callbacks)
+    WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=1)  # the other task's claim
+    read = QuerySet.get
+
+    def as_read_before(queryset, *args, **kwargs):
+        found = read(queryset, *args, **kwargs)
+        if queryset.model is WebhookDelivery:
+            found.attempts = 0
+        return found
+
+    monkeypatch.setattr(QuerySet, "get", as_read_before)
+    deliver_webhook.apply(args=[delivery.pk])
+    assert receiver.received == []
+    assert list(WebhookDelivery.objects.values_list("attempts", flat=True)) == [1]

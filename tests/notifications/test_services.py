@@ -181,3 +181,53 @@ def test_data_is_kept_with_the_delivery(project):
     delivery = NotificationDelivery.objects.get(pk=delivery_id)
     assert delivery.payload["data"] == {"release": 3, "step": 1}
     assert delivery.payload["project"] == "shop"
+
+
+def test_deliveries_never_queued_are_queued_again_after_ten_minutes_and_given_up_after_a_day(
+    project, monkeypatch
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from notifications.services import NEVER_QUEUED, notification_deliveries_resend
+    from notifications.tasks import deliver
+
+    queued = []
+    monkeypatch.setattr(deliver, "delay", lambda delivery_id: queued.append(delivery_id))
+    notification_channel_create(project=project, kind="email", name="t", target="t@example.com")
+    lost, stale, retried, sent = (send(project)[0] for _ in range(4))
+    queued.clear()  # the tests' transaction never commits: nothing was queued by send
+    old = NotificationDelivery.objects.filter
+    old(pk=stale).update(created_at=timezone.now() - timedelta(days=2))
+    old(pk=retried).update(attempts=2, created_at=timezone.now() - timedelta(hours=1))
+    old(pk=sent).update(status=DeliveryStatus.SENT, created_at=timezone.now() - timedelta(hours=1))
+
+    assert notification_deliveries_resend() == (0, 1)
+    assert notification_deliveries_resend(now=timezone.now() + timedelta(minutes=11)) == (1, 0)
+    assert queued == [lost]
+    given_up = NotificationDelivery.objects.get(pk=stale)
+    assert (given_up.status, given_up.last_error) == (DeliveryStatus.FAILED, NEVER_QUEUED)
+
+
+def test_of_two_tasks_for_one_notification_one_sends(project, monkeypatch):
+    """A task that read the delivery before another claimed its attempt sends nothing."""
+    from django.db.models.query import QuerySet
+
+    from notifications.tasks import deliver
+
+    notification_channel_create(project=project, kind="email", name="t", target="t@example.com")
+    [delivery_id] = send(project)
+    NotificationDelivery.objects.filter(pk=delivery_id).update(attempts=1)
+    read = QuerySet.get
+
+    def as_read_before(queryset, *args, **kwargs):
+        found = read(queryset, *args, **kwargs)
+        if queryset.model is NotificationDelivery:
+            found.attempts = 0
+        return found
+
+    monkeypatch.setattr(QuerySet, "get", as_read_before)
+    deliver.apply(args=[delivery_id])
+    assert mail.outbox == []
+    assert list(NotificationDelivery.objects.values_list("attempts", flat=True)) == [1]

@@ -16,7 +16,7 @@ send is not retried: the delivery ends failed with a ``Refused: ...`` note.
 """
 
 import json
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from analysis.dispatch import enqueue_webhook
 from analysis.models import DeliveryStatus, ResultSnapshot, WebhookDelivery
+from core.deliveries import never_attempted_resend
 from core.egress import BlockedDestination, guarded_session
 from core.signing import (
     DELIVERY_HEADER,
@@ -152,26 +153,9 @@ def webhook_give_up(*, delivery_id: int) -> None:
 
 # --- deliveries never queued ------------------------------------------------------------------
 
-RESEND_AFTER = timedelta(minutes=10)  # never attempted this long after it was stored: lost
-GIVE_UP_AFTER = timedelta(days=1)  # ... and this long: too stale to send, marked failed
-NEVER_QUEUED = (
-    "Never sent: it could not be handed to a worker for a day (the task broker was unavailable)."
-)
-
 
 def webhook_deliveries_resend(*, now: datetime | None = None) -> tuple[int, int]:
-    """Queue again the deliveries never attempted ``RESEND_AFTER`` after they were stored (the
-    broker was down, or their message was lost), and mark failed those older than
-    ``GIVE_UP_AFTER``. A delivery being retried (attempts > 0) is Celery's. Returns (queued
-    again, given up)."""
-    now = now or timezone.now()
+    """The beat's sweep (`core.deliveries`): deliveries never attempted queued again after 10
+    minutes, failed after a day. Returns (queued again, given up)."""
     never = WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, attempts=0)
-    given_up = never.filter(created_at__lt=now - GIVE_UP_AFTER).update(
-        status=DeliveryStatus.FAILED, last_error=NEVER_QUEUED
-    )
-    ids = list(
-        never.filter(created_at__lt=now - RESEND_AFTER).order_by("pk").values_list("pk", flat=True)
-    )
-    for delivery_id in ids:
-        enqueue_webhook(delivery_id)
-    return len(ids), given_up
+    return never_attempted_resend(never, enqueue_webhook, DeliveryStatus.FAILED, now=now)

@@ -3,6 +3,8 @@ experiment of 3 metrics (a binomial, a winsorized mean, a ratio; CUPED on), and 
 exposures, assignments and metric events generated in SQL (INSERT ... SELECT over
 generate_series on PostgreSQL, a recursive CTE on SQLite) into the real tables."""
 
+import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -236,8 +238,13 @@ def setup(events: int, reuse: bool = False) -> tuple[Any, dict]:
     experiment = experiment_start(experiment=experiment)
     Experiment.objects.filter(pk=experiment.pk).update(started_at=T0, phase_started_at=T0)
     variant_ids = [v.pk for v in experiment.variants.order_by("-is_control", "position")]
+    # One statement per table: no progress from inside; about a minute per million events on
+    # a 2-core machine, so say what is happening and how long it took.
+    print(f"generating {events:,} metric events and their exposures ...", file=sys.stderr)
+    started = time.monotonic()
     try:
         counts = _generate(project.pk, experiment.pk, variant_ids, events)
+        print(f"generated in {time.monotonic() - started:.0f} s", file=sys.stderr)
     except Exception:
         drop(slug)
         raise

@@ -9,7 +9,7 @@ never raised into the caller.
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,8 +20,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
+from core.deliveries import never_attempted_resend
 from core.egress import url_refusal
 from core.errors import DomainError
 from experiments.models import Project
@@ -337,26 +337,9 @@ def notification_preference_set(
 
 # --- deliveries never queued ------------------------------------------------------------------
 
-RESEND_AFTER = timedelta(minutes=10)  # a delivery never attempted this long: its task was lost
-GIVE_UP_AFTER = timedelta(days=1)  # ... and this long: too stale to send, marked failed
-NEVER_QUEUED = (
-    "Never sent: it could not be handed to a worker for a day (the task broker was unavailable)."
-)
-
 
 def notification_deliveries_resend(*, now: datetime | None = None) -> tuple[int, int]:
-    """Queue again the deliveries never attempted ``RESEND_AFTER`` after they were stored (the
-    broker was down when they were, or their message was lost), and mark failed those older
-    than ``GIVE_UP_AFTER``. A delivery being retried (attempts > 0) is Celery's. Returns
-    (queued again, given up)."""
-    now = now or timezone.now()
+    """The beat's sweep (`core.deliveries`): deliveries never attempted queued again after 10
+    minutes, failed after a day. Returns (queued again, given up)."""
     never = NotificationDelivery.objects.filter(status=DeliveryStatus.PENDING, attempts=0)
-    given_up = never.filter(created_at__lt=now - GIVE_UP_AFTER).update(
-        status=DeliveryStatus.FAILED, last_error=NEVER_QUEUED
-    )
-    ids = list(
-        never.filter(created_at__lt=now - RESEND_AFTER).order_by("pk").values_list("pk", flat=True)
-    )
-    for delivery_id in ids:
-        enqueue_delivery(delivery_id)
-    return len(ids), given_up
+    return never_attempted_resend(never, enqueue_delivery, DeliveryStatus.FAILED, now=now)

@@ -210,7 +210,8 @@ def test_a_broker_outage_leaves_the_delivery_pending_and_the_sweep_sends_it_late
 
     from django.utils import timezone
 
-    from analysis.webhooks import NEVER_QUEUED, webhook_deliveries_resend
+    from analysis.webhooks import webhook_deliveries_resend
+    from core.deliveries import NEVER_QUEUED
 
     queued = []
     monkeypatch.setattr(deliver_webhook, "delay", lambda *a: (_ for _ in ()).throw(OSError("down")))

@@ -190,7 +190,8 @@ def test_deliveries_never_queued_are_queued_again_after_ten_minutes_and_given_up
 
     from django.utils import timezone
 
-    from notifications.services import NEVER_QUEUED, notification_deliveries_resend
+    from core.deliveries import NEVER_QUEUED
+    from notifications.services import notification_deliveries_resend
     from notifications.tasks import deliver
 
     queued = []

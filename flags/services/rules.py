@@ -193,7 +193,41 @@ def check_prerequisites(project: Project, key: str, prerequisites: Any) -> list[
                 "prerequisites may not form a cycle.",
                 f"prerequisites[{i}].flag",
             )
+    _check_sdk_evaluations(graph, key)
     return result
+
+
+# The most flag evaluations an SDK may make to serve one flag to one unit. The GrowthBook SDKs
+# evaluate a prerequisite again on every path that leads to it (no reuse within a unit), so a
+# graph of shared parents costs the number of its paths: flags each needing the two before them
+# cost Fibonacci(depth) evaluations, and at 30 flags every client of the project would hang.
+MAX_SDK_EVALUATIONS = 1000
+
+
+def sdk_evaluations(graph: Mapping[str, set], key: str, memo: dict[str, int] | None = None) -> int:
+    """How many flag evaluations an SDK makes to serve ``key`` (itself, then each prerequisite
+    on every path; the graph has no cycle)."""
+    memo = {} if memo is None else memo
+    if key not in memo:
+        memo[key] = 1 + sum(sdk_evaluations(graph, parent, memo) for parent in graph.get(key, ()))
+    return memo[key]
+
+
+def _check_sdk_evaluations(graph: Mapping[str, set], key: str) -> None:
+    """The flag and every flag that needs it stay within ``MAX_SDK_EVALUATIONS``."""
+    memo: dict[str, int] = {}
+    for flag in sorted(graph):
+        if not _reaches(graph, flag, key):
+            continue  # its cost does not depend on this change
+        count = sdk_evaluations(graph, flag, memo)
+        if count > MAX_SDK_EVALUATIONS:
+            raise DomainError(
+                f"With these prerequisites an SDK would evaluate {count:,} flags to serve "
+                f"'{flag}' to one unit (a prerequisite is evaluated again on every path that "
+                f"leads to it); at most {MAX_SDK_EVALUATIONS:,}. Depend on fewer flags that "
+                "share parents.",
+                "prerequisites",
+            )
 
 
 def check_condition(condition: Any, field: str) -> dict[str, Any] | None:

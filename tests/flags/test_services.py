@@ -169,6 +169,50 @@ def test_prerequisite_cycles_are_refused_however_long(project):
     assert exc.value.field == "prerequisites[0].flag" and "cycle" in exc.value.message
 
 
+def test_prerequisites_that_would_make_sdks_evaluate_too_many_flags_are_refused(project):
+    """Each flag needing the two before it: an SDK evaluates a shared parent again on every
+    path (Fibonacci of the depth). The flag that would cross the bound is refused, naming the
+    count; so is a change to a parent that would push a flag needing it over the bound."""
+    from flags.services.rules import MAX_SDK_EVALUATIONS
+
+    def needs(*keys):
+        return [{"flag": k, "variations": ["on"]} for k in keys]
+
+    flag_create(project=project, key="f0", name="f0")
+    flag_create(project=project, key="f1", name="f1")
+    i, evaluations = 2, [1, 1]
+    while True:
+        evaluations.append(1 + evaluations[-1] + evaluations[-2])
+        if evaluations[-1] > MAX_SDK_EVALUATIONS:
+            break
+        flag_create(
+            project=project,
+            key=f"f{i}",
+            name=f"f{i}",
+            prerequisites=needs(f"f{i - 1}", f"f{i - 2}"),
+        )
+        i += 1
+    with pytest.raises(DomainError) as exc:
+        flag_create(
+            project=project, key=f"f{i}", name="x", prerequisites=needs(f"f{i - 1}", f"f{i - 2}")
+        )
+    assert exc.value.field == "prerequisites"
+    assert f"{evaluations[-1]:,} flags" in exc.value.message
+    # A parent gaining a prerequisite raises the cost of every flag below it.
+    flag_create(project=project, key="extra", name="extra")
+    flag_create(project=project, key="extra2", name="extra2")
+    top = f"f{i - 1}"
+    f1 = project.flags.get(key="f1")
+    flag_update(flag=f1, prerequisites=needs("extra"))  # f1 costs 2: the top stays within
+    with pytest.raises(DomainError) as exc:
+        flag_update(flag=f1, prerequisites=needs("extra", "extra2"))  # 3: every path pays it
+    assert f"'{top}'" in exc.value.message
+    # A chain of the same length costs one evaluation per flag: accepted.
+    flag_create(project=project, key="c0", name="c0")
+    for j in range(1, 40):
+        flag_create(project=project, key=f"c{j}", name=f"c{j}", prerequisites=needs(f"c{j - 1}"))
+
+
 def test_update_refuses_removing_a_variation_in_use(project, flag, envs):
     flag_environment_update(flag=flag, environment=envs["staging"], default_variation="on")
     with pytest.raises(DomainError) as exc:

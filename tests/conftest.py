@@ -141,6 +141,28 @@ def metrics(project):
     ]
 
 
+@pytest.fixture
+def read_before(monkeypatch):
+    """``read_before(Model, field=value)``: every ``get`` of ``Model`` returns the row as it was
+    read before another worker changed it (those fields overwritten): a task that lost a race."""
+
+    def stale(model, **fields):
+        from django.db.models.query import QuerySet
+
+        read = QuerySet.get
+
+        def get(queryset, *args, **kwargs):
+            found = read(queryset, *args, **kwargs)
+            if queryset.model is model:
+                for name, value in fields.items():
+                    setattr(found, name, value)
+            return found
+
+        monkeypatch.setattr(QuerySet, "get", get)
+
+    return stale
+
+
 def pytest_collection_modifyitems(config, items):
     """Every test of a fuzzing module (tests/security/test_fuzz_*.py) is marked `fuzz`, so
     `make test-fast` can leave the fuzzing out (`-m "not fuzz"`)."""

@@ -242,22 +242,12 @@ def test_a_broker_outage_leaves_the_delivery_pending_and_the_sweep_sends_it_late
 
 
 def test_of_two_tasks_for_one_delivery_one_sends(
-    project, receiver, monkeypatch, django_capture_on_commit_callbacks
+    project, receiver, read_before, django_capture_on_commit_callbacks
 ):
     """A task that read the delivery before another claimed its attempt sends nothing."""
-    from django.db.models.query import QuerySet
-
     delivery = enqueue(project, receiver.url, django_capture_on_commit_callbacks)
     WebhookDelivery.objects.filter(pk=delivery.pk).update(attempts=1)  # the other task's claim
-    read = QuerySet.get
-
-    def as_read_before(queryset, *args, **kwargs):
-        found = read(queryset, *args, **kwargs)
-        if queryset.model is WebhookDelivery:
-            found.attempts = 0
-        return found
-
-    monkeypatch.setattr(QuerySet, "get", as_read_before)
+    read_before(WebhookDelivery, attempts=0)
     deliver_webhook.apply(args=[delivery.pk])
     assert receiver.received == []
     assert list(WebhookDelivery.objects.values_list("attempts", flat=True)) == [1]

@@ -211,24 +211,14 @@ def test_deliveries_never_queued_are_queued_again_after_ten_minutes_and_given_up
     assert (given_up.status, given_up.last_error) == (DeliveryStatus.FAILED, NEVER_QUEUED)
 
 
-def test_of_two_tasks_for_one_notification_one_sends(project, monkeypatch):
+def test_of_two_tasks_for_one_notification_one_sends(project, read_before):
     """A task that read the delivery before another claimed its attempt sends nothing."""
-    from django.db.models.query import QuerySet
-
     from notifications.tasks import deliver
 
     notification_channel_create(project=project, kind="email", name="t", target="t@example.com")
     [delivery_id] = send(project)
     NotificationDelivery.objects.filter(pk=delivery_id).update(attempts=1)
-    read = QuerySet.get
-
-    def as_read_before(queryset, *args, **kwargs):
-        found = read(queryset, *args, **kwargs)
-        if queryset.model is NotificationDelivery:
-            found.attempts = 0
-        return found
-
-    monkeypatch.setattr(QuerySet, "get", as_read_before)
+    read_before(NotificationDelivery, attempts=0)
     deliver.apply(args=[delivery_id])
     assert mail.outbox == []
     assert list(NotificationDelivery.objects.values_list("attempts", flat=True)) == [1]

@@ -44,12 +44,13 @@ PostgreSQL's ``percentile_cont``, and on SQLite the same formula over ROW_NUMBER
 Per variant (and unit state) the statement returns n, sum, sum_sq and, for ratio and CUPED,
 den_sum, den_sum_sq, sum_prod, cov_sum, cov_sum_sq, cov_sum_prod: a few small rows.
 
-Breakdowns (``breakdown_aggregates``): the same statement, with each unit's level, the value
-of one exposure attribute (bound as a parameter) on the unit's first exposure in the window, as
-a string's text, a number's JSON text or true/false (NULL when missing, null, an object or a
-list); the same sums per (level, variant). The ``levels`` values with the most analysed units
-are kept (ties by the value's bytes), every other value is one level ("other"), units without a
-value another ("none"). Per-unit values and winsorization caps are those of the results.
+Breakdowns (analysis/breakdown_aggregation.py): the same statement, with each unit's level, the
+value of one exposure attribute (bound as a parameter) on the unit's first exposure in the
+window, as a string's text, a number's JSON text or true/false (NULL when missing, null, an
+object or a list); the same sums per (level, variant). The ``levels`` values with the most
+analysed units are kept (ties by the value's bytes), every other value is one level ("other"),
+units without a value another ("none"). Per-unit values and winsorization caps are those of the
+results.
 
 The statement is built from named CTEs: ``exposed`` (one row per unit: variant, state, t0 and
 window bounds), ``per_unit`` (one row per unit: its metric columns), ``caps`` and ``capped``
@@ -70,18 +71,26 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from django.db import DatabaseError, connections
 
 from analysis.sql import builders
 from analysis.sql.builders import CLEAN, HASH_JOIN, INDEX_LOOKUP, MISMATCH, Column, EventColumn
 from analysis.sql.dialects import Dialect, dialect_for
-from analysis.sql.properties import PropertySQL
+from analysis.unit_columns import (
+    event_names,
+    metric_columns,
+    metric_event_columns,
+    property_columns,
+)
 from core.replica import read_alias
 from experiments.filters import PropertyFilter
 from experiments.models import Experiment
 from stats import SampleStats
+
+if TYPE_CHECKING:
+    from analysis.breakdown_aggregation import Breakdown
 
 logger = logging.getLogger(__name__)
 
@@ -121,7 +130,7 @@ class MetricAggregate:
     caps: dict[str, float] = field(default_factory=dict)  # "value" | "denominator" | "covariate"
 
 
-def _dialect() -> Dialect:
+def current_dialect() -> Dialect:
     """The dialect of the connection the statements run on: the primary's, or the read
     replica's inside ``core.replica.analysis_reads()`` (analysis.compute)."""
     return dialect_for(connections[read_alias()])
@@ -130,7 +139,7 @@ def _dialect() -> Dialect:
 # --- exposures --------------------------------------------------------------------------------
 
 
-def _counts(rows: Sequence[tuple[int, int, int]]) -> ExposureCounts:
+def counts_of(rows: Sequence[tuple[int, int, int]]) -> ExposureCounts:
     """ExposureCounts from (variant id, state, units) rows."""
     by_variant: dict[int, int] = {}
     multi = mismatch = 0
@@ -143,7 +152,7 @@ def _counts(rows: Sequence[tuple[int, int, int]]) -> ExposureCounts:
     return ExposureCounts(by_variant, multi, mismatch)
 
 
-def _project_of(experiment_id: int, d: Dialect) -> int | None:
+def project_of(experiment_id: int, d: Dialect) -> int | None:
     """The experiment's project: every read of the exposures names it (on PostgreSQL the
     planner then reads only that project's partitions)."""
     rows = Experiment.objects.using(d.connection.alias).filter(pk=experiment_id)
@@ -154,16 +163,16 @@ def exposure_counts(experiment_id: int, since: datetime, through: datetime) -> E
     """Analysed units per variant in the window, and the multi-variant units left out.
 
     (experiment_aggregates returns the same counts from its metrics query.)"""
-    d = _dialect()
+    d = current_dialect()
     params = {
         "experiment": experiment_id,
-        "project": _project_of(experiment_id, d),
+        "project": project_of(experiment_id, d),
         "since": d.param_ts(since),
         "through": d.param_ts(through),
     }
     with d.connection.cursor() as cursor:
         cursor.execute(builders.exposure_counts_sql(d), params)
-        return _counts(cursor.fetchall())
+        return counts_of(cursor.fetchall())
 
 
 # --- how to read each unit's events -----------------------------------------------------------
@@ -180,7 +189,7 @@ def read_strategy() -> str:
     are visited in unit_id order, so the lookups walk the index sequentially, and no hash table
     of a million units is probed at random. Without such an index the lookups would fetch every
     event's value from the table at random, several times slower than the hash join."""
-    d = _dialect()
+    d = current_dialect()
     if not d.supports_index_lookup:
         return HASH_JOIN
     with d.connection.cursor() as cursor:
@@ -193,82 +202,7 @@ def read_strategy() -> str:
 # --- metrics ----------------------------------------------------------------------------------
 
 
-def _columns(
-    index: int, metric: MetricSpec, codes: dict[str, int], properties: dict | None = None
-) -> dict[str, Column]:
-    """The per-unit columns of one metric: value, and denominator or covariate (``properties``:
-    the aliases of ``_property_columns``)."""
-    q = metric.winsorize_quantile if metric.kind != "binomial" else None
-    if q is not None and q >= 1:
-        q = None
-    hours = int(metric.window_hours)
-    code = codes[metric.event_name]
-    reads = property_reads(metric, code, properties or {})
-    cols = {"value": Column(f"m{index}_v", metric.kind, code, hours, False, q, **reads)}
-    if metric.kind == "ratio":
-        den = codes[metric.denominator_event]
-        cols["denominator"] = Column(f"m{index}_d", "mean", den, hours, False, q)
-    elif metric.cuped:
-        cols["covariate"] = Column(f"m{index}_c", metric.kind, code, hours, True, q, **reads)
-    return cols
-
-
-def _property_columns(metrics: Sequence[MetricSpec], codes: dict[str, int]) -> dict[tuple, str]:
-    """The per-event property columns the metrics read, each once: (event-name code, "match",
-    filter) for each filter and (code, "number", value property) -> alias. A filter that several
-    metrics share is evaluated once per event (property lookups are most of their cost)."""
-    aliases: dict[tuple, str] = {}
-    for m in metrics:
-        code = codes[m.event_name]
-        for f in m.filters:
-            aliases.setdefault((code, "match", f), f"p{len(aliases)}")
-        if m.value_property:
-            aliases.setdefault((code, "number", m.value_property), f"p{len(aliases)}")
-    return aliases
-
-
-def property_reads(metric: MetricSpec, code: int, aliases: dict[tuple, str]) -> dict[str, Any]:
-    """What a metric's value column reads of the property columns (``_property_columns``):
-    ``match``, the aliases of its filters (an event counts when each is 1), and ``value``, its
-    value property's alias or the event's value."""
-    return {
-        "match": tuple(aliases[(code, "match", f)] for f in metric.filters),
-        "value": aliases[(code, "number", metric.value_property)]
-        if metric.value_property
-        else "value",
-    }
-
-
-def _event_columns(
-    aliases: dict[tuple, str], dialect: Dialect
-) -> tuple[list[EventColumn], dict[str, object]]:
-    """The property columns' SQL and their parameters (``q0``, ``q1``, ...: every property
-    name and filter value is bound)."""
-    params: dict[str, object] = {}
-
-    def bind(value: object) -> str:
-        name = f"q{len(params)}"
-        params[name] = value
-        return dialect.param(name)
-
-    sql = PropertySQL(dialect, "e.properties", bind)
-    columns = [
-        EventColumn(alias, kind, sql.predicate(spec) if kind == "match" else sql.number(spec), code)
-        for (code, kind, spec), alias in aliases.items()
-    ]
-    return columns, params
-
-
-def _event_names(metrics: Sequence[MetricSpec]) -> list[str]:
-    names: list[str] = []
-    for m in metrics:
-        for name in (m.event_name, m.denominator_event if m.kind == "ratio" else ""):
-            if name and name not in names:
-                names.append(name)
-    return names
-
-
-def _metrics_sql(
+def metrics_sql(
     metrics: Sequence[MetricSpec],
     columns: list[dict[str, Column]],
     names: list[str],
@@ -278,12 +212,12 @@ def _metrics_sql(
     levels: int | None = None,
     unindexed: bool = True,
 ) -> str:
-    """The statement for a group of metrics (``_columns`` of each, ``_event_names`` of all,
-    ``_event_columns`` of their properties; ``levels``: a breakdown's, ``unindexed``: see
+    """The statement for a group of metrics (``metric_columns`` of each, ``event_names`` of all,
+    ``metric_event_columns`` of their properties; ``levels``: a breakdown's, ``unindexed``: see
     ``builders.metrics_statement``)."""
     windows = sorted({int(m.window_hours) for m in metrics})
     return builders.metrics_statement(
-        dialect or _dialect(),
+        dialect or current_dialect(),
         windows,
         columns,
         len(names),
@@ -294,7 +228,7 @@ def _metrics_sql(
     )
 
 
-def _read_rows(
+def read_rows(
     rows: Sequence[Sequence[object]], metrics: Sequence[MetricSpec], columns: list[dict]
 ) -> tuple[ExposureCounts, dict[str, MetricAggregate]]:
     """(variant id, state, n, sums..., caps...) rows -> unit counts and per-metric statistics."""
@@ -326,7 +260,7 @@ def _read_rows(
                         caps[metric.key][role] = float(raw[pos])  # type: ignore[arg-type]
                     pos += 1
             stats[metric.key][variant_id] = SampleStats(n=n, **fields)
-    counts = _counts([(int(r[0]), int(r[1]), int(r[2])) for r in rows])  # type: ignore[arg-type]
+    counts = counts_of([(int(r[0]), int(r[1]), int(r[2])) for r in rows])  # type: ignore[arg-type]
     return counts, {m.key: MetricAggregate(stats[m.key], caps[m.key]) for m in metrics}
 
 
@@ -342,7 +276,7 @@ OVERFLOW_REASON = (
 )
 
 
-def _reason(exc: BaseException) -> str:
+def failure_reason(exc: BaseException) -> str:
     """A short reason for a metric that cannot be computed, a person can act on."""
     message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if "out of range" in message.lower() or "overflow" in message.lower():
@@ -350,7 +284,7 @@ def _reason(exc: BaseException) -> str:
     return f"the aggregation failed ({type(exc).__name__}: {message[:200]})"
 
 
-def _finite(aggregate: MetricAggregate) -> bool:
+def is_finite(aggregate: MetricAggregate) -> bool:
     """SQLite does not raise on float overflow: its sums become inf (or NaN, read as NULL)."""
     return all(
         math.isfinite(value)
@@ -368,7 +302,7 @@ def _finite(aggregate: MetricAggregate) -> bool:
     ) and all(math.isfinite(cap) for cap in aggregate.caps.values())
 
 
-def _group_statement(
+def group_statement(
     group: Sequence[MetricSpec],
     *,
     experiment_id: int,
@@ -382,11 +316,11 @@ def _group_statement(
     """One statement for ``group``, in the dialect's statement scope (a savepoint on
     PostgreSQL, which aborts a transaction on any failed statement): a failure leaves the
     caller's transaction usable. Its rows, and the metrics' columns that read them."""
-    names = _event_names(group)
+    names = event_names(group)
     codes = {name: i for i, name in enumerate(names)}
-    aliases = _property_columns(group, codes)
-    columns = [_columns(i, m, codes, aliases) for i, m in enumerate(group)]
-    properties, property_params = _event_columns(aliases, dialect)
+    aliases = property_columns(group, codes)
+    columns = [metric_columns(i, m, codes, aliases) for i, m in enumerate(group)]
+    properties, property_params = metric_event_columns(aliases, dialect)
     longest = max(int(m.window_hours) for m in group)
     params: dict[str, object] = {
         "experiment": experiment_id,
@@ -403,7 +337,7 @@ def _group_statement(
     if properties and strategy == INDEX_LOOKUP:
         with dialect.connection.cursor() as cursor:
             unindexed = dialect.unindexed_properties(cursor, project_id)
-    sql = _metrics_sql(
+    sql = metrics_sql(
         group,
         columns,
         names,
@@ -423,11 +357,11 @@ def _group_rows(
     group: Sequence[MetricSpec], **window: object
 ) -> tuple[ExposureCounts, dict[str, MetricAggregate]]:
     """The counts and the metrics' statistics from one statement for ``group``."""
-    rows, columns = _group_statement(group, **window)  # type: ignore[arg-type]
-    return _read_rows(rows, group, columns)
+    rows, columns = group_statement(group, **window)  # type: ignore[arg-type]
+    return read_rows(rows, group, columns)
 
 
-def _by_group(
+def run_by_group(
     metrics: Sequence[MetricSpec],
     run: Callable[[list[MetricSpec]], T],
     *,
@@ -458,9 +392,9 @@ def _by_group(
                 except DatabaseError as one:
                     if not dialect.is_per_metric_failure(one):
                         raise
-                    errors[metric.key] = _reason(one)
+                    errors[metric.key] = failure_reason(one)
             if len(group) == 1:
-                errors[group[0].key] = _reason(exc)
+                errors[group[0].key] = failure_reason(exc)
     return results, errors
 
 
@@ -486,7 +420,7 @@ def experiment_aggregates(
     if not metrics:
         return ExperimentAggregates(exposure_counts(experiment_id, since, through), {})
     strategy = strategy or read_strategy()
-    dialect = _dialect()
+    dialect = current_dialect()
     window = {
         "experiment_id": experiment_id,
         "project_id": project_id,
@@ -497,7 +431,7 @@ def experiment_aggregates(
     }
     counts: ExposureCounts | None = None
     out: dict[str, MetricAggregate] = {}
-    results, errors = _by_group(
+    results, errors = run_by_group(
         metrics,
         lambda group: _group_rows(group, **window),
         experiment_id=experiment_id,
@@ -507,7 +441,7 @@ def experiment_aggregates(
         counts = counts or group_counts
         out.update(aggregates)
     for key, aggregate in list(out.items()):
-        if not _finite(aggregate):
+        if not is_finite(aggregate):
             del out[key]
             errors[key] = OVERFLOW_REASON
     for key, reason in errors.items():
@@ -535,128 +469,3 @@ def metric_aggregates(
         through=through,
         strategy=strategy,
     ).metrics
-
-
-# --- breakdowns by a unit attribute -------------------------------------------------------------
-
-BREAKDOWN_LEVELS = 20  # values kept per dimension, the most common; the rest are one level
-
-
-@dataclass(frozen=True)
-class Breakdown:
-    """Results per level of the exposure attribute ``dimension``: its ``levels`` values with
-    the most analysed units, one level for every other value, one for units without one."""
-
-    dimension: str
-    levels: int = BREAKDOWN_LEVELS
-
-
-@dataclass(frozen=True)
-class Level:
-    kind: str  # "value" (one of the kept values) | "other" (any other value) | "none"
-    value: str | None = None  # the attribute's value, for kind "value"
-
-
-_LEVEL_KINDS = {builders.LEVEL_VALUE: "value", builders.LEVEL_OTHER: "other"}
-
-
-@dataclass(frozen=True)
-class LevelAggregates:
-    level: Level
-    counts: ExposureCounts
-    metrics: dict[str, MetricAggregate]  # by metric key, as in ExperimentAggregates
-
-
-@dataclass(frozen=True)
-class BreakdownAggregates:
-    """The levels with analysed units: kept values by units (most first, ties by the value's
-    code points), then "other", then "none"."""
-
-    levels: list[LevelAggregates]
-    errors: dict[str, str] = field(default_factory=dict)  # metric key -> why it failed
-
-
-def _by_level(rows: Sequence[Sequence[object]]) -> dict[Level, list[Sequence[object]]]:
-    """(bucket, kept value, variant id, state, ...) rows -> the rest of each row, by level."""
-    out: dict[Level, list[Sequence[object]]] = {}
-    for row in rows:
-        level = Level(_LEVEL_KINDS.get(int(row[0]), "none"), row[1])  # type: ignore[arg-type]
-        out.setdefault(level, []).append(row[2:])
-    return out
-
-
-def _level_order(level: Level, units: int) -> tuple:
-    return ({"value": 0, "other": 1, "none": 2}[level.kind], -units, level.value or "")
-
-
-def _breakdown_counts(
-    experiment_id: int, since: datetime, through: datetime, breakdown: Breakdown, d: Dialect
-) -> dict[Level, ExposureCounts]:
-    params = {
-        "experiment": experiment_id,
-        "project": _project_of(experiment_id, d),
-        "since": d.param_ts(since),
-        "through": d.param_ts(through),
-        "dimension": d.param_property(breakdown.dimension),
-    }
-    with d.connection.cursor() as cursor:
-        cursor.execute(builders.breakdown_counts_sql(d, breakdown.levels), params)
-        rows = cursor.fetchall()
-    return {level: _counts(level_rows) for level, level_rows in _by_level(rows).items()}  # type: ignore[arg-type]
-
-
-def breakdown_aggregates(
-    *,
-    experiment_id: int,
-    project_id: int,
-    metrics: Sequence[MetricSpec],
-    since: datetime,
-    through: datetime,
-    breakdown: Breakdown,
-    strategy: str | None = None,
-) -> BreakdownAggregates:
-    """``experiment_aggregates`` per level of ``breakdown.dimension``: each analysed unit counts
-    in the level of the attribute on its first exposure in the window (``builders.exposed_cte``)
-    with the same per-unit values as in the experiment's results (winsorized at the caps of all
-    units). Failing metrics are retried and reported as ``experiment_aggregates`` does."""
-    dialect = _dialect()
-    counts: dict[Level, ExposureCounts] = {}
-    stats: dict[Level, dict[str, MetricAggregate]] = {}
-    errors: dict[str, str] = {}
-    if metrics:
-        window = {
-            "experiment_id": experiment_id,
-            "project_id": project_id,
-            "since": since,
-            "through": through,
-            "strategy": strategy or read_strategy(),
-            "dialect": dialect,
-            "breakdown": breakdown,
-        }
-
-        def run(group: list[MetricSpec]) -> dict[Level, tuple]:
-            rows, columns = _group_statement(group, **window)  # type: ignore[arg-type]
-            return {
-                level: _read_rows(level_rows, group, columns)
-                for level, level_rows in _by_level(rows).items()
-            }
-
-        results, errors = _by_group(metrics, run, experiment_id=experiment_id, dialect=dialect)
-        for by_level in results:
-            for level, (level_counts, aggregates) in by_level.items():
-                counts.setdefault(level, level_counts)
-                stats.setdefault(level, {}).update(aggregates)
-        overflowing = {k for aggs in stats.values() for k, a in aggs.items() if not _finite(a)}
-        for key in overflowing:
-            errors[key] = OVERFLOW_REASON
-            for aggregates in stats.values():
-                aggregates.pop(key, None)
-    if not counts:  # no metrics, or every metric failed
-        counts = _breakdown_counts(experiment_id, since, through, breakdown, dialect)
-    levels = sorted(
-        (level for level, c in counts.items() if c.units > 0),
-        key=lambda level: _level_order(level, counts[level].units),
-    )
-    return BreakdownAggregates(
-        [LevelAggregates(level, counts[level], stats.get(level, {})) for level in levels], errors
-    )

@@ -15,7 +15,6 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analysis.aggregation import BREAKDOWN_LEVELS
 from analysis.api_schemas import (
     AnalyzeQueuedSchema,
     BreakdownSchema,
@@ -23,6 +22,7 @@ from analysis.api_schemas import (
     ResultsSchema,
 )
 from analysis.breakdown import MAX_BREAKDOWN_LEVELS, BreakdownTooSlow, experiment_breakdown
+from analysis.breakdown_aggregation import BREAKDOWN_LEVELS
 from analysis.breakdown_exports import breakdown_export_filename, breakdown_export_stream
 from analysis.export_writers import export_stream
 from analysis.exports import (

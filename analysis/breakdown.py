@@ -7,7 +7,7 @@ of the current phase (so the levels add up to the results shown), or now before 
 the SQL runs in one consistent read with its own statement timeout
 (``ABACUS_BREAKDOWN_STATEMENT_TIMEOUT_MS``), and the answer is cached per (snapshot, dimension)
 for ``CACHE_SECONDS``. What counts (the level of a unit, the cap on levels) is in
-``analysis.aggregation.breakdown_aggregates``; the statistics are ``stats.breakdown``
+``analysis.breakdown_aggregation.breakdown_aggregates``; the statistics are ``stats.breakdown``
 (docs/analysts.md and docs/statistics.md, "Dimension breakdowns").
 """
 
@@ -22,8 +22,8 @@ from django.core.cache import cache
 from django.db import DatabaseError
 from django.utils import timezone
 
-from analysis import aggregation
-from analysis.aggregation import BREAKDOWN_LEVELS, Breakdown, LevelAggregates
+from analysis import aggregation, breakdown_aggregation
+from analysis.breakdown_aggregation import BREAKDOWN_LEVELS, Breakdown, LevelAggregates
 from analysis.compute import _consistent_read, _metric_spec
 from analysis.persist import result_row
 from analysis.policy import LOOK, Comparison, MetricDef
@@ -135,11 +135,11 @@ def experiment_breakdown(
 
 def _aggregate(
     experiment: Experiment, ems: list[ExperimentMetric], through: datetime, breakdown: Breakdown
-) -> aggregation.BreakdownAggregates:
+) -> breakdown_aggregation.BreakdownAggregates:
     try:
         with _consistent_read():
             _limit_statements()
-            return aggregation.breakdown_aggregates(
+            return breakdown_aggregation.breakdown_aggregates(
                 experiment_id=experiment.pk,
                 project_id=experiment.project_id,
                 metrics=[_metric_spec(em) for em in ems],
@@ -160,7 +160,7 @@ def _aggregate(
 
 def _limit_statements() -> None:
     """Inside the consistent read: the breakdown's own statement timeout (PostgreSQL)."""
-    connection = aggregation._dialect().connection
+    connection = aggregation.current_dialect().connection
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(
@@ -276,7 +276,7 @@ def _level_json(
 def _breakdown_json(
     experiment: Experiment,
     ems: list[ExperimentMetric],
-    result: aggregation.BreakdownAggregates,
+    result: breakdown_aggregation.BreakdownAggregates,
     dimension: str,
     levels: int,
     through: datetime,

@@ -9,8 +9,8 @@ from typing import Any
 
 from django.utils.text import slugify
 
-from analysis.aggregation import BREAKDOWN_LEVELS
 from analysis.breakdown import experiment_breakdown
+from analysis.breakdown_aggregation import BREAKDOWN_LEVELS
 from analysis.export_writers import WRITERS
 from analysis.exports import COLUMNS, FORMATS, Column
 from core.errors import DomainError

@@ -5,9 +5,7 @@ services and nothing imports back. The task objects are imported when a message 
 when this module loads: analysis.tasks imports the services, which import this module.
 """
 
-import logging
-
-logger = logging.getLogger(__name__)
+from core.queueing import send_quietly
 
 
 def enqueue_run(experiment_id: int, run_id: int) -> None:
@@ -24,10 +22,8 @@ def enqueue_webhook(delivery_id: int) -> None:
     ``analysis.resend_webhooks`` queues it again (`analysis.webhooks.webhook_deliveries_resend`)."""
     from analysis.tasks import deliver_webhook
 
-    try:
-        deliver_webhook.delay(delivery_id)
-    except Exception:
-        logger.exception("webhook delivery %s not queued; it stays pending", delivery_id)
+    unsent = f"webhook delivery {delivery_id} not queued; it stays pending"
+    send_quietly(deliver_webhook, delivery_id, unsent=unsent)
 
 
 def enqueue_holdout_run(holdout_id: int) -> None:

@@ -40,7 +40,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.utils import timezone
 
-from analysis import aggregation, watermarks
+from analysis import aggregation, unit_columns, watermarks
 from analysis.aggregation import MetricSpec
 from analysis.models import AggregateState
 from analysis.sql import incremental as sql
@@ -112,7 +112,7 @@ def plan_for(metrics: Sequence[MetricSpec], since: datetime) -> Plan | None:
     chosen = tuple(m for m in metrics if supported(m))[:SLOTS]
     if not chosen:
         return None
-    names = aggregation._event_names(chosen)
+    names = unit_columns.event_names(chosen)
     codes = {name: i for i, name in enumerate(names)}
     # Stored: every covariate (CUPED may be turned on later), nothing capped (caps are computed
     # when reading), a binomial's events counted (every column adds up; read as 0 or 1).
@@ -125,7 +125,7 @@ def plan_for(metrics: Sequence[MetricSpec], since: datetime) -> Plan | None:
         )
         for m in chosen
     ]
-    columns = [aggregation._columns(i, m, codes) for i, m in enumerate(storage)]
+    columns = [unit_columns.metric_columns(i, m, codes) for i, m in enumerate(storage)]
     binary = [m.kind == "binomial" for m in chosen]
     windows = sorted({int(m.window_hours) for m in chosen})
     definitions = [

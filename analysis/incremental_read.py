@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from analysis import aggregation
+from analysis import aggregation, unit_columns
 from analysis.aggregation import ExperimentAggregates, MetricAggregate, MetricSpec
 from analysis.incremental import (
     Plan,
@@ -71,7 +71,7 @@ def experiment_aggregates(
             "experiment %s: reading the stored aggregates failed (%s)", experiment_id, exc
         )
         return aggregation.experiment_aggregates(metrics=metrics, **window)
-    if not all(aggregation._finite(a) for a in stored.values()):
+    if not all(aggregation.is_finite(a) for a in stored.values()):
         return aggregation.experiment_aggregates(metrics=metrics, **window)
     rest = [m for m in metrics if m.key not in stored]
     if not rest:
@@ -101,7 +101,7 @@ def _read(
         for row in cursor.fetchall():
             totals.add([row[1:]], sign=1 if row[0] else -1)
         codes = {name: i for i, name in enumerate(plan.names)}
-        columns = {i: aggregation._columns(i, m, codes) for i, m in enumerate(plan.metrics)}
+        columns = {i: unit_columns.metric_columns(i, m, codes) for i, m in enumerate(plan.metrics)}
         clean = totals.clean_units()
         capped = {i: cols for i, cols in columns.items() if _capped(cols)}
         wanted, passes = [], []
@@ -128,7 +128,7 @@ def _read(
         if passes:
             chosen = [columns[i] for i in passes]
             cursor.execute(sql.read_sql(d, s, passes, chosen, lateral), params)
-            _, aggregates = aggregation._read_rows(
+            _, aggregates = aggregation.read_rows(
                 cursor.fetchall(), [plan.metrics[i] for i in passes], chosen
             )
             out.update(aggregates)

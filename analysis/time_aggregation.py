@@ -32,7 +32,7 @@ One statement per ``METRICS_PER_QUERY`` metrics (``analysis/sql/time_views.py``)
 that fails on a metric's data is retried metric by metric, as ``experiment_aggregates`` does,
 and a metric that still fails gets a reason in ``errors``. A metric's event filters and value
 property apply as in the cumulative analysis (the same per-event property columns,
-``aggregation._property_columns``).
+``unit_columns.property_columns``).
 """
 
 import logging
@@ -43,7 +43,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from django.db import DatabaseError
 
-from analysis import aggregation
+from analysis import aggregation, unit_columns
 from analysis.aggregation import METRICS_PER_QUERY, MetricSpec
 from analysis.sql import time_views as sql
 from analysis.sql.dialects import Dialect
@@ -91,10 +91,10 @@ def _columns(
     aliases: dict[tuple, str],
 ) -> tuple[dict[str, sql.DayColumn], dict[str, float]]:
     """The metric's per-unit-day columns and the parameters of their caps (``aliases``: the
-    property columns of ``aggregation._property_columns``)."""
+    property columns of ``unit_columns.property_columns``)."""
     hours = int(metric.window_hours)
     code = codes[metric.event_name]
-    reads = aggregation.property_reads(metric, code, aliases)
+    reads = unit_columns.property_reads(metric, code, aliases)
     kind = metric.kind if metric.kind in ("binomial", "count") else "sum"
     params: dict[str, float] = {}
 
@@ -177,8 +177,8 @@ def _group(group: Sequence[MetricSpec], w: _Window) -> dict[str, DayAggregates]:
             if name and name not in names:
                 names.append(name)
     codes = {name: i for i, name in enumerate(names)}
-    aliases = aggregation._property_columns(group, codes)
-    properties, property_params = aggregation._event_columns(aliases, d)
+    aliases = unit_columns.property_columns(group, codes)
+    properties, property_params = unit_columns.metric_event_columns(aliases, d)
     columns, caps = [], {}
     for i, m in enumerate(group):
         cols, params = _columns(i, m, codes, w.caps.get(m.key, {}), aliases)
@@ -218,7 +218,7 @@ def _fail(metric: MetricSpec, exc: DatabaseError, w: _Window, errors: dict[str, 
     """Record why ``metric`` failed, or re-raise an error of the database itself."""
     if not w.dialect.is_per_metric_failure(exc):
         raise exc
-    errors[metric.key] = aggregation._reason(exc)
+    errors[metric.key] = aggregation.failure_reason(exc)
 
 
 def time_aggregates(
@@ -246,7 +246,7 @@ def time_aggregates(
         calendar_days,
         max_exposure_days,
         caps or {},
-        aggregation._dialect(),
+        aggregation.current_dialect(),
         (strategy or aggregation.read_strategy()) == aggregation.INDEX_LOOKUP,
     )
     out: dict[str, DayAggregates] = {}

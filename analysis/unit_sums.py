@@ -73,7 +73,7 @@ class Sums:
 
     def counts(self) -> aggregation.ExposureCounts:
         rows = [(v, st, round(sums[0])) for (v, st), sums in self.by_group.items()]
-        return aggregation._counts([r for r in rows if r[2]])
+        return aggregation.counts_of([r for r in rows if r[2]])
 
     def clean_units(self) -> int:
         return sum(round(sums[0]) for (_, state), sums in self.by_group.items() if state == CLEAN)

@@ -4,9 +4,7 @@ The services call this instead of importing the task, so the task imports the se
 nothing imports back; the task object is imported when a message is sent.
 """
 
-import logging
-
-logger = logging.getLogger(__name__)
+from core.queueing import send_quietly
 
 
 def enqueue_delivery(delivery_id: int) -> None:
@@ -15,7 +13,5 @@ def enqueue_delivery(delivery_id: int) -> None:
     pending (logged), and the release or analysis that triggered it carries on."""
     from notifications.tasks import deliver
 
-    try:
-        deliver.delay(delivery_id)
-    except Exception:
-        logger.exception("notification delivery %s not queued; it stays pending", delivery_id)
+    unsent = f"notification delivery {delivery_id} not queued; it stays pending"
+    send_quietly(deliver, delivery_id, unsent=unsent)

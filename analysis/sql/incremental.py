@@ -39,9 +39,9 @@ ONE, ZERO = "CAST(1 AS DOUBLE PRECISION)", "CAST(0 AS DOUBLE PRECISION)"
 @dataclass(frozen=True)
 class Stored:
     """The stored columns of a group of metrics: ``columns[i]`` the per-unit Columns of the
-    metric in slot i (value, then denominator or covariate), as ``aggregation._columns`` names
-    them (``m<i>_v``, ``m<i>_d``, ``m<i>_c``); ``binary[i]``: the slot holds event counts read
-    as 0 or 1 (binomial); ``windows`` ascending; ``names`` how many event names."""
+    metric in slot i (value, then denominator or covariate), as ``unit_columns.metric_columns``
+    names them (``m<i>_v``, ``m<i>_d``, ``m<i>_c``); ``binary[i]``: the slot holds event
+    counts read as 0 or 1 (binomial); ``windows`` ascending; ``names`` how many event names."""
 
     columns: Sequence[dict[str, Column]]
     binary: Sequence[bool]
@@ -504,7 +504,7 @@ def read_sql(
     snapshot reads them, capped, with or without a covariate) over every analysed unit: the
     stored rows, except units with rows above the watermarks, which are computed from their
     events here (normally none). The result has the metrics statement's shape
-    (``aggregation._read_rows``)."""
+    (``aggregation.read_rows``)."""
     stored = {alias: column for column, alias in s.slot_columns()}
     reads, fresh = [], []
     for slot, cols in zip(slots, metrics, strict=True):

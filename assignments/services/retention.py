@@ -24,6 +24,7 @@ from django.utils import timezone
 from assignments import partitions
 from assignments.models import Exposure, FlagExposure, MetricEvent
 from assignments.signals import events_deleted
+from core.queueing import send_quietly
 from experiments.models import Project
 
 logger = logging.getLogger(__name__)
@@ -84,10 +85,8 @@ def _maintenance_queue(project_id: int) -> None:
     weeks to the hourly round, and events land in the default partition meanwhile)."""
     from assignments.tasks import maintain_events
 
-    try:
-        maintain_events.delay(project_id)
-    except Exception:
-        logger.exception("event maintenance of new project %s not queued", project_id)
+    unsent = f"event maintenance of new project {project_id} not queued"
+    send_quietly(maintain_events, project_id, unsent=unsent)
 
 
 def project_partitions_forget(*, project_id: int, using: str = "default") -> None:

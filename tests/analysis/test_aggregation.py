@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from django.db import connection
 
-from analysis import aggregation
+from analysis import aggregation, unit_columns
 from analysis.aggregation import (
     MetricSpec,
     experiment_aggregates,
@@ -426,14 +426,14 @@ def test_when_every_metric_fails_the_exposure_counts_still_come_back(poisoned, e
 def test_a_metric_whose_sql_fails_gets_the_database_error_as_its_reason(
     scenario, experiment, monkeypatch
 ):
-    real = aggregation._metrics_sql
+    real = aggregation.metrics_sql
 
     def broken_for_one(metrics, *args, **kwargs):
         if any(m.key == "broken" for m in metrics):
             return "SELECT no_such_function_abacus(1)"
         return real(metrics, *args, **kwargs)
 
-    monkeypatch.setattr(aggregation, "_metrics_sql", broken_for_one)
+    monkeypatch.setattr(aggregation, "metrics_sql", broken_for_one)
     result = _aggregates(
         experiment, MetricSpec("broken", "count", "click"), MetricSpec("n", "count", "click")
     )
@@ -509,10 +509,10 @@ SEAM_METRICS = [
 
 
 def render(dialect, strategy=aggregation.HASH_JOIN, metrics=SEAM_METRICS):
-    names = aggregation._event_names(metrics)
+    names = unit_columns.event_names(metrics)
     codes = {name: i for i, name in enumerate(names)}
-    columns = [aggregation._columns(i, m, codes) for i, m in enumerate(metrics)]
-    return aggregation._metrics_sql(metrics, columns, names, strategy, dialect=dialect)
+    columns = [unit_columns.metric_columns(i, m, codes) for i, m in enumerate(metrics)]
+    return aggregation.metrics_sql(metrics, columns, names, strategy, dialect=dialect)
 
 
 def marked(dialect):
@@ -611,8 +611,9 @@ def test_the_connection_picks_its_dialect(strategy):
     if strategy != aggregation.HASH_JOIN:
         pytest.skip("checked once")
     expected = {"postgresql": PostgresDialect, "sqlite": SqliteDialect}[connection.vendor]
-    assert type(aggregation._dialect()) is expected
-    assert aggregation._dialect().supports_index_lookup == (connection.vendor == "postgresql")
+    assert type(aggregation.current_dialect()) is expected
+    postgresql = connection.vendor == "postgresql"
+    assert aggregation.current_dialect().supports_index_lookup == postgresql
 
 
 def _plan(experiment, metrics, strategy):
@@ -620,8 +621,8 @@ def _plan(experiment, metrics, strategy):
     scans off: with them off the planner picks an index-only scan exactly when the index holds
     every column the statement reads. Left on, bitmap against index-only depends on the table's
     visibility map, which earlier tests' rolled-back rows leave empty (CI's order chose bitmap)."""
-    names = aggregation._event_names(metrics)
-    d = aggregation._dialect()
+    names = unit_columns.event_names(metrics)
+    d = aggregation.current_dialect()
     params = {
         "experiment": experiment.pk,
         "project": experiment.project_id,

@@ -19,7 +19,7 @@ from rest_framework.test import APIClient
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 
-from analysis import aggregation, breakdown
+from analysis import breakdown, breakdown_aggregation
 from analysis.breakdown import attributes_seen, experiment_breakdown
 from analysis.breakdown_exports import BREAKDOWN_COLUMNS
 from analysis.models import ResultSnapshot
@@ -194,9 +194,9 @@ def test_a_cached_breakdown_is_not_recomputed_until_the_next_snapshot(shop, monk
     """Per (snapshot, dimension) the answer is cached; a new snapshot computes anew."""
     first = experiment_breakdown(shop, "platform")
     calls = []
-    real = aggregation.breakdown_aggregates
+    real = breakdown_aggregation.breakdown_aggregates
     monkeypatch.setattr(
-        aggregation, "breakdown_aggregates", lambda **kw: calls.append(kw) or real(**kw)
+        breakdown_aggregation, "breakdown_aggregates", lambda **kw: calls.append(kw) or real(**kw)
     )
     assert experiment_breakdown(shop, "platform") == first and calls == []
     analysis_run(experiment_id=shop.pk)
@@ -274,7 +274,7 @@ def test_a_breakdown_past_its_statement_timeout_is_a_503_saying_so(
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_sleep(1)")
 
-    monkeypatch.setattr(aggregation, "breakdown_aggregates", slow)
+    monkeypatch.setattr(breakdown_aggregation, "breakdown_aggregates", slow)
     response = api.get(f"{URL}/results/breakdown", {"dimension": "country"})
     assert response.status_code == 503
     assert "ABACUS_BREAKDOWN_STATEMENT_TIMEOUT_MS" in response.json()["detail"]

@@ -7,8 +7,9 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
-from analysis import aggregation
-from analysis.aggregation import Breakdown, Level, MetricSpec, breakdown_aggregates
+from analysis import aggregation, breakdown_aggregation, unit_columns
+from analysis.aggregation import MetricSpec
+from analysis.breakdown_aggregation import Breakdown, Level, breakdown_aggregates
 from analysis.sql import builders
 from analysis.sql.dialects import PostgresDialect, SqliteDialect
 from assignments.models import Exposure
@@ -219,11 +220,11 @@ def test_the_breakdown_statement_differs_between_engines_only_in_dialect_fragmen
     the same text, and the dimension is a placeholder."""
     if strategy != aggregation.HASH_JOIN:
         pytest.skip("checked once")
-    names = aggregation._event_names([REVENUE])
-    columns = [aggregation._columns(0, REVENUE, {n: i for i, n in enumerate(names)})]
+    names = unit_columns.event_names([REVENUE])
+    columns = [unit_columns.metric_columns(0, REVENUE, {n: i for i, n in enumerate(names)})]
     texts = set()
     for dialect in (PostgresDialect(connection), SqliteDialect(connection, version=(3, 45))):
-        sql = aggregation._metrics_sql([REVENUE], columns, names, dialect=marked(dialect), levels=3)
+        sql = aggregation.metrics_sql([REVENUE], columns, names, dialect=marked(dialect), levels=3)
         assert "%(dimension)s" in sql and "LIMIT 3" in sql
         texts.add(skeleton(sql))
         counts = builders.breakdown_counts_sql(marked(dialect), 3)
@@ -233,6 +234,7 @@ def test_the_breakdown_statement_differs_between_engines_only_in_dialect_fragmen
 
 def test_level_kinds_map_from_the_statement(experiment, arms):
     """The statement's bucket codes name the level kinds (a value, the others, none)."""
-    assert aggregation._by_level([(builders.LEVEL_VALUE, "DE", 1), (builders.LEVEL_NONE, None, 2)])
-    assert Level("value", "DE") in aggregation._by_level([(builders.LEVEL_VALUE, "DE", 1)])
-    assert Level("other") in aggregation._by_level([(builders.LEVEL_OTHER, None, 1)])
+    by_level = breakdown_aggregation.by_level
+    assert by_level([(builders.LEVEL_VALUE, "DE", 1), (builders.LEVEL_NONE, None, 2)])
+    assert Level("value", "DE") in by_level([(builders.LEVEL_VALUE, "DE", 1)])
+    assert Level("other") in by_level([(builders.LEVEL_OTHER, None, 1)])

@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.db import connection
 
-from analysis import aggregation
+from analysis import aggregation, unit_columns
 from analysis.aggregation import MetricSpec, experiment_aggregates
 from analysis.sql.dialects import PostgresDialect, SqliteDialect
 from assignments.models import MetricEvent
@@ -262,12 +262,12 @@ FILTERED = [
 
 
 def render(dialect, strategy, metrics=FILTERED):
-    names = aggregation._event_names(metrics)
+    names = unit_columns.event_names(metrics)
     codes = {name: i for i, name in enumerate(names)}
-    aliases = aggregation._property_columns(metrics, codes)
-    columns = [aggregation._columns(i, m, codes, aliases) for i, m in enumerate(metrics)]
-    properties, params = aggregation._event_columns(aliases, dialect)
-    sql = aggregation._metrics_sql(
+    aliases = unit_columns.property_columns(metrics, codes)
+    columns = [unit_columns.metric_columns(i, m, codes, aliases) for i, m in enumerate(metrics)]
+    properties, params = unit_columns.metric_event_columns(aliases, dialect)
+    sql = aggregation.metrics_sql(
         metrics, columns, names, strategy, dialect=dialect, properties=properties
     )
     return sql, params
@@ -304,9 +304,9 @@ def test_filters_differ_between_engines_only_inside_the_dialect(strategy):
 
 
 def _plan(experiment, metrics):
-    d = aggregation._dialect()
+    d = aggregation.current_dialect()
     sql, property_params = render(d, aggregation.INDEX_LOOKUP, metrics)
-    names = aggregation._event_names(metrics)
+    names = unit_columns.event_names(metrics)
     params = {
         "experiment": experiment.pk,
         "project": experiment.project_id,

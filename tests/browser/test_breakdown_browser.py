@@ -4,7 +4,7 @@ p-values (the same as the API's), download it; a bad attribute says why."""
 
 import pytest
 
-from analysis.views import _p
+from analysis.results_display import p_value
 from tests.analysis import test_breakdown as breakdown_tests
 from tests.browser.conftest import save_screenshot
 from tests.browser.test_dashboard import RECORD_CSP_VIOLATIONS
@@ -48,7 +48,7 @@ def test_the_breakdown_section_shows_levels_note_and_heterogeneity(
             f'#breakdown-heterogeneity tr[data-metric="{test["metric"]}"]'
             f'[data-variant="{test["variant"]}"]'
         )
-        assert row.locator(".heterogeneity-p").inner_text() == _p(test["adjusted_p_value"])
+        assert row.locator(".heterogeneity-p").inner_text() == p_value(test["adjusted_p_value"])
     purchase = page.locator('#breakdown-heterogeneity tr[data-metric="purchase"]')
     assert purchase.locator(".status-pill").inner_text() == "differs by level"
     with page.expect_download() as info:

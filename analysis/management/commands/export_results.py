@@ -7,8 +7,8 @@ from typing import Any, BinaryIO
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from analysis.aggregation import BREAKDOWN_LEVELS
 from analysis.breakdown import MAX_BREAKDOWN_LEVELS, BreakdownTooSlow
+from analysis.breakdown_aggregation import BREAKDOWN_LEVELS
 from analysis.breakdown_exports import breakdown_export_stream
 from analysis.export_writers import export_stream
 from analysis.exports import FORMATS, HISTORY, export_filter_build

@@ -150,21 +150,33 @@ def plan_for(metrics: Sequence[MetricSpec], since: datetime) -> Plan | None:
     )
 
 
-def without_jit(d: Dialect) -> str | None:
-    """PostgreSQL: turn JIT compilation off for the rest of the transaction (it costs a few
-    tenths of a second per statement, more than these statements take); returns the setting
-    to restore."""
+def tuned(d: Dialect) -> tuple[str, str] | None:
+    """PostgreSQL: settings for the rest of the transaction: JIT compilation off (it costs a few
+    tenths of a second per statement, more than these statements take) and the analysis'
+    ``work_mem`` (``ABACUS_ANALYSIS_WORK_MEM``, as the snapshot's read has: sorting a round's
+    new events by unit, and keeping the rows an update returns, fit in memory instead of
+    spilling to temporary files). Returns the settings to restore."""
     if d.vendor != "postgresql":
         return None
+    work_mem = str(getattr(settings, "ABACUS_ANALYSIS_WORK_MEM", "256MB"))
     with d.connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('jit'), set_config('jit', 'off', true)")
-        return cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT current_setting('jit'), current_setting('work_mem'), "
+            "set_config('jit', 'off', true), set_config('work_mem', %s, true)",
+            [work_mem],
+        )
+        jit, previous_work_mem, _, _ = cursor.fetchone()
+        return jit, previous_work_mem
 
 
-def restore_jit(d: Dialect, setting: str | None) -> None:
-    if setting is not None:
+def restore(d: Dialect, previous: tuple[str, str] | None) -> None:
+    """Put back the settings ``tuned`` changed."""
+    if previous is not None:
         with d.connection.cursor() as cursor:
-            cursor.execute("SELECT set_config('jit', %s, true)", [setting])
+            cursor.execute(
+                "SELECT set_config('jit', %s, true), set_config('work_mem', %s, true)",
+                list(previous),
+            )
 
 
 def lateral_lookups(d: Dialect) -> bool:
@@ -199,7 +211,7 @@ def refresh(
     window = window_of(experiment_id, project_id, since, through)
     try:
         with transaction.atomic():
-            without_jit(d)
+            tuned(d)
             state = _locked_state(d, experiment_id)
             if state is not None and state.ready and state.signature == plan.signature:
                 if through < state.through:
@@ -373,7 +385,7 @@ def _rebuild(
     statement = f"WITH {ctes} {upsert}"
     for done, (lo, hi) in enumerate(chunks, start=1):
         with transaction.atomic():
-            without_jit(d)
+            tuned(d)
             _check_generation(d, experiment_id, generation)
             with d.connection.cursor() as cursor:
                 cursor.execute(statement, {**params, "lo": lo, "hi": hi})

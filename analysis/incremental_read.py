@@ -20,12 +20,13 @@ from analysis.incremental import (
     Plan,
     lateral_lookups,
     plan_for,
-    restore_jit,
+    restore,
+    tuned,
     window_of,
-    without_jit,
 )
 from analysis.models import AggregateState, ResultRow, ResultSnapshot
 from analysis.sql import incremental as sql
+from analysis.sql import incremental_read as read_statements
 from analysis.sql.dialects import Dialect, dialect_for
 from analysis.unit_sums import Sums
 from core.replica import read_alias
@@ -60,10 +61,10 @@ def experiment_aggregates(
     params = plan.params(d, window, x_hi=state.exposure_watermark, e_hi=state.event_watermark)
     try:
         with d.statement_scope():
-            jit = without_jit(d)
+            previous_settings = tuned(d)
             previous = previous_caps(alias, experiment_id, plan)
             counts, stored = _read(d, plan, Sums.load(state.sums), params, previous)
-            restore_jit(d, jit)
+            restore(d, previous_settings)
     except DatabaseError as exc:
         if not d.is_per_metric_failure(exc):
             raise
@@ -97,7 +98,7 @@ def _read(
     lateral = lateral_lookups(d)
     s = plan.stored
     with d.connection.cursor() as cursor:
-        cursor.execute(sql.hot_sums_sql(d, s, lateral), params)
+        cursor.execute(read_statements.hot_sums_sql(d, s, lateral), params)
         for row in cursor.fetchall():
             totals.add([row[1:]], sign=1 if row[0] else -1)
         codes = {name: i for i, name in enumerate(plan.names)}
@@ -127,7 +128,7 @@ def _read(
                     )
         if passes:
             chosen = [columns[i] for i in passes]
-            cursor.execute(sql.read_sql(d, s, passes, chosen, lateral), params)
+            cursor.execute(read_statements.read_sql(d, s, passes, chosen, lateral), params)
             _, aggregates = aggregation.read_rows(
                 cursor.fetchall(), [plan.metrics[i] for i in passes], chosen
             )
@@ -159,7 +160,7 @@ def _tops(
     missing = list(range(len(wanted)))
     guards = [(slot, c, previous.get((slot, c), 0.0) * GUARD) for slot, c, _ in wanted]
     if all(g > 0 for _, _, g in guards):
-        cursor.execute(sql.above_sql(d, s, guards, ABOVE_LIMIT, lateral), params)
+        cursor.execute(read_statements.above_sql(d, s, guards, ABOVE_LIMIT, lateral), params)
         rows = cursor.fetchall()
         slots = sorted({slot for slot, _, _ in wanted})
         if len(rows) < ABOVE_LIMIT:
@@ -173,7 +174,7 @@ def _tops(
                 else:
                     missing.append(n)
     if missing:
-        cursor.execute(sql.top_sql(d, s, [wanted[n] for n in missing], lateral), params)
+        cursor.execute(read_statements.top_sql(d, s, [wanted[n] for n in missing], lateral), params)
         for q, unit_id, variant_id, *values in cursor.fetchall():
             tops.setdefault(missing[int(q)], []).append((unit_id, int(variant_id), *values))
     return tops

@@ -16,8 +16,8 @@ from experiments.models import Environment, Metric, Project
 from flags.forms import kept_rows
 
 from .models import ReleaseKind, ReleaseMetricRole
-from .selectors import quantile_label
-from .services import DEFAULT_BLUE_GREEN_STEPS, DEFAULT_CANARY_STEPS
+from .page import quantile_label
+from .validation import DEFAULT_BLUE_GREEN_STEPS, DEFAULT_CANARY_STEPS
 
 KIND_STEPS = {
     ReleaseKind.CANARY: DEFAULT_CANARY_STEPS,

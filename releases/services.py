@@ -17,17 +17,15 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import DomainError
 from experiments.holdouts import served_holdout
-from experiments.models import Environment, Metric, Project
+from experiments.models import Environment, Project
 from experiments.services import audit_log_record
 from experiments.services.rules import is_number
 from flags.models import Flag
-from flags.services.access import is_admin, require
 from flags.services.environments import apply_change, config_get
 
 from .models import (
@@ -35,156 +33,26 @@ from .models import (
     Release,
     ReleaseKind,
     ReleaseMetric,
-    ReleaseMetricRole,
     ReleaseStatus,
     ReleaseTransition,
 )
 from .notify import release_notify
+from .validation import (
+    MAX_INTERVAL_SECONDS,
+    check_may_release,
+    check_metrics,
+    check_reachable,
+    check_steps,
+    check_variations,
+)
 
 logger = logging.getLogger(__name__)
 
 MONITOR = "monitor"
-MAX_STEPS = 20
-MAX_METRICS = 20
-MAX_STEP_MINUTES = 7 * 24 * 60
-MAX_STEP_UNITS = 100_000_000
-MAX_INTERVAL_SECONDS = 3600
-DEFAULT_CANARY_STEPS = (
-    {"percent": 1, "min_minutes": 10, "min_units": 200},
-    {"percent": 5, "min_minutes": 10, "min_units": 200},
-    {"percent": 25, "min_minutes": 15, "min_units": 500},
-    {"percent": 50, "min_minutes": 15, "min_units": 1000},
-    {"percent": 100, "min_minutes": 0, "min_units": 0},
-)
-DEFAULT_BLUE_GREEN_STEPS = ({"percent": 100, "min_minutes": 15, "min_units": 200},)
 
 
 def rule_id_for(release: Release) -> str:
     return f"release-{release.pk}"
-
-
-# -- validation ---------------------------------------------------------------------------------
-
-
-def check_steps(kind: str, steps: Any) -> list[dict[str, Any]]:
-    if steps in (None, []):
-        steps = DEFAULT_BLUE_GREEN_STEPS if kind == ReleaseKind.BLUE_GREEN else DEFAULT_CANARY_STEPS
-    if not isinstance(steps, list | tuple) or len(steps) > MAX_STEPS:
-        raise DomainError(f"Steps are a list of at most {MAX_STEPS} objects.", "steps")
-    out, previous = [], 0.0
-    for i, step in enumerate(steps):
-        where = f"steps[{i}]"
-        if not isinstance(step, dict):
-            raise DomainError('Each step is {"percent", "min_minutes", "min_units"}.', where)
-        unknown = sorted(set(step) - {"percent", "min_minutes", "min_units"})
-        if unknown:
-            raise DomainError(f"A step has no field '{unknown[0]}'.", f"{where}.{unknown[0]}")
-        percent = step.get("percent")
-        if not is_number(percent) or not 0 < percent <= 100:
-            raise DomainError("A step's percent is a number in (0, 100].", f"{where}.percent")
-        if percent <= previous:
-            raise DomainError(
-                f"Steps must increase: step {i + 1} ({percent:g}%) is not above {previous:g}%.",
-                f"{where}.percent",
-            )
-        minutes = step.get("min_minutes", 0)
-        if not is_number(minutes) or not 0 <= minutes <= MAX_STEP_MINUTES:
-            raise DomainError(
-                f"min_minutes is from 0 to {MAX_STEP_MINUTES} (a week).", f"{where}.min_minutes"
-            )
-        units = step.get("min_units", 0)
-        if not is_number(units) or units != int(units) or not 0 <= units <= MAX_STEP_UNITS:
-            raise DomainError(
-                "min_units is a whole number of units per side (0 or more).", f"{where}.min_units"
-            )
-        out.append(
-            {"percent": float(percent), "min_minutes": float(minutes), "min_units": int(units)}
-        )
-        previous = float(percent)
-    if kind == ReleaseKind.BLUE_GREEN and (len(out) != 1 or out[0]["percent"] != 100):
-        raise DomainError(
-            "A blue-green release is one step at 100% (the switch) whose minutes are the "
-            "verification window.",
-            "steps",
-        )
-    return out
-
-
-def check_metrics(project: Project, metrics: Any) -> list[tuple[Metric, str, float | None]]:
-    if metrics is None:
-        return []
-    if not isinstance(metrics, list | tuple) or len(metrics) > MAX_METRICS:
-        raise DomainError(f"Metrics are a list of at most {MAX_METRICS} objects.", "metrics")
-    seen, out = set(), []
-    for i, item in enumerate(metrics):
-        where = f"metrics[{i}]"
-        if isinstance(item, str):
-            item = {"metric": item}
-        if not isinstance(item, dict):
-            raise DomainError('Each metric is {"metric": key, "role", ...}.', where)
-        key = item.get("metric")
-        metric = (
-            Metric.objects.filter(project=project, key=key).first()
-            if isinstance(key, str)
-            else None
-        )
-        if metric is None:
-            raise DomainError(f"No metric {key!r} in this project's catalog.", f"{where}.metric")
-        if key in seen:
-            raise DomainError(f"Metric '{key}' is listed twice.", f"{where}.metric")
-        seen.add(key)
-        role = item.get("role", ReleaseMetricRole.GUARDRAIL)
-        if role not in ReleaseMetricRole.values:
-            raise DomainError(
-                f"A release metric's role is {' or '.join(ReleaseMetricRole.values)}.",
-                f"{where}.role",
-            )
-        margin = item.get("non_inferiority_margin")
-        if margin is not None and (not is_number(margin) or not 0 <= margin <= 1):
-            raise DomainError(
-                "non_inferiority_margin is the tolerated harm relative to the baseline, from "
-                "0 to 1 (0.02: up to 2% worse is tolerated).",
-                f"{where}.non_inferiority_margin",
-            )
-        out.append((metric, role, None if margin is None else float(margin)))
-    return out
-
-
-def _check_variations(flag: Flag, variation: Any, baseline: Any) -> None:
-    keys = [v["key"] for v in flag.variations]
-    if variation not in keys:
-        raise DomainError(
-            f"'{variation}' is not a variation of flag '{flag.key}' ({', '.join(keys)}).",
-            "variation",
-        )
-    if baseline not in keys:
-        raise DomainError(
-            f"'{baseline}' is not a variation of flag '{flag.key}' ({', '.join(keys)}).",
-            "baseline_variation",
-        )
-    if variation == baseline:
-        raise DomainError("The new variation must differ from the baseline.", "variation")
-
-
-def _check_reachable(rules: Sequence[dict[str, Any]], environment: Environment) -> None:
-    """The release's rule comes after the environment's rules: a force or rollout rule with no
-    condition and no segment serves every unit first, and the release would change nothing."""
-    for i, rule in enumerate(rules):
-        if rule.get("type") in ("force", "rollout") and not (
-            rule.get("condition") or rule.get("segment")
-        ):
-            raise DomainError(
-                f"Rule {i + 1} ({rule.get('type')}, id {rule.get('id')}) serves every unit in "
-                f"{environment.key} before a release's rule would: the release would change "
-                "nothing. Remove that rule (or give it a condition or segment) first.",
-                "environment",
-            )
-
-
-def _check_may_release(project: Project, environment: Environment, actor: Any) -> None:
-    require(project, actor, "edit")
-    if environment.production and not is_admin(project, actor):
-        raise PermissionDenied(f"Releases in {environment.key} need an admin of '{project.slug}'.")
 
 
 def _min_interval() -> int:
@@ -287,7 +155,7 @@ def release_create(
     actor that is no person (``key:deploy-bot``, with ``actor`` None) in the transitions."""
     if flag.project_id != project.pk or environment.project_id != project.pk:
         raise DomainError("The flag and the environment must belong to this project.", "flag")
-    _check_may_release(project, environment, actor)
+    check_may_release(project, environment, actor)
     if flag.archived:
         raise DomainError(f"Flag '{flag.key}' is archived.", "flag")
     if kind not in ReleaseKind.values:
@@ -296,7 +164,7 @@ def release_create(
     baseline = (
         baseline_variation if baseline_variation not in (None, "") else config.default_variation
     )
-    _check_variations(flag, variation, baseline)
+    check_variations(flag, variation, baseline)
     checked_steps = check_steps(kind, steps)
     checked_metrics = check_metrics(project, metrics)
     if not is_number(alpha) or not 0.001 <= alpha <= 0.2:
@@ -331,7 +199,7 @@ def release_create(
             "back first.",
             "flag",
         )
-    _check_reachable(config.rules, environment)
+    check_reachable(config.rules, environment)
     now = timezone.now()
     release = Release(
         project=project, flag=flag, environment=environment, kind=kind, variation=variation,
@@ -388,7 +256,7 @@ def release_start(
     """Start a scheduled release now (the beat does it at ``start_at``)."""
     release = _locked(release)
     if actor is not None:
-        _check_may_release(release.project, release.environment, actor)
+        check_may_release(release.project, release.environment, actor)
     _require_status(release, [ReleaseStatus.SCHEDULED], "start")
     return _start(release, actor, actor_label, timezone.now())
 
@@ -436,7 +304,7 @@ def _move(
 ) -> Release:
     """A status move between running and paused, checked, audited and notified."""
     release = _locked(release)
-    _check_may_release(release.project, release.environment, actor)
+    check_may_release(release.project, release.environment, actor)
     _require_status(release, [source], action)
     before = (release.status, release.step)
     release.status = target
@@ -537,7 +405,7 @@ def release_advance(
 ) -> Release:
     """A person moves the release to its next step (or completes it) without waiting."""
     release = _locked(release)
-    _check_may_release(release.project, release.environment, actor)
+    check_may_release(release.project, release.environment, actor)
     _require_status(release, [ReleaseStatus.RUNNING, ReleaseStatus.PAUSED], "advance")
     return _advance(release, actor, actor_label, reason or "advanced by hand", timezone.now())
 
@@ -551,7 +419,7 @@ def release_rollback(
     actor_label: str | None = None,
 ) -> Release:
     release = _locked(release)
-    _check_may_release(release.project, release.environment, actor)
+    check_may_release(release.project, release.environment, actor)
     _require_status(release, LIVE_STATUSES, "roll back")
     if release.status == ReleaseStatus.SCHEDULED:
         before = (release.status, release.step)

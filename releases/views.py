@@ -27,6 +27,7 @@ from core.errors import DomainError
 from experiments.views.pages import Page, project_page
 from flags.selectors import environment_get, environments_for_project, flag_get
 
+from . import page as page_data
 from . import selectors, services
 from .forms import KIND_STEPS, ActionForm, ReleaseEditor
 from .models import LIVE_STATUSES, ReleaseKind, ReleaseStatus
@@ -74,7 +75,7 @@ def release_list(request: HttpRequest, page: Page) -> HttpResponse:
             "status": status,
             "statuses": [("live", "Live (scheduled, running, paused)"), *ReleaseStatus.choices],
             "listing": listing,
-            "rows": [(r, selectors.decision_of(r)) for r in listing],
+            "rows": [(r, page_data.decision_of(r)) for r in listing],
         },
     )
 
@@ -143,7 +144,7 @@ def release_new(request: HttpRequest, page: Page) -> HttpResponse:
 @require_safe
 def release_detail(request: HttpRequest, page: Page, release_id: int) -> HttpResponse:
     release = selectors.release_get(page.project, release_id)
-    data = selectors.release_page(release)
+    data = page_data.release_page(release)
     return page.render(
         "releases/release_detail.html",
         {
@@ -161,7 +162,7 @@ def release_detail(request: HttpRequest, page: Page, release_id: int) -> HttpRes
 def release_data(request: HttpRequest, page: Page, release_id: int) -> JsonResponse:
     """The page's data as JSON, for its refresh every 15 s while the release is live."""
     release = selectors.release_get(page.project, release_id)
-    response = JsonResponse(selectors.release_page_data(release))
+    response = JsonResponse(page_data.release_page_data(release))
     response["Cache-Control"] = "no-store"
     return response
 

@@ -11,7 +11,8 @@ from typing import Any
 from django import template
 
 from releases.models import Release, ReleaseKind
-from releases.selectors import decision_of, releases_for_flag, step_percent
+from releases.page import decision_of
+from releases.selectors import releases_for_flag, step_percent
 
 register = template.Library()
 

@@ -18,7 +18,8 @@ from experiments.services import project_create
 from flags.services import flag_create, flag_environment_update
 from releases.models import Release, ReleaseStatus
 from releases.monitor import release_analyze
-from releases.services import DEFAULT_CANARY_STEPS, release_create
+from releases.services import release_create
+from releases.validation import DEFAULT_CANARY_STEPS
 
 from .conftest import simulate
 

@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from releases.models import ReleaseCheck, ReleaseStatus
-from releases.selectors import (
+from releases.page import (
     _thin,
     check_words,
     checks_for_chart,

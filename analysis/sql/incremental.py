@@ -127,24 +127,20 @@ def _new_values(
         )
     else:
         unit = f"JOIN {units} u ON u.unit_id = e.unit_id"
-    extra = "".join(f", j.{k}" for k in keys.split(", ") if k)
-    # In unit order (lateral): each unit's events are grouped, and its row updated, as the
-    # lookups reach it, while its page is still in memory (no sort of the looked-up rows).
-    order = "ORDER BY e.unit_id" if lateral else ""
     return f"""
     {name}_raw AS (
-        SELECT {"".join(f"u.{k}, " for k in keys.split(", ") if k)}e.unit_id, e.value, e.ts AS t,
+        SELECT {"".join(f"u.{k}, " for k in keys.split(", ") if k)}u.unit_id, e.value, e.ts AS t,
                {builders.slots(d, s.names, s.windows)}
         FROM ({_new_events(d, s, ids, lateral)}) e
         {unit}
         WHERE {t} >= u.pre_{widest} AND {t} < u.end_{widest}
-        {order} {d.fence()}
+        {d.fence()}
     ),
     {name} AS (
-        SELECT j.unit_id{extra},
+        SELECT {"".join(f"j.{k}, " for k in keys.split(", ") if k)}j.unit_id,
                {builders.unit_values(d, s.flat)}, MIN(j.late) AS late
         FROM ({_cut(d, s, f"{name}_raw", keys + "unit_id, ")}) j
-        GROUP BY j.unit_id{extra}
+        GROUP BY {"".join(f"j.{k}, " for k in keys.split(", ") if k)}j.unit_id
     )"""
 
 

@@ -58,12 +58,12 @@ window bounds), ``per_unit`` (one row per unit: its metric columns), ``caps`` an
 ``read_strategy``): a hash join of all units with the project's events (any schema, SQLite
 included), or, on PostgreSQL with a covering index, one index-only lookup per unit in unit order.
 
-Where the code is: this module holds the API (specs, results, the per-metric retry) and turns
-metrics into columns; ``analysis/sql/builders.py`` writes the statement, one function per CTE or
-clause; ``analysis/sql/dialects.py`` holds every PostgreSQL/SQLite difference (time arithmetic,
-quantiles, LEAST, planner fences, index lookups, parameter adaptation, savepoints, which errors
-are a metric's fault), one class per engine, picked from ``connection.vendor`` by
-``dialect_for``. Another engine is one more dialect class.
+Where the code is: this module holds the API (specs, results, the per-metric retry);
+``analysis/unit_columns.py`` turns metrics into columns; ``analysis/sql/builders.py`` writes the
+statement, one function per CTE or clause; ``analysis/sql/dialects.py`` holds every
+PostgreSQL/SQLite difference (time arithmetic, quantiles, LEAST, planner fences, index lookups,
+parameter adaptation, savepoints, which errors are a metric's fault), one class per engine,
+picked from ``connection.vendor`` by ``dialect_for``. Another engine is one more dialect class.
 """
 
 import logging

@@ -150,7 +150,7 @@ def plan_for(metrics: Sequence[MetricSpec], since: datetime) -> Plan | None:
     )
 
 
-def tuned(d: Dialect) -> tuple[str, str] | None:
+def tune_statements(d: Dialect) -> tuple[str, str] | None:
     """PostgreSQL: settings for the rest of the transaction: JIT compilation off (it costs a few
     tenths of a second per statement, more than these statements take) and the analysis'
     ``work_mem`` (``ABACUS_ANALYSIS_WORK_MEM``, as the snapshot's read has: sorting a round's
@@ -169,8 +169,8 @@ def tuned(d: Dialect) -> tuple[str, str] | None:
         return jit, previous_work_mem
 
 
-def restore(d: Dialect, previous: tuple[str, str] | None) -> None:
-    """Put back the settings ``tuned`` changed."""
+def restore_tuning(d: Dialect, previous: tuple[str, str] | None) -> None:
+    """Put back the settings ``tune_statements`` changed."""
     if previous is not None:
         with d.connection.cursor() as cursor:
             cursor.execute(
@@ -211,7 +211,7 @@ def refresh(
     window = window_of(experiment_id, project_id, since, through)
     try:
         with transaction.atomic():
-            tuned(d)
+            tune_statements(d)
             state = _locked_state(d, experiment_id)
             if state is not None and state.ready and state.signature == plan.signature:
                 if through < state.through:
@@ -385,7 +385,7 @@ def _rebuild(
     statement = f"WITH {ctes} {upsert}"
     for done, (lo, hi) in enumerate(chunks, start=1):
         with transaction.atomic():
-            tuned(d)
+            tune_statements(d)
             _check_generation(d, experiment_id, generation)
             with d.connection.cursor() as cursor:
                 cursor.execute(statement, {**params, "lo": lo, "hi": hi})

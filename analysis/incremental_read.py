@@ -20,8 +20,8 @@ from analysis.incremental import (
     Plan,
     lateral_lookups,
     plan_for,
-    restore,
-    tuned,
+    restore_tuning,
+    tune_statements,
     window_of,
 )
 from analysis.models import AggregateState, ResultRow, ResultSnapshot
@@ -61,10 +61,10 @@ def experiment_aggregates(
     params = plan.params(d, window, x_hi=state.exposure_watermark, e_hi=state.event_watermark)
     try:
         with d.statement_scope():
-            previous_settings = tuned(d)
+            previous_settings = tune_statements(d)
             previous = previous_caps(alias, experiment_id, plan)
             counts, stored = _read(d, plan, Sums.load(state.sums), params, previous)
-            restore(d, previous_settings)
+            restore_tuning(d, previous_settings)
     except DatabaseError as exc:
         if not d.is_per_metric_failure(exc):
             raise

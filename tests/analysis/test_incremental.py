@@ -364,3 +364,27 @@ def test_deleting_events_rebuilds_the_rows_at_the_next_snapshot(experiment, admi
     assert full.metrics["purchase"].stats == {} or all(
         s.sum == 0 for s in full.metrics["purchase"].stats.values()
     )
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL settings")
+def test_the_statements_run_with_the_analysis_work_mem_and_without_jit(settings):
+    """The refresh's sorts and returned rows get the analysis' memory (not the server's 4 MB
+    default, which spills them to disk), JIT is off, and both are put back afterwards."""
+    from django.db import transaction
+
+    from analysis.sql.dialects import dialect_for
+
+    settings.ABACUS_ANALYSIS_WORK_MEM = "96MB"
+    d = dialect_for(connection)
+
+    def current() -> tuple[str, str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_setting('jit'), current_setting('work_mem')")
+            return cursor.fetchone()
+
+    with transaction.atomic():
+        before = current()
+        previous = incremental.tune_statements(d)
+        assert current() == ("off", "96MB")
+        incremental.restore_tuning(d, previous)
+        assert current() == before

@@ -26,7 +26,14 @@ from . import aggregation as agg
 from .models import Release, ReleaseCheck, ReleaseMetric, ReleaseStatus
 from .notify import release_notify
 from .policy import ADVANCE, COMPLETE, HOLD, ROLLBACK, MetricSpec, Plan, Step, StepData, decide
-from .services import MONITOR, _advance, _complete, _fail, _rollback, _start
+from .services import (
+    MONITOR,
+    transition_advance,
+    transition_complete,
+    transition_fail,
+    transition_rollback,
+    transition_start,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -187,7 +194,7 @@ def release_analyze(
         through = through or now
         broken = _rule_intact(release)
         if broken:
-            _fail(release, broken)
+            transition_fail(release, broken)
             return None
         metrics = list(ReleaseMetric.objects.filter(release=release).select_related("metric"))
         started = time.perf_counter()
@@ -213,7 +220,7 @@ def release_analyze(
         reason = " ".join(decision.reasons)
         if decision.action == ROLLBACK:
             if release.auto_rollback:
-                _rollback(release, None, MONITOR, reason, now)
+                transition_rollback(release, None, MONITOR, reason, now)
             elif previous.get("action") != ROLLBACK:
                 release_notify(
                     release, "release.held",
@@ -221,9 +228,9 @@ def release_analyze(
                     f"roll it back. {reason}",
                 )  # fmt: skip
         elif decision.action == ADVANCE and release.status == ReleaseStatus.RUNNING:
-            _advance(release, None, MONITOR, reason, now)
+            transition_advance(release, None, MONITOR, reason, now)
         elif decision.action == COMPLETE and release.status == ReleaseStatus.RUNNING:
-            _complete(release, None, MONITOR, reason, now)
+            transition_complete(release, None, MONITOR, reason, now)
         logger.info(
             "release %s step %s: %s (%s)", release.pk, release.step, decision.action, reason
         )
@@ -242,7 +249,7 @@ def releases_tick(now: datetime | None = None) -> list[int]:
             .filter(status=ReleaseStatus.SCHEDULED, start_at__lte=now)
         )
         for release in scheduled:
-            _start(release, None, MONITOR, now)
+            transition_start(release, None, MONITOR, now)
         live = Release.objects.select_for_update(skip_locked=True).filter(
             Q(next_analysis_at__lte=now) | Q(next_analysis_at__isnull=True),
             status__in=[ReleaseStatus.RUNNING, ReleaseStatus.PAUSED],

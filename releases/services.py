@@ -60,6 +60,8 @@ def _min_interval() -> int:
 
 
 # -- transitions --------------------------------------------------------------------------------
+# ``transition_*`` move a release its caller has locked and checked (the public services below,
+# after the permission and status checks, and the monitor, releases/monitor.py): no check here.
 
 
 def _record(
@@ -226,14 +228,15 @@ def release_create(
     )
     _record(release, before=("", 0), actor=actor, actor_label=actor_label, reason="created")
     if start_at is None or start_at <= now:
-        return _start(release, actor, actor_label, now)
+        return transition_start(release, actor, actor_label, now)
     return release
 
 
-def _start(release: Release, actor: Any, label: str | None, now: datetime) -> Release:
+def transition_start(release: Release, actor: Any, label: str | None, now: datetime) -> Release:
     config = config_get(release.flag, release.environment)
     if not config.enabled:
-        return _fail(release, f"Flag '{release.flag.key}' is off in {release.environment.key}.")
+        off = f"Flag '{release.flag.key}' is off in {release.environment.key}."
+        return transition_fail(release, off)
     before = (release.status, release.step)
     release.status = ReleaseStatus.RUNNING
     release.step = 0
@@ -258,7 +261,7 @@ def release_start(
     if actor is not None:
         check_may_release(release.project, release.environment, actor)
     _require_status(release, [ReleaseStatus.SCHEDULED], "start")
-    return _start(release, actor, actor_label, timezone.now())
+    return transition_start(release, actor, actor_label, timezone.now())
 
 
 @transaction.atomic
@@ -318,11 +321,11 @@ def _move(
     return release
 
 
-def _advance(
+def transition_advance(
     release: Release, actor: Any, label: str | None, reason: str, now: datetime
 ) -> Release:
     if release.step + 1 >= len(release.steps):
-        return _complete(release, actor, label, reason, now)
+        return transition_complete(release, actor, label, reason, now)
     before = (release.status, release.step)
     release.step += 1
     release.step_started_at = now
@@ -362,7 +365,7 @@ def _finish(
     return release
 
 
-def _complete(
+def transition_complete(
     release: Release, actor: Any, label: str | None, reason: str, now: datetime
 ) -> Release:
     if release.environment.production and served_holdout(release.project_id) is not None:
@@ -374,14 +377,14 @@ def _complete(
                    actor, label, reason, now)  # fmt: skip
 
 
-def _rollback(
+def transition_rollback(
     release: Release, actor: Any, label: str | None, reason: str, now: datetime
 ) -> Release:
     return _finish(release, release.baseline_variation, ReleaseStatus.ROLLED_BACK,
                    "release.rolled_back", actor, label, reason, now)  # fmt: skip
 
 
-def _fail(release: Release, reason: str) -> Release:
+def transition_fail(release: Release, reason: str) -> Release:
     """The release cannot go on (its flag or rule changed under it): stop, leave the flag as
     people left it."""
     before = (release.status, release.step)
@@ -407,7 +410,8 @@ def release_advance(
     release = _locked(release)
     check_may_release(release.project, release.environment, actor)
     _require_status(release, [ReleaseStatus.RUNNING, ReleaseStatus.PAUSED], "advance")
-    return _advance(release, actor, actor_label, reason or "advanced by hand", timezone.now())
+    reason = reason or "advanced by hand"
+    return transition_advance(release, actor, actor_label, reason, timezone.now())
 
 
 @transaction.atomic
@@ -431,4 +435,5 @@ def release_rollback(
             reason=reason or "cancelled",
         )  # fmt: skip
         return release
-    return _rollback(release, actor, actor_label, reason or "rolled back by hand", timezone.now())
+    reason = reason or "rolled back by hand"
+    return transition_rollback(release, actor, actor_label, reason, timezone.now())

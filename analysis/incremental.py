@@ -158,7 +158,7 @@ def tune_statements(d: Dialect) -> tuple[str, str] | None:
     spilling to temporary files). Returns the settings to restore."""
     if d.vendor != "postgresql":
         return None
-    work_mem = str(getattr(settings, "ABACUS_ANALYSIS_WORK_MEM", "256MB"))
+    work_mem = settings.ABACUS_ANALYSIS_WORK_MEM  # validated in config/settings.py
     with d.connection.cursor() as cursor:
         cursor.execute(
             "SELECT current_setting('jit'), current_setting('work_mem'), "

@@ -62,9 +62,14 @@ def time_traffic(experiment: Experiment, *, units: int, seed: int, lift: float =
         assert not result.rejected, result.rejected[:3]
 
 
-def seed_time_views(project, key: str = "onboarding", *, units: int = 1200, seed: int = 5):
+def seed_time_views(project, key: str = "onboarding", *, units: int = 1200, seed: int = 6):
     """A running experiment (started DAYS_RUNNING days ago) with a count metric of sessions
-    and a binomial of purchases, 6-day windows, the traffic above and one analysis run."""
+    and a binomial of purchases, 6-day windows, the traffic above and one analysis run.
+
+    The start and the cut-off follow the clock, so the data shift a little from run to run.
+    With seed 6 the fading test's adjusted p-value is about 1e-6, far from alpha at any hour;
+    seed 5 gave 0.046 and flipped to "not_fading" in CI (the test is of the plumbing; the
+    trend test's power is the business of tests/stats)."""
     for metric_key, kind, event in (
         ("sessions", "count", "session"),
         ("buyers", "binomial", "purchase"),

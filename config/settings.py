@@ -435,6 +435,10 @@ if ABACUS_STREAM_POLL_SECONDS <= 0 or ABACUS_STREAM_HEARTBEAT_SECONDS <= 0:
 ABACUS_SERVING_RECHECK_SECONDS = float(os.environ.get("ABACUS_SERVING_RECHECK_SECONDS", 5))
 if ABACUS_SERVING_RECHECK_SECONDS < 0:
     raise ImproperlyConfigured("ABACUS_SERVING_RECHECK_SECONDS must be zero or more.")
+# On Redis, each web process subscribes to the serving generation and sends its rate counts in
+# batches, so a returning unit's request makes no cache round trip (core/serving_feed.py). Off
+# for a Redis that has no publish/subscribe (some proxies): one round trip per request.
+ABACUS_SERVING_FEED = env_bool("ABACUS_SERVING_FEED", True)
 
 
 def _cache_config() -> dict:

@@ -40,6 +40,8 @@ from django.core.signals import request_finished, request_started
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from core import serving_feed
+
 logger = logging.getLogger(__name__)
 
 GENERATION_KEY = "serving:generation"
@@ -70,25 +72,23 @@ def _cache_down(exc: Exception, doing: str) -> None:
 
 def generation() -> str | None:
     """The current serving generation, or None when the shared cache cannot be reached (then
-    nothing cached may be trusted). Read once per request."""
+    nothing cached may be trusted). Read once per request; on Redis pushed to the process
+    (core/serving_feed.py) when it is subscribed, so not read from the cache at all."""
     now = time.monotonic()
     memo = getattr(_local, "memo", None)
     if memo is not None and now - memo[1] < REQUEST_MEMO_SECONDS:
         return memo[0]
     if now < _down_until:
         return None
-    try:
-        value = cache.get(GENERATION_KEY)
-        if value is None:  # never set, or evicted: start a new one (every entry is rechecked)
-            fresh = _token()
-            value = (
-                fresh
-                if cache.add(GENERATION_KEY, fresh, timeout=None)
-                else cache.get(GENERATION_KEY)
-            )
-    except Exception as exc:  # noqa: BLE001 - any cache failure: trust nothing, ask the database
-        _cache_down(exc, "reading the generation")
-        return None
+    value = _pushed()
+    if value is None:
+        try:
+            value = cache.get(GENERATION_KEY)
+            if value is None:  # never set, or evicted: start a new one (every entry rechecked)
+                value = _start_generation()
+        except Exception as exc:  # noqa: BLE001 - any cache failure: trust nothing, ask the db
+            _cache_down(exc, "reading the generation")
+            return None
     if value is None:
         return None
     value = f"{value}/{_failures}"
@@ -97,11 +97,35 @@ def generation() -> str | None:
     return value
 
 
+def _start_generation() -> str | None:
+    """A generation when there is none (the first, or evicted); another process's if it won."""
+    fresh = _token()
+    return fresh if cache.add(GENERATION_KEY, fresh, timeout=None) else cache.get(GENERATION_KEY)
+
+
+def _feed_backend() -> Any:
+    """The Redis cache when the serving feed is on, else None."""
+    if not getattr(settings, "ABACUS_SERVING_FEED", True):
+        return None
+    return _redis_backend()
+
+
+def _pushed() -> str | None:
+    """The generation the serving feed pushed to this process; None when there is no feed or
+    it is not subscribed (then the caller reads the cache)."""
+    backend = _feed_backend()
+    if backend is None:
+        return None
+    return serving_feed.token(backend, backend.make_key(GENERATION_KEY), _start_generation)
+
+
 def recheck_seconds() -> float:
     return float(getattr(settings, "ABACUS_SERVING_RECHECK_SECONDS", RECHECK_SECONDS))
 
 
-def _replace_generation() -> None:
+def _replace_generation(wait: bool = False) -> None:
+    """A new generation in the shared cache; with the serving feed, pushed to every process
+    (``wait``: until they took it, at commit time)."""
     _local.memo = None
     if time.monotonic() < _down_until:
         logger.error(
@@ -109,8 +133,15 @@ def _replace_generation() -> None:
             recheck_seconds(),
         )
         return
+    token = _token()
     try:
-        cache.set(GENERATION_KEY, _token(), timeout=None)
+        backend = _feed_backend()
+        if backend is None:
+            cache.set(GENERATION_KEY, token, timeout=None)
+        else:
+            key = backend.make_key(GENERATION_KEY)
+            value = backend._cache._serializer.dumps(token)  # noqa: SLF001 - as Django's set
+            serving_feed.publish(backend, key, token, value, wait)
     except Exception as exc:  # noqa: BLE001 - never fail a write for the cache
         _cache_down(exc, "replacing the generation")
 
@@ -119,9 +150,14 @@ def serving_changed() -> None:
     """Something the serving paths cache has changed: every process rechecks its entries.
 
     Now (so this transaction's own later reads, and tests inside one transaction, see it) and
-    when the transaction commits (so a process that read the database in between rechecks)."""
+    when the transaction commits (so a process that read the database in between rechecks;
+    with the serving feed, the commit waits until every subscribed process took the change)."""
     _replace_generation()
-    transaction.on_commit(_replace_generation)
+    transaction.on_commit(_replace_generation_at_commit)
+
+
+def _replace_generation_at_commit() -> None:
+    _replace_generation(wait=True)
 
 
 def _on_save(sender: type, **kwargs: Any) -> None:
@@ -276,7 +312,7 @@ def generation_with_count(count_key: str, timeout: int) -> bool:
     backend = _redis_backend()
     if backend is None or not getattr(_local, "in_request", False):
         return False
-    if time.monotonic() < _down_until:
+    if time.monotonic() < _down_until or _pushed() is not None:  # the feed: no round trip
         return False
     generation_key = backend.make_key(GENERATION_KEY)
     full = backend.make_key(count_key)
@@ -310,7 +346,10 @@ def counted(count_key: str) -> int | None:
 def count_in_window(key: str, timeout: int) -> int:
     """Add one to the counter ``key`` (created with ``timeout`` seconds to live); the new count.
 
-    One round trip on Redis (``SET NX EX`` then ``INCR`` in one pipeline). Beside the file cache
+    On Redis with the serving feed subscribed, no round trip: counted in this process and sent
+    in batches (core/serving_feed.py: exact within the process, lagging across processes by
+    what the others counted in the last 0.1 s); without it, one round trip (``SET NX EX`` then
+    ``INCR`` in one pipeline). Beside the file cache
     (the embedded default) a counter is a file that each count appends a byte to (`_count_in_file`:
     exact across the machine's processes; the file cache's own ``incr`` listed its directory and
     wrote and renamed a file per count, most of a request's time). Other caches: ``add`` then
@@ -318,6 +357,12 @@ def count_in_window(key: str, timeout: int) -> int:
     backend = _redis_backend()
     if backend is not None:
         full = backend.make_and_validate_key(key)
+        feed = _feed_backend()
+        if feed is not None:
+            generation_key = backend.make_key(GENERATION_KEY)
+            count = serving_feed.count(feed, generation_key, full, timeout, _start_generation)
+            if count is not None:  # counted in this process, sent in a batch
+                return count
         client = backend._cache.get_client(full, write=True)  # noqa: SLF001 - redis-py's client
         pipe = client.pipeline(transaction=False)
         pipe.set(full, 0, ex=timeout, nx=True)

@@ -179,9 +179,11 @@ class RateDecision:
 def rate_limit_hit(bucket: str, limit: int, now: float | None = None) -> RateDecision:
     """Count one request in `bucket`'s current fixed one-minute window.
 
-    A fixed window in the shared cache: one round trip per request on Redis (shared with the
-    serving generation's read when the key was counted in `authenticate_secret`). It may let up
-    to twice the limit through across a window boundary; that is the price of one round trip.
+    A fixed window in the shared cache. On Redis with the serving feed, no round trip: counted
+    in the process and sent in batches (`core.cache.count_in_window`: a count lags across
+    processes by what the others counted in the last 0.1 s); without it, one round trip,
+    shared with the serving generation's read when the key was counted in
+    `authenticate_secret`. It may let up to twice the limit through across a window boundary.
     If the cache is unreachable the request is allowed (fail open): the limiter protects the
     service, it must never be the reason ingestion stops.
     """

@@ -79,9 +79,11 @@ def test_entries_are_rechecked_after_the_recheck_interval(counting, settings):
     assert calls["version"] == 2
 
 
-def test_nothing_is_trusted_while_the_shared_cache_is_down(counting, monkeypatch):
+def test_nothing_is_trusted_while_the_shared_cache_is_down(counting, monkeypatch, settings):
     """A cache error: every read asks the database (for RETRY_SECONDS), and entries checked
-    before the outage are checked again afterwards."""
+    before the outage are checked again afterwards. (The per-request read: with the serving
+    feed, its thread finds the outage, tests/core/test_serving_feed.py.)"""
+    settings.ABACUS_SERVING_FEED = False
     cache, calls, _, version, build, load = counting
     cache.get_loaded("l", load)
 
@@ -105,9 +107,11 @@ def test_nothing_is_trusted_while_the_shared_cache_is_down(counting, monkeypatch
     assert calls["load"] == 4
 
 
-def test_a_request_reads_the_generation_once():
-    """Inside a request the token read first is kept (one round trip per request); a change
-    made by the request itself is seen at once, and the next request reads again."""
+def test_a_request_reads_the_generation_once(settings):
+    """Without the serving feed: inside a request the token read first is kept (one round trip
+    per request); a change made by the request itself is seen at once, and the next request
+    reads again."""
+    settings.ABACUS_SERVING_FEED = False
     request_started.send(sender=None)
     try:
         first = serving.generation()
@@ -132,9 +136,10 @@ def test_the_window_counter_adds_one_per_call():
 
 
 @pytest.mark.skipif(not serving.shared_across_machines(), reason="Redis only")
-def test_on_redis_the_generation_and_a_count_take_one_round_trip():
-    """generation_with_count: the request's token is read and the counter counted together;
-    the count is handed out once."""
+def test_on_redis_the_generation_and_a_count_take_one_round_trip(settings):
+    """Without the serving feed, generation_with_count: the request's token is read and the
+    counter counted together; the count is handed out once."""
+    settings.ABACUS_SERVING_FEED = False
     key = f"test-counter-{uuid.uuid4().hex}"
     serving.count_in_window(key, 60)
     request_started.send(sender=None)

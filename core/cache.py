@@ -348,7 +348,7 @@ def count_in_window(key: str, timeout: int) -> int:
 
     On Redis with the serving feed subscribed, no round trip: counted in this process and sent
     in batches (core/serving_feed.py: exact within the process, lagging across processes by
-    what the others counted in the last 0.1 s); without it, one round trip (``SET NX EX`` then
+    what the others counted in the last 0.2 s); without it, one round trip (``SET NX EX`` then
     ``INCR`` in one pipeline). Beside the file cache
     (the embedded default) a counter is a file that each count appends a byte to (`_count_in_file`:
     exact across the machine's processes; the file cache's own ``incr`` listed its directory and
@@ -367,7 +367,9 @@ def count_in_window(key: str, timeout: int) -> int:
         pipe = client.pipeline(transaction=False)
         pipe.set(full, 0, ex=timeout, nx=True)
         pipe.incr(full)
-        return pipe.execute()[1]
+        total = pipe.execute()[1]
+        serving_feed.seen(full, total)
+        return total
     files = _file_backend()
     if files is not None:
         return _count_in_file(Path(files._dir) / "counters", key, timeout)  # noqa: SLF001

@@ -13,10 +13,12 @@ fork), holds a subscription to the generation's channel:
   again every ``RECHECK_SECONDS``, so a lost message or a silently dead connection costs at
   most that long.
 - Every ``FLUSH_SECONDS`` it adds the process's rate counts to the shared counters in one
-  pipeline and keeps the totals Redis answers. A request's count is that total plus what the
-  process counted since (`count`): exact within a process; across processes a counter may lag
-  by what the others counted in the last ``FLUSH_SECONDS``, so a limit of L a minute may let
-  through L plus that much.
+  pipeline and keeps the totals Redis answers. A key's first count in a process, and its first
+  after ``STALE_SECONDS`` without one there, is a round trip (so the process starts from the
+  others' total); after it, a request's count is the last total plus what the process counted
+  since (`count`): exact within a process; across processes a busy counter may lag by what the
+  others counted in the last ``STALE_SECONDS``, so a limit of L a minute may let through L plus
+  that much.
 
 While the thread is not subscribed (starting, Redis unreachable, another cache) `token` and
 `count` answer None and the callers make their round trip per request as before.
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 RECHECK_SECONDS = 1.0
 FLUSH_SECONDS = 0.1
+STALE_SECONDS = 2 * FLUSH_SECONDS  # a total older than this (the key idle here) is read again
 ACK_WAIT_SECONDS = 0.2
 RETRY_SECONDS = 1.0
 ACK_TTL = 60
@@ -134,12 +137,19 @@ class _Feed:
 
     # --- the request's side ---------------------------------------------------------------------
 
-    def count(self, key: str, timeout: int) -> int:
+    def count(self, key: str, timeout: int) -> int | None:
         with self.lock:
+            total, at = self.totals.get(key, (0, None))
+            if at is None or time.monotonic() - at > STALE_SECONDS:
+                return None  # first count here, or idle since: the caller's round trip
             n, _ = self.pending.get(key, (0, timeout))
             self.pending[key] = (n + 1, timeout)
-            total, _ = self.totals.get(key, (0, 0.0))
             return total + self.sending.get(key, 0) + n + 1
+
+    def seen(self, key: str, total: int) -> None:
+        with self.lock:
+            known, _ = self.totals.get(key, (0, 0.0))
+            self.totals[key] = (max(known, total), time.monotonic())
 
 
 _feed: _Feed | None = None
@@ -174,9 +184,18 @@ def token(backend: Any, key: str, create: Any) -> str | None:
 
 def count(backend: Any, generation_key: str, key: str, timeout: int, create: Any) -> int | None:
     """Count one under the full key ``key`` (living ``timeout`` seconds); this process's view
-    of the total (module docstring), or None when not subscribed (count per request)."""
+    of the total (module docstring). None when not subscribed, or for the key's first count in
+    this process: the caller counts in Redis and hands the total to `seen`, so that the
+    process's view starts from the other processes' counts, not from zero."""
     feed = _current(backend, generation_key, create)
     return feed.count(key, timeout) if feed is not None else None
+
+
+def seen(key: str, total: int) -> None:
+    """The total Redis answered for the full key ``key`` to a count made per request."""
+    feed = _feed
+    if feed is not None and feed.pid == os.getpid() and feed.token is not None:
+        feed.seen(key, total)
 
 
 def publish(backend: Any, key: str, token: str, value: bytes, wait: bool) -> None:

@@ -181,7 +181,7 @@ def rate_limit_hit(bucket: str, limit: int, now: float | None = None) -> RateDec
 
     A fixed window in the shared cache. On Redis with the serving feed, no round trip: counted
     in the process and sent in batches (`core.cache.count_in_window`: a count lags across
-    processes by what the others counted in the last 0.1 s); without it, one round trip,
+    processes by what the others counted in the last 0.2 s); without it, one round trip,
     shared with the serving generation's read when the key was counted in
     `authenticate_secret`. It may let up to twice the limit through across a window boundary.
     If the cache is unreachable the request is allowed (fail open): the limiter protects the

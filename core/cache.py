@@ -5,8 +5,9 @@ it validates (`ProcessCache`), and counters in fixed windows (the per-key rate l
 **The serving generation** is one token in the shared cache. A change to anything the serving
 paths cache (API keys, projects, environments, experiments, variants, segments, flags: every
 model of the apps that call `invalidate_on_save`) replaces it, once when the row is saved and
-again when the transaction commits (`serving_changed`). A process serving a request reads the
-token once (one cache round trip, remembered for the rest of the request) and trusts an entry
+again when the transaction commits (`serving_changed`). A process serving a request takes the
+token once (remembered for the rest of the request: on Redis pushed to the process by its
+subscription, core/serving_feed.py, else one cache round trip) and trusts an entry
 of its own caches only if the entry was checked under that same token and less than
 ``ABACUS_SERVING_RECHECK_SECONDS`` ago; otherwise it asks the database again (a version query,
 or the row itself). The commit-time replacement is what makes this exact: a process that read

@@ -41,8 +41,8 @@ ACK_TTL = 60
 
 
 class _Feed:
-    """The subscription of one process to one channel (``channel``: the generation's full key,
-    which carries the cache's key prefix)."""
+    """The subscription of one process to the channel named ``key``: the generation's full key
+    in the cache (with the cache's key prefix), which is also where the token is stored."""
 
     def __init__(self, backend: Any, key: str, create: Any) -> None:
         self.backend, self.key, self.create = backend, key, create
@@ -161,8 +161,8 @@ def _ack_key(key: str, token: str) -> str:
 
 
 def _current(backend: Any, key: str, create: Any) -> _Feed | None:
-    """This process's feed for ``key`` (started when missing, or after a fork, or when the
-    cache changed); None until it is subscribed."""
+    """This process's feed for ``key`` (started when missing, after a fork, or when the key
+    changed: another cache or key prefix); None until it is subscribed."""
     global _feed
     feed = _feed
     if feed is None or feed.key != key or feed.pid != os.getpid():

@@ -104,11 +104,13 @@ def _start_generation() -> str | None:
     return fresh if cache.add(GENERATION_KEY, fresh, timeout=None) else cache.get(GENERATION_KEY)
 
 
+def _feed_on() -> bool:
+    return bool(getattr(settings, "ABACUS_SERVING_FEED", True))
+
+
 def _feed_backend() -> Any:
     """The Redis cache when the serving feed is on, else None."""
-    if not getattr(settings, "ABACUS_SERVING_FEED", True):
-        return None
-    return _redis_backend()
+    return _redis_backend() if _feed_on() else None
 
 
 def _pushed() -> str | None:
@@ -358,10 +360,9 @@ def count_in_window(key: str, timeout: int) -> int:
     backend = _redis_backend()
     if backend is not None:
         full = backend.make_and_validate_key(key)
-        feed = _feed_backend()
-        if feed is not None:
+        if _feed_on():
             generation_key = backend.make_key(GENERATION_KEY)
-            count = serving_feed.count(feed, generation_key, full, timeout, _start_generation)
+            count = serving_feed.count(backend, generation_key, full, timeout, _start_generation)
             if count is not None:  # counted in this process, sent in a batch
                 return count
         client = backend._cache.get_client(full, write=True)  # noqa: SLF001 - redis-py's client

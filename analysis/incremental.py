@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from analysis import aggregation, unit_columns, watermarks
 from analysis.aggregation import MetricSpec
-from analysis.models import AggregateState
+from analysis.models import AggregateState, UnitAggregateMark
 from analysis.sql import incremental as sql
 from analysis.sql.builders import INDEX_LOOKUP
 from analysis.sql.dialects import Dialect, dialect_for
@@ -213,7 +213,12 @@ def refresh(
         with transaction.atomic():
             tune_statements(d)
             state = _locked_state(d, experiment_id)
-            if state is not None and state.ready and state.signature == plan.signature:
+            if (
+                state is not None
+                and state.ready
+                and state.signature == plan.signature
+                and _rows_kept(state)
+            ):
                 if through < state.through:
                     logger.info(
                         "experiment %s: cut-off %s is before the stored rows' (%s): full statement",
@@ -259,6 +264,20 @@ def _locked_state(d: Dialect, experiment_id: int) -> AggregateState | None:
                 [experiment_id],
             )
     return AggregateState.objects.select_for_update().filter(experiment_id=experiment_id).first()
+
+
+def _rows_kept(state: AggregateState) -> bool:
+    """Whether the unlogged rows of the state's rebuild are still there (PostgreSQL empties
+    them after a crash, and a promoted replica never had them); logs when they are not."""
+    kept = UnitAggregateMark.objects.filter(
+        experiment_id=state.experiment_id, generation=state.generation
+    ).exists()
+    if not kept:
+        logger.warning(
+            "experiment %s: the stored aggregates are gone (a crash or a failover); rebuilding",
+            state.experiment_id,
+        )
+    return kept
 
 
 def _wait_seconds() -> float:
@@ -377,6 +396,7 @@ def _rebuild(
         state.generation += 1
         state.save()
         generation = state.generation
+        UnitAggregateMark.objects.filter(experiment_id=experiment_id).delete()
         with d.connection.cursor() as cursor:
             cursor.execute(f"DELETE FROM {sql.TABLE} WHERE experiment_id = %s", [experiment_id])
     params = plan.params(d, window, e_hi=mark.event)
@@ -401,6 +421,9 @@ def _rebuild(
             state.sums, state.sums_age = Sums.from_rows(cursor.fetchall()).dump(), 0
         state.ready, state.rebuilt_at = True, timezone.now()
         state.save(update_fields=["sums", "sums_age", "ready", "rebuilt_at", "updated_at"])
+        UnitAggregateMark.objects.update_or_create(
+            experiment_id=experiment_id, defaults={"generation": generation}
+        )
     return units
 
 

@@ -29,7 +29,7 @@ from analysis.sql import incremental as sql
 from analysis.sql import incremental_read as read_statements
 from analysis.sql.dialects import Dialect, dialect_for
 from analysis.unit_sums import Sums
-from core.replica import read_alias
+from core.replica import primary_reads
 from stats import order_statistics_needed, winsor_cap_from_highest
 
 logger = logging.getLogger(__name__)
@@ -47,31 +47,17 @@ def experiment_aggregates(
     True, in the caller's consistent read. Metrics without winsorization come from the sums
     kept with the rows, the winsorized ones from one pass over the rows (their caps depend on
     every unit), both corrected for the units with rows committed since the refresh (computed
-    from their events here); metrics the rows do not hold come from the full statement. Falls
+    from their events here), read on the primary (``core.replica.primary_reads``); metrics the
+    rows do not hold come from the full statement, on the caller's database. Falls
     back to the full statement for all when the rows are not those of this cut-off or a read
     fails on the data."""
     window = window_of(experiment_id, project_id, since, through)
     plan = plan_for(metrics, since)
-    alias = read_alias()
-    state = AggregateState.objects.using(alias).filter(experiment_id=experiment_id).first()
-    if plan is None or not _current(state, plan, through):
-        logger.info("experiment %s: stored aggregates not usable; full statement", experiment_id)
+    with primary_reads() as alias:  # the rows are in an unlogged table: the primary only
+        result = _read_stored(alias, plan, window) if plan is not None else None
+    if result is None:
         return aggregation.experiment_aggregates(metrics=metrics, **window)
-    d = dialect_for(connections[alias])
-    params = plan.params(d, window, x_hi=state.exposure_watermark, e_hi=state.event_watermark)
-    try:
-        with d.statement_scope():
-            previous_settings = tune_statements(d)
-            previous = previous_caps(alias, experiment_id, plan)
-            counts, stored = _read(d, plan, Sums.load(state.sums), params, previous)
-            restore_tuning(d, previous_settings)
-    except DatabaseError as exc:
-        if not d.is_per_metric_failure(exc):
-            raise
-        logger.warning(
-            "experiment %s: reading the stored aggregates failed (%s)", experiment_id, exc
-        )
-        return aggregation.experiment_aggregates(metrics=metrics, **window)
+    counts, stored = result
     if not all(aggregation.is_finite(a) for a in stored.values()):
         return aggregation.experiment_aggregates(metrics=metrics, **window)
     rest = [m for m in metrics if m.key not in stored]
@@ -79,6 +65,34 @@ def experiment_aggregates(
         return ExperimentAggregates(counts, stored)
     others = aggregation.experiment_aggregates(metrics=rest, **window)
     return ExperimentAggregates(counts, {**stored, **others.metrics}, dict(others.errors))
+
+
+def _read_stored(
+    alias: str, plan: Plan, window: dict[str, Any]
+) -> tuple[aggregation.ExposureCounts, dict[str, MetricAggregate]] | None:
+    """The counts and the stored metrics' statistics, or None when the rows are not those of
+    this cut-off or a read failed on the data (logged)."""
+    experiment_id = window["experiment_id"]
+    state = AggregateState.objects.using(alias).filter(experiment_id=experiment_id).first()
+    if not _current(state, plan, window["through"]):
+        logger.info("experiment %s: stored aggregates not usable; full statement", experiment_id)
+        return None
+    d = dialect_for(connections[alias])
+    params = plan.params(d, window, x_hi=state.exposure_watermark, e_hi=state.event_watermark)
+    try:
+        with d.statement_scope():
+            previous_settings = tune_statements(d)
+            previous = previous_caps(alias, experiment_id, plan)
+            result = _read(d, plan, Sums.load(state.sums), params, previous)
+            restore_tuning(d, previous_settings)
+            return result
+    except DatabaseError as exc:
+        if not d.is_per_metric_failure(exc):
+            raise
+        logger.warning(
+            "experiment %s: reading the stored aggregates failed (%s)", experiment_id, exc
+        )
+        return None
 
 
 TOP_LIMIT = 50_000  # a cap needing more of the highest values is computed by one pass instead

@@ -245,4 +245,8 @@ class TimeView(models.Model):
         return f"time views of {self.experiment_id} through {self.data_through:%Y-%m-%d %H:%M}"
 
 
-from analysis.unit_aggregates import AggregateState, UnitAggregate  # noqa: E402, F401
+from analysis.unit_aggregates import (  # noqa: E402, F401
+    AggregateState,
+    UnitAggregate,
+    UnitAggregateMark,
+)

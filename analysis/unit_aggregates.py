@@ -46,6 +46,19 @@ class AggregateState(models.Model):
         return f"aggregates of experiment {self.experiment_id} through {self.through}"
 
 
+class UnitAggregateMark(models.Model):
+    """Present while the experiment's rows in the unlogged table are those of rebuild
+    ``generation`` (written when the rebuild ends; gone with the rows after a crash)."""
+
+    experiment = models.OneToOneField(
+        Experiment, on_delete=models.CASCADE, primary_key=True, related_name="+"
+    )
+    generation = models.PositiveIntegerField()
+
+    def __str__(self) -> str:
+        return f"aggregates of experiment {self.experiment_id}: rebuild {self.generation}"
+
+
 class UnitAggregate(models.Model):
     # The unique (experiment, unit_id) index leads with the experiment: no index of its own.
     experiment = models.ForeignKey(

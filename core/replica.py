@@ -15,6 +15,11 @@ the run's own row) is visible there: the reads see what the primary would have s
 block waits up to ``ABACUS_REPLICA_MAX_WAIT_SECONDS`` for that, then reads the primary instead
 and logs a warning; an unreachable replica falls back the same way. A block entered inside a
 transaction on the primary stays on the primary (only that transaction sees its own writes).
+
+Some analysis data exists on the primary only: the incremental analysis' stored per-unit rows
+are in an unlogged table (analysis/unit_aggregates.py), which a replica does not hold. Their
+read is wrapped in ``primary_reads()``: inside an ``analysis_reads()`` block on the replica it
+runs in a REPEATABLE READ transaction of its own on the primary.
 """
 
 import contextvars
@@ -25,7 +30,7 @@ from contextlib import contextmanager, suppress
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,27 @@ def analysis_reads() -> Iterator[str]:
     token = _read_alias.set(_usable_alias())
     try:
         yield _read_alias.get()
+    finally:
+        _read_alias.reset(token)
+
+
+@contextmanager
+def primary_reads() -> Iterator[str]:
+    """Within the block, reads go to the primary: the enclosing ``analysis_reads()`` block's
+    transaction when that is on the primary, else one REPEATABLE READ transaction (every
+    statement sees the same rows). Yields the alias."""
+    if read_alias() == DEFAULT_DB_ALIAS:
+        yield DEFAULT_DB_ALIAS
+        return
+    token = _read_alias.set(DEFAULT_DB_ALIAS)
+    connection = connections[DEFAULT_DB_ALIAS]
+    try:
+        outermost = not connection.in_atomic_block
+        with transaction.atomic(using=DEFAULT_DB_ALIAS):
+            if outermost and connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            yield DEFAULT_DB_ALIAS
     finally:
         _read_alias.reset(token)
 

@@ -16,7 +16,7 @@ from django.db import connection
 from analysis import aggregation, incremental, incremental_read
 from analysis.aggregation import MetricSpec
 from analysis.compute import _metric_spec
-from analysis.models import AggregateState, UnitAggregate
+from analysis.models import AggregateState, UnitAggregate, UnitAggregateMark
 from analysis.unit_aggregates import SLOTS
 from assignments.models import Exposure, MetricEvent
 from experiments.models import Experiment
@@ -293,6 +293,71 @@ def test_a_changed_metric_or_phase_rebuilds_the_rows(experiment):
     assert incremental.refresh(**w)
     assert_same(incremental_read.experiment_aggregates(**w), aggregation.experiment_aggregates(**w))
     assert AggregateState.objects.get(experiment=experiment).generation == generation + 2
+
+
+def test_rows_lost_in_a_crash_are_rebuilt(experiment):
+    """PostgreSQL empties the unlogged rows and their marks after a crash (and a promoted
+    replica never had them) while the state, logged, still says they are ready: the next
+    refresh finds no mark of the state's rebuild and rebuilds instead of adding new events to
+    rows that are gone. A mark of another rebuild does not count either."""
+    history = History(experiment, seed=8)
+    history.batch(10)
+    assert_same(*snapshot(experiment, h(10))[1:])
+    generation = AggregateState.objects.get(experiment=experiment).generation
+    assert UnitAggregateMark.objects.get(experiment=experiment).generation == generation
+    # The crash: both unlogged tables emptied.
+    UnitAggregate.objects.filter(experiment=experiment).delete()
+    UnitAggregateMark.objects.filter(experiment=experiment).delete()
+    history.batch(14)
+    stored, got, full = snapshot(experiment, h(14))
+    assert stored
+    assert_same(got, full)
+    assert AggregateState.objects.get(experiment=experiment).generation == generation + 1
+    assert UnitAggregate.objects.filter(experiment=experiment).exists()
+    UnitAggregateMark.objects.filter(experiment=experiment).update(generation=generation)
+    history.batch(18)
+    stored, got, full = snapshot(experiment, h(18))
+    assert stored
+    assert_same(got, full)
+    assert AggregateState.objects.get(experiment=experiment).generation == generation + 2
+
+
+def test_the_rows_are_read_on_the_primary_when_the_analysis_reads_a_replica(
+    experiment, monkeypatch
+):
+    """A replica does not hold the unlogged rows: inside the analysis' replica block, their
+    read goes to the primary (the tests have no ``replica`` database, so any read there would
+    fail)."""
+    from core import replica
+
+    History(experiment, seed=4).batch(10)
+    w = window(experiment, h(10))
+    assert incremental.refresh(**w)
+    full = aggregation.experiment_aggregates(**w)
+    monkeypatch.setattr(replica, "_usable_alias", lambda: replica.REPLICA)
+    with replica.analysis_reads() as alias:
+        assert alias == replica.REPLICA
+        got = incremental_read.experiment_aggregates(**w)
+        assert replica.read_alias() == replica.REPLICA
+    assert_same(got, full)
+
+
+def test_the_rows_are_kept_out_of_the_write_ahead_log(db):
+    """PostgreSQL: the stored rows and their marks are UNLOGGED tables (derived data, rebuilt
+    when lost); the state, which says what they hold, is logged."""
+    if connection.vendor != "postgresql":
+        pytest.skip("an unlogged table is a PostgreSQL feature")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, relpersistence FROM pg_class WHERE relname IN "
+            "('analysis_unitaggregate', 'analysis_unitaggregatemark', 'analysis_aggregatestate')"
+        )
+        persistence = dict(cursor.fetchall())
+    assert persistence == {
+        "analysis_unitaggregate": "u",
+        "analysis_unitaggregatemark": "u",
+        "analysis_aggregatestate": "p",
+    }
 
 
 def test_with_the_setting_off_every_snapshot_is_the_full_statement(experiment, settings):

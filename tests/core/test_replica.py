@@ -46,6 +46,30 @@ def test_the_router_reads_the_replica_only_inside_analysis_reads(replica_caught_
     assert router.db_for_read(Project) == DEFAULT_DB_ALIAS
 
 
+@pytest.mark.django_db(transaction=True)
+def test_primary_reads_inside_a_replica_block_use_one_transaction_on_the_primary(
+    replica_caught_up,
+):
+    """Data only the primary holds (the unlogged stored aggregates) is read there, in one
+    REPEATABLE READ transaction on PostgreSQL; outside a replica block the caller's
+    transaction is used as it is."""
+    from django.db import connection
+
+    with replica.primary_reads() as alias:
+        assert alias == DEFAULT_DB_ALIAS and not connection.in_atomic_block
+    with replica.analysis_reads():
+        with replica.primary_reads() as alias:
+            assert alias == DEFAULT_DB_ALIAS == replica.read_alias()
+            assert router.db_for_read(Project) == DEFAULT_DB_ALIAS
+            assert connection.in_atomic_block
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SHOW transaction_isolation")
+                    assert cursor.fetchone()[0] == "repeatable read"
+        assert replica.read_alias() == replica.REPLICA
+        assert not connection.in_atomic_block
+
+
 def test_writes_always_go_to_the_primary(replica_caught_up):
     """The replica is read-only: a write inside the block, or of an object read from the
     replica, goes to the primary; migrations never run on the replica."""

@@ -42,7 +42,7 @@ from django.utils import timezone
 
 from analysis import aggregation, unit_columns, watermarks
 from analysis.aggregation import MetricSpec
-from analysis.models import AggregateState, UnitAggregateMark
+from analysis.models import AggregateState, ResultRow, ResultSnapshot, UnitAggregateMark
 from analysis.sql import incremental as sql
 from analysis.sql.builders import INDEX_LOOKUP
 from analysis.sql.dialects import Dialect, dialect_for
@@ -306,11 +306,14 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
         d, window, x_lo=old.exposure, x_hi=new.exposure, e_lo=old.event, e_hi=new.event
     )
     s, totals, written = plan.stored, Sums.load(state.sums), 0
+    tops = thresholds_of(state)
     with d.connection.cursor() as cursor:
         if new.event > old.event:
-            written += _add_events(d, s, cursor, params, totals)
+            written += _add_events(d, s, cursor, params, totals, tops)
         if new.exposure > old.exposure or through > state.through:
-            written += _store_changed_units(d, s, cursor, params, totals)
+            written += _store_changed_units(d, s, cursor, params, totals, tops)
+        if d.vendor == "postgresql":
+            state.thresholds = _keep_thresholds(d, plan, state, cursor, params)
         state.sums_age += written
         if state.sums_age > max(totals.units(), 1000):
             # Bound the rounding the differences accumulate: sum the rows anew (amortized:
@@ -329,19 +332,23 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
             "through",
             "sums",
             "sums_age",
+            "thresholds",
             "updated_at",
         ]
     )
 
 
-def _add_events(d: Dialect, s: sql.Stored, cursor: Any, params: dict, totals: "Sums") -> int:
-    """Add the new events to the stored rows, and what that changed to ``totals``; returns
-    how many rows changed."""
+def _add_events(
+    d: Dialect, s: sql.Stored, cursor: Any, params: dict, totals: Sums, tops: dict[int, float]
+) -> int:
+    """Add the new events to the stored rows, and what that changed to ``totals`` (and on
+    PostgreSQL to the top units of ``tops``, the thresholds); returns how many rows changed."""
     ctes, update, units = sql.add_events_sql(d, s, lateral=d.supports_index_lookup)
     if d.vendor == "postgresql":
         differences = sql.sums(s.stored_pairs(), s.stored_pairs(before=True))
-        returning = sql.returned(s, added=True)
-        cursor.execute(sql.sums_of_returned(ctes, update, returning, differences), params)
+        returning = sql.returned(s, added=True, unit=bool(tops))
+        after = sql.keep_tops_ctes(s, tops, before_known=True)
+        cursor.execute(sql.sums_of_returned(ctes, update, returning, differences, after), params)
         return totals.add_written(cursor.fetchall())
     # SQLite: a RETURNING clause cannot read the UPDATE's FROM: the units' sums before and after.
     before = f"WITH {ctes} {sql.stored_sums_sql(s, units)}"
@@ -355,22 +362,90 @@ def _add_events(d: Dialect, s: sql.Stored, cursor: Any, params: dict, totals: "S
 
 
 def _store_changed_units(
-    d: Dialect, s: sql.Stored, cursor: Any, params: dict, totals: "Sums"
+    d: Dialect, s: sql.Stored, cursor: Any, params: dict, totals: Sums, tops: dict[int, float]
 ) -> int:
     """Recompute the units with new exposures or reached pending timestamps, and what that
-    changed to ``totals``; returns how many rows were written."""
+    changed to ``totals`` (and on PostgreSQL to the top units of ``tops``); returns how many
+    rows were written."""
     units = sql.changed_units()
     cursor.execute(sql.stored_sums_sql(s, units), params)
     totals.add(cursor.fetchall(), sign=-1)
     ctes, upsert = sql.store_units_sql(d, s, units, lateral_lookups(d))
     if d.vendor == "postgresql":
         expressions = sql.sums(s.stored_pairs())
-        cursor.execute(sql.sums_of_returned(ctes, upsert, sql.returned(s), expressions), params)
+        returning = sql.returned(s, unit=bool(tops))
+        after = sql.keep_tops_ctes(s, tops, before_known=False)
+        cursor.execute(sql.sums_of_returned(ctes, upsert, returning, expressions, after), params)
         return totals.add_written(cursor.fetchall())
     cursor.execute(f"WITH {ctes} {upsert} RETURNING {sql.returned(s)}", params)
     rows = cursor.fetchall()
     totals.add(Sums.of_rows(rows, s.binary))
     return len(rows)
+
+
+# --- the top units of winsorized columns -----------------------------------------------------
+
+GUARD = 0.75  # a column's threshold, of the previous snapshot's cap, when it is set
+KEPT = (0.5, 0.9)  # the range, in caps, in which a threshold is kept rather than set anew
+
+
+def thresholds_of(state: AggregateState) -> dict[int, float]:
+    """The state's thresholds of UnitAggregateTop, by column code."""
+    return {int(code): float(value) for code, value in (state.thresholds or {}).items()}
+
+
+def previous_caps(alias: str, experiment_id: int, plan: Plan) -> dict[tuple[int, str], float]:
+    """The caps the experiment's latest snapshot used, by (slot, "v" or "x"): a guess of the
+    next snapshot's."""
+    latest = (
+        ResultSnapshot.objects.using(alias)
+        .filter(experiment_id=experiment_id)
+        .order_by("-data_through", "-id")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    slots = {m.key: i for i, m in enumerate(plan.metrics)}
+    rows = ResultRow.objects.using(alias).filter(
+        snapshot_id=latest, is_control=True, metric_key__in=list(slots)
+    )
+    out = {}
+    for key, details in rows.values_list("metric_key", "details"):
+        for role, cap in ((details or {}).get("winsor_caps") or {}).items():
+            if isinstance(cap, int | float):
+                out[(slots[key], "v" if role == "value" else "x")] = float(cap)
+    return out
+
+
+def _keep_thresholds(
+    d: Dialect, plan: Plan, state: AggregateState, cursor: Any, params: dict
+) -> dict[str, float]:
+    """The thresholds after this refresh: per winsorized column with a positive cap in the
+    previous snapshot, its threshold kept while it stays within KEPT of that cap, else set to
+    GUARD times it, its top units found anew (one scan of the rows: when the cap moved by a
+    third or more); a column without a cap has none. So the read finds the values above its
+    cap among few units (analysis/incremental_read.py)."""
+    caps = previous_caps(DEFAULT_DB_ALIAS, state.experiment_id, plan)
+    current = thresholds_of(state)
+    wanted = {
+        sql.column_code(slot, c): cap
+        for (slot, c), cap in caps.items()
+        if cap > 0 and slot < len(plan.metrics) and plan.metrics[slot].winsorize_quantile
+    }
+    kept: dict[int, float] = {}
+    for code, cap in sorted(wanted.items()):
+        threshold = current.get(code)
+        if threshold is not None and KEPT[0] * cap <= threshold <= KEPT[1] * cap:
+            kept[code] = threshold
+            continue
+        kept[code] = GUARD * cap
+        for statement in sql.reset_top_sql(plan.stored, code):
+            cursor.execute(statement, {**params, "threshold": kept[code]})
+    for code in set(current) - set(kept):
+        cursor.execute(
+            f"DELETE FROM {sql.TOP_TABLE} WHERE experiment_id = %(experiment)s AND code = %(code)s",
+            {**params, "code": code},
+        )
+    return {str(code): value for code, value in kept.items()}
 
 
 # --- rebuilding -------------------------------------------------------------------------------
@@ -393,12 +468,14 @@ def _rebuild(
         state.since, state.through = window["since"], window["through"]
         state.exposure_watermark, state.event_watermark = mark.exposure, mark.event
         state.candidates, state.ready = candidates, False
+        state.thresholds = {}
         state.generation += 1
         state.save()
         generation = state.generation
         UnitAggregateMark.objects.filter(experiment_id=experiment_id).delete()
         with d.connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {sql.TABLE} WHERE experiment_id = %s", [experiment_id])
+            for table in (sql.TABLE, sql.TOP_TABLE):
+                cursor.execute(f"DELETE FROM {table} WHERE experiment_id = %s", [experiment_id])
     params = plan.params(d, window, e_hi=mark.event)
     chunks, units = _chunks(d, params)
     ctes, upsert = sql.store_units_sql(d, plan.stored, None, lateral_lookups(d))

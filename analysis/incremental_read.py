@@ -7,6 +7,7 @@ the refresh, computed from their events in the same read. The highest values (at
 ``TOP_LIMIT`` a column, 1% of the units at q = 0.99) come to Python to take the quantile and the
 corrections; a column needing more is summed in one SQL pass over the rows instead."""
 
+import heapq
 import logging
 from collections.abc import Sequence
 from datetime import datetime
@@ -14,9 +15,10 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from analysis import aggregation, unit_columns
+from analysis import aggregation, incremental, unit_columns
 from analysis.aggregation import ExperimentAggregates, MetricAggregate, MetricSpec
 from analysis.incremental import (
+    GUARD,
     Plan,
     lateral_lookups,
     plan_for,
@@ -24,7 +26,7 @@ from analysis.incremental import (
     tune_statements,
     window_of,
 )
-from analysis.models import AggregateState, ResultRow, ResultSnapshot
+from analysis.models import AggregateState
 from analysis.sql import incremental as sql
 from analysis.sql import incremental_read as read_statements
 from analysis.sql.dialects import Dialect, dialect_for
@@ -82,8 +84,9 @@ def _read_stored(
     try:
         with d.statement_scope():
             previous_settings = tune_statements(d)
-            previous = previous_caps(alias, experiment_id, plan)
-            result = _read(d, plan, Sums.load(state.sums), params, previous)
+            previous = incremental.previous_caps(alias, experiment_id, plan)
+            tops = incremental.thresholds_of(state)
+            result = _read(d, plan, Sums.load(state.sums), params, previous, tops)
             restore_tuning(d, previous_settings)
             return result
     except DatabaseError as exc:
@@ -104,11 +107,12 @@ def _read(
     totals: Sums,
     params: dict[str, Any],
     previous: dict[tuple[int, str], float],
+    thresholds: dict[int, float],
 ) -> tuple[aggregation.ExposureCounts, dict[str, MetricAggregate]]:
     """The counts and every stored metric's statistics: the kept sums, corrected for the units
     with rows above the watermarks; a winsorized metric's caps from the highest values of its
-    columns (the q-quantile needs only the values above it), and its capped sums as the kept
-    ones less what capping takes off those values."""
+    columns (the q-quantile needs only the values above it; ``_tops``), and its capped sums as
+    the kept ones less what capping takes off those values."""
     lateral = lateral_lookups(d)
     s = plan.stored
     with d.connection.cursor() as cursor:
@@ -133,7 +137,7 @@ def _read(
                 passes.append(i)
         out: dict[str, MetricAggregate] = {}
         if wanted:
-            tops = _tops(cursor, d, s, wanted, params, previous)
+            tops = _tops(cursor, d, s, wanted, params, previous, thresholds)
             for i in capped:
                 if i not in passes:
                     mine = {(c, n) for n, (slot, c, _) in enumerate(wanted) if slot == i}
@@ -153,7 +157,6 @@ def _read(
     return totals.counts(), out
 
 
-GUARD = 0.75  # of the previous cap: the values fetched in one scan when it still holds
 ABOVE_LIMIT = 4 * TOP_LIMIT
 
 
@@ -164,17 +167,28 @@ def _tops(
     wanted: Sequence[tuple[int, str, int]],
     params: dict[str, Any],
     previous: dict[tuple[int, str], float],
+    thresholds: dict[int, float],
 ) -> dict[int, list[tuple]]:
     """Per index of ``wanted`` (slot, "v" or "x", k): its k highest rows (unit_id, variant_id,
-    the slot's v and x). One scan fetches every value above GUARD times the previous snapshot's
-    caps; a column for which that is fewer than k values (its cap fell, or it has none yet) is
-    read by its own ordered scan."""
+    the slot's v and x). One read fetches every value at or above a guard: with every column's
+    threshold kept (PostgreSQL, ``incremental._keep_thresholds``), the thresholds, and only
+    the rows of the top units (UnitAggregateTop: every stored value at or above a threshold is
+    theirs); else GUARD times the previous snapshot's caps, by a scan of the rows. A column for
+    which that is fewer than k values (its cap fell, or it has no guard) is read by its own
+    ordered scan."""
     lateral = lateral_lookups(d)
     tops: dict[int, list[tuple]] = {}
     missing = list(range(len(wanted)))
-    guards = [(slot, c, previous.get((slot, c), 0.0) * GUARD) for slot, c, _ in wanted]
+    codes = [sql.column_code(slot, c) for slot, c, _ in wanted]
+    among: list[int] = []
+    if all(code in thresholds for code in codes):
+        guards = [(slot, c, thresholds[sql.column_code(slot, c)]) for slot, c, _ in wanted]
+        among = sorted(set(codes))
+    else:
+        guards = [(slot, c, previous.get((slot, c), 0.0) * GUARD) for slot, c, _ in wanted]
     if all(g > 0 for _, _, g in guards):
-        cursor.execute(read_statements.above_sql(d, s, guards, ABOVE_LIMIT, lateral), params)
+        statement = read_statements.above_sql(d, s, guards, ABOVE_LIMIT, lateral, among)
+        cursor.execute(statement, params)
         rows = cursor.fetchall()
         slots = sorted({slot for slot, _, _ in wanted})
         if len(rows) < ABOVE_LIMIT:
@@ -182,9 +196,9 @@ def _tops(
             for n, ((slot, c, k), (_, _, g)) in enumerate(zip(wanted, guards, strict=True)):
                 at = 2 + 2 * slots.index(slot)
                 key = at if c == "v" else at + 1
-                above = sorted((r for r in rows if r[key] >= g), key=lambda r: r[key])[::-1]
+                above = heapq.nlargest(k, (r for r in rows if r[key] >= g), key=lambda r: r[key])
                 if len(above) >= k:
-                    tops[n] = [(r[0], int(r[1]), r[at], r[at + 1]) for r in above[:k]]
+                    tops[n] = [(r[0], int(r[1]), r[at], r[at + 1]) for r in above]
                 else:
                     missing.append(n)
     if missing:
@@ -192,28 +206,6 @@ def _tops(
         for q, unit_id, variant_id, *values in cursor.fetchall():
             tops.setdefault(missing[int(q)], []).append((unit_id, int(variant_id), *values))
     return tops
-
-
-def previous_caps(alias: str, experiment_id: int, plan: Plan) -> dict[tuple[int, str], float]:
-    """The caps the experiment's latest snapshot used, by (slot, "v" or "x"): a guess of this
-    snapshot's, to fetch the values above them in one scan."""
-    latest = (
-        ResultSnapshot.objects.using(alias)
-        .filter(experiment_id=experiment_id)
-        .order_by("-data_through", "-id")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    slots = {m.key: i for i, m in enumerate(plan.metrics)}
-    rows = ResultRow.objects.using(alias).filter(
-        snapshot_id=latest, is_control=True, metric_key__in=list(slots)
-    )
-    out = {}
-    for key, details in rows.values_list("metric_key", "details"):
-        for role, cap in ((details or {}).get("winsor_caps") or {}).items():
-            if isinstance(cap, int | float):
-                out[(slots[key], "v" if role == "value" else "x")] = float(cap)
-    return out
 
 
 def _capped_aggregate(

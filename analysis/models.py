@@ -249,4 +249,5 @@ from analysis.unit_aggregates import (  # noqa: E402, F401
     AggregateState,
     UnitAggregate,
     UnitAggregateMark,
+    UnitAggregateTop,
 )

@@ -40,6 +40,9 @@ class AggregateState(models.Model):
     ready = models.BooleanField(default=False)  # False while a rebuild fills the rows
     generation = models.PositiveIntegerField(default=0)  # one more per rebuild
     rebuilt_at = models.DateTimeField(null=True, blank=True)
+    # Per winsorized column ("<column code>": value): the threshold of UnitAggregateTop, set
+    # from the previous snapshot's cap (PostgreSQL); none until a snapshot has a cap.
+    thresholds = models.JSONField(default=dict)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -57,6 +60,24 @@ class UnitAggregateMark(models.Model):
 
     def __str__(self) -> str:
         return f"aggregates of experiment {self.experiment_id}: rebuild {self.generation}"
+
+
+class UnitAggregateTop(models.Model):
+    """The units whose stored value of a winsorized metric's column is at or above the
+    column's threshold (``AggregateState.thresholds``): the snapshot's read takes a cap (a
+    high quantile) from these units' rows instead of scanning every row. ``code`` is the
+    stored column's code: 2 * slot, plus 1 for the ``x`` column. Kept by every write of the
+    rows (analysis/incremental.py; PostgreSQL); unlogged like them."""
+
+    pk = models.CompositePrimaryKey("experiment", "code", "unit_id")
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    code = models.SmallIntegerField()
+    unit_id = models.CharField(max_length=200)
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id}:{self.code}:{self.unit_id}"
 
 
 class UnitAggregate(models.Model):

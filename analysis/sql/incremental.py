@@ -32,6 +32,7 @@ from analysis.sql.builders import CLEAN, MISMATCH, MULTI_VARIANT, Column
 from analysis.sql.dialects import Dialect
 
 TABLE = "analysis_unitaggregate"
+TOP_TABLE = "analysis_unitaggregatetop"
 SUMS_PER_SLOT = 7  # the order of ``sums``: v, v², x, x², v·x, v nonzero, x nonzero
 ONE, ZERO = "CAST(1 AS DOUBLE PRECISION)", "CAST(0 AS DOUBLE PRECISION)"
 
@@ -284,10 +285,12 @@ def store_units_sql(d: Dialect, s: Stored, units: str | None, lateral: bool) -> 
     )
 
 
-def returned(s: Stored, added: bool = False) -> str:
+def returned(s: Stored, added: bool = False, unit: bool = False) -> str:
     """The RETURNING list of a write: unit state and every slot column (and with ``added``,
-    what ``add_events_sql`` added to them, ``d_v<i>``, ``d_x<i>``)."""
-    columns = ["variant_id", "state", "t0"]
+    what ``add_events_sql`` added to them, ``d_v<i>``, ``d_x<i>``; with ``unit``, first the
+    unit id)."""
+    columns = [f"{TABLE}.unit_id"] if unit else []
+    columns += ["variant_id", "state", "t0"]
     columns += [f"{c}{i}" for i in range(len(s.columns)) for c in ("v", "x")]
     if added:
         columns += [f"n.{alias} AS d_{column}" for column, alias in s.slot_columns()]
@@ -409,13 +412,73 @@ def stored_sums_sql(s: Stored, units: str | None = None) -> str:
     """
 
 
-def sums_of_returned(ctes: str, write: str, returning: str, expressions: Sequence[str]) -> str:
+def sums_of_returned(
+    ctes: str, write: str, returning: str, expressions: Sequence[str], after: str = ""
+) -> str:
     """PostgreSQL: one statement that writes, then returns ``expressions`` per (variant, state)
-    over the rows written of exposed units, and last how many rows those are."""
+    over the rows written of exposed units, and last how many rows those are; ``after``: more
+    CTEs reading ``written`` (``keep_tops_ctes``)."""
     return f"""
     WITH {ctes},
-    written AS ({write} RETURNING {returning})
+    written AS ({write} RETURNING {returning}){after}
     SELECT variant_id, state, {", ".join(expressions)}, COUNT(*)
     FROM written WHERE t0 IS NOT NULL
     GROUP BY variant_id, state
     """
+
+
+# --- the units at the top of winsorized columns (UnitAggregateTop) ------------------------------
+
+
+def column_code(slot: int, column: str) -> int:
+    """UnitAggregateTop's code of a slot's stored column ("v" or "x")."""
+    return 2 * slot + (1 if column == "x" else 0)
+
+
+def _coded(s: Stored, code: int, expression: str | None = None) -> str:
+    """A coded column as its metric reads it (``expression``: another expression of it)."""
+    slot, x = divmod(code, 2)
+    return s.read(expression or f"{'vx'[x]}{slot}", slot)
+
+
+def keep_tops_ctes(s: Stored, thresholds: dict[int, float], before_known: bool) -> str:
+    """CTEs that keep UnitAggregateTop true for the rows of ``written`` (a write's RETURNING,
+    ``returned``): per coded column and its threshold, the units whose value reached it are
+    added and those whose value fell below it are removed. ``before_known``: the RETURNING
+    has what the write added (``d_<column>``), so only the units crossing the threshold are
+    looked at. The two sets are disjoint (one statement must not delete and insert the same
+    row)."""
+    out = []
+    for code, threshold in sorted(thresholds.items()):
+        slot, x = divmod(code, 2)
+        column = f"{'vx'[x]}{slot}"
+        above = f"({_coded(s, code)} >= {float(threshold)!r}) IS TRUE"
+        was = f"({_coded(s, code, f'({column} - d_{column})')} >= {float(threshold)!r}) IS TRUE"
+        enters = f"{above} AND NOT {was}" if before_known else above
+        leaves = f"NOT {above} AND {was}" if before_known else f"NOT {above}"
+        out.append(
+            f"""
+    top_in{code} AS (
+        INSERT INTO {TOP_TABLE} (experiment_id, code, unit_id)
+        SELECT %(experiment)s, {code}, unit_id FROM written WHERE {enters}
+        ON CONFLICT DO NOTHING
+    ),
+    top_out{code} AS (
+        DELETE FROM {TOP_TABLE}
+        WHERE experiment_id = %(experiment)s AND code = {code}
+          AND unit_id IN (SELECT unit_id FROM written WHERE {leaves})
+    )"""
+        )
+    return "".join("," + cte for cte in out)
+
+
+def reset_top_sql(s: Stored, code: int) -> list[str]:
+    """The statements that set a coded column's top units anew for the threshold
+    ``%(threshold)s`` (one scan of the rows)."""
+    return [
+        f"DELETE FROM {TOP_TABLE} WHERE experiment_id = %(experiment)s AND code = {int(code)}",
+        f"""
+        INSERT INTO {TOP_TABLE} (experiment_id, code, unit_id)
+        SELECT %(experiment)s, {int(code)}, unit_id FROM {TABLE}
+        WHERE experiment_id = %(experiment)s AND {_coded(s, code)} >= %(threshold)s""",
+    ]

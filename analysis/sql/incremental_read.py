@@ -9,7 +9,14 @@ from collections.abc import Sequence
 from analysis.sql import builders
 from analysis.sql.builders import CLEAN, Column
 from analysis.sql.dialects import Dialect
-from analysis.sql.incremental import TABLE, Stored, hot_units, sums, unit_rows_ctes
+from analysis.sql.incremental import (
+    TABLE,
+    TOP_TABLE,
+    Stored,
+    hot_units,
+    sums,
+    unit_rows_ctes,
+)
 
 
 def hot_sums_sql(d: Dialect, s: Stored, lateral: bool) -> str:
@@ -30,10 +37,13 @@ def hot_sums_sql(d: Dialect, s: Stored, lateral: bool) -> str:
     """
 
 
-def _clean_ctes(d: Dialect, s: Stored, slots: Sequence[int], lateral: bool) -> str:
+def _clean_ctes(
+    d: Dialect, s: Stored, slots: Sequence[int], lateral: bool, among: Sequence[int] = ()
+) -> str:
     """CTEs ending in ``clean``: the analysed units' unit_id, variant_id and the v and x of
     ``slots``, from the stored rows, except units with rows above the watermarks, which are
-    computed from their events here."""
+    computed from their events here; with ``among`` (column codes), of the stored rows only
+    those of the columns' top units (UnitAggregateTop), each looked up by its unit."""
     stored = [f"{s.read(f'{c}{i}', i)} AS {c}{i}" for i in slots for c in "vx"]
     aliases = {alias: column for column, alias in s.slot_columns()}
     fresh = [
@@ -41,13 +51,26 @@ def _clean_ctes(d: Dialect, s: Stored, slots: Sequence[int], lateral: bool) -> s
         for i in slots
         for alias in (c.name for c in s.columns[i].values())
     ]
+    if among:
+        codes = ", ".join(str(int(code)) for code in among)
+        top = (
+            f"SELECT DISTINCT unit_id FROM {TOP_TABLE}"
+            f" WHERE experiment_id = %(experiment)s AND code IN ({codes})"
+        )
+        rows = f"""({top}) top
+        CROSS JOIN LATERAL (
+            SELECT * FROM {TABLE} r
+            WHERE r.experiment_id = %(experiment)s AND r.unit_id = top.unit_id {d.fence()}
+        ) r"""
+    else:
+        rows = f"{TABLE} r"
     return f"""
     {unit_rows_ctes(d, s, hot_units(s, d), extras=False, lateral=lateral)},
     clean AS {not_materialized(d)}(
-        SELECT unit_id, variant_id, {", ".join(stored)}
-        FROM {TABLE}
-        WHERE experiment_id = %(experiment)s AND t0 IS NOT NULL AND state = {CLEAN}
-          AND unit_id NOT IN (SELECT unit_id FROM r_units)
+        SELECT r.unit_id, r.variant_id, {", ".join(stored)}
+        FROM {rows}
+        WHERE r.experiment_id = %(experiment)s AND r.t0 IS NOT NULL AND r.state = {CLEAN}
+          AND r.unit_id NOT IN (SELECT unit_id FROM r_units)
         UNION ALL
         SELECT unit_id, variant_id, {", ".join(fresh)}
         FROM r_rows WHERE t0 IS NOT NULL AND state = {CLEAN}
@@ -71,16 +94,22 @@ def top_sql(d: Dialect, s: Stored, wanted: Sequence[tuple[int, str, int]], later
 
 
 def above_sql(
-    d: Dialect, s: Stored, guards: Sequence[tuple[int, str, float]], limit: int, lateral: bool
+    d: Dialect,
+    s: Stored,
+    guards: Sequence[tuple[int, str, float]],
+    limit: int,
+    lateral: bool,
+    among: Sequence[int] = (),
 ) -> str:
-    """In one scan of the rows, the analysed units (unit_id, variant_id, v and x of each slot
-    of ``guards``, in that order) with a value at or above a guard: per (slot, "v" or "x",
-    guard); at most ``limit`` rows."""
+    """The analysed units (unit_id, variant_id, v and x of each slot of ``guards``, in that
+    order) with a value at or above a guard: per (slot, "v" or "x", guard); at most ``limit``
+    rows. In one scan of the rows, or with ``among`` (column codes whose top units hold every
+    stored value at or above the guards), from those units' rows only."""
     slots = sorted({slot for slot, _, _ in guards})
     above = " OR ".join(f"{c}{i} >= {float(g)!r}" for i, c, g in guards)
     columns = ", ".join(f"v{i}, x{i}" for i in slots)
     return f"""
-    WITH {_clean_ctes(d, s, slots, lateral)}
+    WITH {_clean_ctes(d, s, slots, lateral, among)}
     SELECT unit_id, variant_id, {columns} FROM clean WHERE {above} LIMIT {int(limit)}
     """
 

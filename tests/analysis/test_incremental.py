@@ -7,6 +7,7 @@ statement's for the same cut-off."""
 import random
 from dataclasses import replace
 from io import StringIO
+from types import SimpleNamespace
 
 import pytest
 from django.core.management import call_command
@@ -16,7 +17,8 @@ from django.db import connection
 from analysis import aggregation, incremental, incremental_read
 from analysis.aggregation import MetricSpec
 from analysis.compute import _metric_spec
-from analysis.models import AggregateState, UnitAggregate, UnitAggregateMark
+from analysis.models import AggregateState, UnitAggregate, UnitAggregateMark, UnitAggregateTop
+from analysis.sql import incremental_read as read_statements
 from analysis.unit_aggregates import SLOTS
 from assignments.models import Exposure, MetricEvent
 from experiments.models import Experiment
@@ -175,7 +177,8 @@ def strategy(request, monkeypatch):
 def previous_caps(request, monkeypatch):
     """The winsorized metrics' values above the previous snapshot's caps are fetched in one
     scan, if there are enough of them: no previous snapshot, its caps, or caps above every
-    value (each column read by its own scan then)."""
+    value (each column read by its own scan then). On PostgreSQL the refresh keeps the top
+    units of each column from the same caps (thresholds), which the read then uses."""
     caps: dict = {}
 
     def previous(alias, experiment_id, plan):
@@ -188,13 +191,13 @@ def previous_caps(request, monkeypatch):
         }
 
     if request.param != "no caps":
-        monkeypatch.setattr(incremental_read, "previous_caps", previous)
-    return caps
+        monkeypatch.setattr(incremental, "previous_caps", previous)
+    return SimpleNamespace(caps=caps, mode=request.param)
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_snapshots_from_the_stored_rows_equal_the_full_statement(
-    experiment, strategy, previous_caps, seed
+    experiment, strategy, previous_caps, seed, monkeypatch
 ):
     """Snapshots every few hours of a random history: each from the stored rows equals the
     full statement's for the same cut-off, whatever arrived late, out of order, twice or after
@@ -202,17 +205,25 @@ def test_snapshots_from_the_stored_rows_equal_the_full_statement(
     them (read from the events then); a backfill's past cut-off is left to the full
     statement."""
     history = History(experiment, seed)
+    from_top_units = []
+    above_sql = read_statements.above_sql
+    monkeypatch.setattr(
+        read_statements,
+        "above_sql",
+        lambda *args: from_top_units.append(bool(args[5:] and args[5])) or above_sql(*args),
+    )
     now = 2.0
     for step in range(10):
         history.batch(now)
         w = window(experiment, h(now))
         stored = incremental.refresh(**w)
         assert stored, f"step {step}: the stored rows were not used"
+        assert_top_units_exact(experiment)
         if step % 3 == 2:
             history.batch(now, exposures=2, events=8)  # committed after the refresh
         full = aggregation.experiment_aggregates(**w)
         assert_same(incremental_read.experiment_aggregates(**w), full)
-        previous_caps.update({key: agg.caps for key, agg in full.metrics.items()})
+        previous_caps.caps.update({key: agg.caps for key, agg in full.metrics.items()})
         if step == 6:
             past = window(experiment, h(now / 2))
             assert not incremental.refresh(**past), "a past cut-off uses the full statement"
@@ -220,6 +231,30 @@ def test_snapshots_from_the_stored_rows_equal_the_full_statement(
         now += history.rng.choice([0.0, 0.5, 3.0, 11.0, 30.0])
     assert AggregateState.objects.get(experiment=experiment).through == h(last)
     assert UnitAggregate.objects.filter(experiment=experiment).exists()
+    if connection.vendor == "postgresql" and previous_caps.mode == "last caps":
+        assert AggregateState.objects.get(experiment=experiment).thresholds
+        assert UnitAggregateTop.objects.filter(experiment=experiment).exists()
+        assert any(from_top_units), "the read never took the values from the top units"
+
+
+def assert_top_units_exact(experiment):
+    """UnitAggregateTop holds, per column with a threshold, exactly the units whose stored
+    value is at or above it (what the read relies on)."""
+    state = AggregateState.objects.get(experiment=experiment)
+    for code, threshold in incremental.thresholds_of(state).items():
+        slot, x = divmod(code, 2)
+        column = f"{'vx'[x]}{slot}"
+        expected = set(
+            UnitAggregate.objects.filter(
+                experiment=experiment, **{f"{column}__gte": threshold}
+            ).values_list("unit_id", flat=True)
+        )
+        kept = set(
+            UnitAggregateTop.objects.filter(experiment=experiment, code=code).values_list(
+                "unit_id", flat=True
+            )
+        )
+        assert kept == expected, (code, threshold)
 
 
 def test_a_unit_exposed_again_earlier_or_to_the_other_variant_is_recomputed(experiment):

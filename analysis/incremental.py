@@ -318,7 +318,7 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
         if state.sums_age > max(totals.units(), 1000):
             # Bound the rounding the differences accumulate: sum the rows anew (amortized:
             # at most once per as many rows written as there are units).
-            cursor.execute(sql.stored_sums_sql(s), params)
+            cursor.execute(sql.stored_sums_sql(d, s), params)
             totals, state.sums_age = Sums.from_rows(cursor.fetchall()), 0
     state.sums = totals.dump()
     state.exposure_watermark, state.event_watermark = new.exposure, new.event
@@ -351,7 +351,7 @@ def _add_events(
         cursor.execute(sql.sums_of_returned(ctes, update, returning, differences, after), params)
         return totals.add_written(cursor.fetchall())
     # SQLite: a RETURNING clause cannot read the UPDATE's FROM: the units' sums before and after.
-    before = f"WITH {ctes} {sql.stored_sums_sql(s, units)}"
+    before = f"WITH {ctes} {sql.stored_sums_sql(d, s, units)}"
     cursor.execute(before, params)
     totals.add(cursor.fetchall(), sign=-1)
     cursor.execute(f"WITH {ctes} {update}", params)
@@ -367,8 +367,8 @@ def _store_changed_units(
     """Recompute the units with new exposures or reached pending timestamps, and what that
     changed to ``totals`` (and on PostgreSQL to the top units of ``tops``); returns how many
     rows were written."""
-    units = sql.changed_units()
-    cursor.execute(sql.stored_sums_sql(s, units), params)
+    units = sql.changed_units(d)
+    cursor.execute(sql.stored_sums_sql(d, s, units), params)
     totals.add(cursor.fetchall(), sign=-1)
     ctes, upsert = sql.store_units_sql(d, s, units, lateral_lookups(d))
     if d.vendor == "postgresql":
@@ -494,7 +494,7 @@ def _rebuild(
             if d.vendor == "postgresql":
                 # The planner's statistics of the new rows: the snapshot's read follows.
                 cursor.execute(f"ANALYZE {sql.TABLE}")
-            cursor.execute(sql.stored_sums_sql(plan.stored), params)
+            cursor.execute(sql.stored_sums_sql(d, plan.stored), params)
             state.sums, state.sums_age = Sums.from_rows(cursor.fetchall()).dump(), 0
         state.ready, state.rebuilt_at = True, timezone.now()
         state.save(update_fields=["sums", "sums_age", "ready", "rebuilt_at", "updated_at"])

@@ -74,7 +74,7 @@ class UnitAggregateTop(models.Model):
         Experiment, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     code = models.SmallIntegerField()
-    unit_id = models.CharField(max_length=200)
+    unit_id = models.CharField(max_length=200)  # PostgreSQL: collation "C" (migration 0012)
 
     def __str__(self) -> str:
         return f"{self.experiment_id}:{self.code}:{self.unit_id}"
@@ -85,7 +85,7 @@ class UnitAggregate(models.Model):
     experiment = models.ForeignKey(
         Experiment, on_delete=models.CASCADE, related_name="+", db_index=False
     )
-    unit_id = models.CharField(max_length=200)
+    unit_id = models.CharField(max_length=200)  # PostgreSQL: collation "C" (migration 0012)
     variant_id = models.BigIntegerField(null=True)  # no foreign key: one check less per write
     state = models.SmallIntegerField(null=True)  # analysis.sql.builders CLEAN | MULTI_VARIANT...
     t0 = models.DateTimeField(null=True)  # NULL: no exposure by the cut-off yet

@@ -151,6 +151,11 @@ class Dialect:
         """``expr`` ordered by its bytes (the same order on every engine)."""
         raise NotImplementedError
 
+    def default_collation(self, expr: str) -> str:
+        """A text ``expr`` in the database's default collation (that of the event tables'
+        columns; the stored aggregates' unit ids compare by bytes: binary_order)."""
+        return expr
+
     def property_events(self, columns: str, where: str, unindexed: bool = True) -> str:
         """A subquery of the events ``e`` matching ``where``, with ``columns`` (properties
         among them), for one unit's index lookup; ``unindexed``: whether the project may have
@@ -261,6 +266,9 @@ class PostgresDialect(Dialect):
 
     def binary_order(self, expr: str) -> str:
         return f'{expr} COLLATE "C"'
+
+    def default_collation(self, expr: str) -> str:
+        return f'{expr} COLLATE "default"'
 
     # Which events' properties the covering index metricevent_unit_ts_props holds (its
     # predicate, from migration assignments/0008: a bound on the index row that keeps it under

@@ -117,14 +117,14 @@ def _new_values(
     """CTEs ``<name>_raw`` and ``<name>``: the per-unit columns and ``late`` of the metric
     events with ids matching ``ids`` (a range of recent rows of the primary key), per unit of
     ``units`` (a CTE of unit_id, t0 and window bounds as instants) they belong to; with
-    ``lateral`` (PostgreSQL) each event's unit is looked up by its index, whatever the number
-    of units."""
+    ``lateral`` (PostgreSQL; ``units`` then of the stored rows) each event's unit is looked up
+    by the stored rows' index, whatever the number of units."""
     widest, t = s.windows[-1], d.instant("e.ts")
     if lateral:
         # Fenced, else the planner flattens it into a join it may hash (reading every unit).
         unit = (
-            f"CROSS JOIN LATERAL (SELECT * FROM {units} u WHERE u.unit_id = e.unit_id"
-            f" {d.fence()}) u"
+            f"CROSS JOIN LATERAL (SELECT * FROM {units} u"
+            f" WHERE u.unit_id = {d.binary_order('e.unit_id')} {d.fence()}) u"
         )
     else:
         unit = f"JOIN {units} u ON u.unit_id = e.unit_id"
@@ -147,9 +147,9 @@ def _new_values(
 
 def _new_events(d: Dialect, s: Stored, ids: str, ordered: bool) -> str:
     """The metric events of the project with ids matching ``ids`` (a range of the primary
-    key); ``ordered``: in unit order, so that looking their units up walks the index and the
-    rows (stored in unit order by a rebuild) in order."""
-    order = f" ORDER BY e.unit_id {d.fence()}" if ordered else ""
+    key); ``ordered``: in the stored rows' unit order (by bytes), so that looking their units
+    up walks the index and the rows (stored in unit order by a rebuild) in order."""
+    order = f" ORDER BY {d.binary_order('e.unit_id')} {d.fence()}" if ordered else ""
     return (
         f"SELECT e.unit_id, e.name, e.value, e.ts FROM assignments_metricevent e"
         f" WHERE e.project_id = %(project)s AND {ids}"
@@ -317,17 +317,17 @@ def chunk_bounds_sql(size: int) -> str:
     """
 
 
-def changed_units() -> str:
+def changed_units(d: Dialect) -> str:
     """Units whose stored rows must be recomputed: a new exposure in the phase (ids in
     (``x_lo``, ``x_hi``]: it may move t0 earlier or add a second variant), or a pending
-    timestamp the cut-off has reached."""
+    timestamp the cut-off has reached (in the event tables' collation)."""
     return f"""
         SELECT unit_id FROM assignments_exposure
         WHERE project_id = %(project)s AND experiment_id = %(experiment)s
           AND id > %(x_lo)s AND id <= %(x_hi)s
           AND ts >= %(since)s
         UNION
-        SELECT unit_id FROM {TABLE}
+        SELECT {d.default_collation("unit_id")} FROM {TABLE}
         WHERE experiment_id = %(experiment)s AND pending <= %(through)s"""
 
 
@@ -400,10 +400,12 @@ def _nonzero(column: str) -> str:
     return f"(CASE WHEN {column} <> 0 THEN 1 ELSE 0 END)"
 
 
-def stored_sums_sql(s: Stored, units: str | None = None) -> str:
+def stored_sums_sql(d: Dialect, s: Stored, units: str | None = None) -> str:
     """Per (variant, state): the sums of the stored rows of exposed units (of ``units``, a
-    SELECT of unit ids, or all)."""
-    among = f" AND unit_id IN ({units})" if units else ""
+    SELECT of unit ids named unit_id, or all)."""
+    among = ""
+    if units:
+        among = f" AND unit_id IN (SELECT {d.binary_order('unit_id')} FROM ({units}) u)"
     return f"""
     SELECT variant_id, state, {", ".join(sums(s.stored_pairs()))}
     FROM {TABLE}

@@ -28,7 +28,7 @@ def hot_sums_sql(d: Dialect, s: Stored, lateral: bool) -> str:
     SELECT 0, variant_id, state, {", ".join(sums(s.stored_pairs()))}
     FROM {TABLE}
     WHERE experiment_id = %(experiment)s AND t0 IS NOT NULL
-      AND unit_id IN (SELECT unit_id FROM r_units)
+      AND unit_id IN (SELECT {d.binary_order("unit_id")} FROM r_units)
     GROUP BY variant_id, state
     UNION ALL
     SELECT 1, variant_id, state, {", ".join(sums(s.alias_pairs()))}
@@ -70,9 +70,9 @@ def _clean_ctes(
         SELECT r.unit_id, r.variant_id, {", ".join(stored)}
         FROM {rows}
         WHERE r.experiment_id = %(experiment)s AND r.t0 IS NOT NULL AND r.state = {CLEAN}
-          AND r.unit_id NOT IN (SELECT unit_id FROM r_units)
+          AND r.unit_id NOT IN (SELECT {d.binary_order("unit_id")} FROM r_units)
         UNION ALL
-        SELECT unit_id, variant_id, {", ".join(fresh)}
+        SELECT {d.binary_order("unit_id")}, variant_id, {", ".join(fresh)}
         FROM r_rows WHERE t0 IS NOT NULL AND state = {CLEAN}
     )"""
 
@@ -136,7 +136,7 @@ def read_sql(
         SELECT variant_id, state, {", ".join(reads)}
         FROM {TABLE}
         WHERE experiment_id = %(experiment)s AND t0 IS NOT NULL
-          AND unit_id NOT IN (SELECT unit_id FROM r_units)
+          AND unit_id NOT IN (SELECT {d.binary_order("unit_id")} FROM r_units)
         UNION ALL
         SELECT variant_id, state, {", ".join(fresh)} FROM r_rows WHERE t0 IS NOT NULL
     ){finals}

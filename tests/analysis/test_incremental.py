@@ -379,7 +379,8 @@ def test_the_rows_are_read_on_the_primary_when_the_analysis_reads_a_replica(
 
 def test_the_rows_are_kept_out_of_the_write_ahead_log(db):
     """PostgreSQL: the stored rows and their marks are UNLOGGED tables (derived data, rebuilt
-    when lost); the state, which says what they hold, is logged."""
+    when lost); the state, which says what they hold, is logged. The rows' unit ids are in
+    collation "C" (cheaper lookups)."""
     if connection.vendor != "postgresql":
         pytest.skip("an unlogged table is a PostgreSQL feature")
     with connection.cursor() as cursor:
@@ -393,6 +394,15 @@ def test_the_rows_are_kept_out_of_the_write_ahead_log(db):
         "analysis_unitaggregatemark": "u",
         "analysis_aggregatestate": "p",
     }
+    with connection.cursor() as cursor:  # and their unit ids compare by bytes
+        cursor.execute(
+            "SELECT table_name, collation_name FROM information_schema.columns"
+            " WHERE column_name = 'unit_id' AND table_name LIKE 'analysis_unitaggregate%%'"
+        )
+        assert dict(cursor.fetchall()) == {
+            "analysis_unitaggregate": "C",
+            "analysis_unitaggregatetop": "C",
+        }
 
 
 def test_with_the_setting_off_every_snapshot_is_the_full_statement(experiment, settings):

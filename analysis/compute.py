@@ -90,7 +90,10 @@ def evaluate_cutoff(
         stats,
         units,
         looks,
-        findings=[*_db_findings(plan, counts, units, stats, errors), _pre_start(experiment, since)],
+        findings=[
+            *_db_findings(plan, counts, units, stats, errors),
+            _pre_start(experiment, since, stored),
+        ],
         errors=errors,
         extensions={
             t: _extension(experiment, plan, t, stats, counts.units, elapsed_days)
@@ -166,14 +169,21 @@ def _previous_looks(experiment: Experiment, through: datetime) -> dict[str, list
     return dict(previous.looks) if previous else {}
 
 
-def _pre_start(experiment: Experiment, since: datetime) -> Finding:
-    """Exposures stamped before the phase start: one count per run (the experiment's exposure
-    index, which the aggregation reads anyway), not per dashboard view."""
+def _pre_start(experiment: Experiment, since: datetime, stored: bool) -> Finding:
+    """Exposures stamped before the phase start: one count per run, not per dashboard view;
+    with ``stored`` rows (a live run), the count kept with them plus the exposures since
+    (analysis.incremental_read), else a count of the experiment's exposures."""
     from assignments.models import Exposure
 
-    count = Exposure.objects.filter(
-        project_id=experiment.project_id, experiment_id=experiment.pk, ts__lt=since
-    ).count()
+    count = None
+    if stored:
+        count = incremental_read.pre_start_exposures(
+            experiment_id=experiment.pk, project_id=experiment.project_id, since=since
+        )
+    if count is None:
+        count = Exposure.objects.filter(
+            project_id=experiment.project_id, experiment_id=experiment.pk, ts__lt=since
+        ).count()
     return check_pre_start_exposures(count, since)
 
 

@@ -308,6 +308,9 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
     s, totals, written = plan.stored, Sums.load(state.sums), 0
     tops = thresholds_of(state)
     with d.connection.cursor() as cursor:
+        if new.exposure > old.exposure:
+            cursor.execute(sql.pre_start_sql("id > %(x_lo)s AND id <= %(x_hi)s"), params)
+            state.pre_start += cursor.fetchone()[0]
         if new.event > old.event:
             written += _add_events(d, s, cursor, params, totals, tops)
         if new.exposure > old.exposure or through > state.through:
@@ -332,6 +335,7 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
             "through",
             "sums",
             "sums_age",
+            "pre_start",
             "thresholds",
             "updated_at",
         ]
@@ -470,6 +474,10 @@ def _rebuild(
         state.candidates, state.ready = candidates, False
         state.thresholds = {}
         state.generation += 1
+        with d.connection.cursor() as cursor:
+            counted = {**plan.params(d, window), "x_hi": mark.exposure}
+            cursor.execute(sql.pre_start_sql("id <= %(x_hi)s"), counted)
+            state.pre_start = cursor.fetchone()[0]
         state.save()
         generation = state.generation
         UnitAggregateMark.objects.filter(experiment_id=experiment_id).delete()

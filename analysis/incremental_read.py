@@ -69,6 +69,26 @@ def experiment_aggregates(
     return ExperimentAggregates(counts, {**stored, **others.metrics}, dict(others.errors))
 
 
+def pre_start_exposures(*, experiment_id: int, project_id: int, since: datetime) -> int | None:
+    """How many exposures of the experiment are stamped before the phase start: the count kept
+    with the stored rows up to their watermark, plus those above it (read by the id index:
+    only the exposures since the refresh). None when no ready rows are kept for this phase."""
+    with primary_reads() as alias:
+        state = AggregateState.objects.using(alias).filter(experiment_id=experiment_id).first()
+        if state is None or not state.ready or state.since != since:
+            return None
+        d = dialect_for(connections[alias])
+        params = {
+            "project": project_id,
+            "experiment": experiment_id,
+            "since": d.param_ts(since),
+            "x_hi": state.exposure_watermark,
+        }
+        with connections[alias].cursor() as cursor:
+            cursor.execute(sql.pre_start_sql("id > %(x_hi)s"), params)
+            return state.pre_start + cursor.fetchone()[0]
+
+
 def _read_stored(
     alias: str, plan: Plan, window: dict[str, Any]
 ) -> tuple[aggregation.ExposureCounts, dict[str, MetricAggregate]] | None:

@@ -37,6 +37,9 @@ class AggregateState(models.Model):
     # exactly): n, then per slot analysis.sql.incremental.sums; kept up to date with the rows.
     sums = models.TextField(default="{}")
     sums_age = models.BigIntegerField(default=0)  # rows written since the sums were summed anew
+    # Exposures of the experiment stamped before the phase start, ids up to the watermark (the
+    # run's pre-start check, without counting every exposure at each snapshot).
+    pre_start = models.BigIntegerField(default=0)
     ready = models.BooleanField(default=False)  # False while a rebuild fills the rows
     generation = models.PositiveIntegerField(default=0)  # one more per rebuild
     rebuilt_at = models.DateTimeField(null=True, blank=True)

@@ -331,6 +331,15 @@ def changed_units(d: Dialect) -> str:
         WHERE experiment_id = %(experiment)s AND pending <= %(through)s"""
 
 
+def pre_start_sql(ids: str) -> str:
+    """How many exposures of the experiment with ids matching ``ids`` are stamped before the
+    phase start."""
+    return f"""
+        SELECT COUNT(*) FROM assignments_exposure
+        WHERE project_id = %(project)s AND experiment_id = %(experiment)s
+          AND ts < %(since)s AND {ids}"""
+
+
 def hot_units(s: Stored, d: Dialect) -> str:
     """Units with rows above the watermarks: committed after the stored rows were brought up
     to date, read from the events at snapshot time."""

@@ -432,6 +432,50 @@ def test_live_runs_read_the_stored_rows_and_backfills_do_not(experiment, setting
     assert AggregateState.objects.get(experiment=experiment).through == state.through
 
 
+def test_the_pre_start_count_is_kept_with_the_rows(experiment):
+    """The run's check of exposures stamped before the phase start: from the stored rows, the
+    count kept up to their watermark plus those committed since, equal to a count of every
+    exposure; a rebuild counts anew."""
+    control, treatment = experiment.variants.order_by("position")
+
+    def counted(through):
+        w = window(experiment, through)
+        assert incremental.refresh(**w)
+        return incremental_read.pre_start_exposures(
+            experiment_id=experiment.pk, project_id=experiment.project_id, since=w["since"]
+        )
+
+    def every():
+        return Exposure.objects.filter(experiment=experiment, ts__lt=T0).count()
+
+    expose(experiment, control, "a", h(-3))
+    expose(experiment, control, "a", h(2))
+    expose(experiment, treatment, "b", h(1))
+    assert counted(h(5)) == every() == 1
+    expose(experiment, treatment, "c", h(-1))  # after the refresh: above the watermark
+    w = window(experiment, h(5))
+    assert (
+        incremental_read.pre_start_exposures(
+            experiment_id=experiment.pk, project_id=experiment.project_id, since=w["since"]
+        )
+        == every()
+        == 2
+    )
+    expose(experiment, treatment, "d", h(-2))
+    expose(experiment, treatment, "d", h(6))
+    assert counted(h(8)) == every() == 3
+    assert AggregateState.objects.get(experiment=experiment).pre_start == 3
+    UnitAggregateMark.objects.filter(experiment=experiment).delete()  # a rebuild next
+    assert counted(h(9)) == every() == 3
+    AggregateState.objects.filter(experiment=experiment).update(ready=False)
+    assert (
+        incremental_read.pre_start_exposures(
+            experiment_id=experiment.pk, project_id=experiment.project_id, since=w["since"]
+        )
+        is None
+    )
+
+
 def test_the_rebuild_command_repairs_the_rows_after_events_are_deleted(experiment):
     """Deleting events (a repair, docs/operations.md) leaves the stored rows stale until
     ``manage.py rebuild_aggregates`` recomputes them, with progress on stdout."""

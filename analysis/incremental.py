@@ -449,6 +449,8 @@ def _keep_thresholds(
             f"DELETE FROM {sql.TOP_TABLE} WHERE experiment_id = %(experiment)s AND code = %(code)s",
             {**params, "code": code},
         )
+    if any(kept.get(code) != current.get(code) for code in kept):
+        cursor.execute(f"ANALYZE {sql.TOP_TABLE}")  # its statistics, for the next writes' plans
     return {str(code): value for code, value in kept.items()}
 
 

@@ -458,7 +458,9 @@ def keep_tops_ctes(s: Stored, thresholds: dict[int, float], before_known: bool) 
     added and those whose value fell below it are removed. ``before_known``: the RETURNING
     has what the write added (``d_<column>``), so only the units crossing the threshold are
     looked at. The two sets are disjoint (one statement must not delete and insert the same
-    row)."""
+    row). The leaving units are a distinct set of their own: as a semi-join of the top units
+    with ``written``, a planner without statistics of the top units (1 row estimated) chose to
+    scan ``written`` once per top unit, minutes at 13,000 top units and 85,000 written rows."""
     out = []
     for code, threshold in sorted(thresholds.items()):
         slot, x = divmod(code, 2)
@@ -475,9 +477,9 @@ def keep_tops_ctes(s: Stored, thresholds: dict[int, float], before_known: bool) 
         ON CONFLICT DO NOTHING
     ),
     top_out{code} AS (
-        DELETE FROM {TOP_TABLE}
-        WHERE experiment_id = %(experiment)s AND code = {code}
-          AND unit_id IN (SELECT unit_id FROM written WHERE {leaves})
+        DELETE FROM {TOP_TABLE} t
+        USING (SELECT DISTINCT unit_id FROM written WHERE {leaves}) w
+        WHERE t.experiment_id = %(experiment)s AND t.code = {code} AND t.unit_id = w.unit_id
     )"""
         )
     return "".join("," + cte for cte in out)

@@ -53,9 +53,10 @@ def _clean_ctes(
     ]
     if among:
         codes = ", ".join(str(int(code)) for code in among)
-        top = (
+        top = (  # in unit order: the lookups then walk the index in its order
             f"SELECT DISTINCT unit_id FROM {TOP_TABLE}"
             f" WHERE experiment_id = %(experiment)s AND code IN ({codes})"
+            f" ORDER BY unit_id {d.fence()}"
         )
         rows = f"""({top}) top
         CROSS JOIN LATERAL (

@@ -454,26 +454,29 @@ def _coded(s: Stored, code: int, expression: str | None = None) -> str:
 
 def keep_tops_ctes(s: Stored, thresholds: dict[int, float], before_known: bool) -> str:
     """CTEs that keep UnitAggregateTop true for the rows of ``written`` (a write's RETURNING,
-    ``returned``): per coded column and its threshold, the units whose value reached it are
-    added and those whose value fell below it are removed. ``before_known``: the RETURNING
-    has what the write added (``d_<column>``), so only the units crossing the threshold are
-    looked at. The two sets are disjoint (one statement must not delete and insert the same
-    row). The leaving units are a distinct set of their own: as a semi-join of the top units
-    with ``written``, a planner without statistics of the top units (1 row estimated) chose to
-    scan ``written`` once per top unit, minutes at 13,000 top units and 85,000 written rows."""
+    ``returned``): per coded column and its threshold, the units whose value is at or above
+    it are added (those already there are left), and those whose value fell below it are
+    removed. ``before_known``: the RETURNING has what the write added (``d_<column>``), so
+    only the units that were at or near the threshold are looked at for removal. The two sets
+    are disjoint (one statement must not delete and insert the same row). The leaving units
+    are a distinct set of their own: as a semi-join of the top units with ``written``, a
+    planner without statistics of the top units (1 row estimated) chose to scan ``written``
+    once per top unit, minutes at 13,000 top units and 85,000 written rows."""
     out = []
     for code, threshold in sorted(thresholds.items()):
         slot, x = divmod(code, 2)
         column = f"{'vx'[x]}{slot}"
         above = f"({_coded(s, code)} >= {float(threshold)!r}) IS TRUE"
-        was = f"({_coded(s, code, f'({column} - d_{column})')} >= {float(threshold)!r}) IS TRUE"
-        enters = f"{above} AND NOT {was}" if before_known else above
+        # The value before the write as new - added may be off by a rounding error: a unit that
+        # was just at the threshold must not be missed, so the test is a little wider.
+        near = float(threshold) * (1 - 1e-9)
+        was = f"({_coded(s, code, f'({column} - d_{column})')} >= {near!r}) IS TRUE"
         leaves = f"NOT {above} AND {was}" if before_known else f"NOT {above}"
         out.append(
             f"""
     top_in{code} AS (
         INSERT INTO {TOP_TABLE} (experiment_id, code, unit_id)
-        SELECT %(experiment)s, {code}, unit_id FROM written WHERE {enters}
+        SELECT %(experiment)s, {code}, unit_id FROM written WHERE {above}
         ON CONFLICT DO NOTHING
     ),
     top_out{code} AS (

@@ -425,9 +425,9 @@ def _keep_thresholds(
 ) -> dict[str, float]:
     """The thresholds after this refresh: per winsorized column with a positive cap in the
     previous snapshot, its threshold kept while it stays within KEPT of that cap, else set to
-    GUARD times it, its top units found anew (one scan of the rows: when the cap moved by a
-    third or more); a column without a cap has none. So the read finds the values above its
-    cap among few units (analysis/incremental_read.py)."""
+    GUARD times it, its top units found anew (one scan of the rows: when the cap fell by a
+    sixth or rose by half since the threshold was set); a column without a cap has none. So
+    the read finds the values above its cap among few units (analysis/incremental_read.py)."""
     caps = previous_caps(DEFAULT_DB_ALIAS, state.experiment_id, plan)
     current = thresholds_of(state)
     wanted = {

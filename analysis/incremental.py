@@ -40,9 +40,9 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.utils import timezone
 
-from analysis import aggregation, unit_columns, watermarks
+from analysis import aggregation, incremental_tops, unit_columns, watermarks
 from analysis.aggregation import MetricSpec
-from analysis.models import AggregateState, ResultRow, ResultSnapshot, UnitAggregateMark
+from analysis.models import AggregateState, UnitAggregateMark
 from analysis.sql import incremental as sql
 from analysis.sql.builders import INDEX_LOOKUP
 from analysis.sql.dialects import Dialect, dialect_for
@@ -306,7 +306,7 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
         d, window, x_lo=old.exposure, x_hi=new.exposure, e_lo=old.event, e_hi=new.event
     )
     s, totals, written = plan.stored, Sums.load(state.sums), 0
-    tops = thresholds_of(state)
+    tops = incremental_tops.thresholds_of(state)
     with d.connection.cursor() as cursor:
         if new.exposure > old.exposure:
             cursor.execute(sql.pre_start_sql("id > %(x_lo)s AND id <= %(x_hi)s"), params)
@@ -316,7 +316,7 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
         if new.exposure > old.exposure or through > state.through:
             written += _store_changed_units(d, s, cursor, params, totals, tops)
         if d.vendor == "postgresql":
-            state.thresholds = _keep_thresholds(d, plan, state, cursor, params)
+            state.thresholds = incremental_tops.keep_thresholds(plan, state, cursor, params)
         state.sums_age += written
         if state.sums_age > max(totals.units(), 1000):
             # Bound the rounding the differences accumulate: sum the rows anew (amortized:
@@ -385,73 +385,6 @@ def _store_changed_units(
     rows = cursor.fetchall()
     totals.add(Sums.of_rows(rows, s.binary))
     return len(rows)
-
-
-# --- the top units of winsorized columns -----------------------------------------------------
-
-GUARD = 0.75  # a column's threshold, of the previous snapshot's cap, when it is set
-KEPT = (0.5, 0.9)  # the range, in caps, in which a threshold is kept rather than set anew
-
-
-def thresholds_of(state: AggregateState) -> dict[int, float]:
-    """The state's thresholds of UnitAggregateTop, by column code."""
-    return {int(code): float(value) for code, value in (state.thresholds or {}).items()}
-
-
-def previous_caps(alias: str, experiment_id: int, plan: Plan) -> dict[tuple[int, str], float]:
-    """The caps the experiment's latest snapshot used, by (slot, "v" or "x"): a guess of the
-    next snapshot's."""
-    latest = (
-        ResultSnapshot.objects.using(alias)
-        .filter(experiment_id=experiment_id)
-        .order_by("-data_through", "-id")
-        .values_list("pk", flat=True)
-        .first()
-    )
-    slots = {m.key: i for i, m in enumerate(plan.metrics)}
-    rows = ResultRow.objects.using(alias).filter(
-        snapshot_id=latest, is_control=True, metric_key__in=list(slots)
-    )
-    out = {}
-    for key, details in rows.values_list("metric_key", "details"):
-        for role, cap in ((details or {}).get("winsor_caps") or {}).items():
-            if isinstance(cap, int | float):
-                out[(slots[key], "v" if role == "value" else "x")] = float(cap)
-    return out
-
-
-def _keep_thresholds(
-    d: Dialect, plan: Plan, state: AggregateState, cursor: Any, params: dict
-) -> dict[str, float]:
-    """The thresholds after this refresh: per winsorized column with a positive cap in the
-    previous snapshot, its threshold kept while it stays within KEPT of that cap, else set to
-    GUARD times it, its top units found anew (one scan of the rows: when the cap fell by a
-    sixth or rose by half since the threshold was set); a column without a cap has none. So
-    the read finds the values above its cap among few units (analysis/incremental_read.py)."""
-    caps = previous_caps(DEFAULT_DB_ALIAS, state.experiment_id, plan)
-    current = thresholds_of(state)
-    wanted = {
-        sql.column_code(slot, c): cap
-        for (slot, c), cap in caps.items()
-        if cap > 0 and slot < len(plan.metrics) and plan.metrics[slot].winsorize_quantile
-    }
-    kept: dict[int, float] = {}
-    for code, cap in sorted(wanted.items()):
-        threshold = current.get(code)
-        if threshold is not None and KEPT[0] * cap <= threshold <= KEPT[1] * cap:
-            kept[code] = threshold
-            continue
-        kept[code] = GUARD * cap
-        for statement in sql.reset_top_sql(plan.stored, code):
-            cursor.execute(statement, {**params, "threshold": kept[code]})
-    for code in set(current) - set(kept):
-        cursor.execute(
-            f"DELETE FROM {sql.TOP_TABLE} WHERE experiment_id = %(experiment)s AND code = %(code)s",
-            {**params, "code": code},
-        )
-    if any(kept.get(code) != current.get(code) for code in kept):
-        cursor.execute(f"ANALYZE {sql.TOP_TABLE}")  # its statistics, for the next writes' plans
-    return {str(code): value for code, value in kept.items()}
 
 
 # --- rebuilding -------------------------------------------------------------------------------

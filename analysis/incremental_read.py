@@ -15,10 +15,9 @@ from typing import Any
 
 from django.db import DatabaseError, connections
 
-from analysis import aggregation, incremental, unit_columns
+from analysis import aggregation, incremental_tops, unit_columns
 from analysis.aggregation import ExperimentAggregates, MetricAggregate, MetricSpec
 from analysis.incremental import (
-    GUARD,
     Plan,
     lateral_lookups,
     plan_for,
@@ -104,8 +103,8 @@ def _read_stored(
     try:
         with d.statement_scope():
             previous_settings = tune_statements(d)
-            previous = incremental.previous_caps(alias, experiment_id, plan)
-            tops = incremental.thresholds_of(state)
+            previous = incremental_tops.previous_caps(alias, experiment_id, plan)
+            tops = incremental_tops.thresholds_of(state)
             result = _read(d, plan, Sums.load(state.sums), params, previous, tops)
             restore_tuning(d, previous_settings)
             return result
@@ -191,7 +190,7 @@ def _tops(
 ) -> dict[int, list[tuple]]:
     """Per index of ``wanted`` (slot, "v" or "x", k): its k highest rows (unit_id, variant_id,
     the slot's v and x). One read fetches every value at or above a guard: with every column's
-    threshold kept (PostgreSQL, ``incremental._keep_thresholds``), the thresholds, and only
+    threshold kept (PostgreSQL, ``incremental_tops.keep_thresholds``), the thresholds, and only
     the rows of the top units (UnitAggregateTop: every stored value at or above a threshold is
     theirs); else GUARD times the previous snapshot's caps, by a scan of the rows. A column for
     which that is fewer than k values (its cap fell, or it has no guard) is read by its own
@@ -205,7 +204,8 @@ def _tops(
         guards = [(slot, c, thresholds[sql.column_code(slot, c)]) for slot, c, _ in wanted]
         among = sorted(set(codes))
     else:
-        guards = [(slot, c, previous.get((slot, c), 0.0) * GUARD) for slot, c, _ in wanted]
+        guard = incremental_tops.GUARD
+        guards = [(slot, c, previous.get((slot, c), 0.0) * guard) for slot, c, _ in wanted]
     if all(g > 0 for _, _, g in guards):
         statement = read_statements.above_sql(d, s, guards, ABOVE_LIMIT, lateral, among)
         cursor.execute(statement, params)

@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from analysis import aggregation, incremental, incremental_read
+from analysis import aggregation, incremental, incremental_read, incremental_tops
 from analysis.aggregation import MetricSpec
 from analysis.compute import _metric_spec
 from analysis.models import AggregateState, UnitAggregate, UnitAggregateMark, UnitAggregateTop
@@ -191,7 +191,7 @@ def previous_caps(request, monkeypatch):
         }
 
     if request.param != "no caps":
-        monkeypatch.setattr(incremental, "previous_caps", previous)
+        monkeypatch.setattr(incremental_tops, "previous_caps", previous)
     return SimpleNamespace(caps=caps, mode=request.param)
 
 
@@ -241,7 +241,7 @@ def assert_top_units_exact(experiment):
     """UnitAggregateTop holds, per column with a threshold, exactly the units whose stored
     value is at or above it (what the read relies on)."""
     state = AggregateState.objects.get(experiment=experiment)
-    for code, threshold in incremental.thresholds_of(state).items():
+    for code, threshold in incremental_tops.thresholds_of(state).items():
         slot, x = divmod(code, 2)
         column = f"{'vx'[x]}{slot}"
         expected = set(

@@ -9,8 +9,9 @@ corrections; a column needing more is summed in one SQL pass over the rows inste
 
 import heapq
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from django.db import DatabaseError, connections
@@ -103,7 +104,7 @@ def _read_stored(
     try:
         with d.statement_scope():
             previous_settings = tune_statements(d)
-            previous = incremental_tops.previous_caps(alias, experiment_id, plan)
+            previous = partial(incremental_tops.previous_caps, alias, experiment_id, plan)
             tops = incremental_tops.thresholds_of(state)
             result = _read(d, plan, Sums.load(state.sums), params, previous, tops)
             restore_tuning(d, previous_settings)
@@ -125,7 +126,7 @@ def _read(
     plan: Plan,
     totals: Sums,
     params: dict[str, Any],
-    previous: dict[tuple[int, str], float],
+    previous: Callable[[], dict[tuple[int, str], float]],
     thresholds: dict[int, float],
 ) -> tuple[aggregation.ExposureCounts, dict[str, MetricAggregate]]:
     """The counts and every stored metric's statistics: the kept sums, corrected for the units
@@ -185,14 +186,15 @@ def _tops(
     s: sql.Stored,
     wanted: Sequence[tuple[int, str, int]],
     params: dict[str, Any],
-    previous: dict[tuple[int, str], float],
+    previous: Callable[[], dict[tuple[int, str], float]],
     thresholds: dict[int, float],
 ) -> dict[int, list[tuple]]:
     """Per index of ``wanted`` (slot, "v" or "x", k): its k highest rows (unit_id, variant_id,
     the slot's v and x). One read fetches every value at or above a guard: with every column's
     threshold kept (PostgreSQL, ``incremental_tops.keep_thresholds``), the thresholds, and only
     the rows of the top units (UnitAggregateTop: every stored value at or above a threshold is
-    theirs); else GUARD times the previous snapshot's caps, by a scan of the rows. A column for
+    theirs); else GUARD times the previous snapshot's caps (``previous()``, read only then), by
+    a scan of the rows. A column for
     which that is fewer than k values (its cap fell, or it has no guard) is read by its own
     ordered scan."""
     lateral = lateral_lookups(d)
@@ -201,11 +203,13 @@ def _tops(
     codes = [sql.column_code(slot, c) for slot, c, _ in wanted]
     among: list[int] = []
     if all(code in thresholds for code in codes):
-        guards = [(slot, c, thresholds[sql.column_code(slot, c)]) for slot, c, _ in wanted]
+        guards = [
+            (slot, c, thresholds[code]) for (slot, c, _), code in zip(wanted, codes, strict=True)
+        ]
         among = sorted(set(codes))
     else:
-        guard = incremental_tops.GUARD
-        guards = [(slot, c, previous.get((slot, c), 0.0) * guard) for slot, c, _ in wanted]
+        caps, guard = previous(), incremental_tops.GUARD
+        guards = [(slot, c, caps.get((slot, c), 0.0) * guard) for slot, c, _ in wanted]
     if all(g > 0 for _, _, g in guards):
         statement = read_statements.above_sql(d, s, guards, ABOVE_LIMIT, lateral, among)
         cursor.execute(statement, params)

@@ -446,10 +446,15 @@ def column_code(slot: int, column: str) -> int:
     return 2 * slot + (1 if column == "x" else 0)
 
 
+def _column(code: int) -> str:
+    """The stored column of a UnitAggregateTop code (``column_code``'s inverse)."""
+    slot, x = divmod(code, 2)
+    return f"{'vx'[x]}{slot}"
+
+
 def _coded(s: Stored, code: int, expression: str | None = None) -> str:
     """A coded column as its metric reads it (``expression``: another expression of it)."""
-    slot, x = divmod(code, 2)
-    return s.read(expression or f"{'vx'[x]}{slot}", slot)
+    return s.read(expression or _column(code), code // 2)
 
 
 def keep_tops_ctes(s: Stored, thresholds: dict[int, float], before_known: bool) -> str:
@@ -464,8 +469,7 @@ def keep_tops_ctes(s: Stored, thresholds: dict[int, float], before_known: bool) 
     once per top unit, minutes at 13,000 top units and 85,000 written rows."""
     out = []
     for code, threshold in sorted(thresholds.items()):
-        slot, x = divmod(code, 2)
-        column = f"{'vx'[x]}{slot}"
+        column = _column(code)
         above = f"({_coded(s, code)} >= {float(threshold)!r}) IS TRUE"
         # The value before the write as new - added may be off by a rounding error: a unit that
         # was just at the threshold must not be missed, so the test is a little wider.

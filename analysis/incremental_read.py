@@ -7,13 +7,13 @@ the refresh, computed from their events in the same read. The highest values (at
 ``TOP_LIMIT`` a column, 1% of the units at q = 0.99) come to Python to take the quantile and the
 corrections; a column needing more is summed in one SQL pass over the rows instead."""
 
-import heapq
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
 
+import numpy as np
 from django.db import DatabaseError, connections
 
 from analysis import aggregation, incremental_tops, unit_columns
@@ -219,17 +219,28 @@ def _tops(
             missing = []
             for n, ((slot, c, k), (_, _, g)) in enumerate(zip(wanted, guards, strict=True)):
                 at = 2 + 2 * slots.index(slot)
-                key = at if c == "v" else at + 1
-                above = heapq.nlargest(k, (r for r in rows if r[key] >= g), key=lambda r: r[key])
-                if len(above) >= k:
-                    tops[n] = [(r[0], int(r[1]), r[at], r[at + 1]) for r in above]
-                else:
+                chosen = _highest([r[at if c == "v" else at + 1] for r in rows], g, k)
+                if chosen is None:
                     missing.append(n)
+                else:
+                    tops[n] = [
+                        (rows[i][0], int(rows[i][1]), rows[i][at], rows[i][at + 1]) for i in chosen
+                    ]
     if missing:
         cursor.execute(read_statements.top_sql(d, s, [wanted[n] for n in missing], lateral), params)
         for q, unit_id, variant_id, *values in cursor.fetchall():
             tops.setdefault(missing[int(q)], []).append((unit_id, int(variant_id), *values))
     return tops
+
+
+def _highest(values: list[float], guard: float, k: int) -> np.ndarray | None:
+    """The positions of the ``k`` highest of ``values`` at or above ``guard``, highest first;
+    None when fewer than k are."""
+    column = np.asarray(values, dtype=float)
+    above = np.flatnonzero(column >= guard)
+    if len(above) < k:
+        return None
+    return above[np.argsort(-column[above], kind="stable")[:k]]
 
 
 def _capped_aggregate(
@@ -251,23 +262,29 @@ def _capped_aggregate(
             caps[roles[c]] = cap
     cv, cx = caps.get(roles["v"]), caps.get(roles.get("x", ""))
     units = {row[0]: row[1:] for n in (n for _, n in mine) for row in tops.get(n, [])}
-    taken: dict[int, list[float]] = {}
-    for variant, v, x in units.values():
-        v, x = float(v), float(x)
-        kept_v = min(v, cv) if cv is not None else v
-        kept_x = min(x, cx) if cx is not None else x
-        off = taken.setdefault(variant, [0.0] * 5)
-        for j, value in enumerate(
-            (
-                v - kept_v,
-                v * v - kept_v * kept_v,
-                x - kept_x,
-                x * x - kept_x * kept_x,
-                v * x - kept_v * kept_x,
-            )
-        ):
-            off[j] += value
-    return MetricAggregate(totals.stats(slot, metric, taken), caps)
+    return MetricAggregate(totals.stats(slot, metric, _taken(list(units.values()), cv, cx)), caps)
+
+
+def _taken(rows: list[tuple], cv: float | None, cx: float | None) -> dict[int, list[float]]:
+    """Per variant, what capping v at ``cv`` and x at ``cx`` (None: not capped) takes off the
+    sums of v, v², x, x² and v·x of ``rows`` (variant, v, x): only values above a cap change."""
+    if not rows:
+        return {}
+    variant = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    v = np.fromiter((r[1] for r in rows), dtype=float, count=len(rows))
+    x = np.fromiter((r[2] for r in rows), dtype=float, count=len(rows))
+    kept_v = np.minimum(v, cv) if cv is not None else v
+    kept_x = np.minimum(x, cx) if cx is not None else x
+    off = np.stack(
+        [
+            v - kept_v,
+            v * v - kept_v * kept_v,
+            x - kept_x,
+            x * x - kept_x * kept_x,
+            v * x - kept_v * kept_x,
+        ]
+    )
+    return {int(g): off[:, variant == g].sum(axis=1).tolist() for g in np.unique(variant)}
 
 
 def _capped(columns: dict) -> bool:

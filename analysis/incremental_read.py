@@ -191,41 +191,49 @@ def _tops(
 ) -> dict[int, list[tuple]]:
     """Per index of ``wanted`` (slot, "v" or "x", k): its k highest rows (unit_id, variant_id,
     the slot's v and x). One read fetches every value at or above a guard: with every column's
-    threshold kept (PostgreSQL, ``incremental_tops.keep_thresholds``), the thresholds, and only
-    the rows of the top units (UnitAggregateTop: every stored value at or above a threshold is
-    theirs); else GUARD times the previous snapshot's caps (``previous()``, read only then), by
-    a scan of the rows. A column for
-    which that is fewer than k values (its cap fell, or it has no guard) is read by its own
-    ordered scan."""
+    threshold kept (PostgreSQL, ``incremental_tops.keep_thresholds``), the thresholds, from
+    the top units' table alone (UnitAggregateTop holds every analysed unit with a stored value
+    at or above a threshold, with its row's values); else GUARD times the previous snapshot's
+    caps (``previous()``, read only then), by a scan of the rows. A column for which that is
+    fewer than k values (its cap fell, or it has no guard) is read by its own ordered scan."""
     lateral = lateral_lookups(d)
     tops: dict[int, list[tuple]] = {}
     missing = list(range(len(wanted)))
     codes = [sql.column_code(slot, c) for slot, c, _ in wanted]
-    among: list[int] = []
-    if all(code in thresholds for code in codes):
+    kept = all(code in thresholds for code in codes)
+    if kept:
         guards = [
             (slot, c, thresholds[code]) for (slot, c, _), code in zip(wanted, codes, strict=True)
         ]
-        among = sorted(set(codes))
     else:
         caps, guard = previous(), incremental_tops.GUARD
         guards = [(slot, c, caps.get((slot, c), 0.0) * guard) for slot, c, _ in wanted]
     if all(g > 0 for _, _, g in guards):
-        statement = read_statements.above_sql(d, s, guards, ABOVE_LIMIT, lateral, among)
-        cursor.execute(statement, params)
-        rows = cursor.fetchall()
-        slots = sorted({slot for slot, _, _ in wanted})
+        if kept:
+            cursor.execute(
+                read_statements.above_top_sql(d, s, guards, ABOVE_LIMIT, lateral), params
+            )
+            rows = cursor.fetchall()
+            by_slot: dict[int, list[tuple]] = {}
+            for slot, *row in rows:
+                by_slot.setdefault(slot, []).append(tuple(row))
+        else:
+            cursor.execute(read_statements.above_sql(d, s, guards, ABOVE_LIMIT, lateral), params)
+            rows = cursor.fetchall()
+            slots = sorted({slot for slot, _, _ in guards})
+            by_slot = {
+                slot: [(r[0], r[1], r[2 + 2 * n], r[3 + 2 * n]) for r in rows]
+                for n, slot in enumerate(slots)
+            }
         if len(rows) < ABOVE_LIMIT:
             missing = []
             for n, ((slot, c, k), (_, _, g)) in enumerate(zip(wanted, guards, strict=True)):
-                at = 2 + 2 * slots.index(slot)
-                chosen = _highest([r[at if c == "v" else at + 1] for r in rows], g, k)
+                mine = by_slot.get(slot, [])
+                chosen = _highest([r[2 if c == "v" else 3] for r in mine], g, k)
                 if chosen is None:
                     missing.append(n)
                 else:
-                    tops[n] = [
-                        (rows[i][0], int(rows[i][1]), rows[i][at], rows[i][at + 1]) for i in chosen
-                    ]
+                    tops[n] = [(r[0], int(r[1]), r[2], r[3]) for r in map(mine.__getitem__, chosen)]
     if missing:
         cursor.execute(read_statements.top_sql(d, s, [wanted[n] for n in missing], lateral), params)
         for q, unit_id, variant_id, *values in cursor.fetchall():
@@ -233,14 +241,14 @@ def _tops(
     return tops
 
 
-def _highest(values: list[float], guard: float, k: int) -> np.ndarray | None:
+def _highest(values: list[float], guard: float, k: int) -> list[int] | None:
     """The positions of the ``k`` highest of ``values`` at or above ``guard``, highest first;
     None when fewer than k are."""
     column = np.asarray(values, dtype=float)
     above = np.flatnonzero(column >= guard)
     if len(above) < k:
         return None
-    return above[np.argsort(-column[above], kind="stable")[:k]]
+    return above[np.argsort(-column[above], kind="stable")[:k]].tolist()
 
 
 def _capped_aggregate(

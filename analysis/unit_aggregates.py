@@ -66,11 +66,13 @@ class UnitAggregateMark(models.Model):
 
 
 class UnitAggregateTop(models.Model):
-    """The units whose stored value of a winsorized metric's column is at or above the
-    column's threshold (``AggregateState.thresholds``): the snapshot's read takes a cap (a
-    high quantile) from these units' rows instead of scanning every row. ``code`` is the
-    stored column's code: 2 * slot, plus 1 for the ``x`` column. Kept by every write of the
-    rows (analysis/incremental.py; PostgreSQL); unlogged like them."""
+    """The analysed units (exposed by the cut-off, to one variant, without a mismatch) whose
+    stored value of a winsorized metric's column is at or above the column's threshold
+    (``AggregateState.thresholds``), with their variant and the column's slot's stored ``v``
+    and ``x``, equal to their row's: the snapshot's read takes a cap (a high quantile) and
+    what capping takes off from these rows alone, instead of scanning every row. ``code`` is
+    the stored column's code: 2 * slot, plus 1 for the ``x`` column. Kept by every write of
+    the rows (analysis/incremental.py; PostgreSQL); unlogged like them."""
 
     pk = models.CompositePrimaryKey("experiment", "code", "unit_id")
     experiment = models.ForeignKey(
@@ -78,6 +80,9 @@ class UnitAggregateTop(models.Model):
     )
     code = models.SmallIntegerField()
     unit_id = models.CharField(max_length=200)  # PostgreSQL: collation "C" (migration 0012)
+    variant_id = models.BigIntegerField(null=True)
+    v = models.FloatField(null=True)
+    x = models.FloatField(null=True)
 
     def __str__(self) -> str:
         return f"{self.experiment_id}:{self.code}:{self.unit_id}"

@@ -103,6 +103,12 @@ def child_main(argv: list[str]) -> None:
 
     django.setup()
     from bench.analyze_pandas import child_pandas
+    from core import heap
+
+    heap.settle()  # as a worker's processes do when they start (config/celery.py)
+    # A worker's connection is open between its tasks (CONN_MAX_AGE 60 s on PostgreSQL):
+    # connecting is not part of what is measured.
+    connection.ensure_connection()
 
     baseline = _peak_rss_mb()
     experiment_id = int(argv[1])

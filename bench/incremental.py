@@ -74,14 +74,23 @@ def _add_events(project_id: int, share: float, round_: int) -> int:
 
 
 def _remove_added(project_id: int, experiment_id: int) -> None:
+    """The kept data as it was generated: the added events deleted, the stored rows gone (the
+    next run's first snapshot builds them), and on PostgreSQL the tables vacuumed (as
+    autovacuum would: else each run's deleted rows slow the next run's scans and lookups)."""
+    from analysis.models import AggregateState, UnitAggregate, UnitAggregateTop
+
     with connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM assignments_metricevent WHERE project_id = %s AND event_id LIKE 'n%%'",
             [project_id],
         )
-    from analysis.models import AggregateState
-
     AggregateState.objects.filter(experiment_id=experiment_id).delete()
+    for model in (UnitAggregate, UnitAggregateTop):
+        model.objects.filter(experiment_id=experiment_id).delete()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("VACUUM ANALYZE assignments_metricevent")
+            cursor.execute(f"VACUUM FULL {UnitAggregate._meta.db_table}")
 
 
 def _options(quick: bool, options: dict[str, str]) -> tuple[tuple[int, ...], float, int, bool]:

@@ -3,6 +3,9 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_init, worker_process_init
+
+from core import heap
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -11,6 +14,14 @@ RESEND_SWEEP_SECONDS = 300.0  # how often undelivered webhooks and notifications
 app = Celery("abacus")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["analysis", "assignments", "flags", "notifications", "releases"])
+
+
+@worker_init.connect
+@worker_process_init.connect
+def settle_heap(**kwargs: object) -> None:
+    """The worker's startup objects left out of garbage collection (core/heap.py): in the
+    worker before its pool forks, and in each pool process (or the solo pool's worker)."""
+    heap.settle()
 
 
 @app.on_after_finalize.connect

@@ -13,6 +13,7 @@ from analysis.sql.incremental import (
     TABLE,
     TOP_TABLE,
     Stored,
+    column_code,
     hot_units,
     sums,
     unit_rows_ctes,
@@ -37,45 +38,86 @@ def hot_sums_sql(d: Dialect, s: Stored, lateral: bool) -> str:
     """
 
 
-def _clean_ctes(
-    d: Dialect, s: Stored, slots: Sequence[int], lateral: bool, among: Sequence[int] = ()
-) -> str:
+def _clean_ctes(d: Dialect, s: Stored, slots: Sequence[int], lateral: bool) -> str:
     """CTEs ending in ``clean``: the analysed units' unit_id, variant_id and the v and x of
     ``slots``, from the stored rows, except units with rows above the watermarks, which are
-    computed from their events here; with ``among`` (column codes), of the stored rows only
-    those of the columns' top units (UnitAggregateTop), each looked up by its unit."""
+    computed from their events here."""
     stored = [f"{s.read(f'{c}{i}', i)} AS {c}{i}" for i in slots for c in "vx"]
-    aliases = {alias: column for column, alias in s.slot_columns()}
-    fresh = [
-        f"{s.read(alias, i)} AS {aliases[alias]}"
-        for i in slots
-        for alias in (c.name for c in s.columns[i].values())
-    ]
-    if among:
-        codes = ", ".join(str(int(code)) for code in among)
-        top = (  # in unit order: the lookups then walk the index in its order
-            f"SELECT DISTINCT unit_id FROM {TOP_TABLE}"
-            f" WHERE experiment_id = %(experiment)s AND code IN ({codes})"
-            f" ORDER BY unit_id {d.fence()}"
-        )
-        rows = f"""({top}) top
-        CROSS JOIN LATERAL (
-            SELECT * FROM {TABLE} r
-            WHERE r.experiment_id = %(experiment)s AND r.unit_id = top.unit_id {d.fence()}
-        ) r"""
-    else:
-        rows = f"{TABLE} r"
+    fresh = [f"{value} AS {column}" for i in slots for column, value in _fresh(s, i).items()]
     return f"""
     {unit_rows_ctes(d, s, hot_units(s, d), extras=False, lateral=lateral)},
     clean AS {not_materialized(d)}(
         SELECT r.unit_id, r.variant_id, {", ".join(stored)}
-        FROM {rows}
+        FROM {TABLE} r
         WHERE r.experiment_id = %(experiment)s AND r.t0 IS NOT NULL AND r.state = {CLEAN}
           AND r.unit_id NOT IN (SELECT {d.binary_order("unit_id")} FROM r_units)
         UNION ALL
         SELECT {d.binary_order("unit_id")}, variant_id, {", ".join(fresh)}
         FROM r_rows WHERE t0 IS NOT NULL AND state = {CLEAN}
     )"""
+
+
+def _fresh(s: Stored, slot: int) -> dict[str, str]:
+    """Per stored column of ``slot`` (``v<slot>``, ``x<slot>``), its value in r_rows (a
+    per-unit alias) as the metric reads it."""
+    aliases = {alias: column for column, alias in s.slot_columns()}
+    return {aliases[c.name]: s.read(c.name, slot) for c in s.columns[slot].values()}
+
+
+def above_sql(
+    d: Dialect, s: Stored, guards: Sequence[tuple[int, str, float]], limit: int, lateral: bool
+) -> str:
+    """The analysed units (unit_id, variant_id, v and x of each slot of ``guards``, in that
+    order) with a value at or above a guard: per (slot, "v" or "x", guard); at most ``limit``
+    rows, in one scan of the rows."""
+    slots = sorted({slot for slot, _, _ in guards})
+    above = " OR ".join(f"{c}{i} >= {float(g)!r}" for i, c, g in guards)
+    columns = ", ".join(f"v{i}, x{i}" for i in slots)
+    return f"""
+    WITH {_clean_ctes(d, s, slots, lateral)}
+    SELECT unit_id, variant_id, {columns} FROM clean WHERE {above} LIMIT {int(limit)}
+    """
+
+
+def above_top_sql(
+    d: Dialect, s: Stored, guards: Sequence[tuple[int, str, float]], limit: int, lateral: bool
+) -> str:
+    """``above_sql`` from the top units (UnitAggregateTop) alone, when every column of
+    ``guards`` has a threshold at or below its guard (the table then holds every analysed
+    unit with a value at or above it, with the values of its row): per slot, rows (slot,
+    unit_id, variant_id, v, x), a unit once per slot; units with rows above the watermarks
+    are computed from their events instead. At most ``limit`` rows."""
+    parts, tops = [], []
+    for i in sorted({slot for slot, _, _ in guards}):
+        mine = [(c, float(g)) for slot, c, g in guards if slot == i]
+        codes = ", ".join(str(column_code(i, c)) for c, _ in mine)
+        tops.append(
+            f"""
+    top{i} AS (
+        SELECT DISTINCT ON (t.unit_id) t.unit_id, t.variant_id,
+               {s.read("t.v", i)} AS v, {s.read("t.x", i)} AS x
+        FROM {TOP_TABLE} t
+        WHERE t.experiment_id = %(experiment)s AND t.code IN ({codes})
+          AND t.unit_id NOT IN (SELECT {d.binary_order("unit_id")} FROM r_units)
+        ORDER BY t.unit_id, t.code
+    )"""
+        )
+        fresh = _fresh(s, i)
+        fresh_v, fresh_x = fresh[f"v{i}"], fresh[f"x{i}"]
+        stored_above = " OR ".join(f"{c} >= {g!r}" for c, g in mine)
+        fresh_above = " OR ".join(f"{fresh_v if c == 'v' else fresh_x} >= {g!r}" for c, g in mine)
+        parts.append(
+            f"SELECT {i} AS slot, unit_id, variant_id, v, x FROM top{i} WHERE {stored_above}"
+        )
+        parts.append(
+            f"SELECT {i}, {d.binary_order('unit_id')}, variant_id, {fresh_v}, {fresh_x}"
+            f" FROM r_rows WHERE t0 IS NOT NULL AND state = {CLEAN} AND ({fresh_above})"
+        )
+    return f"""
+    WITH {unit_rows_ctes(d, s, hot_units(s, d), extras=False, lateral=lateral)},{",".join(tops)}
+    {" UNION ALL ".join(parts)}
+    LIMIT {int(limit)}
+    """
 
 
 def top_sql(d: Dialect, s: Stored, wanted: Sequence[tuple[int, str, int]], lateral: bool) -> str:
@@ -91,27 +133,6 @@ def top_sql(d: Dialect, s: Stored, wanted: Sequence[tuple[int, str, int]], later
     return f"""
     WITH {_clean_ctes(d, s, slots, lateral)}
     {" UNION ALL ".join(parts)}
-    """
-
-
-def above_sql(
-    d: Dialect,
-    s: Stored,
-    guards: Sequence[tuple[int, str, float]],
-    limit: int,
-    lateral: bool,
-    among: Sequence[int] = (),
-) -> str:
-    """The analysed units (unit_id, variant_id, v and x of each slot of ``guards``, in that
-    order) with a value at or above a guard: per (slot, "v" or "x", guard); at most ``limit``
-    rows. In one scan of the rows, or with ``among`` (column codes whose top units hold every
-    stored value at or above the guards), from those units' rows only."""
-    slots = sorted({slot for slot, _, _ in guards})
-    above = " OR ".join(f"{c}{i} >= {float(g)!r}" for i, c, g in guards)
-    columns = ", ".join(f"v{i}, x{i}" for i in slots)
-    return f"""
-    WITH {_clean_ctes(d, s, slots, lateral, among)}
-    SELECT unit_id, variant_id, {columns} FROM clean WHERE {above} LIMIT {int(limit)}
     """
 
 

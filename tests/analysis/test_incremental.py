@@ -19,6 +19,7 @@ from analysis.aggregation import MetricSpec
 from analysis.compute import _metric_spec
 from analysis.models import AggregateState, UnitAggregate, UnitAggregateMark, UnitAggregateTop
 from analysis.sql import incremental_read as read_statements
+from analysis.sql.builders import CLEAN
 from analysis.unit_aggregates import SLOTS
 from assignments.models import Exposure, MetricEvent
 from experiments.models import Experiment
@@ -108,7 +109,9 @@ class History:
                     event_id=self._id("e"),
                     name=rng.choice(NAMES),
                     unit_id=rng.choice([*self.units, "stranger"]),
-                    value=rng.choice([1.0, 1.0, 2.5, rng.uniform(-5, 400)]),
+                    value=rng.choice(
+                        [1.0, 1.0, 2.5, rng.uniform(-5, 400), -rng.uniform(50, 400)]
+                    ),  # refunds: a unit's sum falls
                     ts=h(self._when(now, before_start=0.15)),
                 )
             )
@@ -206,12 +209,13 @@ def test_snapshots_from_the_stored_rows_equal_the_full_statement(
     statement."""
     history = History(experiment, seed)
     from_top_units = []
-    above_sql = read_statements.above_sql
-    monkeypatch.setattr(
-        read_statements,
-        "above_sql",
-        lambda *args: from_top_units.append(bool(args[5:] and args[5])) or above_sql(*args),
-    )
+    for name, top in (("above_sql", False), ("above_top_sql", True)):
+        original = getattr(read_statements, name)
+        monkeypatch.setattr(
+            read_statements,
+            name,
+            lambda *args, top=top, original=original: from_top_units.append(top) or original(*args),
+        )
     now = 2.0
     for step in range(10):
         history.batch(now)
@@ -238,22 +242,28 @@ def test_snapshots_from_the_stored_rows_equal_the_full_statement(
 
 
 def assert_top_units_exact(experiment):
-    """UnitAggregateTop holds, per column with a threshold, exactly the units whose stored
-    value is at or above it (what the read relies on)."""
+    """UnitAggregateTop holds, per column with a threshold, exactly the analysed units whose
+    stored value is at or above it, with their row's variant and slot's values (what the read
+    relies on)."""
     state = AggregateState.objects.get(experiment=experiment)
     for code, threshold in incremental_tops.thresholds_of(state).items():
         slot, x = divmod(code, 2)
         column = f"{'vx'[x]}{slot}"
-        expected = set(
-            UnitAggregate.objects.filter(
-                experiment=experiment, **{f"{column}__gte": threshold}
-            ).values_list("unit_id", flat=True)
-        )
-        kept = set(
-            UnitAggregateTop.objects.filter(experiment=experiment, code=code).values_list(
-                "unit_id", flat=True
-            )
-        )
+        expected = {
+            unit: (variant, v, x)
+            for unit, variant, v, x in UnitAggregate.objects.filter(
+                experiment=experiment,
+                t0__isnull=False,
+                state=CLEAN,
+                **{f"{column}__gte": threshold},
+            ).values_list("unit_id", "variant_id", f"v{slot}", f"x{slot}")
+        }
+        kept = {
+            unit: (variant, v, x)
+            for unit, variant, v, x in UnitAggregateTop.objects.filter(
+                experiment=experiment, code=code
+            ).values_list("unit_id", "variant_id", "v", "x")
+        }
         assert kept == expected, (code, threshold)
 
 

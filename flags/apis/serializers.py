@@ -5,9 +5,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from bucketing.flag_checks import RULE_TYPES
 from flags.models import ChangeRequest, Flag, FlagType
-
-RULE_TYPES = ("force", "rollout", "experiment")
 
 
 class VariationSerializer(serializers.Serializer):

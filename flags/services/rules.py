@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from bucketing.conditions import validate_condition
+from bucketing.flag_checks import RULE_TYPES, WEIGHT_TOLERANCE
 from core.errors import DomainError
 from experiments.models import Environment, Experiment, Project, Segment
 from experiments.services.rules import is_number
@@ -25,8 +26,6 @@ MAX_VARIATIONS = 100
 MAX_STRING_VALUE = 10_000
 MAX_UNIT_IDS = 10_000
 UNIT_ID_MAX = 256
-WEIGHT_TOLERANCE = 1e-9
-RULE_TYPES = ("force", "rollout", "experiment")
 RULE_FIELDS = {
     "force": {"id", "type", "condition", "segment", "variation"},
     "rollout": {"id", "type", "condition", "segment", "hash_attribute", "weights"},

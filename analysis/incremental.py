@@ -44,6 +44,7 @@ from analysis import aggregation, incremental_tops, unit_columns, watermarks
 from analysis.aggregation import MetricSpec
 from analysis.models import AggregateState, UnitAggregateMark
 from analysis.sql import incremental as sql
+from analysis.sql import incremental_tops as tops_sql
 from analysis.sql.builders import INDEX_LOOKUP
 from analysis.sql.dialects import Dialect, dialect_for
 from analysis.unit_aggregates import SLOTS
@@ -351,7 +352,7 @@ def _add_events(
     if d.vendor == "postgresql":
         differences = sql.sums(s.stored_pairs(), s.stored_pairs(before=True))
         returning = sql.returned(s, added=True, unit=bool(tops))
-        after = sql.keep_tops_ctes(s, tops, before_known=True)
+        after = tops_sql.keep_tops_ctes(s, tops, before_known=True)
         cursor.execute(sql.sums_of_returned(ctes, update, returning, differences, after), params)
         return totals.add_written(cursor.fetchall())
     # SQLite: a RETURNING clause cannot read the UPDATE's FROM: the units' sums before and after.
@@ -378,7 +379,7 @@ def _store_changed_units(
     if d.vendor == "postgresql":
         expressions = sql.sums(s.stored_pairs())
         returning = sql.returned(s, unit=bool(tops))
-        after = sql.keep_tops_ctes(s, tops, before_known=False)
+        after = tops_sql.keep_tops_ctes(s, tops, before_known=False)
         cursor.execute(sql.sums_of_returned(ctes, upsert, returning, expressions, after), params)
         return totals.add_written(cursor.fetchall())
     cursor.execute(f"WITH {ctes} {upsert} RETURNING {sql.returned(s)}", params)
@@ -417,7 +418,7 @@ def _rebuild(
         generation = state.generation
         UnitAggregateMark.objects.filter(experiment_id=experiment_id).delete()
         with d.connection.cursor() as cursor:
-            for table in (sql.TABLE, sql.TOP_TABLE):
+            for table in (sql.TABLE, tops_sql.TOP_TABLE):
                 cursor.execute(f"DELETE FROM {table} WHERE experiment_id = %s", [experiment_id])
     params = plan.params(d, window, e_hi=mark.event)
     chunks, units = _chunks(d, params)

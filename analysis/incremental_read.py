@@ -30,6 +30,7 @@ from analysis.models import AggregateState
 from analysis.sql import incremental as sql
 from analysis.sql import incremental_read as read_statements
 from analysis.sql.dialects import Dialect, dialect_for
+from analysis.sql.incremental_tops import column_code
 from analysis.unit_sums import Sums
 from core.replica import primary_reads
 from stats import order_statistics_needed, winsor_cap_from_highest
@@ -199,7 +200,7 @@ def _tops(
     lateral = lateral_lookups(d)
     tops: dict[int, list[tuple]] = {}
     missing = list(range(len(wanted)))
-    codes = [sql.column_code(slot, c) for slot, c, _ in wanted]
+    codes = [column_code(slot, c) for slot, c, _ in wanted]
     kept = all(code in thresholds for code in codes)
     if kept:
         guards = [

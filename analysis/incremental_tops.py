@@ -4,14 +4,14 @@ snapshot's read (analysis/incremental_read.py) finds the values above the column
 quantile) among few units instead of scanning every stored row. The thresholds are kept in
 ``AggregateState.thresholds`` and set here, by the refresh (analysis/incremental.py), from the
 previous snapshot's caps; every write of the rows keeps the table true in the same statement
-(``analysis.sql.incremental.keep_tops_ctes``)."""
+(``analysis.sql.incremental_tops.keep_tops_ctes``)."""
 
 from typing import TYPE_CHECKING, Any
 
 from django.db import DEFAULT_DB_ALIAS
 
 from analysis.models import AggregateState, ResultRow, ResultSnapshot
-from analysis.sql import incremental as sql
+from analysis.sql import incremental_tops as sql
 
 if TYPE_CHECKING:
     from analysis.incremental import Plan
@@ -72,10 +72,7 @@ def keep_thresholds(
         for statement in sql.reset_top_sql(plan.stored, code):
             cursor.execute(statement, {**params, "threshold": kept[code]})
     for code in set(current) - set(kept):
-        cursor.execute(
-            f"DELETE FROM {sql.TOP_TABLE} WHERE experiment_id = %(experiment)s AND code = %(code)s",
-            {**params, "code": code},
-        )
+        cursor.execute(sql.forget_top_sql(code), params)
     if any(kept.get(code) != current.get(code) for code in kept):
         cursor.execute(f"ANALYZE {sql.TOP_TABLE}")  # its statistics, for the next writes' plans
     return {str(code): value for code, value in kept.items()}

@@ -9,15 +9,8 @@ from collections.abc import Sequence
 from analysis.sql import builders
 from analysis.sql.builders import CLEAN, Column
 from analysis.sql.dialects import Dialect
-from analysis.sql.incremental import (
-    TABLE,
-    TOP_TABLE,
-    Stored,
-    column_code,
-    hot_units,
-    sums,
-    unit_rows_ctes,
-)
+from analysis.sql.incremental import TABLE, Stored, hot_units, sums, unit_rows_ctes
+from analysis.sql.incremental_tops import TOP_TABLE, column_code
 
 
 def hot_sums_sql(d: Dialect, s: Stored, lateral: bool) -> str:

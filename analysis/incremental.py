@@ -40,7 +40,7 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 from django.utils import timezone
 
-from analysis import aggregation, incremental_tops, unit_columns, watermarks
+from analysis import aggregation, incremental_shards, incremental_tops, unit_columns, watermarks
 from analysis.aggregation import MetricSpec
 from analysis.models import AggregateState, UnitAggregateMark
 from analysis.sql import incremental as sql
@@ -210,6 +210,7 @@ def refresh(
         logger.info("experiment %s: inside a snapshot transaction; full statement", experiment_id)
         return False
     window = window_of(experiment_id, project_id, since, through)
+    outermost = not d.connection.in_atomic_block
     try:
         with transaction.atomic():
             tune_statements(d)
@@ -228,7 +229,7 @@ def refresh(
                         state.through.isoformat(),
                     )
                     return False
-                _advance(d, plan, state, window)
+                _advance(d, plan, state, window, outermost)
                 return True
         _rebuild(d, plan, window)
         return True
@@ -269,7 +270,9 @@ def _locked_state(d: Dialect, experiment_id: int) -> AggregateState | None:
 
 def _rows_kept(state: AggregateState) -> bool:
     """Whether the unlogged rows of the state's rebuild are still there (PostgreSQL empties
-    them after a crash, and a promoted replica never had them); logs when they are not."""
+    them after a crash, and a promoted replica never had them) and hold exactly the events the
+    state counts (not so after a refresh failed once one of its shards had committed,
+    analysis/incremental_shards.py); logs when they do not."""
     kept = UnitAggregateMark.objects.filter(
         experiment_id=state.experiment_id, generation=state.generation
     ).exists()
@@ -278,7 +281,14 @@ def _rows_kept(state: AggregateState) -> bool:
             "experiment %s: the stored aggregates are gone (a crash or a failover); rebuilding",
             state.experiment_id,
         )
-    return kept
+        return False
+    if incremental_shards.interrupted(state.experiment_id, state.event_watermark):
+        logger.warning(
+            "experiment %s: a refresh failed after one of its shards had committed; rebuilding",
+            state.experiment_id,
+        )
+        return False
+    return True
 
 
 def _wait_seconds() -> float:
@@ -296,10 +306,13 @@ def window_of(experiment_id: int, project_id: int, since: datetime, through: dat
     }
 
 
-def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, Any]) -> None:
-    """Add the events up to the new safe watermark and recompute the units whose t0 or state
-    may have changed, keeping the per-variant sums with the rows; then record the watermark
-    and the cut-off (the caller's transaction)."""
+def _advance(
+    d: Dialect, plan: Plan, state: AggregateState, window: dict[str, Any], outermost: bool
+) -> None:
+    """Add the events up to the new safe watermark (in shards when ``outermost``, the refresh
+    being in no caller's transaction, and there are many) and recompute the units whose t0 or
+    state may have changed, keeping the per-variant sums with the rows; then record the
+    watermark and the cut-off (the caller's transaction)."""
     old = Watermark(state.exposure_watermark, state.event_watermark)
     new, candidates = watermarks.advance(d.connection, old, state.candidates, _wait_seconds())
     through = window["through"]
@@ -313,7 +326,8 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
             cursor.execute(sql.pre_start_sql("id > %(x_lo)s AND id <= %(x_hi)s"), params)
             state.pre_start += cursor.fetchone()[0]
         if new.event > old.event:
-            written += _add_events(d, s, cursor, params, totals, tops)
+            shards = incremental_shards.shards_for(d, outermost, new.event - old.event)
+            written += _add_events(d, s, cursor, params, totals, tops, shards)
         if new.exposure > old.exposure or through > state.through:
             written += _store_changed_units(d, s, cursor, params, totals, tops)
         if d.vendor == "postgresql":
@@ -344,17 +358,38 @@ def _advance(d: Dialect, plan: Plan, state: AggregateState, window: dict[str, An
 
 
 def _add_events(
-    d: Dialect, s: sql.Stored, cursor: Any, params: dict, totals: Sums, tops: dict[int, float]
+    d: Dialect,
+    s: sql.Stored,
+    cursor: Any,
+    params: dict,
+    totals: Sums,
+    tops: dict[int, float],
+    shards: int = 1,
 ) -> int:
     """Add the new events to the stored rows, and what that changed to ``totals`` (and on
-    PostgreSQL to the top units of ``tops``, the thresholds); returns how many rows changed."""
-    ctes, update, units = sql.add_events_sql(d, s, lateral=d.supports_index_lookup)
+    PostgreSQL to the top units of ``tops``, the thresholds), in ``shards`` shards at once
+    (analysis/incremental_shards.py); returns how many rows changed."""
+    sharded = shards > 1
+    ctes, update, units = sql.add_events_sql(d, s, d.supports_index_lookup, sharded)
     if d.vendor == "postgresql":
         differences = sql.sums(s.stored_pairs(), s.stored_pairs(before=True))
         returning = sql.returned(s, added=True, unit=bool(tops))
         after = tops_sql.keep_tops_ctes(s, tops, before_known=True)
-        cursor.execute(sql.sums_of_returned(ctes, update, returning, differences, after), params)
-        return totals.add_written(cursor.fetchall())
+        statement = sql.sums_of_returned(ctes, update, returning, differences, after)
+
+        def add(shard_cursor: Any, shard: int) -> list[tuple]:
+            shard_cursor.execute(statement, {**params, "shard": shard, "shards": shards})
+            return shard_cursor.fetchall()
+
+        results = incremental_shards.in_shards(
+            add,
+            shards,
+            cursor,
+            experiment_id=params["experiment"],
+            event_watermark=params["e_hi"],
+            prepare=tune_statements,
+        )
+        return sum(totals.add_written(rows) for rows in results)
     # SQLite: a RETURNING clause cannot read the UPDATE's FROM: the units' sums before and after.
     before = f"WITH {ctes} {sql.stored_sums_sql(d, s, units)}"
     cursor.execute(before, params)
@@ -417,6 +452,7 @@ def _rebuild(
         state.save()
         generation = state.generation
         UnitAggregateMark.objects.filter(experiment_id=experiment_id).delete()
+        incremental_shards.forget(experiment_id)
         with d.connection.cursor() as cursor:
             for table in (sql.TABLE, tops_sql.TOP_TABLE):
                 cursor.execute(f"DELETE FROM {table} WHERE experiment_id = %s", [experiment_id])

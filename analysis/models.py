@@ -249,5 +249,6 @@ from analysis.unit_aggregates import (  # noqa: E402, F401
     AggregateState,
     UnitAggregate,
     UnitAggregateMark,
+    UnitAggregateProgress,
     UnitAggregateTop,
 )

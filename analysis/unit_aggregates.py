@@ -65,6 +65,25 @@ class UnitAggregateMark(models.Model):
         return f"aggregates of experiment {self.experiment_id}: rebuild {self.generation}"
 
 
+class UnitAggregateProgress(models.Model):
+    """The event watermark up to which shard ``shard`` of an experiment's rows has added the
+    new events, written in the shard's own transaction (analysis/incremental_shards.py: a
+    refresh adds the events of shards 1, 2, ... on connections of their own, in parallel with
+    its own). Normally equal to or below the state's watermark; above it, a refresh committed
+    a shard's events and then failed before its own commit, and the next refresh rebuilds the
+    rows. Unlogged like them."""
+
+    pk = models.CompositePrimaryKey("experiment", "shard")
+    experiment = models.ForeignKey(
+        Experiment, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    shard = models.SmallIntegerField()
+    event_watermark = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"aggregates of experiment {self.experiment_id}, shard {self.shard}"
+
+
 class UnitAggregateTop(models.Model):
     """The analysed units (exposed by the cut-off, to one variant, without a mismatch) whose
     stored value of a winsorized metric's column is at or above the column's threshold

@@ -355,15 +355,27 @@ def hot_units(s: Stored, d: Dialect) -> str:
 # --- new events added to stored rows -------------------------------------------------------------
 
 
-def add_events_sql(d: Dialect, s: Stored, lateral: bool) -> tuple[str, str, str]:
+def shard_of(unit: str) -> str:
+    """PostgreSQL: the shard (0 to ``shards`` - 1) of the unit id ``unit``, from a hash of its
+    bytes. Only one refresh relies on it (analysis/incremental_shards.py), so a hash that
+    changed with a PostgreSQL upgrade would do no harm."""
+    return f"mod(hashtext({unit}) & 2147483647, %(shards)s)"
+
+
+def add_events_sql(
+    d: Dialect, s: Stored, lateral: bool, sharded: bool = False
+) -> tuple[str, str, str]:
     """(CTEs, update, affected units): add the metric events with ids in (``e_lo``, ``e_hi``]
     to the stored rows of exposed units (the caller then recomputes the units whose t0 or
     state may have changed); an event after the cut-off only lowers ``pending``. The update's
-    ``n`` holds what each row gets (for ``returned``)."""
+    ``n`` holds what each row gets (for ``returned``). ``sharded`` (PostgreSQL): only the
+    events of the units of shard ``shard`` of ``shards`` (``shard_of``)."""
     t0, row = d.instant("t0"), _row_address(d)
     updates = [f"pending = {_least(f'{TABLE}.pending', 'n.late')}"]
     updates += [f"{column} = {TABLE}.{column} + n.{alias}" for column, alias in s.slot_columns()]
     ids = "e.id > %(e_lo)s AND e.id <= %(e_hi)s"
+    if sharded:
+        ids += f" AND {shard_of('e.unit_id')} = %(shard)s"
     ctes = f"""
     a_units AS (
         SELECT {row} AS row_at, unit_id, {t0} AS t0{_bounds(d, s, t0)}

@@ -77,3 +77,26 @@ def test_the_analysis_database_settings_come_from_the_environment(monkeypatch):
     finally:
         monkeypatch.undo()
         importlib.reload(settings_module)
+
+
+def test_the_incremental_connections_setting_is_bounded(monkeypatch):
+    """ABACUS_INCREMENTAL_CONNECTIONS (analysis/incremental_shards.py): 2 by default, the
+    environment's value, and 0 or more than 16 refused."""
+    import importlib
+
+    from django.core.exceptions import ImproperlyConfigured
+
+    import config.settings as settings_module
+
+    try:
+        monkeypatch.delenv("ABACUS_INCREMENTAL_CONNECTIONS", raising=False)
+        assert importlib.reload(settings_module).ABACUS_INCREMENTAL_CONNECTIONS == 2
+        monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", "1")
+        assert importlib.reload(settings_module).ABACUS_INCREMENTAL_CONNECTIONS == 1
+        for bad in ("0", "17"):
+            monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", bad)
+            with pytest.raises(ImproperlyConfigured, match="ABACUS_INCREMENTAL_CONNECTIONS"):
+                importlib.reload(settings_module)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(settings_module)

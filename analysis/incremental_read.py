@@ -18,7 +18,7 @@ from django.db import DatabaseError, connections
 
 from analysis import aggregation, incremental_tops, unit_columns
 from analysis.aggregation import ExperimentAggregates, MetricAggregate, MetricSpec
-from analysis.incremental import (
+from analysis.incremental_plan import (
     Plan,
     lateral_lookups,
     plan_for,

@@ -14,7 +14,7 @@ from analysis.models import AggregateState, ResultRow, ResultSnapshot
 from analysis.sql import incremental_tops as sql
 
 if TYPE_CHECKING:
-    from analysis.incremental import Plan
+    from analysis.incremental_plan import Plan
 
 GUARD = 0.75  # a column's threshold, of the previous snapshot's cap, when it is set
 KEPT = (0.5, 0.9)  # the range, in caps, in which a threshold is kept rather than set anew

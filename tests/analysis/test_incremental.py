@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
 
-from analysis import aggregation, incremental, incremental_read, incremental_tops
+from analysis import aggregation, incremental, incremental_plan, incremental_read, incremental_tops
 from analysis.aggregation import MetricSpec
 from analysis.compute import _metric_spec
 from analysis.models import AggregateState, UnitAggregate, UnitAggregateMark, UnitAggregateTop
@@ -548,7 +548,7 @@ def test_the_statements_run_with_the_analysis_work_mem_and_without_jit(settings)
 
     with transaction.atomic():
         before = current()
-        previous = incremental.tune_statements(d)
+        previous = incremental_plan.tune_statements(d)
         assert current() == ("off", "96MB")
-        incremental.restore_tuning(d, previous)
+        incremental_plan.restore_tuning(d, previous)
         assert current() == before

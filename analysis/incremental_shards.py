@@ -27,7 +27,8 @@ server's ``max_connections`` reached) is added by the refresh on its own connect
 Shards lower a snapshot's latency, not its cost: the same work runs on more cores (plus one
 connection each per refresh). They are used when the refresh runs outside any transaction (a
 shard's connection could not see the caller's uncommitted rows) and the round has at least
-``PARALLEL_FROM`` new event ids (below that, opening a connection costs more than it saves).
+``ABACUS_INCREMENTAL_PARALLEL_FROM`` new event ids (default 10,000; below that, opening a
+connection costs more than it saves).
 """
 
 import logging
@@ -42,8 +43,6 @@ from django.db import DEFAULT_DB_ALIAS, OperationalError, connections, transacti
 from analysis.models import UnitAggregateProgress
 from analysis.sql.dialects import Dialect, dialect_for
 
-PARALLEL_FROM = 10_000  # new event ids in a round, at least, to add them on several connections
-
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,8 @@ def shards_for(d: Dialect, outermost: bool, new_ids: int) -> int:
     """How many shards a refresh adds ``new_ids`` new event ids' events in; ``outermost``: the
     refresh is not inside a caller's transaction."""
     wanted = int(getattr(settings, "ABACUS_INCREMENTAL_CONNECTIONS", 1))
-    if d.vendor != "postgresql" or not outermost or new_ids < PARALLEL_FROM:
+    least = int(getattr(settings, "ABACUS_INCREMENTAL_PARALLEL_FROM", 10_000))
+    if d.vendor != "postgresql" or not outermost or new_ids < least:
         return 1
     return max(1, wanted)
 

@@ -313,6 +313,10 @@ ABACUS_AGGREGATES_WAIT_SECONDS = float(os.environ.get("ABACUS_AGGREGATES_WAIT_SE
 ABACUS_INCREMENTAL_CONNECTIONS = int(os.environ.get("ABACUS_INCREMENTAL_CONNECTIONS", 2))
 if not 1 <= ABACUS_INCREMENTAL_CONNECTIONS <= 16:
     raise ImproperlyConfigured("ABACUS_INCREMENTAL_CONNECTIONS must be between 1 and 16.")
+# ... when the round has at least this many new event ids (fewer: one connection is faster).
+ABACUS_INCREMENTAL_PARALLEL_FROM = int(os.environ.get("ABACUS_INCREMENTAL_PARALLEL_FROM", 10_000))
+if ABACUS_INCREMENTAL_PARALLEL_FROM < 1:
+    raise ImproperlyConfigured("ABACUS_INCREMENTAL_PARALLEL_FROM must be at least 1.")
 # A dimension breakdown is computed when a person asks for it (results page, API, export): its
 # statements stop after this many milliseconds (PostgreSQL), so a request never waits longer.
 ABACUS_BREAKDOWN_STATEMENT_TIMEOUT_MS = int(

@@ -34,7 +34,7 @@ def sharded(settings, monkeypatch):
     """Three connections, whatever the number of new events; counts the shards' transactions."""
     settings.ABACUS_INCREMENTAL_CONNECTIONS = 3
     settings.ABACUS_AGGREGATES_WAIT_SECONDS = 0.05
-    monkeypatch.setattr(incremental_shards, "PARALLEL_FROM", 1)
+    settings.ABACUS_INCREMENTAL_PARALLEL_FROM = 1
     calls: list[int] = []
     original = incremental_shards._own_transaction
 
@@ -171,7 +171,8 @@ def test_a_shard_that_fails_rolls_the_refresh_back(experiment, sharded, monkeypa
 def test_shards_only_for_large_rounds_outside_a_transaction(settings):
     settings.ABACUS_INCREMENTAL_CONNECTIONS = 4
     d = dialect_for(connection)
-    many = incremental_shards.PARALLEL_FROM
+    many = settings.ABACUS_INCREMENTAL_PARALLEL_FROM
+    assert many == 10_000
     assert incremental_shards.shards_for(d, outermost=True, new_ids=many) == 4
     assert incremental_shards.shards_for(d, outermost=True, new_ids=many - 1) == 1
     assert incremental_shards.shards_for(d, outermost=False, new_ids=many) == 1

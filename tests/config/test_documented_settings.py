@@ -80,8 +80,9 @@ def test_the_analysis_database_settings_come_from_the_environment(monkeypatch):
 
 
 def test_the_incremental_connections_setting_is_bounded(monkeypatch):
-    """ABACUS_INCREMENTAL_CONNECTIONS (analysis/incremental_shards.py): 2 by default, the
-    environment's value, and 0 or more than 16 refused."""
+    """ABACUS_INCREMENTAL_CONNECTIONS and ABACUS_INCREMENTAL_PARALLEL_FROM
+    (analysis/incremental_shards.py): their defaults, the environment's value, and values out
+    of range refused."""
     import importlib
 
     from django.core.exceptions import ImproperlyConfigured
@@ -90,6 +91,7 @@ def test_the_incremental_connections_setting_is_bounded(monkeypatch):
 
     try:
         monkeypatch.delenv("ABACUS_INCREMENTAL_CONNECTIONS", raising=False)
+        monkeypatch.delenv("ABACUS_INCREMENTAL_PARALLEL_FROM", raising=False)
         assert importlib.reload(settings_module).ABACUS_INCREMENTAL_CONNECTIONS == 2
         monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", "1")
         assert importlib.reload(settings_module).ABACUS_INCREMENTAL_CONNECTIONS == 1
@@ -97,6 +99,11 @@ def test_the_incremental_connections_setting_is_bounded(monkeypatch):
             monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", bad)
             with pytest.raises(ImproperlyConfigured, match="ABACUS_INCREMENTAL_CONNECTIONS"):
                 importlib.reload(settings_module)
+        monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", "2")
+        assert importlib.reload(settings_module).ABACUS_INCREMENTAL_PARALLEL_FROM == 10_000
+        monkeypatch.setenv("ABACUS_INCREMENTAL_PARALLEL_FROM", "0")
+        with pytest.raises(ImproperlyConfigured, match="ABACUS_INCREMENTAL_PARALLEL_FROM"):
+            importlib.reload(settings_module)
     finally:
         monkeypatch.undo()
         importlib.reload(settings_module)

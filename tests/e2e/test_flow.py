@@ -32,15 +32,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
-def running_stack(*, beat: bool = False, env: dict[str, str] | None = None) -> Iterator[tuple]:
-    """gunicorn + a Celery worker (and beat) on the test database and a private broker."""
+def running_stack(
+    *, beat: bool = False, env: dict[str, str] | None = None, pool: str | None = "solo"
+) -> Iterator[tuple]:
+    """gunicorn + a Celery worker (and beat) on the test database and a private broker;
+    ``pool``: the worker's (None: Celery's default, prefork, as ``make run``'s worker)."""
     port = free_port()
     var = tempfile.mkdtemp(prefix="abacus-e2e-")
     env = base_env(Path(var), **(env or {}))
     logs = Path(var)
     commands = {
         "web": processes.web(bind=f"127.0.0.1:{port}", workers=2, access_log=False),
-        "worker": processes.worker(name=f"e2e-{port}@%h", pool="solo"),
+        "worker": processes.worker(name=f"e2e-{port}@%h", pool=pool),
     }
     if beat:
         commands["beat"] = processes.beat(schedule=logs / "celerybeat-schedule")

@@ -1,6 +1,7 @@
 """Shared fixtures: people, projects, API keys, API clients."""
 
 import copy
+import importlib
 import os
 
 import pytest
@@ -169,3 +170,14 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name.startswith("test_fuzz_"):
             item.add_marker(pytest.mark.fuzz)
+
+
+@pytest.fixture
+def reload_settings(monkeypatch):
+    """``reload_settings()``: config/settings.py run again, reading the environment as the test's
+    ``monkeypatch`` set it; afterwards the environment is restored and the module run again."""
+    import config.settings as settings_module
+
+    yield lambda: importlib.reload(settings_module)
+    monkeypatch.undo()
+    importlib.reload(settings_module)

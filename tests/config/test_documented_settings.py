@@ -51,59 +51,43 @@ def test_every_documented_variable_is_read(name):
     assert re.search(rf"[\"']{name}[\"']", source), f"{name} is documented but never read"
 
 
-def test_the_analysis_database_settings_come_from_the_environment(monkeypatch):
+def test_the_analysis_database_settings_come_from_the_environment(monkeypatch, reload_settings):
     """ABACUS_ANALYSIS_WORK_MEM and ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS (read by
     analysis/services.py): the documented defaults, the environment's values, bad values refused."""
-    import importlib
-
     from django.core.exceptions import ImproperlyConfigured
 
-    import config.settings as settings_module
-
-    try:
-        monkeypatch.delenv("ABACUS_ANALYSIS_WORK_MEM", raising=False)
-        monkeypatch.delenv("ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS", raising=False)
-        fresh = importlib.reload(settings_module)
-        assert fresh.ABACUS_ANALYSIS_WORK_MEM == "256MB"
-        assert fresh.ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS == 1_400_000
-        monkeypatch.setenv("ABACUS_ANALYSIS_WORK_MEM", "1GB")
-        monkeypatch.setenv("ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS", "60000")
-        fresh = importlib.reload(settings_module)
-        assert fresh.ABACUS_ANALYSIS_WORK_MEM == "1GB"
-        assert fresh.ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS == 60_000
-        monkeypatch.setenv("ABACUS_ANALYSIS_WORK_MEM", "256MB'; DROP TABLE x; --")
-        with pytest.raises(ImproperlyConfigured):
-            importlib.reload(settings_module)
-    finally:
-        monkeypatch.undo()
-        importlib.reload(settings_module)
+    monkeypatch.delenv("ABACUS_ANALYSIS_WORK_MEM", raising=False)
+    monkeypatch.delenv("ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS", raising=False)
+    fresh = reload_settings()
+    assert fresh.ABACUS_ANALYSIS_WORK_MEM == "256MB"
+    assert fresh.ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS == 1_400_000
+    monkeypatch.setenv("ABACUS_ANALYSIS_WORK_MEM", "1GB")
+    monkeypatch.setenv("ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS", "60000")
+    fresh = reload_settings()
+    assert fresh.ABACUS_ANALYSIS_WORK_MEM == "1GB"
+    assert fresh.ABACUS_ANALYSIS_STATEMENT_TIMEOUT_MS == 60_000
+    monkeypatch.setenv("ABACUS_ANALYSIS_WORK_MEM", "256MB'; DROP TABLE x; --")
+    with pytest.raises(ImproperlyConfigured):
+        reload_settings()
 
 
-def test_the_incremental_connections_setting_is_bounded(monkeypatch):
+def test_the_incremental_connections_setting_is_bounded(monkeypatch, reload_settings):
     """ABACUS_INCREMENTAL_CONNECTIONS and ABACUS_INCREMENTAL_PARALLEL_FROM
     (analysis/incremental_shards.py): their defaults, the environment's value, and values out
     of range refused."""
-    import importlib
-
     from django.core.exceptions import ImproperlyConfigured
 
-    import config.settings as settings_module
-
-    try:
-        monkeypatch.delenv("ABACUS_INCREMENTAL_CONNECTIONS", raising=False)
-        monkeypatch.delenv("ABACUS_INCREMENTAL_PARALLEL_FROM", raising=False)
-        assert importlib.reload(settings_module).ABACUS_INCREMENTAL_CONNECTIONS == 2
-        monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", "1")
-        assert importlib.reload(settings_module).ABACUS_INCREMENTAL_CONNECTIONS == 1
-        for bad in ("0", "17"):
-            monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", bad)
-            with pytest.raises(ImproperlyConfigured, match="ABACUS_INCREMENTAL_CONNECTIONS"):
-                importlib.reload(settings_module)
-        monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", "2")
-        assert importlib.reload(settings_module).ABACUS_INCREMENTAL_PARALLEL_FROM == 10_000
-        monkeypatch.setenv("ABACUS_INCREMENTAL_PARALLEL_FROM", "0")
-        with pytest.raises(ImproperlyConfigured, match="ABACUS_INCREMENTAL_PARALLEL_FROM"):
-            importlib.reload(settings_module)
-    finally:
-        monkeypatch.undo()
-        importlib.reload(settings_module)
+    monkeypatch.delenv("ABACUS_INCREMENTAL_CONNECTIONS", raising=False)
+    monkeypatch.delenv("ABACUS_INCREMENTAL_PARALLEL_FROM", raising=False)
+    assert reload_settings().ABACUS_INCREMENTAL_CONNECTIONS == 2
+    monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", "1")
+    assert reload_settings().ABACUS_INCREMENTAL_CONNECTIONS == 1
+    for bad in ("0", "17"):
+        monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", bad)
+        with pytest.raises(ImproperlyConfigured, match="ABACUS_INCREMENTAL_CONNECTIONS"):
+            reload_settings()
+    monkeypatch.setenv("ABACUS_INCREMENTAL_CONNECTIONS", "2")
+    assert reload_settings().ABACUS_INCREMENTAL_PARALLEL_FROM == 10_000
+    monkeypatch.setenv("ABACUS_INCREMENTAL_PARALLEL_FROM", "0")
+    with pytest.raises(ImproperlyConfigured, match="ABACUS_INCREMENTAL_PARALLEL_FROM"):
+        reload_settings()

@@ -2,7 +2,6 @@
 time limits on every task, and the worker command line. A real broker and workers:
 tests/e2e/test_queues.py."""
 
-import importlib
 import re
 from pathlib import Path
 
@@ -73,22 +72,16 @@ def test_every_queue_is_declared_and_a_worker_without_q_consumes_them_all():
     assert args[args.index("-Q") + 1] == "releases,ingest"
 
 
-def test_a_prefix_keeps_deployments_sharing_a_redis_apart(monkeypatch):
+def test_a_prefix_keeps_deployments_sharing_a_redis_apart(monkeypatch, reload_settings):
     """ABACUS_TASK_QUEUE=blue: every queue is blue.<role>, the default queue blue."""
-    import config.settings as settings_module
-
-    try:
-        monkeypatch.setenv("ABACUS_TASK_QUEUE", "blue")
-        fresh = importlib.reload(settings_module)
-        assert fresh.CELERY_TASK_DEFAULT_QUEUE == "blue"
-        assert sorted(q.name for q in fresh.CELERY_TASK_QUEUES) == [
-            "blue", "blue.analysis", "blue.ingest", "blue.notify", "blue.releases",
-        ]  # fmt: skip
-        [router] = fresh.CELERY_TASK_ROUTES
-        assert router("releases.analyze", (3,), {}, {}) == {"queue": "blue.releases", "priority": 0}
-    finally:
-        monkeypatch.undo()
-        importlib.reload(settings_module)
+    monkeypatch.setenv("ABACUS_TASK_QUEUE", "blue")
+    fresh = reload_settings()
+    assert fresh.CELERY_TASK_DEFAULT_QUEUE == "blue"
+    assert sorted(q.name for q in fresh.CELERY_TASK_QUEUES) == [
+        "blue", "blue.analysis", "blue.ingest", "blue.notify", "blue.releases",
+    ]  # fmt: skip
+    [router] = fresh.CELERY_TASK_ROUTES
+    assert router("releases.analyze", (3,), {}, {}) == {"queue": "blue.releases", "priority": 0}
 
 
 def test_every_task_has_soft_and_hard_time_limits(tasks):

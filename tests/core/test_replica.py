@@ -1,7 +1,6 @@
 """Which database analysis reads use (core.replica) and how the router follows it
 (config/routers.py). The real replica is in tests/e2e/test_read_replica.py."""
 
-import importlib
 import threading
 from types import SimpleNamespace
 
@@ -117,24 +116,18 @@ def test_a_stream_closed_early_closes_its_generator(replica_caught_up):
     assert replica.read_alias() == DEFAULT_DB_ALIAS
 
 
-def test_a_replica_needs_postgresql(monkeypatch):
+def test_a_replica_needs_postgresql(monkeypatch, reload_settings):
     """DATABASE_REPLICA_URL beside a SQLite DATABASE_URL is refused at start, naming both; a
     PostgreSQL pair adds the alias, mirrored by the tests' database."""
-    import config.settings as settings_module
-
-    try:
-        monkeypatch.setenv("DATABASE_URL", "sqlite:////tmp/abacus-replica-test.sqlite3")
-        monkeypatch.setenv("DATABASE_REPLICA_URL", "postgres://abacus@replica:5432/abacus")
-        with pytest.raises(ImproperlyConfigured, match="DATABASE_URL and DATABASE_REPLICA_URL"):
-            importlib.reload(settings_module)
-        monkeypatch.setenv("DATABASE_URL", "postgres://abacus@primary:5432/abacus")
-        fresh = importlib.reload(settings_module)
-        assert fresh.DATABASES["replica"]["HOST"] == "replica"
-        assert fresh.DATABASES["replica"]["TEST"] == {"MIRROR": "default"}
-        assert fresh.ABACUS_REPLICA_MAX_WAIT_SECONDS == 10
-        monkeypatch.setenv("ABACUS_REPLICA_MAX_WAIT_SECONDS", "-1")
-        with pytest.raises(ImproperlyConfigured, match="ABACUS_REPLICA_MAX_WAIT_SECONDS"):
-            importlib.reload(settings_module)
-    finally:
-        monkeypatch.undo()
-        importlib.reload(settings_module)
+    monkeypatch.setenv("DATABASE_URL", "sqlite:////tmp/abacus-replica-test.sqlite3")
+    monkeypatch.setenv("DATABASE_REPLICA_URL", "postgres://abacus@replica:5432/abacus")
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL and DATABASE_REPLICA_URL"):
+        reload_settings()
+    monkeypatch.setenv("DATABASE_URL", "postgres://abacus@primary:5432/abacus")
+    fresh = reload_settings()
+    assert fresh.DATABASES["replica"]["HOST"] == "replica"
+    assert fresh.DATABASES["replica"]["TEST"] == {"MIRROR": "default"}
+    assert fresh.ABACUS_REPLICA_MAX_WAIT_SECONDS == 10
+    monkeypatch.setenv("ABACUS_REPLICA_MAX_WAIT_SECONDS", "-1")
+    with pytest.raises(ImproperlyConfigured, match="ABACUS_REPLICA_MAX_WAIT_SECONDS"):
+        reload_settings()

@@ -39,6 +39,7 @@ from django.db import connection, transaction
 
 from bench import analyze_properties
 from bench.analyze_data import EVENTS_PER_UNIT, WINDOW_HOURS, drop, setup
+from bench.common import machine_busy_seconds
 
 SIZES = (100_000, 1_000_000, 10_000_000)
 QUICK_SIZES = (10_000, 100_000)
@@ -58,10 +59,10 @@ def _child_sql(experiment_id: int) -> dict[str, Any]:
     from analysis.services import analysis_run
 
     aggregation_seconds = _time_aggregation()
-    busy, started = _machine_busy_seconds(), time.perf_counter()
+    busy, started = machine_busy_seconds(), time.perf_counter()
     snapshot = analysis_run(experiment_id=experiment_id, trigger="benchmark")
     seconds = time.perf_counter() - started
-    busy_after = _machine_busy_seconds()
+    busy_after = machine_busy_seconds()
     # The daily and novelty views, when this run refreshed them (every run: the parent sets
     # ABACUS_TIME_VIEWS_INTERVAL=0 unless time_views=0): their statement's share of the run.
     view = TimeView.objects.filter(experiment_id=experiment_id, snapshot=snapshot).first()
@@ -79,19 +80,6 @@ def _child_sql(experiment_id: int) -> dict[str, Any]:
         "time_views_seconds": view.seconds if view else None,
         "cpu_seconds": None if busy is None or busy_after is None else busy_after - busy,
     }
-
-
-def _machine_busy_seconds() -> float | None:
-    """The CPU time every core of the machine has spent busy since boot (Linux /proc/stat, in
-    clock ticks of 10 ms): across a run, what the run cost this process and the database's
-    processes together (the machine is otherwise idle while the benchmark measures)."""
-    try:
-        with open("/proc/stat") as f:
-            ticks = [int(x) for x in f.readline().split()[1:]]
-    except (OSError, ValueError):
-        return None
-    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle, iowait
-    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def _time_aggregation() -> list[float]:

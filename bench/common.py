@@ -225,6 +225,21 @@ def cpu_seconds(matches: Callable[[int, int, str], bool]) -> float:
     return total
 
 
+def machine_busy_seconds() -> float | None:
+    """The CPU time every core of the machine has spent busy since boot (Linux /proc/stat, in
+    clock ticks of 10 ms); None where there is no /proc/stat. Across a measurement on an
+    otherwise idle machine, what it cost every process together, including processes that
+    ended during it (``cpu_seconds`` only sees those still running at the end: an incremental
+    snapshot's shard connections have closed, and their backends exited, by then)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 # PostgreSQL's own processes that every writer's work passes through (WAL, checkpoints).
 _POSTGRES_SHARED = ("walwriter", "checkpointer", "background writer", "walsender")
 
